@@ -1,0 +1,29 @@
+"""An IVR voice-flow engine for KVKK notices and marketing consent, driven by Twilio."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from . import config
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: settings from the environment, then one init_app per subsystem."""
+    app = Flask(__name__, instance_relative_config=False)
+    settings = config.from_env()
+    if test_config:
+        settings.update(test_config)
+    app.config.update(config.finalize(settings))
+    app.config.setdefault("MAX_CONTENT_LENGTH", 64 * 1024)
+    logging.basicConfig(level=app.config["LOG_LEVEL"])
+
+    from . import audio, db, flowstore, pii, voice
+
+    db.init_app(app)
+    pii.init_app(app)
+    flowstore.init_app(app)
+    audio.init_app(app)
+    voice.init_app(app)
+    return app

@@ -1,0 +1,270 @@
+"""The pure call-flow state machine.
+
+Given a flow, the call's state and one input (digits, a timeout or a hang-up), `advance`
+returns the new state and the actions to perform. It imports no Flask, no database and
+no Twilio, so the audit replay can run the very same code years later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from .model import Flow, Node
+
+# --- inputs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Digits:
+    """Keys the caller pressed (anything Twilio sent, unchecked)."""
+
+    value: str
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """The caller stayed silent until the gather timed out."""
+
+
+@dataclass(frozen=True)
+class HangUp:
+    """The caller hung up."""
+
+
+Input = Digits | Timeout | HangUp
+
+
+def input_to_dict(inp: Input) -> dict:
+    """A JSON-ready form of an input, for storage and replay."""
+    if isinstance(inp, Digits):
+        return {"type": "digits", "digits": inp.value}
+    return {"type": "timeout" if isinstance(inp, Timeout) else "hangup"}
+
+
+def input_from_dict(data: dict) -> Input:
+    """The inverse of `input_to_dict`."""
+    kind = data["type"]
+    if kind == "digits":
+        return Digits(data["digits"])
+    return Timeout() if kind == "timeout" else HangUp()
+
+
+# --- actions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Play:
+    """Play one prompt; inside a Gather it may be interrupted by a key."""
+
+    prompt: str
+    language: str
+    text: str
+
+
+@dataclass(frozen=True)
+class StartRecording:
+    """Start recording the whole call from here on."""
+
+
+@dataclass(frozen=True)
+class Gather:
+    """Wait for one key while playing the prompts (barge-in allowed)."""
+
+    prompts: tuple[Play, ...]
+    timeout: int
+    node: str
+
+
+@dataclass(frozen=True)
+class NoticePlayed:
+    """The notice prompts were played in full (they cannot be skipped)."""
+
+    prompts: tuple[str, ...]
+    language: str
+
+
+@dataclass(frozen=True)
+class Decide:
+    """A consent decision was reached."""
+
+    decision: str
+    digits: tuple[str, ...]
+    language: str
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """Put the caller in an agents' queue."""
+
+    queue: str
+
+
+@dataclass(frozen=True)
+class Dial:
+    """Connect the caller to a number or a client."""
+
+    number: str | None = None
+    client: str | None = None
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """End the call."""
+
+
+Action = Play | StartRecording | Gather | NoticePlayed | Decide | Enqueue | Dial | Hangup
+
+
+def action_to_dict(action: Action) -> dict:
+    """A JSON-ready form of an action, tagged with its kind."""
+    data = asdict(action)
+    if isinstance(action, Gather):
+        data["prompts"] = [asdict(p) for p in action.prompts]
+    for k in ("prompts", "digits"):
+        if isinstance(data.get(k), tuple):
+            data[k] = list(data[k])
+    return {"kind": type(action).__name__.lower(), **data}
+
+
+# --- state ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything the engine needs to resume a call; stored between webhooks."""
+
+    language: str
+    node: str | None = None
+    invalid: int = 0
+    timeouts: int = 0
+    digits: tuple[str, ...] = ()
+    decision: str | None = None
+    notice_heard: bool = False
+    ended: bool = False
+    step: int = 0
+    context: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready state."""
+        data = asdict(self)
+        data["digits"] = list(self.digits)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> State:
+        """Rebuild a stored state."""
+        return cls(**{**data, "digits": tuple(data.get("digits", ()))})
+
+
+class EngineError(Exception):
+    """The flow cannot continue (a loop with no input, for example)."""
+
+
+_MAX_HOPS = 200
+
+
+def start(flow: Flow, context: dict | None = None, language: str | None = None):
+    """Begin a call at the flow's start node; returns (state, actions)."""
+    lang = language if language in flow.languages else flow.default_language
+    state = State(language=lang, context=dict(context or {}))
+    return _enter(flow, state, flow.start, [])
+
+
+def advance(flow: Flow, state: State, inp: Input):
+    """Apply one input to a waiting call; returns (state, actions)."""
+    if state.ended:
+        return state, []
+    state = replace(state, step=state.step + 1)
+    if isinstance(inp, HangUp):
+        return replace(state, ended=True, node=None), []
+    node = flow.nodes[state.node] if state.node else None
+    if node is None or node.type != "menu":
+        raise EngineError(f"no menu is waiting for input (node {state.node!r})")
+    actions: list = []
+    if isinstance(inp, Digits):
+        key = inp.value
+        if key:
+            state = replace(state, digits=(*state.digits, key))
+        option = node.options.get(key)
+        if option and (option.when is None or state.context.get(option.when)):
+            return _choose(flow, state, option, actions)
+        if node.default:
+            return _enter(flow, state, node.default, actions)
+        invalid = state.invalid + 1
+        if invalid >= node.max_invalid:
+            return _choose(flow, replace(state, invalid=invalid), node.on_exhausted, actions)
+        state = replace(state, invalid=invalid)
+        actions += _plays(flow, state, node.invalid)
+        actions.append(_gather(flow, state, node, node.reprompt or node.prompts))
+        return state, actions
+    # Timeout: silence is never a choice.
+    if node.default:
+        return _enter(flow, state, node.default, actions)
+    timeouts = state.timeouts + 1
+    if timeouts >= node.max_timeouts:
+        return _choose(flow, replace(state, timeouts=timeouts), node.on_exhausted, actions)
+    state = replace(state, timeouts=timeouts)
+    actions.append(_gather(flow, state, node, (*node.no_entry, *(node.reprompt or node.prompts))))
+    return state, actions
+
+
+def _choose(flow: Flow, state: State, option, actions: list):
+    if option.language:
+        state = replace(state, language=option.language)
+    if option.decision:
+        state = replace(state, decision=option.decision)
+        actions.append(Decide(option.decision, state.digits, state.language))
+    return _enter(flow, state, option.next, actions)
+
+
+def _plays(flow: Flow, state: State, prompt_ids) -> list[Play]:
+    return [Play(p, state.language, flow.text(p, state.language)) for p in prompt_ids]
+
+
+def _gather(flow: Flow, state: State, node: Node, prompt_ids) -> Gather:
+    return Gather(tuple(_plays(flow, state, prompt_ids)), node.timeout, node.id)
+
+
+def _enter(flow: Flow, state: State, node_id: str, actions: list):
+    for _ in range(_MAX_HOPS):
+        node = flow.nodes[node_id]
+        if node.type == "menu":
+            state = replace(state, node=node.id, invalid=0, timeouts=0)
+            actions.append(_gather(flow, state, node, node.prompts))
+            return state, actions
+        if node.type == "branch":
+            node_id = node.then if state.context.get(node.condition) else node.otherwise
+            continue
+        returning = node.type == "exit" and state.context.get("return_to")
+        if not returning:  # a caller going back to an agent hears the return prompt only
+            actions += _plays(flow, state, node.prompts)
+        if node.type == "notice":
+            state = replace(state, notice_heard=True)
+            actions.append(NoticePlayed(node.prompts, state.language))
+        if node.record and not state.context.get("recording"):
+            state = replace(state, context={**state.context, "recording": True})
+            actions.append(StartRecording())
+        if node.type == "exit":
+            actions += _exit(flow, state, node)
+            return replace(state, node=None, ended=True), actions
+        node_id = node.next
+    raise EngineError(f"flow {flow.id} loops without waiting for input")
+
+
+def _exit(flow: Flow, state: State, node: Node) -> list:
+    """The exit step: the node's own action, or where a transfer said to return."""
+    ret = state.context.get("return_to")
+    if node.action == "return" or ret:
+        ret = ret or {"type": "hangup"}
+        kind = {"queue": "queue", "dial": "dial"}.get(ret.get("type"), "hangup")
+        out: list = _plays(flow, state, [flow.return_prompts[kind]] if kind in flow.return_prompts else [])
+        if kind == "queue":
+            return [*out, Enqueue(ret["name"])]
+        if kind == "dial":
+            return [*out, Dial(ret.get("number"), ret.get("client"))]
+        return [*out, Hangup()]
+    if node.action == "enqueue":
+        return [Enqueue(node.queue)]
+    if node.action == "dial":
+        return [Dial(node.number, node.client)]
+    return [Hangup()]

@@ -1,0 +1,190 @@
+"""SQLAlchemy models: calls and their transaction-security data, flow runs, consents, audit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .db import Base, utcnow
+
+
+class Call(Base):
+    """One Twilio call leg and its transaction-security data (işlem güvenliği bilgisi)."""
+
+    __tablename__ = "calls"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_sid: Mapped[str | None] = mapped_column(String(64))
+    phone_hmac: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone_enc: Mapped[str | None] = mapped_column(Text)
+    to_number: Mapped[str | None] = mapped_column(String(32))
+    direction: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str | None] = mapped_column(String(32))
+    status_seq: Mapped[int | None]
+    status_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    answered_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    duration: Mapped[int | None]
+    seen_incoming: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CallEvent(Base):
+    """A status or recording callback as received, with Twilio's and our own times."""
+
+    __tablename__ = "call_events"
+    __table_args__ = (UniqueConstraint("call_sid", "dedupe_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str | None] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    sequence_number: Mapped[int | None]
+    twilio_timestamp: Mapped[datetime | None]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    data: Mapped[dict] = mapped_column(default=dict)
+
+
+class WebhookRequest(Base):
+    """Every webhook request we accepted: path, idempotency token, time and outcome."""
+
+    __tablename__ = "webhook_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(String(200))
+    call_sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    idempotency_token: Mapped[str | None] = mapped_column(String(200), unique=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(default=200)
+    response: Mapped[str | None] = mapped_column(Text)
+
+
+class FlowVersion(Base):
+    """A flow definition as it was, stored by content version so old calls stay replayable."""
+
+    __tablename__ = "flow_versions"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(500))
+    document: Mapped[dict]
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FlowRun(Base):
+    """One pass of a caller through a flow: the engine state between webhooks."""
+
+    __tablename__ = "flow_runs"
+    __table_args__ = (UniqueConstraint("call_sid", "origin"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    origin: Mapped[str] = mapped_column(String(100))
+    flow_id: Mapped[str] = mapped_column(String(100))
+    flow_version: Mapped[str] = mapped_column(ForeignKey("flow_versions.version"))
+    transfer_id: Mapped[str | None] = mapped_column(String(32))
+    agent_id: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[dict]
+    step: Mapped[int] = mapped_column(default=0)
+    ended: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Turn(Base):
+    """One step of a run: the input that came in and the TwiML we answered with."""
+
+    __tablename__ = "flow_turns"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("flow_runs.id"), primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)
+    input: Mapped[dict | None]
+    actions: Mapped[list]
+    twiml: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Recording(Base):
+    """Recording metadata from the recording status callback (the audio is not fetched)."""
+
+    __tablename__ = "recordings"
+
+    recording_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str | None] = mapped_column(String(32))
+    duration: Mapped[int | None]
+    channels: Mapped[int | None]
+    source: Mapped[str | None] = mapped_column(String(64))
+    track: Mapped[str | None] = mapped_column(String(32))
+    start_time: Mapped[datetime | None]
+    url: Mapped[str | None] = mapped_column(String(500))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Consent(Base):
+    """One consent event: granted, declined, no_input or withdrawn. Never updated."""
+
+    __tablename__ = "consents"
+    __table_args__ = (Index("ix_consents_captured_at", "captured_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("flow_runs.id"), unique=True)
+    call_sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone_hmac: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone_enc: Mapped[str | None] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(64))
+    channels: Mapped[list]
+    decision: Mapped[str] = mapped_column(String(16))
+    digits: Mapped[str] = mapped_column(String(200), default="")
+    language: Mapped[str | None] = mapped_column(String(8))
+    notice_version: Mapped[str | None] = mapped_column(String(64))
+    flow_version: Mapped[str | None] = mapped_column(String(64))
+    captured_at: Mapped[datetime] = mapped_column(default=utcnow)
+    agent_id: Mapped[str | None] = mapped_column(String(100))
+    transfer_id: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16), default="ivr")
+    reason: Mapped[str | None] = mapped_column(Text)
+    audio: Mapped[dict] = mapped_column(default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class AuditEntry(Base):
+    """One link of the append-only, hash-chained audit log."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    ref: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement of the chain head at one moment."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class Setting(Base):
+    """Small facts about this installation (for example the data key's check value)."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
