@@ -92,6 +92,9 @@ class FlowRun(Base):
     state: Mapped[dict]
     step: Mapped[int] = mapped_column(default=0)
     ended: Mapped[bool] = mapped_column(default=False)
+    hangup_at: Mapped[datetime | None]
+    heard: Mapped[dict] = mapped_column(default=dict)
+    notice: Mapped[dict] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

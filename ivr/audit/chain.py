@@ -78,7 +78,7 @@ def append(session: Session, entries: list[tuple[str, str | None, dict]],
 _PG_GUARD = """
 CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger AS $$
 BEGIN
-  RAISE EXCEPTION 'audit_log is append-only: % is not allowed', TG_OP;
+  RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: ' || TG_OP || ' is not allowed';
 END;
 $$ LANGUAGE plpgsql;
 DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log;

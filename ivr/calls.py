@@ -1,0 +1,340 @@
+"""Application verbs for a call: start a flow run, take a turn, apply status and recording
+callbacks. Each verb takes the caller's session; the caller owns the transaction, so a
+fact and its audit entries always commit together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import consents
+from .audit import chain
+from .db import utcnow
+from .flow import Flow
+from .flow import engine as e
+from .models import Call, CallEvent, FlowRun, Recording, Turn
+from .pii import PersonalData, normalise_phone
+
+TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
+MAX_DIGITS = 32
+
+
+class UnknownRun(Exception):
+    """A gather result for a run that does not exist or belongs to another call."""
+
+
+@dataclass
+class Context:
+    """What a verb needs from the app: flows, personal-data keys and a TwiML renderer."""
+
+    flows: object
+    pii: PersonalData
+    renderer: object
+
+    def next_url(self, run_id: str, step: int) -> str:
+        """Where Twilio posts the result of the gather in this turn."""
+        return self.renderer.url(f"/voice/gather?run={run_id}&step={step}")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Twilio's RFC 2822 timestamps; None for missing or garbage values."""
+    if not value:
+        return None
+    try:
+        dt = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if dt is None or dt.tzinfo is None:
+        return None
+    return dt
+
+
+def to_int(value) -> int | None:
+    """An int from a form value, or None."""
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _clip(value: str | None, n: int = 64) -> str | None:
+    return value[:n] if value else None
+
+
+def get_or_create_call(session: Session, ctx: Context, sid: str, form) -> Call:
+    """The call row for a CallSid, created on first sight from any webhook."""
+    call = session.get(Call, sid, with_for_update=True)
+    if call is None:
+        call = Call(call_sid=sid, created_at=utcnow())
+        session.add(call)
+    if not call.account_sid:
+        call.account_sid = _clip(form.get("AccountSid"))
+    return call
+
+
+def _fill_parties(call: Call, ctx: Context, form) -> None:
+    direction = (form.get("Direction") or "").lower()[:32] or None
+    caller = form.get("To") if direction and direction.startswith("outbound") else form.get("From")
+    ours = form.get("From") if direction and direction.startswith("outbound") else form.get("To")
+    phone = normalise_phone(caller)
+    if phone and not call.phone_hmac:
+        call.phone_hmac = ctx.pii.fingerprint(phone)
+        call.phone_enc = ctx.pii.encrypt(phone)
+    call.to_number = call.to_number or _clip(normalise_phone(ours), 32)
+    call.direction = call.direction or direction
+
+
+def notice_version(language: str, prompts: list[tuple[str, str, str | None]]) -> str:
+    """SHA-256 over the exact notice text and audio played, for one language."""
+    doc = {"language": language,
+           "prompts": [{"id": p, "text": t, "audio": a} for p, t, a in prompts]}
+    return hashlib.sha256(chain.canonical(doc)).hexdigest()
+
+
+def _apply(session: Session, ctx: Context, flow: Flow, run: FlowRun, call: Call,
+           state: e.State, actions: list, inp: e.Input | None, now: datetime):
+    """Store one turn: its TwiML, the run's new state, the consent and the audit entries."""
+    step = state.step
+    rendered = ctx.renderer.render(actions, ctx.next_url(run.id, step + 1))
+    heard = dict(run.heard or {})
+    heard.update({k: v for k, v in rendered.audio.items()})
+    run.heard = heard
+    audit = []
+    if inp is not None:
+        audit.append(("input.received", call.call_sid,
+                      {"call_sid": call.call_sid, "run": run.id, "step": step,
+                       "input": e.input_to_dict(inp)}))
+    audit.append(("prompts.played", call.call_sid,
+                  {"call_sid": call.call_sid, "run": run.id, "step": step,
+                   "played": rendered.played,
+                   "actions": [a["kind"] for a in map(e.action_to_dict, actions)
+                               if a["kind"] not in ("play", "noticeplayed", "decide")]}))
+    for a in actions:
+        if isinstance(a, e.NoticePlayed):
+            parts = [(p, flow.text(p, a.language), heard.get(p)) for p in a.prompts]
+            version = notice_version(a.language, parts)
+            notice = dict(run.notice or {})
+            notice[a.language] = notice.get(a.language, []) + [
+                {"prompt": p, "audio": h} for p, _t, h in parts]
+            notice[a.language] = _dedupe(notice[a.language])
+            run.notice = notice
+            audit.append(("notice.played", call.call_sid,
+                          {"call_sid": call.call_sid, "run": run.id, "step": step,
+                           "language": a.language, "prompts": list(a.prompts),
+                           "audio": [h for _p, _t, h in parts], "notice_version": version}))
+        elif isinstance(a, e.Decide):
+            record = consents.record_decision(session, run=run, call=call, flow=flow,
+                                              decision=a, notice_version=_run_notice_version(
+                                                  flow, run, a.language),
+                                              captured_at=now)
+            audit.append(consents.audit_entry(record))
+    run.state = state.to_dict()
+    run.step = step
+    run.ended = state.ended
+    run.updated_at = now
+    session.add(Turn(run_id=run.id, step=step, input=e.input_to_dict(inp) if inp else None,
+                     actions=[e.action_to_dict(a) for a in actions], twiml=rendered.twiml,
+                     created_at=now))
+    return rendered.twiml, audit
+
+
+def _dedupe(items: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for it in items:
+        key = (it["prompt"], it["audio"])
+        if key not in seen:
+            seen.add(key)
+            out.append(it)
+    return out
+
+
+def _run_notice_version(flow: Flow, run: FlowRun, language: str) -> str | None:
+    heard = run.notice.get(language) if run.notice else None
+    if not heard:
+        return None
+    return notice_version(language, [(h["prompt"], flow.text(h["prompt"], language), h["audio"])
+                                     for h in heard])
+
+
+def start_run(session: Session, ctx: Context, call: Call, flow: Flow, *, origin: str,
+              context: dict | None = None, language: str | None = None,
+              transfer_id: str | None = None, agent_id: str | None = None,
+              now: datetime | None = None) -> str:
+    """Start the flow for this call (or return the first turn again on a retry)."""
+    now = now or utcnow()
+    run = session.scalar(select(FlowRun).where(FlowRun.call_sid == call.call_sid,
+                                               FlowRun.origin == origin))
+    if run is not None:
+        return session.get(Turn, (run.id, 0)).twiml
+    ctx.flows.ensure_stored(session, flow)
+    ctx_data = dict(context or {})
+    if call.phone_hmac and consents.has_granted(session, call.phone_hmac):
+        ctx_data["has_consent"] = True
+    state, actions = e.start(flow, ctx_data, language)
+    run = FlowRun(id=uuid.uuid4().hex, call_sid=call.call_sid, origin=origin, flow_id=flow.id,
+                  flow_version=flow.version, transfer_id=transfer_id, agent_id=agent_id,
+                  state=state.to_dict(), step=0, created_at=now, updated_at=now,
+                  heard={}, notice={})
+    session.add(run)
+    session.flush()
+    audit = [("call.started", call.call_sid,
+              {"call_sid": call.call_sid, "run": run.id, "origin": origin,
+               "phone": call.phone_hmac, "direction": call.direction, "to": call.to_number,
+               "flow_id": flow.id, "flow_version": flow.version, "language": state.language,
+               "transfer_id": transfer_id, "agent_id": agent_id})]
+    twiml, more = _apply(session, ctx, flow, run, call, state, actions, None, now)
+    chain.append(session, audit + more, at=now)
+    return twiml
+
+
+def incoming(session: Session, ctx: Context, form, now: datetime | None = None) -> str:
+    """The inbound-call webhook: record the call and start the default flow."""
+    now = now or utcnow()
+    call = get_or_create_call(session, ctx, form["CallSid"], form)
+    _fill_parties(call, ctx, form)
+    if not call.seen_incoming:
+        call.seen_incoming = True
+        call.started_at = call.started_at or now
+        call.answered_at = call.answered_at or now
+        if call.status is None:
+            call.status = _clip(form.get("CallStatus"), 32) or "in-progress"
+    return start_run(session, ctx, call, ctx.flows.default, origin="incoming", now=now)
+
+
+def gather(session: Session, ctx: Context, run_id: str, step: int | None, form,
+           now: datetime | None = None) -> str:
+    """A gather result: apply the keys (or the silence) to the run, once per step."""
+    now = now or utcnow()
+    run = session.get(FlowRun, run_id, with_for_update=True)
+    if run is None or run.call_sid != form.get("CallSid"):
+        raise UnknownRun(run_id)
+    if step is not None and step <= run.step:
+        # A retry of a step we already took: the same answer again, nothing stored.
+        turn = session.get(Turn, (run.id, step))
+        if turn is not None:
+            return turn.twiml
+    if step is not None and step != run.step + 1:
+        return session.get(Turn, (run.id, run.step)).twiml
+    flow = ctx.flows.version(session, run.flow_version)
+    state = e.State.from_dict(run.state)
+    if state.ended:
+        return session.get(Turn, (run.id, run.step)).twiml
+    digits = form.get("Digits")
+    inp = e.Digits(digits[:MAX_DIGITS]) if digits else e.Timeout()
+    state, actions = e.advance(flow, state, inp)
+    call = session.get(Call, run.call_sid)
+    twiml, audit = _apply(session, ctx, flow, run, call, state, actions, inp, now)
+    chain.append(session, audit, at=now)
+    return twiml
+
+
+_RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "answered": 3}
+
+
+def _order_key(status: str | None, seq: int | None, ts: datetime | None):
+    rank = 9 if status in TERMINAL else _RANK.get(status or "", 0)
+    return (rank, seq if seq is not None else -1, ts.timestamp() if ts else 0.0)
+
+
+def status(session: Session, ctx: Context, form, now: datetime | None = None) -> str:
+    """A call status callback: keep the event, and move the call state in Twilio's order."""
+    now = now or utcnow()
+    sid = form["CallSid"]
+    call = get_or_create_call(session, ctx, sid, form)
+    _fill_parties(call, ctx, form)
+    st = _clip((form.get("CallStatus") or "").lower(), 32)
+    seq = to_int(form.get("SequenceNumber"))
+    ts = parse_time(form.get("Timestamp"))
+    key = f"status:{seq}:{st}" if seq is not None else f"status:{st}:{form.get('Timestamp')}"
+    if session.scalar(select(CallEvent.id).where(CallEvent.call_sid == sid,
+                                                 CallEvent.dedupe_key == key[:200])):
+        return "duplicate"
+    duration = to_int(form.get("CallDuration"))
+    session.add(CallEvent(call_sid=sid, kind="status", status=st, dedupe_key=key[:200],
+                          sequence_number=seq, twilio_timestamp=ts, received_at=now,
+                          data={k: form.get(k)[:200] for k in
+                                ("CallStatus", "SequenceNumber", "Timestamp", "CallDuration",
+                                 "CallbackSource", "Direction") if form.get(k)}))
+    event_time = ts or now
+    if st in ("initiated", "ringing", "queued"):
+        call.started_at = min(filter(None, [call.started_at, event_time]))
+    if st in ("in-progress", "answered"):
+        call.answered_at = min(filter(None, [call.answered_at, event_time]))
+    if st in TERMINAL:
+        call.ended_at = event_time
+        if duration is not None:
+            call.duration = duration
+    applied = _order_key(st, seq, ts) > _order_key(call.status, call.status_seq, call.status_at)
+    if applied:
+        call.status, call.status_seq, call.status_at = st, seq, ts
+    audit = [("call.status", sid, {"call_sid": sid, "status": st, "sequence_number": seq,
+                                   "timestamp": chain.iso(ts) if ts else None,
+                                   "duration": duration, "applied": applied})]
+    if st in TERMINAL:
+        audit += _hang_up_runs(session, sid, now)
+    chain.append(session, audit, at=now)
+    return "applied" if applied else "stored"
+
+
+def _hang_up_runs(session: Session, sid: str, now: datetime) -> list:
+    """Mark the caller's open runs as hung up; a hang-up is never a consent."""
+    out = []
+    for run in session.scalars(select(FlowRun).where(FlowRun.call_sid == sid,
+                                                     FlowRun.ended.is_(False),
+                                                     FlowRun.hangup_at.is_(None))):
+        run.hangup_at = now
+        out.append(("input.received", sid, {"call_sid": sid, "run": run.id,
+                                             "step": run.step + 1,
+                                             "input": {"type": "hangup"}}))
+    return out
+
+
+RECORDING_ORDER = {"in-progress": 1, "completed": 2, "absent": 2, "failed": 2}
+
+
+def recording(session: Session, ctx: Context, form, now: datetime | None = None) -> str:
+    """A recording status callback: keep its metadata (not the audio), even before the call."""
+    now = now or utcnow()
+    sid = form["CallSid"]
+    get_or_create_call(session, ctx, sid, form)
+    rsid = _clip(form.get("RecordingSid")) or "unknown"
+    st = _clip((form.get("RecordingStatus") or "").lower(), 32)
+    key = f"recording:{rsid}:{st}"
+    if session.scalar(select(CallEvent.id).where(CallEvent.call_sid == sid,
+                                                 CallEvent.dedupe_key == key[:200])):
+        return "duplicate"
+    fields = {k: form.get(k)[:500] for k in (
+        "RecordingSid", "RecordingStatus", "RecordingDuration", "RecordingChannels",
+        "RecordingSource", "RecordingTrack", "RecordingStartTime", "RecordingUrl",
+        "ErrorCode") if form.get(k)}
+    session.add(CallEvent(call_sid=sid, kind="recording", status=st, dedupe_key=key[:200],
+                          received_at=now, data=fields))
+    rec = session.get(Recording, rsid, with_for_update=True)
+    if rec is None:
+        rec = Recording(recording_sid=rsid, call_sid=sid)
+        session.add(rec)
+    if RECORDING_ORDER.get(st or "", 0) >= RECORDING_ORDER.get(rec.status or "", 0):
+        rec.status = st
+        rec.duration = to_int(form.get("RecordingDuration"))
+        rec.channels = to_int(form.get("RecordingChannels"))
+        rec.source = _clip(form.get("RecordingSource"))
+        rec.track = _clip(form.get("RecordingTrack"), 32)
+        rec.start_time = parse_time(form.get("RecordingStartTime"))
+        rec.url = _clip(form.get("RecordingUrl"), 500)
+        rec.error_code = _clip(form.get("ErrorCode"), 32)
+        rec.updated_at = now
+    chain.append(session, [("recording.status", sid, {
+        "call_sid": sid, "recording_sid": rsid, "status": st,
+        "duration": to_int(form.get("RecordingDuration")),
+        "channels": to_int(form.get("RecordingChannels")),
+        "source": _clip(form.get("RecordingSource")), "track": _clip(form.get("RecordingTrack")),
+        "start_time": form.get("RecordingStartTime"), "url": _clip(form.get("RecordingUrl"), 500),
+        "error_code": _clip(form.get("ErrorCode"), 32)})], at=now)
+    return "stored"
