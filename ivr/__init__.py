@@ -19,11 +19,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.setdefault("MAX_CONTENT_LENGTH", 64 * 1024)
     logging.basicConfig(level=app.config["LOG_LEVEL"])
 
-    from . import audio, db, flowstore, pii, voice
+    from . import accounts, api, audio, db, flowstore, health, pii, voice
 
     db.init_app(app)
     pii.init_app(app)
     flowstore.init_app(app)
     audio.init_app(app)
     voice.init_app(app)
+    health.init_app(app)
+    accounts.init_app(app)
+    api.init_app(app)
     return app

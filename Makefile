@@ -1,0 +1,47 @@
+# Two commands: `make run` and `make test`. Everything else is set up on the way.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+
+.PHONY: run test setup audio db lint bench browser clean
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+db: setup
+	$(PY) -m ivr init-db
+
+# Prompts must play with no internet: gTTS when Google answers, the offline voice otherwise.
+audio: setup
+	$(PY) -m ivr audio build --engine auto
+
+run: db audio
+	$(PY) -m ivr serve --host 127.0.0.1 --port 5000
+
+# Headless Chromium for the auditor-page test: Debian's package, installed when we may.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the browser test..."; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "!!! could not install chromium: the browser test will be skipped"; \
+	  else echo "!!! chromium not found and not root: the browser test will be skipped"; fi; }
+
+test: setup browser
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check ivr tests benchmarks wsgi.py
+
+bench: setup
+	$(PY) benchmarks/consent_calls.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,5 @@
+"""`python -m ivr`."""
+
+from .cli import main
+
+main()

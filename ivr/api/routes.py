@@ -1,0 +1,1 @@
+"""API routes. Each audience adds its own module of views to the `api` blueprint."""

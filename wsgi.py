@@ -1,0 +1,13 @@
+"""WSGI entry point: `gunicorn wsgi:app`. A bad flow or setting stops start-up in one line."""
+
+import sys
+
+from ivr import create_app
+from ivr.config import ConfigError
+from ivr.flow import InvalidFlow
+
+try:
+    app = create_app()
+except (InvalidFlow, ConfigError) as e:
+    print(f"ivr: cannot start: {e}", file=sys.stderr)
+    sys.exit(1)
