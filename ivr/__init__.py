@@ -16,7 +16,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         settings.update(test_config)
     app.config.update(config.finalize(settings))
-    app.config.setdefault("MAX_CONTENT_LENGTH", 64 * 1024)
+    # Twilio's forms are a few kB; nothing we accept needs more than this.
+    app.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH") or 64 * 1024
     logging.basicConfig(level=app.config["LOG_LEVEL"])
 
     from . import accounts, api, audio, db, flowstore, health, pii, voice
