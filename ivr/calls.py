@@ -188,7 +188,7 @@ def start_run(session: Session, ctx: Context, call: Call, flow: Flow, *, origin:
               {"call_sid": call.call_sid, "run": run.id, "origin": origin,
                "phone": call.phone_hmac, "direction": call.direction, "to": call.to_number,
                "flow_id": flow.id, "flow_version": flow.version, "language": state.language,
-               "transfer_id": transfer_id, "agent_id": agent_id})]
+               "context": ctx_data, "transfer_id": transfer_id, "agent_id": agent_id})]
     twiml, more = _apply(session, ctx, flow, run, call, state, actions, None, now)
     chain.append(session, audit + more, at=now)
     return twiml
