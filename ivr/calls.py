@@ -6,7 +6,6 @@ fact and its audit entries always commit together.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -30,6 +29,17 @@ class UnknownRun(Exception):
     """A gather result for a run that does not exist or belongs to another call."""
 
 
+class RunBehind(Exception):
+    """A gather result for a step the stored run has not reached yet (earlier steps are
+    still in a spool somewhere): it must wait, never be dropped."""
+
+
+def run_id_for(call_sid: str, origin: str) -> str:
+    """A run's id, derived from the call and the origin so every retry (and the offline
+    path, which cannot ask the database) names the same run."""
+    return hashlib.sha256(f"{call_sid}\n{origin}".encode()).hexdigest()[:32]
+
+
 @dataclass
 class Context:
     """What a verb needs from the app: flows, personal-data keys and a TwiML renderer."""
@@ -38,9 +48,17 @@ class Context:
     pii: PersonalData
     renderer: object
 
-    def next_url(self, run_id: str, step: int) -> str:
-        """Where Twilio posts the result of the gather in this turn."""
-        return self.renderer.url(f"/voice/gather?run={run_id}&step={step}")
+    def next_url(self, run_id: str, step: int, flow_version: str, state: e.State) -> str:
+        """Where Twilio posts the result of the gather in this turn.
+
+        The URL also carries the engine state, so that a call can go on while the
+        database is unreachable (see ivr/offline.py); Twilio signs the URL, so the state
+        cannot be forged.
+        """
+        from .offline import state_token
+
+        token = state_token(flow_version, state)
+        return self.renderer.url(f"/voice/gather?run={run_id}&step={step}&s={token}")
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -91,6 +109,18 @@ def _fill_parties(call: Call, ctx: Context, form) -> None:
     call.direction = call.direction or direction
 
 
+def fill_parties(call: Call, ctx: Context, form) -> None:
+    """Record the caller (encrypted and fingerprinted) and our number from a webhook, once."""
+    _fill_parties(call, ctx, form)
+
+
+def _transfers():
+    # Imported late: the transfers package builds on this module, and follows its runs.
+    from .transfers import service
+
+    return service
+
+
 def notice_version(language: str, prompts: list[tuple[str, str, str | None]]) -> str:
     """SHA-256 over the exact notice text and audio played, for one language."""
     doc = {"language": language,
@@ -102,7 +132,7 @@ def _apply(session: Session, ctx: Context, flow: Flow, run: FlowRun, call: Call,
            state: e.State, actions: list, inp: e.Input | None, now: datetime):
     """Store one turn: its TwiML, the run's new state, the consent and the audit entries."""
     step = state.step
-    rendered = ctx.renderer.render(actions, ctx.next_url(run.id, step + 1))
+    rendered = ctx.renderer.render(actions, ctx.next_url(run.id, step + 1, flow.version, state))
     heard = dict(run.heard or {})
     heard.update({k: v for k, v in rendered.audio.items()})
     run.heard = heard
@@ -135,6 +165,8 @@ def _apply(session: Session, ctx: Context, flow: Flow, run: FlowRun, call: Call,
                                                   flow, run, a.language),
                                               captured_at=now)
             audit.append(consents.audit_entry(record))
+    if run.transfer_id:
+        audit += _transfers().run_progressed(session, run, actions, now)
     run.state = state.to_dict()
     run.step = step
     run.ended = state.ended
@@ -166,19 +198,26 @@ def _run_notice_version(flow: Flow, run: FlowRun, language: str) -> str | None:
 def start_run(session: Session, ctx: Context, call: Call, flow: Flow, *, origin: str,
               context: dict | None = None, language: str | None = None,
               transfer_id: str | None = None, agent_id: str | None = None,
-              now: datetime | None = None) -> str:
-    """Start the flow for this call (or return the first turn again on a retry)."""
+              now: datetime | None = None, exact_context: dict | None = None) -> str:
+    """Start the flow for this call (or return the first turn again on a retry).
+
+    `exact_context` replays a start that was already served (from the spool) with the
+    context it was served with, instead of looking the caller up again.
+    """
     now = now or utcnow()
     run = session.scalar(select(FlowRun).where(FlowRun.call_sid == call.call_sid,
                                                FlowRun.origin == origin))
     if run is not None:
         return session.get(Turn, (run.id, 0)).twiml
     ctx.flows.ensure_stored(session, flow)
-    ctx_data = dict(context or {})
-    if call.phone_hmac and consents.has_granted(session, call.phone_hmac):
-        ctx_data["has_consent"] = True
+    if exact_context is not None:
+        ctx_data = dict(exact_context)
+    else:
+        ctx_data = dict(context or {})
+        if call.phone_hmac and consents.has_granted(session, call.phone_hmac):
+            ctx_data["has_consent"] = True
     state, actions = e.start(flow, ctx_data, language)
-    run = FlowRun(id=uuid.uuid4().hex, call_sid=call.call_sid, origin=origin, flow_id=flow.id,
+    run = FlowRun(id=run_id_for(call.call_sid, origin), call_sid=call.call_sid, origin=origin, flow_id=flow.id,
                   flow_version=flow.version, transfer_id=transfer_id, agent_id=agent_id,
                   state=state.to_dict(), step=0, created_at=now, updated_at=now,
                   heard={}, notice={})
@@ -194,7 +233,8 @@ def start_run(session: Session, ctx: Context, call: Call, flow: Flow, *, origin:
     return twiml
 
 
-def incoming(session: Session, ctx: Context, form, now: datetime | None = None) -> str:
+def incoming(session: Session, ctx: Context, form, now: datetime | None = None,
+             exact_context: dict | None = None) -> str:
     """The inbound-call webhook: record the call and start the default flow."""
     now = now or utcnow()
     call = get_or_create_call(session, ctx, form["CallSid"], form)
@@ -205,7 +245,8 @@ def incoming(session: Session, ctx: Context, form, now: datetime | None = None) 
         call.answered_at = call.answered_at or now
         if call.status is None:
             call.status = _clip(form.get("CallStatus"), 32) or "in-progress"
-    return start_run(session, ctx, call, ctx.flows.default, origin="incoming", now=now)
+    return start_run(session, ctx, call, ctx.flows.default, origin="incoming", now=now,
+                     exact_context=exact_context)
 
 
 def gather(session: Session, ctx: Context, run_id: str, step: int | None, form,
@@ -217,11 +258,10 @@ def gather(session: Session, ctx: Context, run_id: str, step: int | None, form,
         raise UnknownRun(run_id)
     if step is not None and step <= run.step:
         # A retry of a step we already took: the same answer again, nothing stored.
-        turn = session.get(Turn, (run.id, step))
-        if turn is not None:
-            return turn.twiml
-    if step is not None and step != run.step + 1:
-        return session.get(Turn, (run.id, run.step)).twiml
+        turn = session.get(Turn, (run.id, step)) or session.get(Turn, (run.id, run.step))
+        return turn.twiml
+    if step is not None and step > run.step + 1:
+        raise RunBehind(run_id)
     flow = ctx.flows.version(session, run.flow_version)
     state = e.State.from_dict(run.state)
     if state.ended:
@@ -279,6 +319,7 @@ def status(session: Session, ctx: Context, form, now: datetime | None = None) ->
                                    "duration": duration, "applied": applied})]
     if st in TERMINAL:
         audit += _hang_up_runs(session, sid, now)
+        audit += _transfers().call_ended(session, sid, now)
     chain.append(session, audit, at=now)
     return "applied" if applied else "stored"
 

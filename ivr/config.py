@@ -21,6 +21,7 @@ ENVIRONMENT = [
     ("TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN", None),
     ("TWILIO_ACCOUNT_SID", "TWILIO_ACCOUNT_SID", None),
     ("IVR_TWILIO_API_URL", "TWILIO_API_URL", "https://api.twilio.com"),
+    ("IVR_TWILIO_TIMEOUT", "TWILIO_TIMEOUT", "5"),
     ("IVR_PUBLIC_URL", "PUBLIC_URL", "http://127.0.0.1:5000"),
     ("IVR_FLOW", "FLOW", str(ROOT / "flows" / "consent.yaml")),
     ("IVR_FLOWS_DIR", "FLOWS_DIR", str(ROOT / "flows")),
@@ -30,6 +31,8 @@ ENVIRONMENT = [
     ("IVR_PII_KEY", "PII_KEY", None),
     ("IVR_HMAC_KEY", "HMAC_KEY", None),
     ("IVR_LOG_LEVEL", "LOG_LEVEL", "INFO"),
+    ("IVR_SPOOL_DIR", "SPOOL_DIR", None),
+    ("IVR_DB_CONNECT_TIMEOUT", "DB_CONNECT_TIMEOUT", "1.5"),
 ]
 
 

@@ -78,17 +78,21 @@ def make_engine(url: str, **kwargs) -> Engine:
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_timeout", 5)
-    if url.startswith("postgresql"):
-        kwargs.setdefault("connect_args", {"connect_timeout": 3})
     return create_engine(url, **kwargs)
 
 
 class Database:
     """The app's engine and session factory."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, connect_timeout: float = 1.5):
         self.url = url
-        self.engine = make_engine(url)
+        kwargs = {}
+        if url.startswith("postgresql"):
+            # A caller waits on us: give up on an unreachable database quickly and
+            # answer from the spool path instead (see ivr/offline.py).
+            kwargs["connect_args"] = {"connect_timeout": max(1, round(connect_timeout))}
+            kwargs["pool_timeout"] = max(1.0, connect_timeout)
+        self.engine = make_engine(url, **kwargs)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
@@ -128,6 +132,7 @@ def init_db_command():
 
 def init_app(app: Flask) -> None:
     """Attach the database to the app and close sessions after each request."""
-    app.extensions["ivr_db"] = Database(app.config["DATABASE_URL"])
+    app.extensions["ivr_db"] = Database(app.config["DATABASE_URL"],
+                                        float(app.config.get("DB_CONNECT_TIMEOUT") or 1.5))
     app.teardown_appcontext(_close_session)
     app.cli.add_command(init_db_command)

@@ -22,6 +22,10 @@ class FlowRegistry:
         """A flow by id; the incoming-call flow when no id is given."""
         return self.default if not flow_id else self.by_id.get(flow_id)
 
+    def in_memory(self, version: str) -> Flow | None:
+        """A flow version this process has loaded (no database needed)."""
+        return self._by_version.get(version)
+
     def version(self, session: Session, version: str) -> Flow:
         """The flow exactly as it was at `version`, from memory or the database."""
         flow = self._by_version.get(version)

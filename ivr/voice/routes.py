@@ -7,14 +7,17 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
-from .. import calls
+from .. import calls, offline
 from ..db import session, utcnow
 from ..flowstore import flows
 from ..models import WebhookRequest
 from ..observability import observe_webhook
+from ..offline import OfflineError
 from ..pii import personal_data
+from ..spool import drain_if_pending, spool
 from .signature import twilio_signed
 from .twiml import apology_twiml
 
@@ -35,14 +38,26 @@ def _bad_request(message: str) -> Response:
     return Response(message + "\n", status=400, mimetype="text/plain")
 
 
-def _webhook(verb, *, twiml: bool):
+def _unreachable(exc: SQLAlchemyError) -> bool:
+    """True for "the database cannot be reached now", as opposed to a bug or bad schema."""
+    if isinstance(exc, (InterfaceError, SATimeoutError)):
+        return True
+    if isinstance(exc, OperationalError):
+        message = str(exc.orig).lower()
+        return not any(m in message for m in ("no such table", "no such column", "syntax"))
+    return False
+
+
+def _webhook(verb, *, twiml: bool, offline=None):
     """Run one webhook in one transaction, once per idempotency token.
 
     A Twilio retry (same I-Twilio-Idempotency-Token) gets the stored answer and stores
-    nothing new. A concurrent duplicate that loses the race is retried once and then
-    finds the winner's answer.
+    nothing new. A concurrent duplicate that loses the race is retried and then finds the
+    winner's answer. If the database cannot be reached, `offline(form, now)` answers
+    from the state in the URL and the request is spooled to disk for later.
     """
     started = time.perf_counter()
+    now = utcnow()
     form = request.form
     sid = form.get("CallSid", "").strip()
     if not sid:
@@ -50,33 +65,47 @@ def _webhook(verb, *, twiml: bool):
     token = (request.headers.get("I-Twilio-Idempotency-Token") or "")[:200] or None
     outcome = "error"
     try:
-        for attempt in range(3):
-            s = session()
-            try:
-                with s.begin():
-                    if token:
-                        prior = s.scalar(select(WebhookRequest).where(
-                            WebhookRequest.idempotency_token == token))
-                        if prior is not None:
-                            outcome = "retry"
-                            body = prior.response or ""
-                            return _xml(body) if twiml else Response(status=prior.status_code)
-                    result = verb(s, _context(), form)
-                    outcome = "ok" if twiml else result
-                    s.add(WebhookRequest(path=request.path, call_sid=sid[:64],
-                                         idempotency_token=token, received_at=utcnow(),
-                                         outcome=outcome, status_code=200 if twiml else 204,
-                                         response=result if twiml else None))
-                return _xml(result) if twiml else Response(status=204)
-            except IntegrityError:
-                s.rollback()
-                if attempt == 2:
-                    raise
-        raise RuntimeError("unreachable")
+        try:
+            drain_if_pending()
+            for attempt in range(3):
+                s = session()
+                try:
+                    with s.begin():
+                        if token:
+                            prior = s.scalar(select(WebhookRequest).where(
+                                WebhookRequest.idempotency_token == token))
+                            if prior is not None:
+                                outcome = "retry"
+                                if twiml:
+                                    return _xml(prior.response or apology_twiml())
+                                return Response(status=prior.status_code)
+                        result = verb(s, _context(), form, now)
+                        outcome = "ok" if twiml else result
+                        s.add(WebhookRequest(path=request.path, call_sid=sid[:64],
+                                             idempotency_token=token, received_at=now,
+                                             outcome=outcome,
+                                             status_code=200 if twiml else 204,
+                                             response=result if twiml else None))
+                    return _xml(result) if twiml else Response(status=204)
+                except IntegrityError:
+                    s.rollback()
+                    if attempt == 2:
+                        raise
+        except SQLAlchemyError as exc:
+            if not _unreachable(exc):
+                raise
+            session().rollback()
+            log.error("database unreachable on %s call_sid=%s: %s; spooling", request.path,
+                      sid[:64], type(exc).__name__)
+            outcome = "spooled"
+            return _spool(offline, form, now, token, twiml)
+        except calls.RunBehind:
+            outcome = "spooled-behind"
+            return _spool(offline, form, now, token, twiml)
     except calls.UnknownRun:
         outcome = "unknown-run"
         return _xml(apology_twiml()) if twiml else _bad_request("Unknown run.")
-    except (OperationalError, SQLAlchemyError) as exc:
+    except SQLAlchemyError as exc:
         outcome = "db-error"
         log.error("database error on %s call_sid=%s: %s", request.path, sid[:64],
                   type(exc).__name__)
@@ -89,11 +118,27 @@ def _webhook(verb, *, twiml: bool):
         observe_webhook(request.path, sid[:64], outcome, time.perf_counter() - started)
 
 
+def _spool(offline, form, now, token, twiml: bool) -> Response:
+    """Answer without the database and keep the request on disk until it is back."""
+    try:
+        if offline is None:
+            raise OfflineError("this webhook has no offline path")
+        body, record = offline(_context(), form, now)
+    except OfflineError as exc:
+        log.error("cannot answer %s offline: %s", request.path, exc)
+        if twiml:
+            return _xml(apology_twiml())
+        return Response("Service unavailable\n", status=503, mimetype="text/plain")
+    record.update(received_at=now.isoformat(), token=token, path=request.path)
+    spool().write(record)
+    return _xml(body) if twiml else Response(status=204)
+
+
 @bp.post("/incoming")
 @twilio_signed
 def incoming():
     """A call comes in: the greeting, then the notice and the consent question."""
-    return _webhook(calls.incoming, twiml=True)
+    return _webhook(calls.incoming, twiml=True, offline=offline.incoming)
 
 
 @bp.post("/gather")
@@ -102,21 +147,33 @@ def gather():
     """The caller's keys (or silence) for one step of a run."""
     run_id = request.args.get("run", "")[:32]
     step = calls.to_int(request.args.get("step"))
-    return _webhook(lambda s, ctx, form: calls.gather(s, ctx, run_id, step, form), twiml=True)
+    token = request.args.get("s", "")[:4000]
+    return _webhook(lambda s, ctx, form, now: calls.gather(s, ctx, run_id, step, form, now),
+                    twiml=True,
+                    offline=lambda ctx, form, now: offline.gather(ctx, run_id, step, token,
+                                                                  form, now))
 
 
 @bp.post("/status")
 @twilio_signed
 def status():
     """Call status callback."""
-    return _webhook(calls.status, twiml=False)
+    return _webhook(calls.status, twiml=False,
+                    offline=lambda ctx, form, now: ("", offline.callback("status", form)))
 
 
 @bp.post("/recording")
 @twilio_signed
 def recording():
     """Recording status callback."""
-    return _webhook(calls.recording, twiml=False)
+    return _webhook(calls.recording, twiml=False,
+                    offline=lambda ctx, form, now: ("", offline.callback("recording", form)))
+
+
+@bp.route("/fallback", methods=["GET", "POST"])
+def fallback():
+    """Twilio's fallback URL: static TwiML that needs no database and no state."""
+    return _xml(apology_twiml())
 
 
 @bp.errorhandler(Exception)
@@ -127,6 +184,6 @@ def _unexpected(exc):
     if isinstance(exc, HTTPException) and exc.code < 500:
         return exc
     log.exception("unexpected error on %s", request.path)
-    if request.path in ("/voice/incoming", "/voice/gather"):
+    if request.path in ("/voice/incoming", "/voice/gather", "/voice/transfer"):
         return _xml(apology_twiml())
     return Response("Internal error\n", status=500, mimetype="text/plain")

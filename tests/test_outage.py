@@ -1,0 +1,121 @@
+"""No consent is lost when PostgreSQL becomes unreachable mid-call: the caller hears valid
+TwiML, the decision is spooled durably, and it is ingested in order when the DB is back."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+from sqlalchemy import func, select
+
+from ivr import create_app
+from ivr.audit.chain import entry_hash
+from ivr.cli import cli
+from ivr.db import database
+from ivr.flow import load_flow
+from ivr.models import AuditEntry, Consent
+from ivr.simulate import Caller, http_transport
+from tests.conftest import AUTH_TOKEN, ROOT, LiveServer
+from tests.tcp_proxy import TcpProxy
+
+FLOW = load_flow(ROOT / "flows" / "consent.yaml")
+
+
+@pytest.fixture
+def outage(app_config, backend):
+    """A live server whose PostgreSQL connection goes through a proxy the test controls."""
+    if backend != "postgresql":
+        pytest.skip("the outage path is about a networked database (PostgreSQL)")
+    proxy = TcpProxy("127.0.0.1", 5432)
+    app_config["DATABASE_URL"] = app_config["DATABASE_URL"].replace(
+        "127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    server = LiveServer(None)
+    app_config["PUBLIC_URL"] = server.url
+    app = create_app(app_config)
+    database(app).create_all()
+    server.server.app = app
+    server.app = app
+    server.proxy = proxy
+    server.start()
+    yield server
+    server.stop()
+    proxy.close()
+    database(app).engine.dispose()
+
+
+def consents(app) -> list[Consent]:
+    with database(app).sessionmaker() as s:
+        return list(s.scalars(select(Consent)))
+
+
+def assert_chain_intact(app) -> int:
+    with database(app).sessionmaker() as s:
+        prev, n = "00" * 32, 0
+        for row in s.scalars(select(AuditEntry).order_by(AuditEntry.seq)):
+            n += 1
+            assert row.seq == n and row.prev_hash == prev
+            assert entry_hash(prev, row.body.encode()) == row.hash
+            prev = row.hash
+        return n
+
+
+def test_database_lost_mid_call_then_restored(outage):
+    app, proxy = outage.app, outage.proxy
+    c = Caller(outage.url, AUTH_TOKEN, http_transport())
+    first = c.dial()
+    proxy.cut()
+    last = c.press(first, "1")  # the decision is taken while the database is away
+    assert FLOW.text("confirm_granted", "tr") in [h.text for h in last.heard]
+    assert last.end == "hangup"
+    assert c.hang_up().status == 204
+    assert c.signed_post(c.url("/voice/recording"), {
+        "CallSid": c.call_sid, "AccountSid": c.account_sid, "RecordingSid": "RE" + "1" * 32,
+        "RecordingStatus": "completed", "RecordingDuration": "12"}).status == 204
+    runner = app.test_cli_runner()
+    assert "3 record(s) waiting" in runner.invoke(cli, ["spool", "status"]).output
+    # Still down: a drain stops without losing anything.
+    result = runner.invoke(cli, ["spool", "drain"])
+    assert result.exit_code == 1 and "database error" in result.output
+    proxy.restore()
+    result = runner.invoke(cli, ["spool", "drain"])
+    assert result.exit_code == 0, result.output
+    assert "applied 3" in result.output
+    [consent] = consents(app)
+    assert (consent.decision, consent.digits, consent.call_sid) == ("granted", "1", c.call_sid)
+    shown = json.loads(runner.invoke(cli, ["calls", "show", c.call_sid, "--json"]).output)
+    assert shown["status"] == "completed" and shown["recordings"][0]["status"] == "completed"
+    assert assert_chain_intact(app) > 0
+    # Draining again, or Twilio retrying, records nothing twice.
+    assert "applied 0" in runner.invoke(cli, ["spool", "drain"]).output
+    assert len(consents(app)) == 1
+
+
+def test_call_that_starts_during_the_outage_is_ingested_automatically(outage):
+    app, proxy = outage.app, outage.proxy
+    proxy.cut()
+    c = Caller(outage.url, AUTH_TOKEN, http_transport())
+    first = c.dial()
+    root = ET.fromstring(first.twiml)
+    assert root.find("Gather") is not None  # the notice and the question, without a DB
+    turn = c.press(first, "5")
+    turn = c.press(turn, "2")
+    assert FLOW.text("confirm_declined", "tr") in [h.text for h in turn.heard]
+    c.hang_up()
+    proxy.restore()
+    # The next webhook (any call) drains the spool first, in order.
+    Caller(outage.url, AUTH_TOKEN, http_transport()).run(["1"])
+    decisions = sorted((x.call_sid == c.call_sid, x.decision, x.digits) for x in consents(app))
+    assert decisions == [(False, "granted", "1"), (True, "declined", "52")]
+    with database(app).sessionmaker() as s:
+        assert s.scalar(select(func.count()).select_from(AuditEntry)) > 0
+    assert assert_chain_intact(app) > 0
+    assert "0 record(s)" in app.test_cli_runner().invoke(cli, ["spool", "status"]).output
+
+
+def test_fallback_url_is_static_twiml(client):
+    for method in (client.get, client.post):
+        r = method("/voice/fallback")
+        assert r.status_code == 200 and r.mimetype == "text/xml"
+        root = ET.fromstring(r.data)
+        assert [el.tag for el in root] == ["Say", "Say", "Hangup"]
