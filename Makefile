@@ -16,7 +16,7 @@ $(STAMP): requirements.txt
 setup: $(STAMP)
 
 db: setup
-	$(PY) -m ivr init-db
+	$(PY) -m ivr db upgrade
 
 # Prompts must play with no internet: gTTS when Google answers, the offline voice otherwise.
 audio: setup
