@@ -8,33 +8,22 @@ INTERFACE (used by the voice layer; keep it):
   for exactly this text, or None (the caller then hears <Say>).
 - AudioEntry.file (file name under audio/, e.g. "<sha256>.wav"), .sha256 (hash of the
   file's bytes), .duration_ms.
+
+The pipeline (build.build, `python -m ivr audio build`) lives in submodules that import
+pydub and the engines only when used, so the web app starts without them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import Flask, current_app
 
+from .catalog import AudioEntry, AudioLibrary
+from .errors import AudioBuildError, AudioError, EngineError, EngineUnavailable
 
-@dataclass(frozen=True)
-class AudioEntry:
-    """One rendered prompt file."""
-
-    file: str
-    sha256: str
-    duration_ms: int
-
-
-class AudioLibrary:
-    """Placeholder until the audio pipeline lands: nothing is rendered."""
-
-    def __init__(self, directory: str):
-        self.directory = directory
-
-    def lookup(self, prompt_id: str, language: str, text: str) -> AudioEntry | None:
-        """The rendered file for this prompt text, or None."""
-        return None
+__all__ = [
+    "AudioBuildError", "AudioEntry", "AudioError", "AudioLibrary", "EngineError",
+    "EngineUnavailable", "init_app", "library",
+]
 
 
 def library() -> AudioLibrary:
@@ -43,5 +32,9 @@ def library() -> AudioLibrary:
 
 
 def init_app(app: Flask) -> None:
-    """Attach the audio library."""
-    app.extensions["ivr_audio"] = AudioLibrary(app.config["AUDIO_DIR"])
+    """Attach the audio library and register GET /audio/<sha256>.wav."""
+    from .web import bp
+
+    app.extensions["ivr_audio"] = AudioLibrary(
+        app.config["AUDIO_DIR"], check_interval=app.config.get("AUDIO_CHECK_INTERVAL", 1.0))
+    app.register_blueprint(bp)
