@@ -231,8 +231,9 @@ def _render_all(todo: list[_Job], audio_dir: Path, engine: Engine, progress: boo
 
     done: dict[str, ManifestEntry] = {}  # by file: prompts that say exactly the same thing
 
+    # disable=None: tqdm shows the bar only on a terminal, so CI logs stay readable.
     with tqdm(total=len(todo), unit="prompt", desc="Rendering", file=sys.stderr,
-              disable=not progress or not todo, leave=False) as bar:
+              disable=True if not (progress and todo) else None, leave=False) as bar:
         for job in todo:
             bar.set_postfix_str(f"{job.prompt_id} ({job.language})", refresh=False)
             if job.file in done:

@@ -18,6 +18,7 @@ from .errors import AudioError
 from .manifest import FILE_NAME, MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
+_NEVER = ("never loaded",)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class AudioLibrary:
         self._lock = threading.Lock()
         self._by_text: dict[tuple[str, str, str], AudioEntry] = {}
         self._by_file: dict[str, AudioEntry] = {}
-        self._signature: tuple | None = ("never loaded",)
+        self._signature: tuple | None = _NEVER
         self._next_check = 0.0
 
     def lookup(self, prompt_id: str, language: str, text: str) -> AudioEntry | None:
@@ -72,8 +73,9 @@ class AudioLibrary:
     def _refresh(self) -> None:
         if time.monotonic() < self._next_check:
             return
-        # One thread checks; the others keep serving what is loaded meanwhile.
-        if not self._lock.acquire(blocking=False):
+        # One thread checks; the others keep serving what is loaded meanwhile (before the
+        # first load there is nothing to serve, so they wait for it).
+        if not self._lock.acquire(blocking=self._signature == _NEVER):
             return
         try:
             self._next_check = time.monotonic() + self.check_interval

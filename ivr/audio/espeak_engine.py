@@ -12,6 +12,7 @@ import threading
 
 from .engines import Part
 from .errors import EngineError, EngineUnavailable
+from .processing import AudioSegment
 
 # From espeak-ng's speak_lib.h.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -120,8 +121,6 @@ class EspeakEngine:
 
     def synthesize(self, text: str, language: str) -> list[Part]:
         """The whole text in one part (espeak places its own pauses)."""
-        from .processing import AudioSegment
-
         voice = self.voice(language)
         raw = self._lib.speak(text, voice)
         if not raw:

@@ -17,9 +17,11 @@ import urllib.parse
 from collections.abc import Callable
 
 import requests
+from gtts import gTTS
 
 from .engines import DEFAULT_GTTS_URL, Part
 from .errors import EngineError, EngineUnavailable
+from .processing import decode_mp3
 
 LANGUAGES = {"tr": "tr", "en": "en"}  # gTTS refuses "tr-TR"
 _AUDIO = re.compile(r'jQ1olc","\[\\"(.*)\\"]')  # the same pattern gTTS reads replies with
@@ -66,8 +68,6 @@ class GttsEngine:
         """One part per gTTS chunk, in order; raise EngineError naming what went wrong."""
         lang = self.voice(language)["lang"]
         parts = []
-        from .processing import decode_mp3
-
         with requests.Session() as session:
             for body, chunk in self._bodies(text, lang):
                 mp3 = self._request(session, body, self.timeout, self.retries)
@@ -76,8 +76,6 @@ class GttsEngine:
 
     def _bodies(self, text: str, lang: str) -> list[tuple[str, str]]:
         """gTTS's request bodies for `text`, each with the chunk of text it carries."""
-        from gtts import gTTS
-
         try:
             bodies = gTTS(text, lang=lang, lang_check=False).get_bodies()
         except AssertionError as e:  # gTTS asserts on empty text
@@ -98,8 +96,6 @@ class GttsEngine:
 
     def _request(self, session: requests.Session, body: str, timeout, retries: int) -> bytes:
         """POST one chunk; retry 429/5xx with backoff; return the MP3 bytes."""
-        from gtts import gTTS
-
         for attempt in range(retries + 1):
             try:
                 r = session.post(self.url, data=body, headers=gTTS.GOOGLE_TTS_HEADERS,
