@@ -1,0 +1,131 @@
+"""The auditor's data as JSON for other systems: one call's timeline, and consent records.
+
+Bearer token with the auditor role (admin passes too); every answer that shows data is
+recorded as an auditor.access entry, like the web pages.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from flask import jsonify, request
+
+from ..accounts import bearer_user, require_token
+from ..auditor.access import record_access, transaction
+from ..auditor.search import CALL_SID, SearchError, phone_fingerprint
+from ..consents import export_record
+from ..db import session
+from ..flow.model import DECISIONS
+from ..models import Call
+from ..pii import DataKeyError, personal_data
+from ..reports import call_timeline, consents_query
+from . import bp
+from .errors import bad_request, error_response
+
+CONSENT_PARAMS = ("phone", "since", "until", "decision", "limit")
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10000
+
+
+def _when(value: str, name: str) -> datetime:
+    """An ISO 8601 date or date-time; a time without a zone is UTC, a date is its midnight."""
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC)
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SearchError({name: "not an ISO 8601 date or date-time (2025-01-31 or "
+                                 "2025-01-31T09:00:00Z)"}) from None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+@bp.get("/calls/<call_sid>")
+@require_token("auditor")
+def api_call(call_sid: str):
+    """One call's timeline (the `calls show --json` document); 404 for an unknown call."""
+    if not CALL_SID.fullmatch(call_sid):
+        return error_response(404, "no such call")
+    s = session()
+    try:
+        with transaction(s):
+            row = s.get(Call, call_sid)
+            doc = call_timeline(s, call_sid, personal_data()) if row else None
+            record_access(s, bearer_user(), "api.call", via="api", call_sid=call_sid,
+                          phone_hmac=row.phone_hmac if row else None, found=row is not None)
+    except DataKeyError as e:
+        return error_response(500, str(e))
+    if doc is None:
+        return error_response(404, f"no call with CallSid {call_sid}")
+    return jsonify(doc)
+
+
+def _consent_criteria(args) -> tuple[dict, int]:
+    errors: dict[str, str] = {}
+    unknown = sorted(set(args) - set(CONSENT_PARAMS))
+    if unknown:
+        errors["parameters"] = (f"unknown: {', '.join(unknown)}; use "
+                                f"{', '.join(CONSENT_PARAMS)}")
+    crit: dict = {}
+    for name in ("since", "until"):
+        raw = (args.get(name) or "").strip()
+        if raw:
+            try:
+                crit[name] = _when(raw, name)
+            except SearchError as e:
+                errors.update(e.errors)
+    if crit.get("since") and crit.get("until") and crit["since"] >= crit["until"]:
+        errors["until"] = "must be after since"
+    decision = (args.get("decision") or "").strip()
+    if decision:
+        if decision in DECISIONS:
+            crit["decision"] = decision
+        else:
+            errors["decision"] = f"one of {', '.join(DECISIONS)}"
+    phone = (args.get("phone") or "").strip()
+    if phone:
+        try:
+            crit["phone_hmac"] = phone_fingerprint(phone, personal_data())
+        except SearchError as e:
+            errors.update(e.errors)
+    limit = DEFAULT_LIMIT
+    raw_limit = (args.get("limit") or "").strip()
+    if raw_limit:
+        if raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
+            limit = int(raw_limit)
+        else:
+            errors["limit"] = f"a whole number from 1 to {MAX_LIMIT}"
+    if errors:
+        raise SearchError(errors)
+    return crit, limit
+
+
+@bp.get("/consents")
+@require_token("auditor")
+def api_consents():
+    """Consent records by phone, time range (captured_at: since inclusive, until exclusive)
+    and decision, oldest first, with the export fields."""
+    try:
+        crit, limit = _consent_criteria(request.args)
+    except SearchError as e:
+        return bad_request("invalid query parameters", errors=e.errors)
+    query = {k: (v.isoformat().replace("+00:00", "Z") if isinstance(v, datetime) else v)
+             for k, v in crit.items()}
+    query = {("phone" if k == "phone_hmac" else k): v for k, v in query.items()}
+    s = session()
+    pii = personal_data()
+    try:
+        with transaction(s):
+            recs = list(s.scalars(consents_query(crit.get("since"), crit.get("until"),
+                                                 crit.get("decision"), crit.get("phone_hmac"))
+                                  .limit(limit + 1)))
+            truncated = len(recs) > limit
+            recs = recs[:limit]
+            rows = [export_record(r, pii) for r in recs]
+            sids = list(dict.fromkeys(r.call_sid for r in recs if r.call_sid))
+            record_access(s, bearer_user(), "api.consents", via="api",
+                          phone_hmac=crit.get("phone_hmac"), query=query, call_sids=sids)
+    except DataKeyError as e:
+        return error_response(500, str(e))
+    return jsonify({"consents": rows, "count": len(rows), "limit": limit,
+                    "truncated": truncated, "query": query})
