@@ -16,5 +16,6 @@ def _http_error(exc):
 def init_app(app: Flask) -> None:
     """Register the API blueprint with its routes."""
     from . import routes  # noqa: F401 - attach the views to bp
+    from . import auditor_api  # noqa: F401 - GET /api/calls/<sid>, GET /api/consents
 
     app.register_blueprint(bp)
