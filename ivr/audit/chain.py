@@ -40,11 +40,20 @@ def iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _lock_head(session: Session) -> None:
+def lock_head(session: Session) -> None:
+    """Hold the chain head until this transaction ends (appends and checkpoints)."""
     # Appends from every process are serialised until commit: on PostgreSQL by a
     # transaction-scoped advisory lock, on SQLite by BEGIN IMMEDIATE (see db.py).
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+
+
+def head(session: Session) -> tuple[int, str]:
+    """The (seq, hash) of the newest entry; (0, FIRST_PREV) for an empty log."""
+    row = session.execute(
+        select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+    ).first()
+    return (row.seq, row.hash) if row else (0, FIRST_PREV)
 
 
 def append(session: Session, entries: list[tuple[str, str | None, dict]],
@@ -55,12 +64,9 @@ def append(session: Session, entries: list[tuple[str, str | None, dict]],
     """
     if not entries:
         return []
-    _lock_head(session)
+    lock_head(session)
     session.flush()
-    head = session.execute(
-        select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-    ).first()
-    seq, prev = (head.seq, head.hash) if head else (0, FIRST_PREV)
+    seq, prev = head(session)
     stamp = iso(at or utcnow())
     rows = []
     for kind, ref, data in entries:
@@ -75,12 +81,35 @@ def append(session: Session, entries: list[tuple[str, str | None, dict]],
     return rows
 
 
+# UPDATE, DELETE and TRUNCATE are refused outright; an INSERT must extend the head (next
+# seq, previous hash), so even a buggy writer cannot leave a gap or fork the chain. The
+# first entry's previous hash, FIRST_PREV, is 64 zeros: repeat('0', 64), hex(zeroblob(32)).
 _PG_GUARD = """
 CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger AS $$
 BEGIN
   RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: ' || TG_OP || ' is not allowed';
 END;
 $$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION audit_log_extend_head() RETURNS trigger AS $$
+DECLARE
+  head_seq bigint := 0;
+  head_hash text := repeat('0', 64);
+BEGIN
+  SELECT seq, hash INTO head_seq, head_hash FROM audit_log ORDER BY seq DESC LIMIT 1;
+  IF NOT FOUND THEN
+    head_seq := 0;
+    head_hash := repeat('0', 64);
+  END IF;
+  IF NEW.seq IS DISTINCT FROM head_seq + 1 OR NEW.prev_hash IS DISTINCT FROM head_hash THEN
+    RAISE EXCEPTION USING MESSAGE = format(
+      'audit_log is append-only: entry %s must extend the head (seq %s)', NEW.seq, head_seq);
+  END IF;
+  RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS audit_log_extend_head ON audit_log;
+CREATE TRIGGER audit_log_extend_head BEFORE INSERT ON audit_log
+  FOR EACH ROW EXECUTE FUNCTION audit_log_extend_head();
 DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log;
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
   FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
@@ -94,7 +123,18 @@ _SQLITE_GUARD = [
        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE is not allowed'); END""",
     """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE is not allowed'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_log_extend_head BEFORE INSERT ON audit_log
+       WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log)
+         OR NEW.prev_hash IS NOT COALESCE(
+              (SELECT hash FROM audit_log WHERE seq = NEW.seq - 1), hex(zeroblob(32)))
+       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: an entry must extend the head');
+       END""",
 ]
+
+# The trigger names, so tests that play the attacker (who has the database) can drop them.
+TRIGGERS = {"postgresql": ["audit_log_append_only", "audit_log_no_truncate",
+                           "audit_log_extend_head"],
+            "sqlite": ["audit_log_no_update", "audit_log_no_delete", "audit_log_extend_head"]}
 
 
 def guard_statements(dialect: str) -> list[str]:

@@ -1,0 +1,243 @@
+"""Signed checkpoints: an Ed25519 signature over the chain head, to hand to an outside party.
+
+The signing key comes from IVR_AUDIT_SIGNING_KEY, which holds either a PKCS#8 PEM private key
+(`openssl genpkey -algorithm ed25519`) or the standard base64 of the raw 32-byte Ed25519 seed.
+Without it, a key is generated once and kept in instance/audit_signing_key (PKCS#8 PEM).
+
+The signed message is 0x01 || canonical JSON (RFC 8785) of {"at", "hash", "key_id", "seq"};
+entries hash with 0x00 first, so a checkpoint can never pass for an entry. key_id is the
+SHA-256 (hex) of the raw 32-byte public key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy.orm import Session
+
+from ..db import utcnow
+from ..models import AuditCheckpoint
+from . import chain
+from .errors import CHECKPOINT_MISMATCH, AuditError, VerificationError
+
+KEY_ENV = "IVR_AUDIT_SIGNING_KEY"
+KEY_FILE = "audit_signing_key"
+ENTRY_KIND = "audit.checkpoint"
+
+
+# --- keys -----------------------------------------------------------------------------
+
+
+def load_private_key(text: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PKCS#8 PEM or from the base64 of its 32-byte seed."""
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_private_key(text.encode(), password=None)
+        else:
+            seed = base64.b64decode(text, validate=True)
+            if len(seed) != 32:
+                raise ValueError(f"a raw Ed25519 seed is 32 bytes, this is {len(seed)}")
+            key = Ed25519PrivateKey.from_private_bytes(seed)
+    except (ValueError, TypeError, binascii.Error) as e:
+        raise AuditError(f"{KEY_ENV}: not an Ed25519 key (PKCS#8 PEM or base64 of a 32-byte "
+                         f"seed): {e}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise AuditError(f"{KEY_ENV}: the PEM key is not an Ed25519 key")
+    return key
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> str:
+    """PKCS#8 PEM of a private key."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def load_public_key(text: str | bytes) -> Ed25519PublicKey:
+    """An Ed25519 public key from SubjectPublicKeyInfo PEM (`audit public-key` output)."""
+    data = text.encode() if isinstance(text, str) else text
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as e:
+        raise AuditError(f"not a PEM public key: {e}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise AuditError("the public key is not an Ed25519 key")
+    return key
+
+
+def public_key_pem(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
+    """SubjectPublicKeyInfo PEM, readable by `openssl pkey -pubin`."""
+    if isinstance(key, Ed25519PrivateKey):
+        key = key.public_key()
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def key_id(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
+    """SHA-256 (hex) of the raw 32-byte public key."""
+    if isinstance(key, Ed25519PrivateKey):
+        key = key.public_key()
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def signing_key(app=None, *, create: bool = True) -> Ed25519PrivateKey | None:
+    """The app's signing key: the environment, else instance/audit_signing_key (made if asked)."""
+    from flask import current_app
+
+    from ..config import instance_secret
+
+    app = app or current_app
+    text = app.config.get("AUDIT_SIGNING_KEY") or os.environ.get(KEY_ENV)
+    if text:
+        return load_private_key(text)
+    path = os.path.join(app.config["INSTANCE_DIR"], KEY_FILE)
+    if not create and not os.path.exists(path):
+        return None
+    pem = instance_secret(app.config["INSTANCE_DIR"], KEY_FILE,
+                          lambda: private_key_pem(Ed25519PrivateKey.generate()).strip())
+    return load_private_key(pem)
+
+
+def public_keys(*keys: Ed25519PublicKey | Ed25519PrivateKey) -> dict[str, Ed25519PublicKey]:
+    """Public keys by key id, for the verifier."""
+    out = {}
+    for k in keys:
+        pub = k.public_key() if isinstance(k, Ed25519PrivateKey) else k
+        out[key_id(pub)] = pub
+    return out
+
+
+def app_public_keys(app=None) -> dict[str, Ed25519PublicKey]:
+    """The app's own public key by id (none if no key was ever made); never creates a key."""
+    key = signing_key(app, create=False)
+    return public_keys(key) if key else {}
+
+
+# --- checkpoints ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed statement that the entry at `seq` had `hash`; `source` says where it came from."""
+
+    seq: int
+    hash: str
+    at: str
+    key_id: str
+    signature: str
+    source: str = ""
+
+    def body(self) -> bytes:
+        """The canonical JSON that is signed (after the 0x01 prefix)."""
+        return chain.canonical({"seq": self.seq, "hash": self.hash, "at": self.at,
+                                "key_id": self.key_id})
+
+    def message(self) -> bytes:
+        """The exact bytes the signature covers."""
+        return chain.CHECKPOINT_PREFIX + self.body()
+
+    def to_dict(self, public_key: str | None = None) -> dict:
+        """The document handed to an outside party (`audit checkpoint` prints it)."""
+        doc = {"seq": self.seq, "hash": self.hash, "at": self.at, "key_id": self.key_id,
+               "algorithm": "Ed25519", "signed_message_prefix": chain.CHECKPOINT_PREFIX.hex(),
+               "signed_body": self.body().decode(), "signature": self.signature}
+        if public_key:
+            doc["public_key"] = public_key
+        return doc
+
+    def verify(self, keys: dict[str, Ed25519PublicKey]) -> None:
+        """Check the signature; raises VerificationError naming the checkpoint's seq."""
+        key = keys.get(self.key_id)
+        if key is None:
+            raise VerificationError(
+                self.seq, CHECKPOINT_MISMATCH, "a signature by a known key",
+                f"key {self.key_id[:16]}…, which is not among the public keys given",
+                f"{self.source}; pass the signer's key with --public-key")
+        try:
+            key.verify(base64.b64decode(self.signature, validate=True), self.message())
+        except (InvalidSignature, ValueError, binascii.Error):
+            raise VerificationError(
+                self.seq, CHECKPOINT_MISMATCH, f"a valid Ed25519 signature by {self.key_id[:16]}…",
+                "an invalid signature", self.source) from None
+
+
+def from_row(row: AuditCheckpoint | tuple) -> Checkpoint:
+    """The signed content of a stored checkpoint; its columns must agree with its signed body."""
+    cp_id, seq, h, kid, signature, body = (
+        (row.id, row.seq, row.hash, row.key_id, row.signature, row.body)
+        if isinstance(row, AuditCheckpoint) else row)
+    source = f"stored checkpoint #{cp_id}"
+    try:
+        doc = json.loads(body)
+        cp = Checkpoint(int(doc["seq"]), str(doc["hash"]), str(doc["at"]), str(doc["key_id"]),
+                        signature, source)
+    except (ValueError, TypeError, KeyError):
+        raise VerificationError(seq, CHECKPOINT_MISMATCH, "a signed checkpoint body",
+                                "an unreadable body", source) from None
+    if cp.body().decode() != body or (cp.seq, cp.hash, cp.key_id) != (seq, h, kid):
+        raise VerificationError(seq, CHECKPOINT_MISMATCH,
+                                f"columns equal to the signed body (seq {cp.seq}, hash {cp.hash})",
+                                f"seq {seq}, hash {h}", source)
+    return cp
+
+
+def from_document(doc: dict, source: str = "checkpoint file") -> Checkpoint:
+    """A checkpoint as printed by `audit checkpoint` (or its JSON kept by an outside party)."""
+    try:
+        cp = Checkpoint(int(doc["seq"]), str(doc["hash"]), str(doc["at"]), str(doc["key_id"]),
+                        str(doc["signature"]), source)
+    except (KeyError, TypeError, ValueError) as e:
+        raise AuditError(f"{source}: not a checkpoint document (missing or bad {e})") from None
+    return cp
+
+
+def from_entry_data(data: dict, seq: int) -> Checkpoint:
+    """The checkpoint an `audit.checkpoint` entry at `seq` records."""
+    return Checkpoint(int(data["seq"]), str(data["hash"]), str(data["at"]), str(data["key_id"]),
+                      str(data["signature"]), f"audit entry {seq}")
+
+
+def make_checkpoint(session: Session, key: Ed25519PrivateKey,
+                    now: datetime | None = None) -> AuditCheckpoint:
+    """Sign the chain head, store the checkpoint, and append it to the chain as an entry."""
+    now = now or utcnow()
+    chain.lock_head(session)
+    seq, head_hash = chain.head(session)
+    if seq == 0:
+        raise AuditError("the audit log is empty: there is nothing to checkpoint")
+    stamp = chain.iso(now)
+    cp = Checkpoint(seq, head_hash, stamp, key_id(key), "")
+    signature = base64.b64encode(key.sign(cp.message())).decode()
+    row = AuditCheckpoint(seq=seq, hash=head_hash, at=now, key_id=cp.key_id,
+                          signature=signature, body=cp.body().decode())
+    session.add(row)
+    session.flush()
+    # The act of checkpointing is itself audited; the entry carries the signature, so the
+    # chain keeps the checkpoint even if the checkpoints table is lost.
+    chain.append(session, [(ENTRY_KIND, None, {
+        "checkpoint_id": row.id, "seq": seq, "hash": head_hash, "at": stamp,
+        "key_id": cp.key_id, "signature": signature})], at=now)
+    return row
+
+
+def latest(session: Session, at_or_after: int = 0) -> AuditCheckpoint | None:
+    """The first stored checkpoint at or after `at_or_after` (the newest if 0)."""
+    from sqlalchemy import select
+
+    q = select(AuditCheckpoint)
+    if at_or_after:
+        q = q.where(AuditCheckpoint.seq >= at_or_after).order_by(AuditCheckpoint.seq,
+                                                                AuditCheckpoint.id)
+    else:
+        q = q.order_by(AuditCheckpoint.seq.desc(), AuditCheckpoint.id.desc())
+    return session.scalars(q.limit(1)).first()

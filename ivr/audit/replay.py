@@ -1,0 +1,425 @@
+"""Deterministic replay: a call's recorded inputs run again through the pure engine, under the
+flow version recorded for the call, and compared step by step with what was stored.
+
+Three records must agree: the engine's recomputed path, the stored turns and consent (mutable
+tables), and the call's audit entries (the hash chain, which is what an auditor trusts).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..calls import notice_version
+from ..flow import engine as e
+from ..models import AuditEntry, Call, Consent, FlowRun, Turn
+from .errors import AuditError
+from .verify import EntriesStatus, verify_entries
+
+
+@dataclass
+class Played:
+    """One prompt as the caller heard it."""
+
+    prompt: str
+    language: str
+    text: str
+    audio: str | None = None
+    in_gather: bool = False
+
+
+@dataclass
+class Step:
+    """One step of the recomputed path."""
+
+    step: int
+    at: str | None
+    input: dict | None
+    played: list[Played] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    notice: list[dict] = field(default_factory=list)
+    decision: dict | None = None
+
+
+@dataclass
+class Mismatch:
+    """Where the replay and the record disagree."""
+
+    run: str | None
+    step: int | None
+    what: str
+    stored: object = None
+    replayed: object = None
+
+    def __str__(self) -> str:
+        where = f"run {self.run[:12]}" if self.run else "call"
+        if self.step is not None:
+            where += f" step {self.step}"
+        return (f"{where}: {self.what}: stored {_short(self.stored)}, "
+                f"replayed {_short(self.replayed)}")
+
+
+@dataclass
+class RunReplay:
+    """The replay of one flow run."""
+
+    run_id: str
+    origin: str
+    flow_id: str
+    flow_version: str
+    language: str | None
+    context: dict
+    steps: list[Step] = field(default_factory=list)
+    decision: dict | None = None
+    hung_up_at: str | None = None
+
+
+@dataclass
+class ReplayResult:
+    """The replay of one call: each run's path, the chain status of its entries, mismatches."""
+
+    call_sid: str
+    runs: list[RunReplay] = field(default_factory=list)
+    chain: EntriesStatus | None = None
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the recomputed path and decision equal the stored ones everywhere."""
+        return not self.mismatches
+
+    def summary(self) -> str:
+        """One line: the call, its decisions and the verdict."""
+        decisions = ", ".join(r.decision["decision"] if r.decision else "no decision"
+                              for r in self.runs) or "no flow run"
+        verdict = "ok" if self.ok else f"MISMATCH: {self.mismatches[0]}"
+        return f"{self.call_sid}  {decisions}  {verdict}"
+
+    def render(self) -> str:
+        """The step-by-step path as text (for the CLI and the evidence package)."""
+        out = [f"Replay of call {self.call_sid}"]
+        if self.chain is not None:
+            out.append(f"Audit entries: {self.chain.message}")
+        if not self.runs:
+            out.append("No flow run was recorded for this call.")
+        for r in self.runs:
+            out.append("")
+            out.append(f"Run {r.run_id} (origin {r.origin})")
+            out.append(f"  flow {r.flow_id}, version {r.flow_version}")
+            out.append(f"  started in language {r.language}, context {_json(r.context)}")
+            for s in r.steps:
+                out.append(f"  step {s.step}  {s.at or '(time not recorded)'}  "
+                           f"{_describe_input(s.input)}")
+                for p in s.played:
+                    where = "menu" if p.in_gather else "play"
+                    out.append(f"    {where:<4} {p.prompt} [{p.language}] audio "
+                               f"{p.audio or '(spoken by <Say>, no file)'}")
+                    out.append(f"         \"{p.text}\"")
+                for n in s.notice:
+                    out.append(f"    notice played in full [{n['language']}]: "
+                               f"{', '.join(n['prompts'])}")
+                if s.actions:
+                    out.append(f"    then: {', '.join(s.actions)}")
+                if s.decision:
+                    d = s.decision
+                    out.append(f"    DECISION {d['decision']} (keys {d['digits'] or '-'}, "
+                               f"language {d['language']}, notice version "
+                               f"{d.get('notice_version') or '-'})")
+            if r.decision:
+                out.append(f"  decision: {r.decision['decision']}, keys "
+                           f"{r.decision['digits'] or '-'}, language {r.decision['language']}")
+            else:
+                out.append("  decision: none"
+                           + (" (the caller hung up first)" if r.hung_up_at else ""))
+        out.append("")
+        if self.ok:
+            out.append("Result: OK - the recomputed path and decision equal the stored ones, "
+                       "and the audit entries agree.")
+        else:
+            out.append(f"Result: MISMATCH - the paths diverge at {self.mismatches[0]}")
+            for m in self.mismatches[1:]:
+                out.append(f"  also: {m}")
+        return "\n".join(out) + "\n"
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return {
+            "call_sid": self.call_sid, "ok": self.ok,
+            "chain": self.chain.to_dict() if self.chain else None,
+            "mismatches": [{"run": m.run, "step": m.step, "what": m.what,
+                            "stored": m.stored, "replayed": m.replayed, "message": str(m)}
+                           for m in self.mismatches],
+            "runs": [{"run": r.run_id, "origin": r.origin, "flow_id": r.flow_id,
+                      "flow_version": r.flow_version, "language": r.language,
+                      "context": r.context, "decision": r.decision,
+                      "hung_up_at": r.hung_up_at,
+                      "steps": [{"step": s.step, "at": s.at, "input": s.input,
+                                 "played": [vars(p) for p in s.played], "actions": s.actions,
+                                 "notice": s.notice, "decision": s.decision}
+                                for s in r.steps]} for r in self.runs],
+        }
+
+
+def _json(v) -> str:
+    return json.dumps(v, ensure_ascii=False, sort_keys=True)
+
+
+def _short(v) -> str:
+    text = v if isinstance(v, str) else _json(v)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _describe_input(inp: dict | None) -> str:
+    if inp is None:
+        return "call answered, flow starts"
+    if inp["type"] == "digits":
+        return f"caller pressed {inp['digits']}"
+    return "no key before the timeout" if inp["type"] == "timeout" else "caller hung up"
+
+
+def _plays(actions: list) -> list[tuple[e.Play, bool]]:
+    out = []
+    for a in actions:
+        if isinstance(a, e.Play):
+            out.append((a, False))
+        elif isinstance(a, e.Gather):
+            out += [(p, True) for p in a.prompts]
+    return out
+
+
+def _kinds(actions: list) -> list[str]:
+    return [e.action_to_dict(a)["kind"] for a in actions
+            if not isinstance(a, e.Play | e.NoticePlayed | e.Decide)]
+
+
+def _first_difference(stored: list, replayed: list) -> tuple[int, object, object]:
+    for i, (a, b) in enumerate(zip(stored, replayed, strict=False)):
+        if a != b:
+            return i, a, b
+    i = min(len(stored), len(replayed))
+    return i, stored[i] if i < len(stored) else None, replayed[i] if i < len(replayed) else None
+
+
+class _Audit:
+    """A call's audit entries, indexed by run and step."""
+
+    def __init__(self, entries: list[tuple[int, dict]]):
+        self.started: dict[str, list[dict]] = {}
+        self.inputs: dict[tuple[str, int], list[dict]] = {}
+        self.played: dict[tuple[str, int], list[dict]] = {}
+        self.notices: dict[tuple[str, int], list[dict]] = {}
+        self.decided: dict[str, list[dict]] = {}
+        for _seq, body in entries:
+            d = body.get("data") or {}
+            run, step = d.get("run"), d.get("step")
+            kind = body.get("kind")
+            if kind == "call.started":
+                self.started.setdefault(run, []).append(body)
+            elif kind == "input.received":
+                self.inputs.setdefault((run, step), []).append(body)
+            elif kind == "prompts.played":
+                self.played.setdefault((run, step), []).append(body)
+            elif kind == "notice.played":
+                self.notices.setdefault((run, step), []).append(body)
+            elif kind in ("consent.decided", "consent.withdrawn"):
+                self.decided.setdefault(d.get("run"), []).append(body)
+
+
+def replay_call(session: Session, registry, call_sid: str, *, public_keys=None) -> ReplayResult:
+    """Replay every flow run of one call and compare it with the record."""
+    runs = list(session.scalars(select(FlowRun).where(FlowRun.call_sid == call_sid)
+                                .order_by(FlowRun.created_at, FlowRun.id)))
+    if not runs and session.get(Call, call_sid) is None:
+        raise AuditError(f"unknown call: {call_sid}")
+    result = ReplayResult(call_sid)
+    rows = list(session.execute(select(AuditEntry.seq, AuditEntry.body)
+                                .where(AuditEntry.ref == call_sid).order_by(AuditEntry.seq)))
+    result.chain = verify_entries(session, [r.seq for r in rows], public_keys=public_keys)
+    if not result.chain.ok:
+        p = result.chain.problem
+        result.mismatches.append(Mismatch(None, None, f"the call's audit entries do not verify "
+                                          f"(seq {p.seq}: {p.problem})", p.expected, p.found))
+    audit = _Audit([(r.seq, json.loads(r.body)) for r in rows])
+    for orphan in sorted(set(audit.started) - {r.id for r in runs}):
+        result.mismatches.append(Mismatch(orphan, None, "the audit log records a run that is "
+                                          "not stored", "no flow run", f"run {orphan}"))
+    for run in runs:
+        result.runs.append(_replay_run(session, registry, run, audit, result.mismatches))
+    return result
+
+
+def _replay_run(session: Session, registry, run: FlowRun, audit: _Audit,
+                problems: list[Mismatch]) -> RunReplay:
+    def mismatch(step, what, stored, replayed):
+        problems.append(Mismatch(run.id, step, what, stored, replayed))
+
+    started = audit.started.get(run.id, [])
+    info = started[0]["data"] if len(started) == 1 else {}
+    rr = RunReplay(run.id, run.origin, run.flow_id, run.flow_version, info.get("language"),
+                   dict(info.get("context") or {}))
+    if len(started) != 1:
+        mismatch(0, "the audit log must hold exactly one call.started entry for the run",
+                 f"{len(started)} entries", "1 entry")
+        return rr
+    if info.get("flow_version") != run.flow_version:
+        mismatch(0, "flow version", run.flow_version, info.get("flow_version"))
+    try:
+        flow = registry.version(session, info.get("flow_version") or run.flow_version)
+    except LookupError as exc:
+        mismatch(0, "the recorded flow version cannot be loaded", run.flow_version, str(exc))
+        return rr
+    turns = list(session.scalars(select(Turn).where(Turn.run_id == run.id).order_by(Turn.step)))
+    if [t.step for t in turns] != list(range(run.step + 1)):
+        mismatch(None, f"stored turns are not steps 0..{run.step}",
+                 [t.step for t in turns], list(range(run.step + 1)))
+
+    heard_notice: dict[str, list[dict]] = {}
+    decisions: list[dict] = []
+    state = None
+    diverged = False
+    for turn in turns:
+        k = turn.step
+        inputs = audit.inputs.get((run.id, k), [])
+        if k == 0:
+            at = started[0]["at"]
+            if turn.input is not None:
+                mismatch(0, "the first turn has an input", turn.input, None)
+            state, actions = e.start(flow, rr.context, rr.language)
+        else:
+            at = inputs[0]["at"] if inputs else None
+            audit_input = inputs[0]["data"]["input"] if len(inputs) == 1 else None
+            if audit_input != turn.input:
+                mismatch(k, "input: the turn and the audit entry disagree", turn.input,
+                         audit_input if inputs else "no input.received entry")
+            if turn.input is None:
+                mismatch(k, "no input stored for the step", None, "an input")
+                diverged = True
+                break
+            try:
+                state, actions = e.advance(flow, state, e.input_from_dict(turn.input))
+            except (e.EngineError, KeyError) as exc:
+                mismatch(k, "the engine refuses the stored input", turn.input, str(exc))
+                diverged = True
+                break
+        replayed = [e.action_to_dict(a) for a in actions]
+        if replayed != turn.actions:
+            i, a, b = _first_difference(turn.actions, replayed)
+            mismatch(k, f"paths diverge at action {i}", a, b)
+            diverged = True
+            break
+        step = _compare_audit(run, k, at, turn.input, actions, audit, mismatch)
+        for a in actions:
+            if isinstance(a, e.NoticePlayed):
+                audio = next((n["audio"] for n in step.notice
+                              if n["language"] == a.language and n["prompts"] == list(a.prompts)),
+                             [None] * len(a.prompts))
+                heard = heard_notice.setdefault(a.language, [])
+                for p, h in zip(a.prompts, audio, strict=False):
+                    if {"prompt": p, "audio": h} not in heard:
+                        heard.append({"prompt": p, "audio": h})
+            elif isinstance(a, e.Decide):
+                heard = heard_notice.get(a.language)
+                version = notice_version(a.language, [
+                    (h["prompt"], flow.text(h["prompt"], a.language), h["audio"])
+                    for h in heard]) if heard else None
+                step.decision = {"decision": a.decision, "digits": "".join(a.digits),
+                                 "language": a.language, "notice_version": version,
+                                 "flow_version": flow.version}
+                decisions.append(step.decision)
+        rr.steps.append(step)
+
+    if not diverged and state is not None and state.to_dict() != run.state:
+        mismatch(run.step, "the run's stored state differs from the replayed state",
+                 run.state, state.to_dict())
+    _check_hang_up(run, flow, turns, audit, rr, state, mismatch, diverged)
+    rr.decision = decisions[-1] if decisions else None
+    if not diverged:
+        _check_decisions(session, run, decisions, audit, mismatch)
+    return rr
+
+
+def _compare_audit(run, k, at, inp, actions, audit: _Audit, mismatch) -> Step:
+    """The step as played, checked against its prompts.played and notice.played entries."""
+    plays = _plays(actions)
+    played_entries = audit.played.get((run.id, k), [])
+    step = Step(k, at, inp, actions=_kinds(actions))
+    stored_played = played_entries[0]["data"].get("played", []) if len(played_entries) == 1 else []
+    if len(played_entries) != 1:
+        mismatch(k, "the audit log must hold one prompts.played entry for the step",
+                 f"{len(played_entries)} entries", "1 entry")
+    elif [(p["prompt"], p["language"]) for p in stored_played] != \
+            [(p.prompt, p.language) for p, _g in plays]:
+        mismatch(k, "prompts played (audit)", [p["prompt"] for p in stored_played],
+                 [p.prompt for p, _g in plays])
+    elif played_entries[0]["data"].get("actions") != step.actions:
+        mismatch(k, "actions (audit)", played_entries[0]["data"].get("actions"), step.actions)
+    audio = [p.get("audio") for p in stored_played] + [None] * len(plays)
+    step.played = [Played(p.prompt, p.language, p.text, audio[i], g)
+                   for i, (p, g) in enumerate(plays)]
+    notices = audit.notices.get((run.id, k), [])
+    replayed_notices = [(a.language, list(a.prompts)) for a in actions
+                        if isinstance(a, e.NoticePlayed)]
+    stored_notices = [(n["data"].get("language"), n["data"].get("prompts")) for n in notices]
+    if stored_notices != replayed_notices:
+        mismatch(k, "notice played (audit)", stored_notices, replayed_notices)
+    step.notice = [{"language": n["data"].get("language"), "prompts": n["data"].get("prompts"),
+                    "audio": n["data"].get("audio"),
+                    "notice_version": n["data"].get("notice_version")} for n in notices]
+    return step
+
+
+def _check_hang_up(run, flow, turns, audit: _Audit, rr: RunReplay, state, mismatch,
+                   diverged) -> None:
+    """A hang-up is the last input: the run's mark and the audit entry must agree."""
+    after = len(turns)
+    entries = audit.inputs.get((run.id, after), [])
+    hang = [x for x in entries if x["data"].get("input") == {"type": "hangup"}]
+    if hang and run.hangup_at is None:
+        mismatch(after, "the audit log records a hang-up the run does not", None, "hangup")
+    if run.hangup_at is not None and not hang:
+        mismatch(after, "the run records a hang-up the audit log does not", "hangup", None)
+    extra = sorted(s for (r, s) in audit.inputs if r == run.id and s > after)
+    if len(entries) > len(hang):
+        extra.insert(0, after)
+    if extra:
+        mismatch(extra[0], "the audit log records an input with no stored turn",
+                 "no turn", audit.inputs[(run.id, extra[0])][0]["data"].get("input"))
+    if hang:
+        rr.hung_up_at = hang[0]["at"]
+        if not diverged and state is not None:
+            _state, actions = e.advance(flow, state, e.HangUp())
+            if actions:
+                mismatch(after, "a hang-up must end the run with no action", [],
+                         [e.action_to_dict(a) for a in actions])
+        rr.steps.append(Step(after, hang[0]["at"], {"type": "hangup"}))
+
+
+def _check_decisions(session: Session, run: FlowRun, decisions: list[dict], audit: _Audit,
+                     mismatch) -> None:
+    fields = ("decision", "digits", "language", "notice_version", "flow_version")
+    stored = list(session.scalars(select(Consent).where(Consent.run_id == run.id)
+                                  .order_by(Consent.id)))
+    stored_rows = [{f: getattr(c, f) for f in fields} for c in stored]
+    if stored_rows != decisions:
+        mismatch(run.step, "decision (consents table)", stored_rows or None, decisions or None)
+    entries = [{f: d["data"].get(f) for f in fields} for d in audit.decided.get(run.id, [])]
+    if entries != decisions:
+        mismatch(run.step, "decision (audit entry)", entries or None, decisions or None)
+
+
+def replay_range(session: Session, registry, since: datetime | None,
+                 until: datetime | None, *, public_keys=None) -> Iterator[ReplayResult]:
+    """Replay every call whose first flow run started in [since, until)."""
+    first = func.min(FlowRun.created_at)
+    q = select(FlowRun.call_sid).group_by(FlowRun.call_sid)
+    if since is not None:
+        q = q.having(first >= since)
+    if until is not None:
+        q = q.having(first < until)
+    for sid in list(session.scalars(q.order_by(first, FlowRun.call_sid))):
+        yield replay_call(session, registry, sid, public_keys=public_keys)
