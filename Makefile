@@ -34,7 +34,7 @@ browser:
 	      || echo "!!! could not install chromium: the browser test will be skipped"; \
 	  else echo "!!! chromium not found and not root: the browser test will be skipped"; fi; }
 
-test: setup browser
+test: setup browser audio
 	$(PY) -m pytest
 
 lint: setup

@@ -32,6 +32,7 @@ ENVIRONMENT = [
     ("IVR_HMAC_KEY", "HMAC_KEY", None),
     ("IVR_LOG_LEVEL", "LOG_LEVEL", "INFO"),
     ("IVR_SPOOL_DIR", "SPOOL_DIR", None),
+    ("IVR_GTTS_URL", "GTTS_URL", None),
     ("IVR_DB_CONNECT_TIMEOUT", "DB_CONNECT_TIMEOUT", "1.5"),
 ]
 
