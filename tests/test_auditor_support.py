@@ -100,3 +100,71 @@ def place_call(make_caller, keys, **kwargs):
     c = make_caller(**kwargs)
     c.run(keys)
     return c
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+        "track", "wbr"}
+
+
+class Node:
+    """An HTML element: tag, attributes, children and its text."""
+
+    def __init__(self, tag: str, attrs: dict):
+        self.tag, self.attrs, self.children, self.parts = tag, attrs, [], []
+
+    def get(self, name: str, default=None):
+        return self.attrs.get(name, default)
+
+    @property
+    def text(self) -> str:
+        return "".join(p if isinstance(p, str) else p.text for p in self.parts)
+
+    def iter(self):
+        yield self
+        for c in self.children:
+            yield from c.iter()
+
+    def findall(self, tag: str, **attrs) -> list[Node]:
+        """Descendants with this tag (or '*') whose attributes include `attrs` (True = any)."""
+        out = []
+        for n in self.iter():
+            if n is self or (tag != "*" and n.tag != tag):
+                continue
+            if all(n.attrs.get(k.replace("_", "-")) is not None if v is True
+                   else n.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items()):
+                out.append(n)
+        return out
+
+    def find(self, tag: str, **attrs) -> Node | None:
+        found = self.findall(tag, **attrs)
+        return found[0] if found else None
+
+
+def parse_html(html: str) -> Node:
+    """A small DOM of an HTML page (the standard library's parser, void elements closed)."""
+    from html.parser import HTMLParser
+
+    root = Node("#root", {})
+    stack = [root]
+
+    class Builder(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            node = Node(tag, {k: (v if v is not None else "") for k, v in attrs})
+            stack[-1].children.append(node)
+            stack[-1].parts.append(node)
+            if tag not in VOID:
+                stack.append(node)
+
+        def handle_endtag(self, tag):
+            for i in range(len(stack) - 1, 0, -1):
+                if stack[i].tag == tag:
+                    del stack[i:]
+                    break
+
+        def handle_data(self, data):
+            stack[-1].parts.append(data)
+
+    b = Builder(convert_charrefs=True)
+    b.feed(html)
+    b.close()
+    return root
