@@ -19,8 +19,15 @@ from sqlalchemy import func, select
 from ivr.db import database
 from ivr.models import AuditCheckpoint
 
-from .test_auditor_support import (audit_bodies, copy_audio, csrf_token, login, make_user,
-                                   place_call, rendered_audio)
+from .test_auditor_support import (
+    audit_bodies,
+    copy_audio,
+    csrf_token,
+    login,
+    make_user,
+    place_call,
+    rendered_audio,
+)
 
 __all__ = ["rendered_audio"]
 
