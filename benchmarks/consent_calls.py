@@ -255,6 +255,21 @@ def cpu_used(a: dict, b: dict) -> dict:
             "machine": b["machine"] - a["machine"]}
 
 
+def wait_until_quiet(args) -> float:
+    """Wait (up to --quiet-wait s) until the machine is nearly idle; returns the busy cores."""
+    deadline = time.time() + args.quiet_wait
+    while True:
+        a = _machine_cpu()[0]
+        time.sleep(2.0)
+        busy = (_machine_cpu()[0] - a) / 2.0
+        if busy <= args.quiet_cores or time.time() >= deadline:
+            if busy > args.quiet_cores:
+                print(f"warning: the machine is busy ({busy:.2f} cores) before this phase; "
+                      "figures will be low", flush=True)
+            return busy
+        time.sleep(3.0)
+
+
 # --- servers -----------------------------------------------------------------------------
 
 def free_port() -> int:
@@ -277,7 +292,10 @@ def start_gunicorn(app_spec: str, env: dict, port: int, args, log_path: Path,
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"gunicorn {app_spec} exited ({proc.returncode}); see {log_path}")
+            log.close()
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            raise SystemExit(f"gunicorn {app_spec} exited ({proc.returncode}):\n  "
+                             + "\n  ".join(tail))
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
                 if r.status == 200 and len(_children(proc.pid)) >= args.workers:
@@ -303,6 +321,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def run_phase(target: str, base: str, server: subprocess.Popen, args, auth_token: str) -> dict:
     """Drive one server with every caller for the window; results merged over generators."""
+    idle_before = wait_until_quiet(args)
     start = time.time() + 1.0
     n = args.generators
     shares = [args.callers // n + (1 if i < args.callers % n else 0) for i in range(n)]
@@ -321,6 +340,7 @@ def run_phase(target: str, base: str, server: subprocess.Popen, args, auth_token
         procs.append(p)
     win_start = start + (0.0 if args.calls else args.warmup)
     time.sleep(max(0.0, win_start - time.time()))
+    spy = start_profiler(server.pid, args) if args.profile and target == "ivr" else None
     before = cpu_snapshot(server.pid)
     t0 = time.time()
     if args.calls:
@@ -330,6 +350,8 @@ def run_phase(target: str, base: str, server: subprocess.Popen, args, auth_token
         time.sleep(max(0.0, win_start + args.duration - time.time()))
     after = cpu_snapshot(server.pid)
     elapsed = time.time() - t0
+    if spy is not None:
+        spy.wait()
     results = []
     for p in procs:
         out = p.stdout.read()
@@ -349,8 +371,67 @@ def run_phase(target: str, base: str, server: subprocess.Popen, args, auth_token
     if args.calls:
         elapsed = max(r["window"][1] for r in results) - min(r["window"][0] for r in results)
     merged["seconds"] = elapsed
+    merged["busy_before"] = idle_before
     merged["cpu"] = cpu_used(before, after)
     return merged
+
+
+# --- profiling ---------------------------------------------------------------------------
+
+def start_profiler(server_pid: int, args) -> subprocess.Popen:
+    """py-spy over the master and every worker for the measurement window (raw stacks)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        raise SystemExit("--profile needs py-spy (pip install -r requirements.txt)")
+    out = Path(args.profile) / ("ivr-wall.txt" if args.profile_idle else "ivr-cpu.txt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [str(spy), "record", "--pid", str(server_pid), "--subprocesses", "--format", "raw",
+           "--function", "--rate", "200", "--nonblocking",
+           "--duration", str(max(1, int(args.duration))), "--output", str(out)]
+    # CPU view: only samples holding the GIL (the Python work); wall view: every thread.
+    cmd.append("--idle" if args.profile_idle else "--gil")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _frame_name(frame: str) -> str:
+    # "fn (path/to/module.py:12)" -> "module.py:fn"
+    fn, _, where = frame.partition(" (")
+    return f"{where.rstrip(')').rsplit(':', 1)[0].rsplit('/', 1)[-1]}:{fn}"
+
+
+def profile_summary(path: Path, top: int = 25) -> list[str]:
+    """Self and inclusive sample shares per function, from py-spy's raw (collapsed) stacks."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        frames = [_frame_name(f) for f in stack.split(";")
+                  if " (" in f and not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    if not total:
+        return [f"no samples in {path}"]
+    out = [f"profile {path.name}: {total} samples",
+           "  top self (where the time is spent):"]
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in
+            sorted(own.items(), key=lambda kv: -kv[1])[:top]]
+    out.append("  top inclusive, the app's own functions:")
+    ours = [(f, n) for f, n in incl.items()
+            if f.split(":")[0] in _OUR_MODULES]
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in
+            sorted(ours, key=lambda kv: -kv[1])[:top]]
+    return out
+
+
+_OUR_MODULES = {p.name for p in (ROOT / "ivr").rglob("*.py")}
 
 
 # --- the database ------------------------------------------------------------------------
@@ -451,6 +532,11 @@ def main(argv=None) -> int:
                    help="load-generator processes sharing the callers (default 1)")
     p.add_argument("--rounds", type=int, default=1,
                    help="alternate bare/IVR phases this many times (default 1)")
+    p.add_argument("--quiet-wait", type=float, default=120.0,
+                   help="before each phase, wait up to this many seconds for other load to "
+                        "stop (default 120)")
+    p.add_argument("--quiet-cores", type=float, default=0.2,
+                   help="the machine counts as quiet below this many busy cores (default 0.2)")
     p.add_argument("--no-keepalive", action="store_true",
                    help="a new TCP connection for every request")
     p.add_argument("--log-level", default="INFO",
@@ -458,6 +544,11 @@ def main(argv=None) -> int:
     p.add_argument("--pg-admin-url", default=os.environ.get(
         "IVR_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"),
                    help="a PostgreSQL URL allowed to CREATE/DROP DATABASE")
+    p.add_argument("--profile", metavar="DIR",
+                   help="sample the IVR workers with py-spy during the window (perturbs the "
+                        "figures); raw stacks and a summary go to DIR")
+    p.add_argument("--profile-idle", action="store_true",
+                   help="with --profile: include waiting threads (wall time, not CPU)")
     p.add_argument("--keep", action="store_true",
                    help="keep the database and the server logs afterwards")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
@@ -513,6 +604,12 @@ def main(argv=None) -> int:
                   f"(target >= 0.8)   complete calls/s: {ivr['calls'] / ivr['seconds']:.1f}"
                   f" (target >= 125)", flush=True)
             rounds.append({"bare": bare, "ivr": ivr, "ratio": ratio})
+            if args.profile:
+                name_ = "ivr-wall.txt" if args.profile_idle else "ivr-cpu.txt"
+                summary = profile_summary(Path(args.profile) / name_)
+                (Path(args.profile) / (name_[:-4] + "-summary.txt")).write_text(
+                    "\n".join(summary) + "\n")
+                print("\n".join(summary))
         total = sum(r["ivr"]["total_calls"] for r in rounds)
         print()
         for line in check_store(url, total):
