@@ -101,8 +101,8 @@ BEGIN
     head_hash := repeat('0', 64);
   END IF;
   IF NEW.seq IS DISTINCT FROM head_seq + 1 OR NEW.prev_hash IS DISTINCT FROM head_hash THEN
-    RAISE EXCEPTION USING MESSAGE = format(
-      'audit_log is append-only: entry %s must extend the head (seq %s)', NEW.seq, head_seq);
+    RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: entry ' || NEW.seq
+      || ' must extend the head (seq ' || head_seq || ')';
   END IF;
   RETURN NEW;
 END;

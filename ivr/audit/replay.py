@@ -21,6 +21,8 @@ from ..models import AuditEntry, Call, Consent, FlowRun, Turn
 from .errors import AuditError
 from .verify import EntriesStatus, verify_entries
 
+AUDIT = ("audit log:", "replayed:")
+
 
 @dataclass
 class Played:
@@ -55,13 +57,14 @@ class Mismatch:
     what: str
     stored: object = None
     replayed: object = None
+    labels: tuple[str, str] = ("stored", "replayed")
 
     def __str__(self) -> str:
-        where = f"run {self.run[:12]}" if self.run else "call"
+        where = f"run {self.run[:12]}" if self.run else "the call"
         if self.step is not None:
             where += f" step {self.step}"
-        return (f"{where}: {self.what}: stored {_short(self.stored)}, "
-                f"replayed {_short(self.replayed)}")
+        a, b = self.labels
+        return f"{where}: {self.what}: {a} {_short(self.stored)}, {b} {_short(self.replayed)}"
 
 
 @dataclass
@@ -141,7 +144,7 @@ class ReplayResult:
             out.append("Result: OK - the recomputed path and decision equal the stored ones, "
                        "and the audit entries agree.")
         else:
-            out.append(f"Result: MISMATCH - the paths diverge at {self.mismatches[0]}")
+            out.append(f"Result: MISMATCH at {self.mismatches[0]}")
             for m in self.mismatches[1:]:
                 out.append(f"  also: {m}")
         return "\n".join(out) + "\n"
@@ -152,7 +155,8 @@ class ReplayResult:
             "call_sid": self.call_sid, "ok": self.ok,
             "chain": self.chain.to_dict() if self.chain else None,
             "mismatches": [{"run": m.run, "step": m.step, "what": m.what,
-                            "stored": m.stored, "replayed": m.replayed, "message": str(m)}
+                            "stored": m.stored, "replayed": m.replayed, "labels": list(m.labels),
+                            "message": str(m)}
                            for m in self.mismatches],
             "runs": [{"run": r.run_id, "origin": r.origin, "flow_id": r.flow_id,
                       "flow_version": r.flow_version, "language": r.language,
@@ -243,11 +247,13 @@ def replay_call(session: Session, registry, call_sid: str, *, public_keys=None) 
     if not result.chain.ok:
         p = result.chain.problem
         result.mismatches.append(Mismatch(None, None, f"the call's audit entries do not verify "
-                                          f"(seq {p.seq}: {p.problem})", p.expected, p.found))
+                                          f"(seq {p.seq}: {p.problem})", p.expected, p.found,
+                                          ("expected", "found")))
     audit = _Audit([(r.seq, json.loads(r.body)) for r in rows])
     for orphan in sorted(set(audit.started) - {r.id for r in runs}):
         result.mismatches.append(Mismatch(orphan, None, "the audit log records a run that is "
-                                          "not stored", "no flow run", f"run {orphan}"))
+                                          "not stored", "no flow run", f"run {orphan}",
+                                          ("flow_runs:", "audit log:")))
     for run in runs:
         result.runs.append(_replay_run(session, registry, run, audit, result.mismatches))
     return result
@@ -255,8 +261,8 @@ def replay_call(session: Session, registry, call_sid: str, *, public_keys=None) 
 
 def _replay_run(session: Session, registry, run: FlowRun, audit: _Audit,
                 problems: list[Mismatch]) -> RunReplay:
-    def mismatch(step, what, stored, replayed):
-        problems.append(Mismatch(run.id, step, what, stored, replayed))
+    def mismatch(step, what, stored, replayed, labels=("stored", "replayed")):
+        problems.append(Mismatch(run.id, step, what, stored, replayed, labels))
 
     started = audit.started.get(run.id, [])
     info = started[0]["data"] if len(started) == 1 else {}
@@ -264,19 +270,21 @@ def _replay_run(session: Session, registry, run: FlowRun, audit: _Audit,
                    dict(info.get("context") or {}))
     if len(started) != 1:
         mismatch(0, "the audit log must hold exactly one call.started entry for the run",
-                 f"{len(started)} entries", "1 entry")
+                 f"{len(started)} entries", "1 entry", ("found", "expected"))
         return rr
     if info.get("flow_version") != run.flow_version:
-        mismatch(0, "flow version", run.flow_version, info.get("flow_version"))
+        mismatch(0, "flow version", run.flow_version, info.get("flow_version"),
+                 ("flow_runs:", "audit log:"))
     try:
         flow = registry.version(session, info.get("flow_version") or run.flow_version)
     except LookupError as exc:
-        mismatch(0, "the recorded flow version cannot be loaded", run.flow_version, str(exc))
+        mismatch(0, "the recorded flow version cannot be loaded", run.flow_version, str(exc),
+                 ("version", "error"))
         return rr
     turns = list(session.scalars(select(Turn).where(Turn.run_id == run.id).order_by(Turn.step)))
     if [t.step for t in turns] != list(range(run.step + 1)):
         mismatch(None, f"stored turns are not steps 0..{run.step}",
-                 [t.step for t in turns], list(range(run.step + 1)))
+                 [t.step for t in turns], list(range(run.step + 1)), ("found", "expected"))
 
     heard_notice: dict[str, list[dict]] = {}
     decisions: list[dict] = []
@@ -288,16 +296,18 @@ def _replay_run(session: Session, registry, run: FlowRun, audit: _Audit,
         if k == 0:
             at = started[0]["at"]
             if turn.input is not None:
-                mismatch(0, "the first turn has an input", turn.input, None)
+                mismatch(0, "the first turn has an input", turn.input, None, ("found", "expected"))
             state, actions = e.start(flow, rr.context, rr.language)
         else:
             at = inputs[0]["at"] if inputs else None
             audit_input = inputs[0]["data"]["input"] if len(inputs) == 1 else None
             if audit_input != turn.input:
                 mismatch(k, "input: the turn and the audit entry disagree", turn.input,
-                         audit_input if inputs else "no input.received entry")
+                         audit_input if inputs else "no input.received entry",
+                         ("turn:", "audit log:"))
             if turn.input is None:
-                mismatch(k, "no input stored for the step", None, "an input")
+                mismatch(k, "no input stored for the step", None, "an input",
+                         ("found", "expected"))
                 diverged = True
                 break
             try:
@@ -351,13 +361,13 @@ def _compare_audit(run, k, at, inp, actions, audit: _Audit, mismatch) -> Step:
     stored_played = played_entries[0]["data"].get("played", []) if len(played_entries) == 1 else []
     if len(played_entries) != 1:
         mismatch(k, "the audit log must hold one prompts.played entry for the step",
-                 f"{len(played_entries)} entries", "1 entry")
+                 f"{len(played_entries)} entries", "1 entry", ("found", "expected"))
     elif [(p["prompt"], p["language"]) for p in stored_played] != \
             [(p.prompt, p.language) for p, _g in plays]:
-        mismatch(k, "prompts played (audit)", [p["prompt"] for p in stored_played],
-                 [p.prompt for p, _g in plays])
+        mismatch(k, "prompts played", [p["prompt"] for p in stored_played],
+                 [p.prompt for p, _g in plays], AUDIT)
     elif played_entries[0]["data"].get("actions") != step.actions:
-        mismatch(k, "actions (audit)", played_entries[0]["data"].get("actions"), step.actions)
+        mismatch(k, "actions", played_entries[0]["data"].get("actions"), step.actions, AUDIT)
     audio = [p.get("audio") for p in stored_played] + [None] * len(plays)
     step.played = [Played(p.prompt, p.language, p.text, audio[i], g)
                    for i, (p, g) in enumerate(plays)]
@@ -366,7 +376,7 @@ def _compare_audit(run, k, at, inp, actions, audit: _Audit, mismatch) -> Step:
                         if isinstance(a, e.NoticePlayed)]
     stored_notices = [(n["data"].get("language"), n["data"].get("prompts")) for n in notices]
     if stored_notices != replayed_notices:
-        mismatch(k, "notice played (audit)", stored_notices, replayed_notices)
+        mismatch(k, "notice played", stored_notices, replayed_notices, AUDIT)
     step.notice = [{"language": n["data"].get("language"), "prompts": n["data"].get("prompts"),
                     "audio": n["data"].get("audio"),
                     "notice_version": n["data"].get("notice_version")} for n in notices]
@@ -380,15 +390,18 @@ def _check_hang_up(run, flow, turns, audit: _Audit, rr: RunReplay, state, mismat
     entries = audit.inputs.get((run.id, after), [])
     hang = [x for x in entries if x["data"].get("input") == {"type": "hangup"}]
     if hang and run.hangup_at is None:
-        mismatch(after, "the audit log records a hang-up the run does not", None, "hangup")
+        mismatch(after, "the audit log records a hang-up the run does not", "no hang-up",
+                 "hangup", ("flow_runs:", "audit log:"))
     if run.hangup_at is not None and not hang:
-        mismatch(after, "the run records a hang-up the audit log does not", "hangup", None)
+        mismatch(after, "the run records a hang-up the audit log does not", "hangup",
+                 "no hang-up", ("flow_runs:", "audit log:"))
     extra = sorted(s for (r, s) in audit.inputs if r == run.id and s > after)
     if len(entries) > len(hang):
         extra.insert(0, after)
     if extra:
         mismatch(extra[0], "the audit log records an input with no stored turn",
-                 "no turn", audit.inputs[(run.id, extra[0])][0]["data"].get("input"))
+                 "no turn", audit.inputs[(run.id, extra[0])][0]["data"].get("input"),
+                 ("flow_turns:", "audit log:"))
     if hang:
         rr.hung_up_at = hang[0]["at"]
         if not diverged and state is not None:
@@ -406,10 +419,11 @@ def _check_decisions(session: Session, run: FlowRun, decisions: list[dict], audi
                                   .order_by(Consent.id)))
     stored_rows = [{f: getattr(c, f) for f in fields} for c in stored]
     if stored_rows != decisions:
-        mismatch(run.step, "decision (consents table)", stored_rows or None, decisions or None)
+        mismatch(run.step, "decision", stored_rows or None, decisions or None,
+                 ("consents table:", "replayed:"))
     entries = [{f: d["data"].get(f) for f in fields} for d in audit.decided.get(run.id, [])]
     if entries != decisions:
-        mismatch(run.step, "decision (audit entry)", entries or None, decisions or None)
+        mismatch(run.step, "decision", entries or None, decisions or None, AUDIT)
 
 
 def replay_range(session: Session, registry, since: datetime | None,

@@ -17,6 +17,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -113,9 +114,10 @@ def diagnose(row: Row, expected_seq: int, expected_prev: str | None,
                                     f"the body of entry {bs}",
                                     f"entries {s} and {nxt[0]} hold each other's bodies")
         if consistent:
+            gone = f"entry {s} was" if bs == s + 1 else f"entries {s}..{bs - 1} were"
             raise VerificationError(s, ENTRY_DELETED, f"the body of entry {s}",
                                     f"the body of entry {bs}",
-                                    f"entries {s}..{bs - 1} were removed and the rest renumbered")
+                                    f"{gone} removed and the rest renumbered")
         raise VerificationError(s, BODY_MODIFIED, f"a body with seq {s}", f"seq {bs}")
     if bs < s:
         if consistent:
@@ -156,7 +158,7 @@ class _Checkpoints:
             cp.verify(keys)
             self.by_seq.setdefault(cp.seq, []).append(cp)
         self.seqs = sorted(self.by_seq)
-        self.count = sum(len(v) for v in self.by_seq.values())
+        self.signatures = {cp.signature for v in self.by_seq.values() for cp in v}
         self._i = 0
 
     @property
@@ -193,8 +195,9 @@ def _embedded(seq: int, prev: str, body: str, keys) -> cps.Checkpoint:
     return cp
 
 
-def _raw_rows(session: Session) -> tuple[object, Iterator[Row], list[tuple]]:
-    """A DBAPI connection of its own, the stored checkpoints, and the streamed rows.
+@contextmanager
+def _stream(session: Session) -> Iterator[tuple[list[tuple], Iterator[Row]]]:
+    """The stored checkpoints, then every entry in order, on a DBAPI connection of its own.
 
     Its own connection, because on SQLite every session transaction takes the write lock
     (BEGIN IMMEDIATE): a long verification must not stall the webhooks. Checkpoints are read
@@ -203,6 +206,7 @@ def _raw_rows(session: Session) -> tuple[object, Iterator[Row], list[tuple]]:
     bind = session.get_bind()
     engine = getattr(bind, "engine", bind)
     conn = engine.raw_connection()
+    cur = None
     try:
         cur = conn.cursor()
         cur.execute(_CHECKPOINTS_SQL)
@@ -215,12 +219,15 @@ def _raw_rows(session: Session) -> tuple[object, Iterator[Row], list[tuple]]:
         else:
             cur = conn.cursor()
         cur.execute(_ROWS_SQL)
-    except Exception:
-        conn.close()
-        raise
-
-    batches = iter(lambda: cur.fetchmany(BATCH), [])
-    return conn, itertools.chain.from_iterable(batches), stored
+        batches = iter(lambda: cur.fetchmany(BATCH), [])
+        yield stored, itertools.chain.from_iterable(batches)
+    finally:
+        try:
+            if cur is not None:
+                cur.close()
+            conn.rollback()
+        finally:
+            conn.close()
 
 
 def verify_chain(session: Session, *, public_keys=None, progress=None,
@@ -236,29 +243,24 @@ def verify_chain(session: Session, *, public_keys=None, progress=None,
     bind = session.get_bind()
     dbapi_error = getattr(bind, "engine", bind).dialect.loaded_dbapi.Error
     try:
-        conn, rows, stored = _raw_rows(session)
+        with _stream(session) as (stored, rows):
+            marks = _Checkpoints([*map(cps.from_row, stored), *checkpoints], keys)
+            n, prev, embedded = _scan(rows, marks, keys, progress)
+            marks.beyond(n - 1)
     except dbapi_error as e:
         raise AuditError(f"cannot read the audit log: {str(e).splitlines()[0]}") from e
-    try:
-        marks = _Checkpoints([*map(cps.from_row, stored), *checkpoints], keys)
-        n, prev, embedded = _scan(rows, marks, keys, progress)
-        marks.beyond(n - 1)
-    except dbapi_error as e:
-        raise AuditError(f"cannot read the audit log: {str(e).splitlines()[0]}") from e
-    finally:
-        conn.rollback()
-        conn.close()
-    return VerifySummary(entries=n - 1, checkpoints=marks.count + embedded, head_seq=n - 1,
-                         head_hash=prev if n > 1 else "",
+    return VerifySummary(entries=n - 1, checkpoints=len(marks.signatures | embedded),
+                         head_seq=n - 1, head_hash=prev if n > 1 else "",
                          seconds=time.perf_counter() - started)
 
 
-def _scan(rows: Iterator[Row], marks: _Checkpoints, keys, progress) -> tuple[int, str, int]:
-    """The hot loop: returns (next expected seq, head hash, embedded checkpoints checked)."""
+def _scan(rows: Iterator[Row], marks: _Checkpoints, keys, progress) -> tuple[int, str, set]:
+    """The hot loop: returns (next expected seq, head hash, signatures of the checkpoints
+    carried by audit.checkpoint entries)."""
     sha = hashlib.sha256
     fromhex = bytes.fromhex
     prefix = ENTRY_PREFIX
-    n, prev, embedded = 1, FIRST_PREV, 0
+    n, prev, embedded = 1, FIRST_PREV, set()
     next_cp = marks.next_seq
     report = BATCH * 20
     for row in rows:
@@ -274,8 +276,7 @@ def _scan(rows: Iterator[Row], marks: _Checkpoints, keys, progress) -> tuple[int
             marks.meet(s, h)
             next_cp = marks.next_seq
         if kind == cps.ENTRY_KIND:
-            _embedded(s, p, b, keys)
-            embedded += 1
+            embedded.add(_embedded(s, p, b, keys).signature)
         prev = h
         n += 1
         if progress is not None and n % report == 0:
