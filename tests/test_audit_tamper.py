@@ -265,3 +265,25 @@ def test_the_trigger_rejects_an_insert_that_does_not_extend_the_head(filled, seq
                               "VALUES (:s, :p, '{}', :h, 'x')"),
                          {"s": seq, "p": head if prev == "head" else prev, "h": "00" * 32})
     assert len(rows(filled)) == N
+
+
+def test_verify_segment_for_evidence_packages(filled):
+    from ivr.audit.verify import segment, verify_segment
+
+    cp = make_checkpoint(filled)
+    with filled.app_context(), database(filled).sessionmaker() as s:
+        signed = cps.from_row(cps.latest(s))
+        keys = cps.app_public_keys()
+        part = list(segment(s, 4, cp["seq"]))
+    assert verify_segment(part, signed, keys) == cp["seq"] - 3
+    bad = [dict(e) for e in part]
+    bad[2]["body"] = bad[2]["body"].replace('"digits":"1"', '"digits":"2"')
+    with pytest.raises(VerificationError) as info:
+        verify_segment(bad, signed, keys)
+    assert (info.value.seq, info.value.problem) == (6, "body modified")
+    with pytest.raises(VerificationError) as info:
+        verify_segment(part[:-1], signed, keys)  # ends before the checkpoint
+    assert info.value.problem == "checkpoint mismatch"
+    with pytest.raises(VerificationError) as info:
+        verify_segment(part[:3] + part[4:], signed, keys)
+    assert (info.value.seq, info.value.problem) == (7, "entry deleted")

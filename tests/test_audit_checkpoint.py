@@ -1,0 +1,166 @@
+"""Signed checkpoints, the signing key, and verification by a third party with standard tools
+(sha256sum, xxd, jq, openssl) exactly as the README's "For auditors" section shows."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import text
+
+from ivr.audit import checkpoint as cps
+from ivr.db import database
+from tests.audit_support import append_entries, invoke, rows
+
+
+def checkpoint(app) -> dict:
+    result = invoke(app, "audit", "checkpoint")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_checkpoint_signs_the_head_and_is_itself_audited(app):
+    append_entries(app, 5)
+    head = rows(app)[-1]
+    doc = checkpoint(app)
+    assert (doc["seq"], doc["hash"]) == (5, head[3])
+    assert doc["algorithm"] == "Ed25519" and doc["signed_message_prefix"] == "01"
+    assert json.loads(doc["signed_body"]) == {k: doc[k] for k in ("at", "hash", "key_id", "seq")}
+    assert doc["at"].endswith("Z")
+    # The signature verifies over 0x01 || signed_body with the printed public key.
+    pub = serialization.load_pem_public_key(doc["public_key"].encode())
+    pub.verify(base64.b64decode(doc["signature"]), b"\x01" + doc["signed_body"].encode())
+    entry = json.loads(rows(app)[-1][2])
+    assert entry["seq"] == 6 and entry["kind"] == "audit.checkpoint"
+    assert entry["data"]["signature"] == doc["signature"] and entry["data"]["hash"] == head[3]
+    with database(app).engine.connect() as conn:
+        stored = conn.execute(text("SELECT seq, hash, key_id, signature FROM audit_checkpoints"))
+        assert [tuple(r) for r in stored] == [(5, head[3], doc["key_id"], doc["signature"])]
+    result = invoke(app, "audit", "verify")
+    assert result.exit_code == 0 and "ok: 6 entries, 1 checkpoints, head 6 " in result.output
+
+
+def test_checkpoint_of_an_empty_log_is_refused(app):
+    result = invoke(app, "audit", "checkpoint")
+    assert result.exit_code == 1 and "the audit log is empty" in result.output
+
+
+def test_generated_key_is_kept_in_instance_and_reused(app):
+    append_entries(app, 2)
+    first, second = checkpoint(app), checkpoint(app)
+    assert first["key_id"] == second["key_id"]
+    path = os.path.join(app.config["INSTANCE_DIR"], "audit_signing_key")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert Path(path).read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    assert second["seq"] == first["seq"] + 1  # the first checkpoint's entry is under the second
+
+
+@pytest.mark.parametrize("form", ["pem", "base64-seed"])
+def test_key_from_the_environment(app, monkeypatch, form):
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    value = cps.private_key_pem(key) if form == "pem" else base64.b64encode(raw).decode()
+    monkeypatch.setenv("IVR_AUDIT_SIGNING_KEY", value)
+    append_entries(app, 2)
+    assert checkpoint(app)["key_id"] == cps.key_id(key)
+    result = invoke(app, "audit", "public-key")
+    assert result.exit_code == 0
+    assert cps.public_key_pem(key) in result.output
+    assert f"key id {cps.key_id(key)}" in result.output
+    assert not os.path.exists(os.path.join(app.config["INSTANCE_DIR"], "audit_signing_key"))
+
+
+@pytest.mark.parametrize("value", ["not a key", base64.b64encode(b"short").decode(),
+                                   "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"])
+def test_a_bad_key_in_the_environment_is_one_clear_line(app, monkeypatch, value):
+    monkeypatch.setenv("IVR_AUDIT_SIGNING_KEY", value)
+    append_entries(app, 1)
+    for args in (["checkpoint"], ["public-key"]):
+        result = invoke(app, "audit", *args)
+        assert result.exit_code == 1, result.output
+        assert "IVR_AUDIT_SIGNING_KEY: not an Ed25519 key" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_verify_does_not_create_a_key(app):
+    append_entries(app, 3)
+    assert invoke(app, "audit", "verify").exit_code == 0
+    assert not os.path.exists(os.path.join(app.config["INSTANCE_DIR"], "audit_signing_key"))
+
+
+def test_entries_export(app):
+    append_entries(app, 4, ref="CAone")
+    append_entries(app, 3, ref="CAtwo")
+    lines = [json.loads(x) for x in invoke(app, "audit", "entries").output.splitlines()]
+    assert [x["seq"] for x in lines] == list(range(1, 8))
+    assert [tuple(x.values()) for x in lines] == rows(app)
+    part = invoke(app, "audit", "entries", "--from", "3", "--to", "5").output.splitlines()
+    assert [json.loads(x)["seq"] for x in part] == [3, 4, 5]
+    two = invoke(app, "audit", "entries", "--call", "CAtwo").output.splitlines()
+    assert [json.loads(x)["seq"] for x in two] == [5, 6, 7]
+
+
+TOOLS = ("bash", "jq", "xxd", "sha256sum", "openssl", "base64")
+
+# The README's recipe, verbatim: check every entry's hash and link, then the checkpoint.
+RECIPE = r"""
+set -euo pipefail
+prev=0000000000000000000000000000000000000000000000000000000000000000
+while IFS= read -r e; do
+  seq=$(jq .seq <<<"$e")
+  [ "$(jq -r .prev_hash <<<"$e")" = "$prev" ] || { echo "link broken at $seq"; exit 1; }
+  h=$({ printf '\x00'; printf '%s' "$prev" | xxd -r -p; jq -j .body <<<"$e"; } \
+      | sha256sum | cut -d' ' -f1)
+  [ "$h" = "$(jq -r .hash <<<"$e")" ] || { echo "bad hash at $seq"; exit 1; }
+  prev=$h
+done < chain.jsonl
+echo "chain ok, head $prev"
+{ printf '\x01'; jq -j .signed_body checkpoint.json; } > checkpoint.msg
+jq -r .signature checkpoint.json | base64 -d > checkpoint.sig
+openssl pkeyutl -verify -pubin -inkey audit-public.pem -rawin \
+  -in checkpoint.msg -sigfile checkpoint.sig
+cp_seq=$(jq .seq checkpoint.json)
+on_chain=$(jq -r --argjson s "$cp_seq" 'select(.seq == $s) | .hash' chain.jsonl)
+[ "$(jq -r .hash checkpoint.json)" = "$on_chain" ] && echo "checkpoint is on the chain"
+openssl pkey -pubin -in audit-public.pem -outform DER | tail -c 32 | sha256sum | cut -d' ' -f1
+"""
+
+
+@pytest.mark.skipif(not all(shutil.which(t) for t in TOOLS), reason="needs " + " ".join(TOOLS))
+def test_a_third_party_verifies_with_standard_tools(app, tmp_path):
+    append_entries(app, 6)
+    (tmp_path / "checkpoint.json").write_text(invoke(app, "audit", "checkpoint").output)
+    (tmp_path / "audit-public.pem").write_text(
+        invoke(app, "audit", "public-key").output.split("\n", 1)[1])
+    (tmp_path / "chain.jsonl").write_text(invoke(app, "audit", "entries").output,
+                                          encoding="utf-8")
+    doc = json.loads((tmp_path / "checkpoint.json").read_text())
+    ok = subprocess.run(["bash", "-c", RECIPE], cwd=tmp_path, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines = ok.stdout.splitlines()
+    assert lines[0] == f"chain ok, head {rows(app)[-1][3]}"
+    assert lines[1] == "Signature Verified Successfully"
+    assert lines[2] == "checkpoint is on the chain"
+    assert lines[3] == doc["key_id"]
+
+    # The same recipe fails on a modified body and on a forged signature.
+    chain_text = (tmp_path / "chain.jsonl").read_text(encoding="utf-8")
+    (tmp_path / "chain.jsonl").write_text(chain_text.replace('\\"digits\\":\\"1\\"',
+                                                             '\\"digits\\":\\"2\\"', 1))
+    bad = subprocess.run(["bash", "-c", RECIPE], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stdout.strip() == "bad hash at 1"
+    (tmp_path / "chain.jsonl").write_text(chain_text)
+    forged = Ed25519PrivateKey.generate().sign(b"\x01" + doc["signed_body"].encode())
+    (tmp_path / "checkpoint.json").write_text(json.dumps(
+        {**doc, "signature": base64.b64encode(forged).decode()}))
+    bad = subprocess.run(["bash", "-c", RECIPE], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode != 0 and "Signature Verification Failure" in bad.stdout + bad.stderr
