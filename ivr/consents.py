@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .audit.chain import iso
@@ -48,12 +47,10 @@ def audit_entry(record: Consent) -> tuple[str, str | None, dict]:
 
 
 def has_granted(session: Session, phone_hmac: str) -> bool:
-    """True when this person's latest consent event is a grant (for any channel)."""
-    latest = session.scalar(
-        select(Consent.decision).where(Consent.phone_hmac == phone_hmac,
-                                       Consent.decision.in_(("granted", "declined", "withdrawn")))
-        .order_by(Consent.captured_at.desc(), Consent.id.desc()).limit(1))
-    return latest == "granted"
+    """True when this person's latest decision for at least one channel is a grant."""
+    from .kvkk.status import has_granted_channel
+
+    return has_granted_channel(session, phone_hmac)
 
 
 def export_record(record: Consent, pii) -> dict:

@@ -1,0 +1,54 @@
+"""The lifecycle's commands: `consents status`, `iys`, `subject` and `retention`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..db import session
+from ..pii import personal_data
+from .status import current_status
+from .withdrawals import WithdrawalError, e164
+
+
+@click.command("status")
+@click.argument("phone")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def consents_status(phone, as_json):
+    """A person's current consent status per channel (their latest decision for it)."""
+    from ..cli import with_app
+
+    @with_app
+    def run():
+        try:
+            number = e164(phone)
+        except WithdrawalError as e:
+            raise click.ClickException(str(e).replace("'phone'", "PHONE")) from None
+        s = session()
+        with s.begin():
+            status = current_status(s, personal_data().fingerprint(number))
+        rows = {c: {"status": st.status,
+                    "since": st.since.isoformat().replace("+00:00", "Z") if st.since else None,
+                    "source": st.source, "consent_id": st.consent_id}
+                for c, st in status.items()}
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        click.echo(f"{'channel':<8} {'status':<10} {'since (UTC)':<28} source")
+        for c, r in rows.items():
+            click.echo(f"{c:<8} {r['status']:<10} {r['since'] or '-':<28} {r['source'] or '-'}")
+
+    run()
+
+
+def register(cli: click.Group) -> None:
+    """Attach the lifecycle's commands to the `python -m ivr` group."""
+    from .cli_iys import iys_cli
+    from .cli_retention import retention_cli
+    from .cli_subject import subject_cli
+
+    cli.commands["consents"].add_command(consents_status)
+    cli.add_command(iys_cli)
+    cli.add_command(subject_cli)
+    cli.add_command(retention_cli)
