@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
     """Register the API blueprint with its routes."""
     from . import routes  # noqa: F401 - attach the views to bp
     from . import auditor_api  # noqa: F401 - GET /api/calls/<sid>, GET /api/consents
+    from ..transfers import api as _transfers  # noqa: F401 - POST/GET /api/transfers
     from . import consents_api  # noqa: F401 - POST /api/consents/withdrawals
 
     app.register_blueprint(bp)

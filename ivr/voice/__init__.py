@@ -8,6 +8,7 @@ from .twiml import TwimlRenderer
 def init_app(app: Flask) -> None:
     """Register the voice blueprint and its TwiML renderer."""
     from ..audio import library
+    from . import transfer_routes  # noqa: F401 - attach the transfer webhook to bp
     from .routes import bp
 
     app.register_blueprint(bp)

@@ -1,0 +1,20 @@
+"""The transfer webhook: Twilio fetches it when an agent's redirect takes the caller."""
+
+from __future__ import annotations
+
+from flask import request
+
+from ..transfers import service
+from .routes import _webhook, bp
+from .signature import twilio_signed
+
+
+@bp.post("/transfer")
+@twilio_signed
+def transfer():
+    """A transferred caller arrives: the notice and the consent question, as for an inbound
+    call; the flow's end sends them back where the agent asked."""
+    transfer_id = request.args.get("transfer", "")[:32]
+    return _webhook(lambda s, ctx, form, now=None: service.enter_flow(s, ctx, transfer_id,
+                                                                      form, now),
+                    twiml=True)
