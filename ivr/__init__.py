@@ -35,4 +35,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     transfers.init_app(app)
     from . import auditor  # last: its CSRF protection exempts the voice and api blueprints
     auditor.init_app(app)
+    from . import observability, security  # after every blueprint: headers and limits see all
+    observability.init_app(app)
+    security.init_app(app)
     return app

@@ -12,8 +12,15 @@ from ivr import create_app
 from ivr.audit.chain import TRIGGERS
 from ivr.cli import cli
 from ivr.db import Base, database
-from ivr.dbcli import (MIGRATIONS, MigrationError, current_revision, downgrade, head_revision,
-                       schema_diff, upgrade)
+from ivr.dbcli import (
+    MIGRATIONS,
+    MigrationError,
+    current_revision,
+    downgrade,
+    head_revision,
+    schema_diff,
+    upgrade,
+)
 from ivr.simulate import Caller, flask_transport
 
 from .conftest import AUTH_TOKEN
