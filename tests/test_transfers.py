@@ -253,3 +253,17 @@ def test_the_agent_page(app, client, twilio, local_caller):
     csp = r.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp
     assert client.get("/agent/transfers/not-an-id").status_code == 404
+
+
+def test_without_a_language_the_caller_keeps_the_one_they_chose(app, client, local_caller,
+                                                                 twilio):
+    _agent, token = make_user(app, "ayse", "agent")
+    c = local_caller(account_sid=ACCOUNT)
+    c.press(c.dial(), "0")  # English, in the inbound flow, before any decision
+    twilio.calls[c.call_sid] = "in-progress"
+    status, doc, _ = post_transfer(client, token, "k", {"call_sid": c.call_sid,
+                                                         "return_to": QUEUE})
+    assert status == 201 and doc["language"] is None
+    first = follow(c, twilio.updates()[0].form["Url"])
+    assert texts(first)[0] == EN("greeting") and texts(first)[-1] == EN("question")
+    assert texts(c.press(first, "1")) == [EN("confirm_granted"), EN("return_queue")]

@@ -26,6 +26,8 @@ from .request import TransferRequest
 from .twilio_rest import RedirectFailed
 
 DECIDED = ("granted", "declined")
+# A caller whose run has had no turn for this long has gone (no status callback said so).
+FLOW_IDLE = timedelta(minutes=15)
 # Any constant: the first half of the PostgreSQL advisory lock taken per call.
 _PG_CALL_LOCK = 0x7A_4E5F
 
@@ -90,12 +92,20 @@ def check_retry(existing: Transfer, req: TransferRequest) -> Transfer:
 
 
 def _active(session: Session, call_sid: str, now: datetime, stale_after: timedelta):
-    """A transfer of this call still on its way, if any."""
+    """A transfer of this call still on its way, if any.
+
+    The call's end fails its transfers; these time limits only matter when no status
+    callback comes: a request Twilio never acted on, a caller who went silently.
+    """
     for t in session.scalars(select(Transfer).where(
             Transfer.call_sid == call_sid, Transfer.status.in_(("requested", "in_flow")))
             .order_by(Transfer.requested_at)):
-        if t.status == "in_flow" or t.redirected_at or t.requested_at > now - stale_after:
+        if t.status == "requested" and t.requested_at > now - stale_after:
             return t
+        if t.status == "in_flow":
+            run = session.get(FlowRun, t.run_id) if t.run_id else None
+            if (run.updated_at if run else t.in_flow_at) > now - FLOW_IDLE:
+                return t
     return None
 
 
@@ -214,8 +224,8 @@ def enter_flow(session: Session, ctx: calls.Context, transfer_id: str, form,
     call.status = call.status or (form.get("CallStatus") or "in-progress")[:32]
     twiml = calls.start_run(session, ctx, call, flow, origin=origin(t.id),
                             context={"return_to": t.return_to, "transfer_id": t.id},
-                            language=t.language, transfer_id=t.id, agent_id=t.agent_id,
-                            now=now)
+                            language=t.language or _spoken(session, sid),
+                            transfer_id=t.id, agent_id=t.agent_id, now=now)
     if t.status in ("requested", "failed"):
         # A "failed" transfer arriving here means Twilio acted although its answer to us
         # was lost (a timeout or 5xx): the caller is in the flow, so that is the truth.
@@ -226,6 +236,13 @@ def enter_flow(session: Session, ctx: calls.Context, transfer_id: str, form,
         chain.append(session, [("transfer.in_flow", sid, _facts(
             t, run=t.run_id, after_failure=after))], at=now)
     return twiml
+
+
+def _spoken(session: Session, call_sid: str) -> str | None:
+    """The language the caller last chose in a flow on this call, if any."""
+    state = session.scalar(select(FlowRun.state).where(FlowRun.call_sid == call_sid)
+                           .order_by(FlowRun.updated_at.desc()).limit(1))
+    return (state or {}).get("language")
 
 
 def run_progressed(session: Session, run: FlowRun, actions: list,
