@@ -246,12 +246,14 @@ def init_db():
 
 def _register() -> None:
     from .accounts import users_cli
+    from .audio.cli import audio
     from .audit.cli import audit_cli
     from .dbcli import db_cli
     from .kvkk.cli import register as kvkk_commands
     from .spool_cli import spool_cli
 
     cli.add_command(users_cli)
+    cli.add_command(audio)
     cli.add_command(audit_cli)
     cli.add_command(db_cli)
     cli.add_command(spool_cli)
