@@ -70,7 +70,8 @@ class FakeIys:
 
     def _record_errors(self, i: int, rec) -> list[dict]:
         if not isinstance(rec, dict):
-            return [{"code": "FAKE_NOT_OBJECT", "message": "a record must be an object", "index": i}]
+            return [{"code": "FAKE_NOT_OBJECT", "message": "a record must be an object",
+                     "index": i}]
         errs = []
         for k in sorted(set(rec) - FIELDS - OPTIONAL):
             errs.append({"code": "H118", "message": f"unknown field {k}", "index": i,
