@@ -57,6 +57,9 @@ def test_a_caller_with_consent_withdraws_with_one_key(caller, live_app):
     kinds = list(s.scalars(select(AuditEntry.kind).where(AuditEntry.ref == second.call_sid)))
     s.close()
     assert "consent.withdrawn" in kinds
+    # The auditors' replay re-runs the call (the withdrawal key was offered) and agrees.
+    replay = run_cli(app, "audit", "replay", second.call_sid)
+    assert "withdrawn" in replay.output
 
     # Having withdrawn, the third call offers no withdrawal and key 3 is invalid there.
     third = caller()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from ..audit import chain
@@ -37,11 +38,16 @@ def _chunks(items: list, n: int = _CHUNK):
 def pending(session: Session, pii: PersonalData, since: datetime | None = None) \
         -> list[iys.Candidate]:
     """Consent events × channels that have no İYS decision yet, oldest first."""
-    q = (select(Consent).where(Consent.decision.in_(DECISIVE), Consent.phone_hmac.is_not(None),
-                               Consent.phone_enc.is_not(None))
-         .order_by(Consent.captured_at, Consent.id))
+    # Only events with fewer decided records than there are channels: a full scan of
+    # every consent ever taken would grow with the years, pending work does not.
+    undecided = (select(Consent.id).outerjoin(IysRecord, IysRecord.consent_id == Consent.id)
+                 .where(Consent.decision.in_(DECISIVE), Consent.phone_hmac.is_not(None),
+                        Consent.phone_enc.is_not(None))
+                 .group_by(Consent.id)
+                 .having(func.count(IysRecord.id) < func.json_array_length(Consent.channels)))
     if since is not None:
-        q = q.where(Consent.captured_at >= since)
+        undecided = undecided.where(Consent.captured_at >= since)
+    q = select(Consent).where(Consent.id.in_(undecided)).order_by(Consent.captured_at, Consent.id)
     rows = list(session.scalars(q))
     handled: set[tuple[int, str]] = set()
     for part in _chunks([r.id for r in rows]):
@@ -128,8 +134,6 @@ def _write_tmp(out_dir: Path, batch_id: str, data: bytes) -> tuple[Path, Path]:
 
 
 def _batch_sha(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
@@ -145,6 +149,7 @@ def export(session: Session, pii: PersonalData, *, now: datetime, since: datetim
     to_send = [d.candidate for d in result.decisions if d.outcome == "export"]
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     tag = secrets.token_hex(3)
+    rows: list[dict] = []
     try:
         for n, group in enumerate(iys.batches(to_send, size), start=1):
             records = [c.record() for c in group]
@@ -158,22 +163,21 @@ def export(session: Session, pii: PersonalData, *, now: datetime, since: datetim
                                  sha256=_batch_sha(data), file=str(wb.path) if wb.path else None,
                                  status="written"))
             session.flush()
-            for pos, c in enumerate(group):
-                session.add(IysRecord(consent_id=c.consent_id, type=c.type,
-                                      recipient_hmac=c.recipient_hmac, status=c.status,
-                                      consent_at=c.consent_at,
-                                      consent_date=iys.consent_date(c.consent_at),
-                                      outcome="exported", batch_id=wb.id, position=pos,
-                                      decided_at=now))
+            rows += [dict(consent_id=c.consent_id, type=c.type, recipient_hmac=c.recipient_hmac,
+                          status=c.status, consent_at=c.consent_at,
+                          consent_date=iys.consent_date(c.consent_at), outcome="exported",
+                          reason=None, batch_id=wb.id, position=pos, decided_at=now)
+                     for pos, c in enumerate(group)]
         for d in result.decisions:
             if d.outcome == "export":
                 continue
             c = d.candidate
-            session.add(IysRecord(consent_id=c.consent_id, type=c.type,
-                                  recipient_hmac=c.recipient_hmac, status=c.status,
-                                  consent_at=c.consent_at,
-                                  consent_date=iys.consent_date(c.consent_at),
-                                  outcome=d.outcome, reason=d.reason, decided_at=now))
+            rows.append(dict(consent_id=c.consent_id, type=c.type, recipient_hmac=c.recipient_hmac,
+                             status=c.status, consent_at=c.consent_at,
+                             consent_date=iys.consent_date(c.consent_at), outcome=d.outcome,
+                             reason=d.reason, batch_id=None, position=None, decided_at=now))
+        for part in _chunks(rows, 1000):
+            session.execute(insert(IysRecord), part)
         session.flush()
         if result.decisions:
             chain.append(session, [("iys.export", None, {
