@@ -25,14 +25,19 @@ audio: setup
 run: db audio
 	$(PY) -m ivr serve --host 127.0.0.1 --port 5000
 
-# Headless Chromium for the auditor-page test: Debian's package, installed when we may.
+# Debian packages some tests use: chromium (headless browser tests) and ffmpeg (ffprobe,
+# to read the codec of rendered prompts). Installed when we may (root with apt-get);
+# otherwise those tests are skipped with a loud message, except in CI.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing Debian's chromium for the browser test..."; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	      || echo "!!! could not install chromium: the browser test will be skipped"; \
-	  else echo "!!! chromium not found and not root: the browser test will be skipped"; fi; }
+	    echo "Installing Debian packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "!!! could not install$$missing: the tests that need them will be skipped"; \
+	  else echo "!!! missing$$missing and not root: the tests that need them will be skipped"; fi; \
+	fi
 
 test: setup browser audio
 	$(PY) -m pytest
