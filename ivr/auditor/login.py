@@ -141,13 +141,12 @@ def login():
     key, address, now = name.lower(), _address(), utcnow()
     s = db_session()
     with transaction(s):
+        # A locked-out name and address are refused before the secret is even looked at.
         wait = throttled_for(s, key, address, now)
         user = None if wait else authenticate(s, secret, name)
-        if wait:
-            pass
-        elif user is None:
+        if user is None and not wait:
             record_failure(s, key, address, now)
-        else:
+        elif user is not None:
             s.execute(delete(LoginFailure).where(LoginFailure.name == key,
                                                  LoginFailure.address == address))
             chain.append(s, [("auditor.login", None, {"user_id": user.id, "user": user.name,
