@@ -230,7 +230,7 @@ def test_verify_call_ok_and_covered_by_checkpoint(filled):
     with filled.app_context(), database(filled).sessionmaker() as s:
         status = verify_call(s, "CAtest")
     assert status.ok and status.checked == N and status.checkpoint["seq"] == cp["seq"]
-    assert f"covered by the checkpoint at seq {cp['seq']}" in status.message
+    assert f"a signed checkpoint follows at seq {cp['seq']} (signature valid)" in status.message
 
 
 @pytest.mark.parametrize("statement", [

@@ -195,6 +195,13 @@ def _embedded(seq: int, prev: str, body: str, keys) -> cps.Checkpoint:
     return cp
 
 
+def _default_keys() -> dict:
+    """The app's own public key when there is an app; outside one, no key is known."""
+    from flask import has_app_context
+
+    return cps.app_public_keys() if has_app_context() else {}
+
+
 @contextmanager
 def _stream(session: Session) -> Iterator[tuple[list[tuple], Iterator[Row]]]:
     """The stored checkpoints, then every entry in order, on a DBAPI connection of its own.
@@ -239,7 +246,7 @@ def verify_chain(session: Session, *, public_keys=None, progress=None,
     first problem, AuditError when the database cannot be read.
     """
     started = time.perf_counter()
-    keys = cps.app_public_keys() if public_keys is None else public_keys
+    keys = _default_keys() if public_keys is None else public_keys
     bind = session.get_bind()
     dbapi_error = getattr(bind, "engine", bind).dialect.loaded_dbapi.Error
     try:
@@ -306,8 +313,8 @@ class EntriesStatus:
             return f"chain check FAILED: {self.problem}"
         if not self.checked:
             return "no audit entries"
-        cp = (f"; covered by the checkpoint at seq {self.checkpoint['seq']}"
-              if self.checkpoint else "; no checkpoint covers them yet")
+        cp = (f"; a signed checkpoint follows at seq {self.checkpoint['seq']} (signature valid)"
+              if self.checkpoint else "; no checkpoint follows them yet")
         return (f"{self.checked} entries ({self.first_seq}..{self.last_seq}) verified: hashes "
                 f"and links to their neighbours hold{cp}")
 
@@ -359,7 +366,7 @@ def verify_entries(session: Session, seqs: Iterable[int], *, public_keys=None) -
         cp = cps.latest(session, at_or_after=seqs[-1])
         if cp is not None:
             signed = cps.from_row(cp)
-            signed.verify(cps.app_public_keys() if public_keys is None else public_keys)
+            signed.verify(_default_keys() if public_keys is None else public_keys)
             status.checkpoint = {"id": cp.id, "seq": cp.seq, "hash": cp.hash, "at": signed.at,
                                  "key_id": cp.key_id}
     except VerificationError as e:
