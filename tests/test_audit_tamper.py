@@ -287,3 +287,22 @@ def test_verify_segment_for_evidence_packages(filled):
     with pytest.raises(VerificationError) as info:
         verify_segment(part[:3] + part[4:], signed, keys)
     assert (info.value.seq, info.value.problem) == (7, "entry deleted")
+
+
+def test_forged_checkpoint_entry(filled):
+    """Anyone who can append could add an `audit.checkpoint` entry; its signature must hold."""
+    with filled.app_context():
+        kid = cps.key_id(cps.signing_key())
+    head = rows(filled)[-1]
+    forged = cps.Checkpoint(N, head[3], "2026-01-01T00:00:00.000000Z", kid, "")
+    sig = base64.b64encode(Ed25519PrivateKey.generate().sign(forged.message())).decode()
+    with database(filled).sessionmaker() as s, s.begin():
+        chain.append(s, [(cps.ENTRY_KIND, None, {"seq": N, "hash": head[3], "at": forged.at,
+                                                 "key_id": kid, "signature": sig})])
+    assert_detected(filled, N, "checkpoint mismatch")
+
+
+def test_checkpoint_entry_without_a_checkpoint(filled):
+    with database(filled).sessionmaker() as s, s.begin():
+        chain.append(s, [(cps.ENTRY_KIND, None, {"note": "no signature here"})])
+    assert_detected(filled, N + 1, "checkpoint mismatch")

@@ -184,8 +184,11 @@ class _Checkpoints:
 
 def _embedded(seq: int, prev: str, body: str, keys) -> cps.Checkpoint:
     """Check the checkpoint an `audit.checkpoint` entry carries: it signs the entry before it."""
-    data = json.loads(body)["data"]
-    cp = cps.from_entry_data(data, seq)
+    try:
+        cp = cps.from_entry_data(json.loads(body)["data"], seq)
+    except (KeyError, TypeError, ValueError):
+        raise VerificationError(seq, CHECKPOINT_MISMATCH, "a signed checkpoint in the entry",
+                                "an entry of that kind without one") from None
     cp.verify(keys)
     if cp.seq != seq - 1 or cp.hash != prev:
         raise VerificationError(cp.seq, CHECKPOINT_MISMATCH,
