@@ -7,6 +7,7 @@ SQLite and PostgreSQL alike. `Database.create_all()` stays for the test suite's 
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import click
@@ -57,19 +58,64 @@ def schema_diff(conn: Connection) -> list:
     return compare_metadata(mc, Base.metadata)
 
 
+def describe(diff) -> str:
+    """One difference from compare_metadata, in words."""
+    if isinstance(diff, list):  # column modifications come as a list of tuples
+        return "; ".join(describe(d) for d in diff)
+    kind, obj = diff[0], diff[1] if len(diff) > 1 else None
+    if kind in ("add_table", "remove_table"):
+        return f"{'missing' if kind == 'add_table' else 'extra'} table {obj.name}"
+    if kind in ("add_index", "remove_index"):
+        return f"{'missing' if kind == 'add_index' else 'extra'} index {obj.name}"
+    if kind in ("add_column", "remove_column"):
+        where = "missing" if kind == "add_column" else "extra"
+        return f"{where} column {diff[2]}.{diff[3].name}"
+    if kind.startswith("modify_"):
+        return f"{kind[7:]} of {diff[2]}.{diff[3]} differs"
+    name = getattr(obj, "name", None) or getattr(getattr(obj, "table", None), "name", "")
+    return f"{kind.replace('_', ' ')} {name}".strip()
+
+
+def _split(diffs) -> tuple[set[str], list]:
+    """(whole tables missing, every other difference: the ones adoption cannot fix)."""
+    missing = {d[1].name for d in diffs if isinstance(d, tuple) and d[0] == "add_table"}
+    conflicts = [d for d in diffs
+                 if not (isinstance(d, tuple) and (d[0] == "add_table" or (
+                     d[0] == "add_index" and d[1].table.name in missing)))]
+    return missing, conflicts
+
+
 def _adopt_unversioned(app: Flask) -> bool:
-    """Stamp a schema made by `init-db` as head, when it is exactly what head would make."""
-    with database(app).engine.connect() as conn:
+    """Bring a schema made by `init-db` (before migrations existed) under migration control.
+
+    When its tables are exactly the models', or some whole tables are missing and the rest
+    match, the missing tables are added and the schema is stamped as head. Anything else is
+    refused: it needs a person.
+    """
+    engine = database(app).engine
+    with engine.connect() as conn:
         names = set(inspect(conn).get_table_names())
         if "alembic_version" in names or not names & set(Base.metadata.tables):
             return False
         diffs = schema_diff(conn)
-    if diffs:
-        shown = "; ".join(str(d) for d in diffs[:5])
+    missing, conflicts = _split(diffs)
+    if conflicts:
+        shown = "; ".join(describe(d) for d in conflicts[:8])
+        more = f" and {len(conflicts) - 8} more" if len(conflicts) > 8 else ""
         raise MigrationError(
             "the database has tables but no migration history, and they differ from the "
-            f"models ({len(diffs)} differences: {shown}). Back it up, then migrate it by hand "
-            "or start from an empty database.")
+            f"models ({shown}{more}). Back it up, then migrate it by hand or start from an "
+            "empty database.")
+    if missing:
+        from .audit.chain import install_append_only_guard
+
+        Base.metadata.create_all(engine, tables=[Base.metadata.tables[t] for t in missing])
+        install_append_only_guard(engine)
+        with engine.connect() as conn:
+            left = schema_diff(conn)
+        if left:
+            raise MigrationError("adding the missing tables did not make the schema match: "
+                                 + "; ".join(describe(d) for d in left[:8]))
     command.stamp(alembic_config(app), "head")
     return True
 
@@ -98,6 +144,10 @@ def _with_app(f):
     def wrapper(*args, **kwargs):
         from .cli import with_app
 
+        # Keep "Running upgrade a -> b"; drop the comparison's line-per-table chatter.
+        for name in ("alembic.autogenerate", "alembic.runtime.plugins"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
         try:
             return with_app(f)(*args, **kwargs)
         except MigrationError as e:
@@ -119,7 +169,7 @@ def db_upgrade(revision):
     app = current_app._get_current_object()
     if upgrade(app, revision):
         click.echo("Adopted the schema made by init-db as revision "
-                   f"{head_revision()} (it matched the models).")
+                   f"{head_revision()} (missing tables added, the rest matched the models).")
     with database(app).engine.connect() as conn:
         rev = current_revision(conn)
     click.echo(f"Database at revision {rev} ({_url(app)}).")
