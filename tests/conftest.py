@@ -71,11 +71,29 @@ def database_url(request, tmp_path):
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in PG_ADMIN_URL else "?"
     yield f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          f"WHERE pid <> pg_backend_pid() AND query LIKE '%{schema}%'"))
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    drop_schema(admin, schema)
     admin.dispose()
+
+
+def drop_schema(admin, schema: str) -> None:
+    """Drop a test schema, ending any connection that still holds a lock in it (a test
+    that left a transaction open must not hang the teardown)."""
+    holders = text(
+        "SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = :schema AND l.pid <> pg_backend_pid()")
+    for _ in range(5):
+        with admin.begin() as conn:
+            for (pid,) in conn.execute(holders, {"schema": schema}):
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        try:
+            with admin.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            return
+        except Exception:  # noqa: BLE001 - a lock appeared again: end it and retry
+            continue
+    raise RuntimeError(f"could not drop test schema {schema}")
 
 
 @pytest.fixture
