@@ -312,7 +312,7 @@ def _replay_run(session: Session, registry, run: FlowRun, audit: _Audit,
                 break
             try:
                 state, actions = e.advance(flow, state, e.input_from_dict(turn.input))
-            except (e.EngineError, KeyError) as exc:
+            except (e.EngineError, KeyError, TypeError, AttributeError) as exc:
                 mismatch(k, "the engine refuses the stored input", turn.input, str(exc))
                 diverged = True
                 break
