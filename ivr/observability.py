@@ -196,6 +196,14 @@ def _pending(session: Session) -> list:
 
 
 def _after_flush(session: Session, _flush_context) -> None:
+    # Counting must never break the write it watches.
+    try:
+        _collect(session)
+    except Exception:  # noqa: BLE001
+        logging.getLogger(__name__).warning("metrics: a flush was not counted", exc_info=True)
+
+
+def _collect(session: Session) -> None:
     from .models import Call, Consent, FlowRun, Turn
 
     found = []
@@ -250,7 +258,10 @@ def _digits_were_valid(session: Session, turn) -> bool:
 
 def _after_commit(session: Session) -> None:
     for fn, args in session.info.pop(_PENDING, ()):
-        fn(*args)
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - the commit happened; only a count is lost
+            logging.getLogger(__name__).warning("metrics: not counted", exc_info=True)
 
 
 def _after_rollback(session: Session) -> None:

@@ -162,3 +162,28 @@ def test_no_request_gets_a_500(sweep_app):
     # The sweep reached the code behind the doors, not only the 4xx at the doors.
     assert seen.get(200, 0) + seen.get(201, 0) + seen.get(204, 0) > 10, seen
     assert len(seen) >= 5, seen
+
+
+def test_the_openapi_document_lists_exactly_the_api_routes(app):
+    """ivr/static/openapi.yaml (served at /static/openapi.yaml) documents every /api route."""
+    from pathlib import Path
+
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    spec_path = Path(app.static_folder) / "openapi.yaml"
+    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    assert spec["openapi"].startswith("3.1")
+    documented = {(path, method.upper()) for path, ops in spec["paths"].items()
+                  for method in ops}
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/"):
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+            served |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    assert documented == served
+    # Every schema in it is a valid JSON Schema (OpenAPI 3.1 uses draft 2020-12).
+    for schema in spec["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+    with app.test_client().get("/static/openapi.yaml") as served_file:
+        assert served_file.status_code == 200
