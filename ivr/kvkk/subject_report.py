@@ -137,6 +137,17 @@ CHANNEL_NAMES = {
     "tr": {"ARAMA": "Telefonla arama", "MESAJ": "SMS", "EPOSTA": "E-posta"},
     "en": {"ARAMA": "Phone calls", "MESAJ": "SMS", "EPOSTA": "E-mail"},
 }
+IYS_OUTCOMES = {
+    "tr": {"exported": "İYS'ye bildirildi", "skipped": "bildirilmesi gerekmedi",
+           "superseded": "sonraki kararınız bildirildi", "rejected": "İYS kabul etmedi"},
+    "en": {"exported": "registered with İYS", "skipped": "no registration needed",
+           "superseded": "your later decision was used", "rejected": "refused by İYS"},
+}
+CALL_STATUS = {
+    "tr": {"completed": "tamamlandı", "busy": "meşgul", "failed": "başarısız",
+           "no-answer": "cevapsız", "canceled": "iptal", "in-progress": "sürüyor"},
+    "en": {},
+}
 SOURCES = {
     "tr": {"ivr": "çağrı merkezi, tuşlama", "api": "müşteri temsilcisi"},
     "en": {"ivr": "call center, key press", "api": "customer agent"},
@@ -182,7 +193,7 @@ def render_text(report: dict) -> str:
         out.append(f"- {L['call']} {c['call_sid']}: {L['started']} {_local(c['started_at'], lang)}"
                    f", {L['ended']} {_local(c['ended_at'], lang)}, {L['duration']} "
                    f"{c['duration'] if c['duration'] is not None else '-'} {L['seconds']}, "
-                   f"{L['status']} {c['status'] or '-'}")
+                   f"{L['status']} {CALL_STATUS[lang].get(c['status'], c['status'] or '-')}")
     if not report["calls"]:
         out.append(L["no_calls"])
     head(L["recordings"])
@@ -198,10 +209,11 @@ def render_text(report: dict) -> str:
         cur = report["consents"]["current"][ch]
         line = f"{CHANNEL_NAMES[lang][ch]}: {L['current']}: {DECISIONS[lang][cur['status']]}"
         if cur["since"]:
-            line += f" ({_local(cur['since'], lang)} {L['since']})"
+            when = _local(cur["since"], lang)
+            line += f" ({when} {L['since']})" if lang == "tr" else f" ({L['since']} {when})"
         out.append(line)
         events = report["consents"]["history"][ch]
-        out.append(f"  {L['history']}: " + ("" if events else L["no_history"]))
+        out.append(f"  {L['history']}:" + ("" if events else f" {L['no_history']}"))
         for e in events:
             src = SOURCES[lang].get(e["source"], e["source"])
             keys = f", {L['keys']} {e['keys']}" if e["keys"] else ""
@@ -210,7 +222,7 @@ def render_text(report: dict) -> str:
     head(L["iys"])
     for r in report["iys"]:
         out.append(f"- {CHANNEL_NAMES[lang][r['type']]}: {r['status']} ({r['consentDate']} "
-                   f"{L['tz']}): {r['outcome']}")
+                   f"{L['tz']}): {IYS_OUTCOMES[lang].get(r['outcome'], r['outcome'])}")
     if not report["iys"]:
         out.append(L["no_iys"])
     head(L["requests"])
