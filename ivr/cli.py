@@ -43,7 +43,7 @@ def with_app(f):
             first = str(getattr(e, "orig", e)).splitlines()[0]
             raise click.ClickException(
                 f"database error: {first}. Is the database reachable and set up "
-                "(python -m ivr init-db)?") from None
+                "(python -m ivr db upgrade)?") from None
 
     return wrapper
 
