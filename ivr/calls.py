@@ -217,7 +217,8 @@ def start_run(session: Session, ctx: Context, call: Call, flow: Flow, *, origin:
         if call.phone_hmac and consents.has_granted(session, call.phone_hmac):
             ctx_data["has_consent"] = True
     state, actions = e.start(flow, ctx_data, language)
-    run = FlowRun(id=run_id_for(call.call_sid, origin), call_sid=call.call_sid, origin=origin, flow_id=flow.id,
+    run = FlowRun(id=run_id_for(call.call_sid, origin), call_sid=call.call_sid, origin=origin,
+                  flow_id=flow.id,
                   flow_version=flow.version, transfer_id=transfer_id, agent_id=agent_id,
                   state=state.to_dict(), step=0, created_at=now, updated_at=now,
                   heard={}, notice={})

@@ -90,8 +90,7 @@ def serve(host, port):
 @with_app
 def simulate(digits, url, in_process, from_number, to_number, call_sid):
     """Place a simulated call, signed exactly as Twilio signs, and print what is heard."""
-    from .simulate import Caller, SimulationError, flask_transport, http_transport, \
-        manifest_texts
+    from .simulate import Caller, SimulationError, flask_transport, http_transport, manifest_texts
 
     app = current_app._get_current_object()
     base = (url or app.config["PUBLIC_URL"]).rstrip("/")

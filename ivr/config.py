@@ -69,7 +69,8 @@ def finalize(cfg: dict) -> dict:
     if cfg["DATABASE_URL"].startswith("postgresql://"):
         cfg["DATABASE_URL"] = "postgresql+psycopg://" + cfg["DATABASE_URL"][len("postgresql://"):]
     if not cfg.get("TWILIO_AUTH_TOKEN"):
-        cfg["TWILIO_AUTH_TOKEN"] = instance_secret(inst, "twilio_auth_token", lambda: secrets.token_hex(16))
+        cfg["TWILIO_AUTH_TOKEN"] = instance_secret(inst, "twilio_auth_token",
+                                                   lambda: secrets.token_hex(16))
         cfg["TWILIO_AUTH_TOKEN_GENERATED"] = True
     if not cfg.get("TWILIO_ACCOUNT_SID"):
         cfg["TWILIO_ACCOUNT_SID"] = "AC" + "0" * 32
@@ -83,6 +84,7 @@ def finalize(cfg: dict) -> dict:
     try:
         Fernet(cfg["PII_KEY"].encode())
     except ValueError:
-        raise ConfigError("IVR_PII_KEY must be a Fernet key (32 url-safe base64-encoded bytes)") from None
+        raise ConfigError(
+            "IVR_PII_KEY must be a Fernet key (32 url-safe base64-encoded bytes)") from None
     cfg["PUBLIC_URL"] = cfg["PUBLIC_URL"].rstrip("/")
     return cfg

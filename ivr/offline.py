@@ -84,11 +84,10 @@ def callback(kind: str, form) -> dict:
 def apply_record(record: dict) -> None:
     """Replay one spooled webhook through the normal verbs, in its own transaction."""
     from flask import current_app
+    from sqlalchemy import select
 
     from . import calls
     from .calls import RunBehind, UnknownRun
-    from sqlalchemy import select
-
     from .db import session
     from .flowstore import flows
     from .models import WebhookRequest

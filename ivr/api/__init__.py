@@ -15,9 +15,11 @@ def _http_error(exc):
 
 def init_app(app: Flask) -> None:
     """Register the API blueprint with its routes."""
-    from . import routes  # noqa: F401 - attach the views to bp
-    from . import auditor_api  # noqa: F401 - GET /api/calls/<sid>, GET /api/consents
     from ..transfers import api as _transfers  # noqa: F401 - POST/GET /api/transfers
-    from . import consents_api  # noqa: F401 - POST /api/consents/withdrawals
+    from . import (
+        auditor_api,  # noqa: F401 - GET /api/calls/<sid>, GET /api/consents
+        consents_api,  # noqa: F401 - POST /api/consents/withdrawals
+        routes,  # noqa: F401 - attach the views to bp
+    )
 
     app.register_blueprint(bp)

@@ -257,7 +257,8 @@ def _exit(flow: Flow, state: State, node: Node) -> list:
     if node.action == "return" or ret:
         ret = ret or {"type": "hangup"}
         kind = {"queue": "queue", "dial": "dial"}.get(ret.get("type"), "hangup")
-        out: list = _plays(flow, state, [flow.return_prompts[kind]] if kind in flow.return_prompts else [])
+        prompt = [flow.return_prompts[kind]] if kind in flow.return_prompts else []
+        out: list = _plays(flow, state, prompt)
         if kind == "queue":
             return [*out, Enqueue(ret["name"])]
         if kind == "dial":

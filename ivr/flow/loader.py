@@ -176,7 +176,8 @@ def load_flows(directory: str | Path) -> dict[str, Flow]:
     for p in sorted(Path(directory).glob("*.y*ml")):
         flow = load_flow(p)
         if flow.id in flows:
-            raise InvalidFlow(str(p), f"flow id '{flow.id}' is also used by {flows[flow.id].source}")
+            raise InvalidFlow(str(p),
+                              f"flow id '{flow.id}' is also used by {flows[flow.id].source}")
         flows[flow.id] = flow
     return flows
 
@@ -193,8 +194,8 @@ def _schema_error(doc: dict, source: str) -> None:
     raise InvalidFlow(source, f"{loc}: {err.message}", node)
 
 
-def _option(data: dict) -> Option:
-    return Option(key="", next=data["next"], decision=data.get("decision"),
+def _option(data: dict, key: str = "") -> Option:
+    return Option(key=key, next=data["next"], decision=data.get("decision"),
                   language=data.get("language"), when=data.get("when"))
 
 
@@ -203,11 +204,7 @@ def build_flow(doc: dict, source: str) -> Flow:
     _schema_error(doc, source)
     nodes = {}
     for nid, n in doc["nodes"].items():
-        options = {
-            k: Option(key=k, next=o["next"], decision=o.get("decision"),
-                      language=o.get("language"), when=o.get("when"))
-            for k, o in (n.get("options") or {}).items()
-        }
+        options = {k: _option(o, k) for k, o in (n.get("options") or {}).items()}
         nodes[nid] = Node(
             id=nid, type=n["type"], prompts=tuple(n.get("prompts", ())), next=n.get("next"),
             record=n.get("record", False), options=options,
