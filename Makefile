@@ -39,11 +39,11 @@ browser:
 	  else echo "!!! missing$$missing and not root: the tests that need them will be skipped"; fi; \
 	fi
 
-test: setup browser audio
+test: setup browser audio lint
 	$(PY) -m pytest
 
 lint: setup
-	$(VENV)/bin/ruff check ivr tests benchmarks wsgi.py
+	$(VENV)/bin/ruff check ivr tests benchmarks wsgi.py gunicorn.conf.py
 
 bench: setup
 	$(PY) benchmarks/consent_calls.py
