@@ -11,10 +11,12 @@ def _int(name: str, default: int) -> int:
 
 bind = os.environ.get("IVR_BIND", "127.0.0.1:8000")
 workers = _int("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count())
-# Threads let a worker overlap one request's database round trips with another's Python;
-# keep them at or under the SQLAlchemy pool size (5) so no thread waits for a connection.
+# Two threads: one request's database round trips overlap another's Python. More lose: a
+# webhook holds the audit chain's lock (every process waits for it) until it commits, and
+# with 4 threads the holder waits for the GIL behind its siblings' Python between round
+# trips (benchmarks/README.md: 4 threads measured ~25% fewer webhooks/s than 1 or 2).
 worker_class = "gthread"
-threads = _int("IVR_THREADS", 4)
+threads = _int("IVR_THREADS", 2)
 # Twilio gives up on a webhook after 15 s: a worker whose main loop is silent for 10 s is
 # killed and replaced well before that, and a restart waits at most 10 s for requests in
 # flight. (A gthread worker keeps beating while one request thread is slow: one webhook is

@@ -282,8 +282,9 @@ def start_gunicorn(app_spec: str, env: dict, port: int, args, log_path: Path,
                    extra: list[str] = ()) -> subprocess.Popen:
     """gunicorn with gunicorn.conf.py, bound to loopback; returns once /healthz answers."""
     env = {**os.environ, **env, "IVR_BIND": f"127.0.0.1:{port}",
-           "WEB_CONCURRENCY": str(args.workers), "IVR_THREADS": str(args.threads),
-           "IVR_GUNICORN_LOG_LEVEL": "warning"}
+           "WEB_CONCURRENCY": str(args.workers), "IVR_GUNICORN_LOG_LEVEL": "warning"}
+    if args.threads:
+        env["IVR_THREADS"] = str(args.threads)
     gunicorn = Path(sys.executable).parent / "gunicorn"
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([str(gunicorn), "-c", str(ROOT / "gunicorn.conf.py"), *extra,
@@ -516,6 +517,18 @@ def report(name: str, r: dict, paths, cores: int) -> list[str]:
     return out
 
 
+def _conf_threads() -> int:
+    """The threads gunicorn.conf.py gives each worker in this environment."""
+    conf: dict = {}
+    exec((ROOT / "gunicorn.conf.py").read_text(), conf)  # noqa: S102 - our own config file
+    return conf["threads"]
+
+
+def _fresh_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--callers", type=int, default=64, help="concurrent callers (default 64)")
@@ -526,8 +539,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=3.0,
                    help="seconds driven before measuring (default 3)")
     p.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
-    p.add_argument("--threads", type=int, default=4,
-                   help="threads per gunicorn worker (default 4)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per gunicorn worker (default: gunicorn.conf.py's)")
     p.add_argument("--generators", type=int, default=1,
                    help="load-generator processes sharing the callers (default 1)")
     p.add_argument("--rounds", type=int, default=1,
@@ -557,8 +570,6 @@ def main(argv=None) -> int:
     import bare_app
     from cryptography.fernet import Fernet
 
-    from ivr.db import Database
-
     cores = os.cpu_count() or 1
     name = f"ivr_bench_{os.getpid()}_{secrets.token_hex(3)}"
     url = create_database(args.pg_admin_url, name)
@@ -566,11 +577,20 @@ def main(argv=None) -> int:
     auth_token = secrets.token_hex(16)
     rounds = []
     try:
-        db = Database(url)
-        db.create_all()
-        db.engine.dispose()
+        # The same keys in every round: the database keeps a check value of the data key.
+        app_env = {"IVR_DATABASE_URL": url, "TWILIO_AUTH_TOKEN": auth_token,
+                   "IVR_INSTANCE_DIR": str(workdir / "instance"),
+                   "IVR_SECRET_KEY": secrets.token_hex(32),
+                   "IVR_PII_KEY": Fernet.generate_key().decode(),
+                   "IVR_HMAC_KEY": secrets.token_hex(32), "IVR_LOG_LEVEL": args.log_level}
+        # The schema as an operator makes it: the migrations, every table and trigger.
+        done = subprocess.run([sys.executable, "-m", "ivr", "db", "upgrade"], cwd=ROOT,
+                              env={**os.environ, **app_env}, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"python -m ivr db upgrade failed:\n{done.stdout}{done.stderr}")
         bare_app.create_table(url)
-        print(f"database {name}; gunicorn {args.workers} workers x {args.threads} threads; "
+        threads = args.threads or _conf_threads()
+        print(f"database {name}; gunicorn {args.workers} workers x {threads} threads; "
               f"{args.callers} callers in {args.generators} load generator(s); "
               + (f"{args.calls} calls per phase" if args.calls
                  else f"{args.duration:g} s measured after {args.warmup:g} s warm-up")
@@ -584,12 +604,9 @@ def main(argv=None) -> int:
             finally:
                 stop(server)
             port = free_port()
-            env = {"IVR_DATABASE_URL": url, "TWILIO_AUTH_TOKEN": auth_token,
-                   "IVR_PUBLIC_URL": f"http://127.0.0.1:{port}",
-                   "IVR_INSTANCE_DIR": str(workdir / "instance"),
-                   "IVR_SECRET_KEY": secrets.token_hex(32),
-                   "IVR_PII_KEY": Fernet.generate_key().decode(),
-                   "IVR_HMAC_KEY": secrets.token_hex(32), "IVR_LOG_LEVEL": args.log_level}
+            env = {**app_env, "IVR_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                   # As in production: /metrics adds up every worker's counters.
+                   "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(workdir / f"prom{i}"))}
             server = start_gunicorn("wsgi:app", env, port, args, workdir / "ivr.log")
             try:
                 ivr = run_phase("ivr", f"http://127.0.0.1:{port}", server, args, auth_token)
