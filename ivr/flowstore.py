@@ -17,6 +17,9 @@ class FlowRegistry:
         self.default = default
         self.by_id = {**others, default.id: default}
         self._by_version = {f.version: f for f in self.by_id.values()}
+        # Versions found committed in the database (flow_versions rows are never deleted),
+        # so an incoming call does not look its flow version up again.
+        self._stored: set[str] = set()
 
     def get(self, flow_id: str | None) -> Flow | None:
         """A flow by id; the incoming-call flow when no id is given."""
@@ -39,10 +42,17 @@ class FlowRegistry:
 
     def ensure_stored(self, session: Session, flow: Flow) -> None:
         """Store this flow version if the database does not have it yet."""
+        if flow.version in self._stored:
+            return
+        added = session.info.setdefault("ivr_flow_versions_added", set())
         if session.get(FlowVersion, flow.version) is None:
             session.add(FlowVersion(version=flow.version, flow_id=flow.id,
                                     source=flow.source, document=flow.document))
             session.flush()
+            added.add(flow.version)
+        elif flow.version not in added:
+            # Found, and not just added by this (maybe rolled-back) session: committed.
+            self._stored.add(flow.version)
 
 
 def flows() -> FlowRegistry:
