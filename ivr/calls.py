@@ -223,7 +223,6 @@ def start_run(session: Session, ctx: Context, call: Call, flow: Flow, *, origin:
                   state=state.to_dict(), step=0, created_at=now, updated_at=now,
                   heard={}, notice={})
     session.add(run)
-    session.flush()
     audit = [("call.started", call.call_sid,
               {"call_sid": call.call_sid, "run": run.id, "origin": origin,
                "phone": call.phone_hmac, "direction": call.direction, "to": call.to_number,
