@@ -136,6 +136,15 @@ def _apply(session: Session, ctx: Context, flow: Flow, run: FlowRun, call: Call,
     heard = dict(run.heard or {})
     heard.update({k: v for k, v in rendered.audio.items()})
     run.heard = heard
+    # The run's new state and the turn before anything below can flush (a consent does):
+    # the run is then written with one UPDATE, not one for `heard` and one for the state.
+    run.state = state.to_dict()
+    run.step = step
+    run.ended = state.ended
+    run.updated_at = now
+    session.add(Turn(run_id=run.id, step=step, input=e.input_to_dict(inp) if inp else None,
+                     actions=[e.action_to_dict(a) for a in actions], twiml=rendered.twiml,
+                     created_at=now))
     audit = []
     if inp is not None:
         audit.append(("input.received", call.call_sid,
@@ -167,13 +176,6 @@ def _apply(session: Session, ctx: Context, flow: Flow, run: FlowRun, call: Call,
             audit.append(consents.audit_entry(record))
     if run.transfer_id:
         audit += _transfers().run_progressed(session, run, actions, now)
-    run.state = state.to_dict()
-    run.step = step
-    run.ended = state.ended
-    run.updated_at = now
-    session.add(Turn(run_id=run.id, step=step, input=e.input_to_dict(inp) if inp else None,
-                     actions=[e.action_to_dict(a) for a in actions], twiml=rendered.twiml,
-                     created_at=now))
     return rendered.twiml, audit
 
 
