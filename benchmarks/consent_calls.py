@@ -343,6 +343,7 @@ def run_phase(target: str, base: str, server: subprocess.Popen, args, auth_token
     time.sleep(max(0.0, win_start - time.time()))
     spy = start_profiler(server.pid, args) if args.profile and target == "ivr" else None
     before = cpu_snapshot(server.pid)
+    wal_before = wal_position(args.pg_admin_url)
     t0 = time.time()
     if args.calls:
         for p in procs:
@@ -350,6 +351,7 @@ def run_phase(target: str, base: str, server: subprocess.Popen, args, auth_token
     else:
         time.sleep(max(0.0, win_start + args.duration - time.time()))
     after = cpu_snapshot(server.pid)
+    wal_after = wal_position(args.pg_admin_url)
     elapsed = time.time() - t0
     if spy is not None:
         spy.wait()
@@ -374,6 +376,7 @@ def run_phase(target: str, base: str, server: subprocess.Popen, args, auth_token
     merged["seconds"] = elapsed
     merged["busy_before"] = idle_before
     merged["cpu"] = cpu_used(before, after)
+    merged["wal_bytes"] = wal_after - wal_before
     return merged
 
 
@@ -457,6 +460,17 @@ def drop_database(admin_url: str, name: str) -> None:
     admin.dispose()
 
 
+def wal_position(admin_url: str) -> int:
+    """The cluster's write-ahead log position in bytes (every database's writes count)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(admin_url)
+    with engine.connect() as conn:
+        lsn = conn.scalar(text("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+    engine.dispose()
+    return int(lsn)
+
+
 def check_store(url: str, total_calls: int) -> list[str]:
     """Consents and calls stored for the complete calls, and the audit chain re-hashed."""
     from sqlalchemy import create_engine, text
@@ -510,6 +524,10 @@ def report(name: str, r: dict, paths, cores: int) -> list[str]:
     errs = sum(r["errors"].values())
     out.append(f"  errors: {errs}" + (f"  {r['errors']}" if errs else ""))
     others = cpu["machine"] - cpu["server"] - cpu["postgres"] - r["generator_cpu"]
+    if r["requests"]:
+        out.append(f"  WAL written: {r['wal_bytes'] / r['requests'] / 1024:.1f} KiB per request"
+                   + (f", {r['wal_bytes'] / r['calls'] / 1024:.1f} KiB per complete call"
+                      if paths != (BARE_PATH,) and r["calls"] else ""))
     out.append(f"  CPU (cores busy of {cores}): gunicorn {cpu['server'] / s:.2f}, "
                f"postgres {cpu['postgres'] / s:.2f}, load generator "
                f"{r['generator_cpu'] / s:.2f}, everything else {max(0.0, others) / s:.2f}"
