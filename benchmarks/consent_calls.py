@@ -330,7 +330,9 @@ def run_phase(target: str, base: str, server: subprocess.Popen, args, auth_token
     for i, callers in enumerate(shares):
         quota = None
         if args.calls:
-            quota = args.calls // n + (1 if i < args.calls % n else 0)
+            # The bare app gets as many requests as the calls make webhooks.
+            total = args.calls * (len(PATHS) if target == "bare" else 1)
+            quota = total // n + (1 if i < total % n else 0)
         cfg = {"target": target, "base": base, "callers": callers, "start": start,
                "warmup": 0.0 if args.calls else args.warmup, "duration": args.duration,
                "auth_token": auth_token, "calls": quota, "keepalive": not args.no_keepalive}
@@ -551,7 +553,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--callers", type=int, default=64, help="concurrent callers (default 64)")
     p.add_argument("--calls", type=int, default=0,
-                   help="complete calls per phase instead of a timed window (default: timed)")
+                   help="complete calls per phase (the bare app gets 3 requests per call) "
+                        "instead of a timed window (default: timed)")
     p.add_argument("--duration", type=float, default=20.0,
                    help="seconds measured per phase (default 20)")
     p.add_argument("--warmup", type=float, default=3.0,
