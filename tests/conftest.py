@@ -96,6 +96,14 @@ def drop_schema(admin, schema: str) -> None:
     raise RuntimeError(f"could not drop test schema {schema}")
 
 
+def verified_chain_length(app) -> int:
+    """Verify the app's whole audit chain as `audit verify` does; raises on any problem."""
+    from ivr.audit.verify import verify_chain
+
+    with app.app_context(), database(app).sessionmaker() as s:
+        return verify_chain(s).entries
+
+
 @pytest.fixture
 def backend(database_url) -> str:
     """'sqlite' or 'postgresql'."""

@@ -14,12 +14,12 @@ import requests
 from sqlalchemy import func, select
 
 from ivr import create_app
-from ivr.audit.chain import _PG_LOCK_KEY, entry_hash
+from ivr.audit.chain import _PG_LOCK_KEY
 from ivr.db import database, utcnow
 from ivr.flow import load_flow
-from ivr.models import AuditEntry, Call, CallEvent, Consent, FlowRun, Recording, Turn
+from ivr.models import Call, CallEvent, Consent, FlowRun, Recording, Turn
 from ivr.simulate import Caller, http_transport
-from tests.conftest import AUTH_TOKEN, ROOT
+from tests.conftest import AUTH_TOKEN, ROOT, verified_chain_length
 from tests.gunicorn_server import Gunicorn
 
 FLOW = load_flow(ROOT / "flows" / "consent.yaml")
@@ -37,18 +37,6 @@ def served(app_config):
     yield server
     server.stop()
     database(app).engine.dispose()
-
-
-def chain_length(app) -> int:
-    """Check every link of the audit chain; return its length."""
-    with database(app).sessionmaker() as s:
-        prev, n = "00" * 32, 0
-        for row in s.scalars(select(AuditEntry).order_by(AuditEntry.seq)):
-            n += 1
-            assert row.seq == n and row.prev_hash == prev
-            assert entry_hash(prev, row.body.encode()) == row.hash
-            prev = row.hash
-        return n
 
 
 class HeldLock:
@@ -108,7 +96,7 @@ def test_worker_killed_mid_request_then_twilio_retries(served, app_config, backe
     c.hang_up()
     with database(served.app).sessionmaker() as s:
         assert [x.decision for x in s.scalars(select(Consent))] == ["granted"]
-    assert chain_length(served.app) > 0
+    assert verified_chain_length(served.app) > 0
 
 
 STATUSES = ["initiated", "ringing", "in-progress", "completed"]
@@ -154,4 +142,4 @@ def test_callback_storm_leaves_one_correct_final_state(served):
             run = s.scalar(select(FlowRun).where(FlowRun.call_sid == c.call_sid))
             assert run.ended
         assert [x.decision for x in s.scalars(select(Consent))] == ["declined"] * 6
-    assert chain_length(served.app) > 0
+    assert verified_chain_length(served.app) > 0
