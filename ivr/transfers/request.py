@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from dataclasses import asdict, dataclass
 
 from ..audit.chain import canonical
@@ -42,10 +43,14 @@ class TransferRequest:
 
 
 def idempotency_key(header: str | None) -> str:
-    """The Idempotency-Key header's value (a bare token or a quoted string), checked."""
+    """The Idempotency-Key header's value (a bare token or a quoted string), checked.
+
+    Without the header the request gets a key of its own, so it is simply not idempotent:
+    a client that retries must send one. A second redirect of the same call is still
+    refused while the first transfer is live (409 transfer_in_progress).
+    """
     if header is None or not header.strip():
-        raise InvalidRequest("the Idempotency-Key header is required: a unique value per "
-                             "transfer, for example a UUID", "Idempotency-Key")
+        return f"auto:{uuid.uuid4().hex}"
     key = header.strip()
     if len(key) >= 2 and key[0] == key[-1] == '"':
         key = key[1:-1]
