@@ -128,7 +128,7 @@ async def consent_call(http, validator, base: str, stats: Stats, apology: str) -
     params.update(CallStatus="completed", SequenceNumber="0", CallDuration="42",
                   Timestamp=format_datetime(datetime.now(UTC), usegmt=True),
                   CallbackSource="call-progress-events")
-    await _post(http, validator, base + "/voice/status", params, "/voice/status", stats, 204)
+    await _post(http, validator, base + "/voice/status", params, "/voice/status", stats, 200)
     stats.call_done(time.time())
 
 

@@ -97,7 +97,7 @@ async def one_call(http, validator, base: str, rng: random.Random, lat: dict) ->
             "Timestamp": format_datetime(datetime.now(UTC), usegmt=True),
             "CallbackSource": "call-progress-events"}
     for _ in range(2 if rng.random() < 0.2 else 1):  # Twilio may deliver a callback twice
-        await post(http, validator, base + "/voice/status", done, PATHS[2], lat, 204)
+        await post(http, validator, base + "/voice/status", done, PATHS[2], lat, 200)
     return decision
 
 

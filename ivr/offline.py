@@ -120,7 +120,7 @@ def apply_record(record: dict) -> None:
             s.add(WebhookRequest(path=record.get("path", f"/voice/{kind}"),
                                  call_sid=form.get("CallSid", "")[:64], idempotency_token=token,
                                  received_at=now, outcome="spooled",
-                                 status_code=200 if twiml else 204,
+                                 status_code=200,
                                  response=result if twiml else None))
     except (RunBehind, UnknownRun):
         s.rollback()

@@ -169,7 +169,7 @@ def test_caller_hangs_up_after_the_redirect_before_the_flow(app, client, local_c
     status, doc, _ = post_transfer(client, token, "k", {"call_sid": c.call_sid,
                                                          "return_to": QUEUE})
     assert status == 201
-    assert c.hang_up().status == 204
+    assert c.hang_up().status == 200
     status, doc = get_transfer(client, token, doc["id"])
     assert doc["status"] == "failed"
     assert doc["error"]["reason"] == "call_ended"
@@ -183,7 +183,7 @@ def test_caller_hangs_up_in_the_flow(app, client, local_caller, twilio):
     status, doc, _ = post_transfer(client, token, "k", {"call_sid": c.call_sid,
                                                          "return_to": QUEUE})
     follow(c, twilio.updates()[0].form["Url"])
-    assert c.hang_up().status == 204
+    assert c.hang_up().status == 200
     status, doc = get_transfer(client, token, doc["id"])
     assert doc["status"] == "failed"
     assert doc["error"]["reason"] == "hung_up_in_flow"

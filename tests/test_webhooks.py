@@ -127,12 +127,12 @@ def status(client, app, status_: str, seq: int, *, when=None, idem=None, duratio
 
 def test_out_of_order_and_duplicate_status_callbacks(client, app):
     post(client, app, "/voice/incoming", CALL)
-    assert status(client, app, "completed", 3, duration=30).status_code == 204
-    assert status(client, app, "ringing", 1).status_code == 204
-    assert status(client, app, "in-progress", 2).status_code == 204
-    assert status(client, app, "completed", 3, duration=30).status_code == 204  # duplicate
-    assert status(client, app, "completed", 3, duration=30, idem="x").status_code == 204
-    assert status(client, app, "completed", 3, duration=30, idem="x").status_code == 204
+    assert status(client, app, "completed", 3, duration=30).status_code == 200
+    assert status(client, app, "ringing", 1).status_code == 200
+    assert status(client, app, "in-progress", 2).status_code == 200
+    assert status(client, app, "completed", 3, duration=30).status_code == 200  # duplicate
+    assert status(client, app, "completed", 3, duration=30, idem="x").status_code == 200
+    assert status(client, app, "completed", 3, duration=30, idem="x").status_code == 200
     with database(app).sessionmaker() as s:
         call = s.get(Call, CALL["CallSid"])
         assert call.status == "completed" and call.status_seq == 3 and call.duration == 30
@@ -151,10 +151,10 @@ RECORDING = {"CallSid": CALL["CallSid"], "AccountSid": CALL["AccountSid"],
 
 
 def test_recording_callback_before_the_call_is_kept(client, app):
-    assert post(client, app, "/voice/recording", RECORDING).status_code == 204
-    assert post(client, app, "/voice/recording", RECORDING).status_code == 204  # duplicate
+    assert post(client, app, "/voice/recording", RECORDING).status_code == 200
+    assert post(client, app, "/voice/recording", RECORDING).status_code == 200  # duplicate
     assert post(client, app, "/voice/recording",
-                {**RECORDING, "RecordingStatus": "in-progress"}).status_code == 204  # late
+                {**RECORDING, "RecordingStatus": "in-progress"}).status_code == 200  # late
     assert post(client, app, "/voice/incoming", CALL).status_code == 200
     with database(app).sessionmaker() as s:
         rec = s.get(Recording, RECORDING["RecordingSid"])

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
+from twilio.twiml.voice_response import VoiceResponse
 
 from .. import calls, offline
 from ..db import session, utcnow
@@ -23,10 +24,16 @@ from .twiml import apology_twiml
 
 log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__, url_prefix="/voice")
+EMPTY_TWIML = str(VoiceResponse())
 
 
 def _xml(body: str, code: int = 200) -> Response:
     return Response(body, status=code, mimetype="text/xml")
+
+
+def _acknowledged() -> Response:
+    """A callback was taken: 200 with an empty TwiML document, which any client accepts."""
+    return _xml(EMPTY_TWIML)
 
 
 def _context() -> calls.Context:
@@ -78,15 +85,15 @@ def _webhook(verb, *, twiml: bool, offline=None):
                                 outcome = "retry"
                                 if twiml:
                                     return _xml(prior.response or apology_twiml())
-                                return Response(status=prior.status_code)
+                                return _acknowledged()
                         result = verb(s, _context(), form, now)
                         outcome = "ok" if twiml else result
                         s.add(WebhookRequest(path=request.path, call_sid=sid[:64],
                                              idempotency_token=token, received_at=now,
                                              outcome=outcome,
-                                             status_code=200 if twiml else 204,
+                                             status_code=200,
                                              response=result if twiml else None))
-                    return _xml(result) if twiml else Response(status=204)
+                    return _xml(result) if twiml else _acknowledged()
                 except IntegrityError:
                     s.rollback()
                     if attempt == 2:
@@ -131,7 +138,7 @@ def _spool(offline, form, now, token, twiml: bool) -> Response:
         return Response("Service unavailable\n", status=503, mimetype="text/plain")
     record.update(received_at=now.isoformat(), token=token, path=request.path)
     spool().write(record)
-    return _xml(body) if twiml else Response(status=204)
+    return _xml(body) if twiml else _acknowledged()
 
 
 @bp.post("/incoming")
