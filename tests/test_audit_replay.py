@@ -18,20 +18,11 @@ from ivr.flow.loader import parse_yaml
 from ivr.flowstore import FlowRegistry
 from tests.audit_support import invoke, tamper
 from tests.conftest import ROOT
+from tests.test_consent_call import SCENARIOS
 
 FLOW = load_flow(ROOT / "flows" / "consent.yaml")
 
-SCENARIOS = [
-    # keys pressed ('t' = silence), decision, digits, language, confirmation prompt
-    pytest.param(["1"], "granted", "1", "tr", "confirm_granted", id="consent"),
-    pytest.param(["2"], "declined", "2", "tr", "confirm_declined", id="decline"),
-    pytest.param(["9", "1"], "granted", "91", "tr", "confirm_granted", id="repeat-then-consent"),
-    pytest.param(["5", "1"], "granted", "51", "tr", "confirm_granted", id="invalid-then-consent"),
-    pytest.param(["5", "7", "*"], "no_input", "57*", "tr", "confirm_no_input",
-                 id="three-invalid"),
-    pytest.param(["t", "t", "t"], "no_input", "", "tr", "confirm_no_input", id="three-silences"),
-    pytest.param(["0", "1"], "granted", "01", "en", "confirm_granted", id="english"),
-]
+# The consent-call scenarios, exactly as the end-to-end call tests drive them.
 
 
 def replay(app, call_sid: str):
