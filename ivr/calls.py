@@ -97,7 +97,8 @@ def get_or_create_call(session: Session, ctx: Context, sid: str, form) -> Call:
     return call
 
 
-def _fill_parties(call: Call, ctx: Context, form) -> None:
+def fill_parties(call: Call, ctx: Context, form) -> None:
+    """Record the caller (encrypted and fingerprinted) and our number from a webhook, once."""
     direction = (form.get("Direction") or "").lower()[:32] or None
     caller = form.get("To") if direction and direction.startswith("outbound") else form.get("From")
     ours = form.get("From") if direction and direction.startswith("outbound") else form.get("To")
@@ -107,11 +108,6 @@ def _fill_parties(call: Call, ctx: Context, form) -> None:
         call.phone_enc = ctx.pii.encrypt(phone)
     call.to_number = call.to_number or _clip(normalise_phone(ours), 32)
     call.direction = call.direction or direction
-
-
-def fill_parties(call: Call, ctx: Context, form) -> None:
-    """Record the caller (encrypted and fingerprinted) and our number from a webhook, once."""
-    _fill_parties(call, ctx, form)
 
 
 def _transfers():
@@ -134,7 +130,7 @@ def _apply(session: Session, ctx: Context, flow: Flow, run: FlowRun, call: Call,
     step = state.step
     rendered = ctx.renderer.render(actions, ctx.next_url(run.id, step + 1, flow.version, state))
     heard = dict(run.heard or {})
-    heard.update({k: v for k, v in rendered.audio.items()})
+    heard.update(rendered.audio)
     run.heard = heard
     # The run's new state and the turn before anything below can flush (a consent does):
     # the run is then written with one UPDATE, not one for `heard` and one for the state.
@@ -142,18 +138,19 @@ def _apply(session: Session, ctx: Context, flow: Flow, run: FlowRun, call: Call,
     run.step = step
     run.ended = state.ended
     run.updated_at = now
-    session.add(Turn(run_id=run.id, step=step, input=e.input_to_dict(inp) if inp else None,
-                     actions=[e.action_to_dict(a) for a in actions], twiml=rendered.twiml,
-                     created_at=now))
+    inp_data = e.input_to_dict(inp) if inp is not None else None
+    action_data = [e.action_to_dict(a) for a in actions]
+    session.add(Turn(run_id=run.id, step=step, input=inp_data, actions=action_data,
+                     twiml=rendered.twiml, created_at=now))
     audit = []
     if inp is not None:
         audit.append(("input.received", call.call_sid,
                       {"call_sid": call.call_sid, "run": run.id, "step": step,
-                       "input": e.input_to_dict(inp)}))
+                       "input": inp_data}))
     audit.append(("prompts.played", call.call_sid,
                   {"call_sid": call.call_sid, "run": run.id, "step": step,
                    "played": rendered.played,
-                   "actions": [a["kind"] for a in map(e.action_to_dict, actions)
+                   "actions": [a["kind"] for a in action_data
                                if a["kind"] not in ("play", "noticeplayed", "decide")]}))
     for a in actions:
         if isinstance(a, e.NoticePlayed):
@@ -240,7 +237,7 @@ def incoming(session: Session, ctx: Context, form, now: datetime | None = None,
     """The inbound-call webhook: record the call and start the default flow."""
     now = now or utcnow()
     call = get_or_create_call(session, ctx, form["CallSid"], form)
-    _fill_parties(call, ctx, form)
+    fill_parties(call, ctx, form)
     if not call.seen_incoming:
         call.seen_incoming = True
         call.started_at = call.started_at or now
@@ -290,7 +287,7 @@ def status(session: Session, ctx: Context, form, now: datetime | None = None) ->
     now = now or utcnow()
     sid = form["CallSid"]
     call = get_or_create_call(session, ctx, sid, form)
-    _fill_parties(call, ctx, form)
+    fill_parties(call, ctx, form)
     st = _clip((form.get("CallStatus") or "").lower(), 32)
     seq = to_int(form.get("SequenceNumber"))
     ts = parse_time(form.get("Timestamp"))
