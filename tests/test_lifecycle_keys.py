@@ -3,6 +3,7 @@ wrong key fails loudly (one clear line naming the key), never silently."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -23,6 +24,15 @@ def forms(number: str) -> list[bytes]:
     for s in (number, digits, digits[2:], digits[-7:]):
         out += [s.encode(), s.encode("utf-16-le")]
     return out
+
+
+def readable(form: bytes, raw: bytes) -> bool:
+    """Whether `form` stands in `raw` as a number of its own. A 7-digit tail also turns up by
+    chance inside hex digests, SIDs and Fernet tokens (about once in a few hundred runs), so
+    it only counts when no letter or digit touches it; the longer forms count anywhere."""
+    if len(form) > 8:
+        return form in raw
+    return re.search(rb"(?<![0-9A-Za-z])" + re.escape(form) + rb"(?![0-9A-Za-z])", raw) is not None
 
 
 def fill(app, local_caller, client):
@@ -46,7 +56,7 @@ def test_phone_numbers_are_not_readable_at_rest(app, local_caller, client, backe
         for p in files:
             raw = p.read_bytes()
             for form in forms(SECRET_NUMBER):
-                assert form not in raw, (p.name, form)
+                assert not readable(form, raw), (p.name, form)
     # On both backends: every column of every table, as the database returns it.
     engine = database(app).engine
     with engine.connect() as conn:
@@ -56,7 +66,7 @@ def test_phone_numbers_are_not_readable_at_rest(app, local_caller, client, backe
             for row in conn.execute(text(f'SELECT * FROM "{table}"')):
                 dump = repr(tuple(row))
                 for form in forms(SECRET_NUMBER)[::2]:
-                    assert form.decode() not in dump, (table, dump[:200])
+                    assert not readable(form, dump.encode()), (table, dump[:200])
     # ...while the application still reads it back with the key.
     assert f"Telefon numarası: {SECRET_NUMBER}" in run_cli(app, "subject", "report",
                                                            SECRET_NUMBER).output
