@@ -123,9 +123,11 @@ def simulate(digits, url, in_process, from_number, to_number, call_sid):
     try:
         turn = caller.dial()
         while True:
-            for h in turn.heard:
+            for i, h in enumerate(turn.heard):
+                if turn.recording_started and i == turn.recording_after:
+                    click.echo("  (recording starts)")
                 click.echo(f"  caller hears: {h.text}")
-            if turn.recording_started:
+            if turn.recording_started and turn.recording_after == len(turn.heard):
                 click.echo("  (recording starts)")
             if not turn.gather_action:
                 break

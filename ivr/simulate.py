@@ -82,6 +82,7 @@ class Turn:
     gather_timeout: int | None = None
     end: str | None = None  # hangup, enqueue:NAME, dial:TO, or None if the call just ends
     recording_started: bool = False
+    recording_after: int = 0  # how many of `heard` were played before <Start><Recording>
 
 
 class Caller:
@@ -198,6 +199,7 @@ def parse_twiml(url: str, body: str, audio_texts: dict[str, str] | None = None) 
             hear(el, False)
         elif el.tag == "Start" and el.find("Recording") is not None:
             turn.recording_started = True
+            turn.recording_after = len(turn.heard)
         elif el.tag == "Gather":
             for child in el:
                 hear(child, True)

@@ -160,3 +160,16 @@ def test_calls_show_unknown_call_exits_non_zero(runner):
     result = runner.invoke(cli, ["calls", "show", "CAdoesnotexist", "--json"])
     assert result.exit_code != 0
     assert "Unknown call" in result.output
+
+
+def test_simulate_prints_the_call_in_the_order_heard(runner):
+    result = runner.invoke(cli, ["simulate", "--in-process", "--digits", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [ln.strip() for ln in result.output.splitlines()]
+    heard = [ln.removeprefix("caller hears: ") for ln in lines]
+    intro, question = heard.index(TR("notice_intro")), heard.index(TR("question"))
+    # Recording starts right after the sentence that says the call is recorded.
+    assert "kaydedil" in TR("notice_intro") and lines[intro + 1] == "(recording starts)"
+    assert lines.count("(recording starts)") == 1 and intro < question
+    assert lines[question + 1] == "caller presses: 1"
+    assert f"caller hears: {TR('confirm_granted')}" in lines and lines[-1] == "Call ended: hangup"
