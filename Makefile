@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 
-.PHONY: run test setup audio db lint bench browser clean
+.PHONY: run test setup audio db lint bench tools clean
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,12 +25,15 @@ audio: setup
 run: db audio
 	$(PY) -m ivr serve --host 127.0.0.1 --port 5000
 
-# Debian packages some tests use: chromium (headless browser tests) and ffmpeg (ffprobe,
-# to read the codec of rendered prompts). Installed when we may (root with apt-get);
-# otherwise those tests are skipped with a loud message, except in CI.
-browser:
-	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
-	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+# Programs from Debian that some tests use: chromium (headless browser tests), ffmpeg (its
+# ffprobe reads the codec of rendered prompts), openssl, jq and xxd (an auditor checks an
+# evidence package with standard tools). Installed when we may (root with apt-get);
+# otherwise those tests are skipped with a loud message, except in CI, where they fail.
+TOOLS := chromium:chromium ffprobe:ffmpeg openssl:openssl jq:jq xxd:xxd
+
+tools:
+	@missing=""; for t in $(TOOLS); do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing Debian packages:$$missing"; \
@@ -39,7 +42,7 @@ browser:
 	  else echo "!!! missing$$missing and not root: the tests that need them will be skipped"; fi; \
 	fi
 
-test: setup browser audio lint
+test: setup tools audio lint
 	$(PY) -m pytest
 
 lint: setup

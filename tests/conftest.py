@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -29,6 +30,32 @@ AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 _pg_state: dict = {}
+
+# For the tests that only make sense on PostgreSQL (TRUNCATE, a networked database going
+# away): they run on that backend alone instead of being skipped on SQLite.
+postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def require_tools(*tools: str, what: str) -> None:
+    """Stop a test that needs programs from outside the venv when one is missing: a loud
+    skip on a developer's machine, a failure in CI (where `make test` installs them)."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        msg = (f"!!! {', '.join(missing)} not installed: {what} did NOT run "
+               "(`make tools` installs it as root)")
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def chromium(what: str) -> str:
+    """The path of Debian's chromium, or the loud skip / CI failure of `require_tools`."""
+    require_tools("chromium", what=what)
+    return shutil.which("chromium")
 
 
 def pg_available() -> bool:

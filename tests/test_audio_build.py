@@ -22,6 +22,7 @@ from ivr.audio.normalize import normalize
 from ivr.audio.processing import FORMAT, AudioSegment
 from ivr.flow import load_flow
 from tests.audio_support import TINY_FLOW, check_prompt_file, wav_header, write_flow
+from tests.conftest import require_tools
 
 FIELDS = {"flow", "prompt_id", "language", "text", "normalized_text", "engine", "voice",
           "file", "sha256", "duration_ms", "rms_dbfs", "peak_dbfs", "built_at"}
@@ -66,9 +67,8 @@ def test_files_meet_the_telephone_targets(built):
 
 def test_mediainfo_reports_pcm_mulaw(built):
     """The same format check through pydub.utils.mediainfo, which needs ffprobe on PATH."""
-    if not shutil.which("ffprobe"):
-        pytest.skip("ffprobe not on PATH (imageio-ffmpeg ships only ffmpeg); the RIFF header "
-                    "and ffmpeg decode checks above cover the format")
+    # imageio-ffmpeg ships only ffmpeg; ffprobe comes with Debian's ffmpeg.
+    require_tools("ffprobe", what="the mediainfo format check")
     from pydub.utils import mediainfo
 
     e = read_manifest(built[0] / MANIFEST)[0]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -19,6 +18,7 @@ from sqlalchemy import text
 from ivr.audit import checkpoint as cps
 from ivr.db import database
 from tests.audit_support import append_entries, invoke, rows
+from tests.conftest import require_tools
 
 
 def checkpoint(app) -> dict:
@@ -135,8 +135,8 @@ openssl pkey -pubin -in audit-public.pem -outform DER | tail -c 32 | sha256sum |
 """
 
 
-@pytest.mark.skipif(not all(shutil.which(t) for t in TOOLS), reason="needs " + " ".join(TOOLS))
 def test_a_third_party_verifies_with_standard_tools(app, tmp_path):
+    require_tools(*TOOLS, what="the third-party verification with standard tools")
     append_entries(app, 6)
     (tmp_path / "checkpoint.json").write_text(invoke(app, "audit", "checkpoint").output)
     (tmp_path / "audit-public.pem").write_text(

@@ -7,40 +7,27 @@ on hover) and the <audio> players, which must load the very files the caller hea
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 
+from .conftest import CHROMIUM_ARGS, chromium
 from .test_auditor_support import audit_bodies, copy_audio, make_user, rendered_audio
 
 __all__ = ["rendered_audio"]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 SCREENSHOT = "/tmp/ivr-auditor-call-page.png"
 SEARCH_SCREENSHOT = "/tmp/ivr-auditor-search.png"
 ISTANBUL = ZoneInfo("Europe/Istanbul")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def chromium_path() -> str:
-    """Debian's chromium; a loud skip without it, a failure in CI."""
-    path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
-    if path is None:
-        msg = "!!! chromium is not installed: the auditor browser test did NOT run " \
-              "(apt-get install chromium, or `make browser`)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
+    return chromium("the auditor browser test")
 
 
 @pytest.fixture
@@ -56,7 +43,7 @@ def browser(chromium_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path, args=ARGS)
+        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
         yield b
         b.close()
 

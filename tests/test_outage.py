@@ -15,17 +15,17 @@ from ivr.db import database
 from ivr.flow import load_flow
 from ivr.models import AuditEntry, Consent
 from ivr.simulate import Caller, http_transport
-from tests.conftest import AUTH_TOKEN, ROOT, LiveServer, verified_chain_length
+from tests.conftest import AUTH_TOKEN, ROOT, LiveServer, postgresql_only, verified_chain_length
 from tests.tcp_proxy import TcpProxy
 
 FLOW = load_flow(ROOT / "flows" / "consent.yaml")
 
 
 @pytest.fixture
-def outage(app_config, backend):
-    """A live server whose PostgreSQL connection goes through a proxy the test controls."""
-    if backend != "postgresql":
-        pytest.skip("the outage path is about a networked database (PostgreSQL)")
+def outage(app_config):
+    """A live server whose PostgreSQL connection goes through a proxy the test controls.
+
+    The outage path is about a networked database, so its tests run on PostgreSQL only."""
     proxy = TcpProxy("127.0.0.1", 5432)
     app_config["DATABASE_URL"] = app_config["DATABASE_URL"].replace(
         "127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
@@ -48,6 +48,7 @@ def consents(app) -> list[Consent]:
         return list(s.scalars(select(Consent)))
 
 
+@postgresql_only
 def test_database_lost_mid_call_then_restored(outage):
     app, proxy = outage.app, outage.proxy
     c = Caller(outage.url, AUTH_TOKEN, http_transport())
@@ -79,6 +80,7 @@ def test_database_lost_mid_call_then_restored(outage):
     assert len(consents(app)) == 1
 
 
+@postgresql_only
 def test_call_that_starts_during_the_outage_is_ingested_automatically(outage):
     app, proxy = outage.app, outage.proxy
     proxy.cut()

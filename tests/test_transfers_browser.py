@@ -4,12 +4,10 @@ holds no data of its own."""
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 import requests
 
+from tests.conftest import CHROMIUM_ARGS, chromium
 from tests.transfer_support import (
     ACCOUNT,
     QUEUE,
@@ -19,10 +17,6 @@ from tests.transfer_support import (
     make_user,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SCREENSHOT = "/tmp/ivr-agent-transfer-page.png"
 
 pytestmark = pytest.mark.browser
@@ -36,16 +30,11 @@ def twilio(app_config):
 
 @pytest.fixture
 def browser():
-    path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
-    if path is None:
-        msg = "!!! chromium is not installed: the agent page browser test did NOT run"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    path = chromium("the agent page browser test")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=ARGS)
+        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield b
         b.close()
 
