@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from .conftest import CHROMIUM_ARGS, chromium
-from .test_auditor_support import audit_bodies, copy_audio, make_user, rendered_audio
+from .test_auditor_support import audio_dir, audit_bodies, make_user, rendered_audio
 
-__all__ = ["rendered_audio"]
+__all__ = ["audio_dir", "rendered_audio"]  # fixtures, so pytest finds them
 
 SCREENSHOT = "/tmp/ivr-auditor-call-page.png"
 SEARCH_SCREENSHOT = "/tmp/ivr-auditor-search.png"
@@ -28,14 +28,6 @@ pytestmark = pytest.mark.browser
 @pytest.fixture
 def chromium_path() -> str:
     return chromium("the auditor browser test")
-
-
-@pytest.fixture
-def audio_dir(tmp_path, rendered_audio):
-    d = tmp_path / "audio"
-    d.mkdir()
-    copy_audio(rendered_audio, d)
-    return d
 
 
 @pytest.fixture

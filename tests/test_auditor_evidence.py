@@ -20,31 +20,16 @@ from ivr.models import AuditCheckpoint
 
 from .conftest import require_tools
 from .test_auditor_support import (
+    AUDITOR,
+    audio_dir,
     audit_bodies,
-    copy_audio,
+    auditor,
     csrf_token,
-    login,
-    make_user,
     place_call,
     rendered_audio,
 )
 
-__all__ = ["rendered_audio"]
-
-
-@pytest.fixture
-def audio_dir(tmp_path, rendered_audio):
-    d = tmp_path / "audio"
-    d.mkdir()
-    copy_audio(rendered_audio, d)
-    return d
-
-
-@pytest.fixture
-def auditor(app, client):
-    secret = make_user(app, "deniz", "auditor")
-    assert login(client, "deniz", secret).status_code == 302
-    return client
+__all__ = ["audio_dir", "auditor", "rendered_audio"]  # fixtures, so pytest finds them
 
 
 def download(client, sid: str):
@@ -250,7 +235,7 @@ def test_export_is_an_access_entry(app, auditor, local_caller):
     download(auditor, caller.call_sid)
     [entry] = audit_bodies(app, "auditor.access")
     assert entry["ref"] == caller.call_sid
-    assert entry["data"]["action"] == "export.evidence" and entry["data"]["user"] == "deniz"
+    assert entry["data"]["action"] == "export.evidence" and entry["data"]["user"] == AUDITOR
 
 
 def test_a_missing_audio_file_is_reported_not_faked(auditor, local_caller, audio_dir, tmp_path):

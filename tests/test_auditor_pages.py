@@ -17,38 +17,20 @@ from ivr.auditor.search import EXPORT_FIELDS
 from ivr.db import database
 
 from .test_auditor_support import (
+    audio_dir,
     audit_bodies,
-    copy_audio,
+    auditor,
     csrf_token,
-    login,
-    make_user,
     parse_html,
     place_call,
     rendered_audio,
 )
 
-__all__ = ["rendered_audio"]  # the session fixture, imported so pytest finds it here
+__all__ = ["audio_dir", "auditor", "rendered_audio"]  # fixtures, so pytest finds them
 
 ISTANBUL = ZoneInfo("Europe/Istanbul")
 ALICE = "+905321234567"
 BOB = "+905339876543"
-
-
-@pytest.fixture
-def audio_dir(tmp_path, rendered_audio):
-    """The app's audio folder, holding a few prompts rendered by the offline engine."""
-    d = tmp_path / "audio"
-    d.mkdir()
-    copy_audio(rendered_audio, d)
-    return d
-
-
-@pytest.fixture
-def auditor(app, client):
-    """A logged-in auditor client."""
-    secret = make_user(app, "ayse", "auditor")
-    assert login(client, "ayse", secret).status_code == 302
-    return client
 
 
 @pytest.fixture

@@ -56,6 +56,27 @@ def copy_audio(rendered: Path, audio_dir: Path) -> None:
             shutil.copy2(f, audio_dir / f.name)
 
 
+# The fixtures below replace conftest's where a test module imports them.
+AUDITOR = "ayse"
+
+
+@pytest.fixture
+def audio_dir(tmp_path, rendered_audio):
+    """The app's audio folder, holding a few prompts rendered by the offline engine."""
+    d = tmp_path / "audio"
+    d.mkdir()
+    copy_audio(rendered_audio, d)
+    return d
+
+
+@pytest.fixture
+def auditor(app, client):
+    """A client logged in as the auditor AUDITOR."""
+    secret = make_user(app, AUDITOR, "auditor")
+    assert login(client, AUDITOR, secret).status_code == 302
+    return client
+
+
 def make_user(app, name: str, role: str) -> str:
     """Create an account; returns its secret."""
     with app.app_context():

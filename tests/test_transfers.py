@@ -19,19 +19,15 @@ from tests.transfer_support import (
     ACCOUNT,
     QUEUE,
     auth,
-    fake_twilio_for,
     follow,
     get_transfer,
     make_user,
     post_transfer,
     texts,
+    twilio,
 )
 
-
-@pytest.fixture(autouse=True)
-def twilio(app_config):
-    """The local "Twilio" for every test here; the app's REST calls go to it."""
-    yield from fake_twilio_for(app_config)
+__all__ = ["twilio"]  # the autouse fixture, so pytest finds it here
 
 FLOW = load_flow(ROOT / "flows" / "consent.yaml")
 TR, EN = (lambda p: FLOW.text(p, "tr")), (lambda p: FLOW.text(p, "en"))

@@ -12,20 +12,17 @@ from tests.transfer_support import (
     ACCOUNT,
     QUEUE,
     auth,
-    fake_twilio_for,
     follow,
     make_user,
+    twilio,
 )
+
+__all__ = ["twilio"]  # the autouse fixture, so pytest finds it here
 
 SCREENSHOT = "/tmp/ivr-agent-transfer-page.png"
 
 pytestmark = pytest.mark.browser
 
-
-@pytest.fixture(autouse=True)
-def twilio(app_config):
-    """The local "Twilio" the app's REST calls go to."""
-    yield from fake_twilio_for(app_config)
 
 
 @pytest.fixture

@@ -19,19 +19,16 @@ from tests.transfer_support import (
     ACCOUNT,
     QUEUE,
     auth,
-    fake_twilio_for,
     follow,
     get_transfer,
     make_user,
     post_transfer,
     transfers,
+    twilio,
 )
 
+__all__ = ["twilio"]  # the autouse fixture, so pytest finds it here
 
-@pytest.fixture(autouse=True)
-def twilio(app_config):
-    """The local "Twilio" for every test here; the app's REST calls go to it."""
-    yield from fake_twilio_for(app_config)
 
 SID = "CA" + "ab" * 16
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import select
 
 from ivr.accounts import add_user
@@ -17,10 +18,11 @@ ACCOUNT = "AC" + "1" * 32  # the conftest app's TWILIO_ACCOUNT_SID
 QUEUE = {"type": "queue", "name": "sales"}
 
 
-def fake_twilio_for(app_config):
+@pytest.fixture(autouse=True)
+def twilio(app_config):
     """The fake Twilio REST API, and the app pointed at it (before the app is built).
 
-    A generator for each test module's autouse `twilio` fixture.
+    Autouse in every test module that imports it: the app's REST calls go to it.
     """
     fake = FakeTwilio(account_sid=ACCOUNT, auth_token=AUTH_TOKEN).start()
     app_config["TWILIO_API_URL"] = fake.url
