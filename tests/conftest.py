@@ -181,11 +181,18 @@ def runner(app):
 
 
 class LiveServer:
-    """The app served over real HTTP on 127.0.0.1, in a thread."""
+    """The app built from `app_config`, served over real HTTP on 127.0.0.1 in a thread.
 
-    def __init__(self, app):
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+    Its IVR_PUBLIC_URL is the server's own address: the socket is bound before the app is
+    built, so the URL that signatures are checked against is known.
+    """
+
+    def __init__(self, app_config: dict):
+        self.server = make_server("127.0.0.1", 0, None, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
+        app_config["PUBLIC_URL"] = self.url
+        self.app = self.server.app = create_app(app_config)
+        database(self.app).create_all()
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def start(self):
@@ -195,22 +202,15 @@ class LiveServer:
     def stop(self):
         self.server.shutdown()
         self.thread.join(5)
+        database(self.app).engine.dispose()
 
 
 @pytest.fixture
 def live_app(app_config):
-    """An app served over real HTTP; its IVR_PUBLIC_URL is the server's own address."""
-    # Bind first so the public URL (which signatures are checked against) is known.
-    server = LiveServer(None)
-    app_config["PUBLIC_URL"] = server.url
-    application = create_app(app_config)
-    database(application).create_all()
-    server.server.app = application
-    server.app = application
-    server.start()
+    """An app served over real HTTP."""
+    server = LiveServer(app_config).start()
     yield server
     server.stop()
-    database(application).engine.dispose()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import xml.etree.ElementTree as ET
 import pytest
 from sqlalchemy import func, select
 
-from ivr import create_app
 from ivr.cli import cli
 from ivr.db import database
 from ivr.flow import load_flow
@@ -29,18 +28,12 @@ def outage(app_config):
     proxy = TcpProxy("127.0.0.1", 5432)
     app_config["DATABASE_URL"] = app_config["DATABASE_URL"].replace(
         "127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    server = LiveServer(None)
-    app_config["PUBLIC_URL"] = server.url
-    app = create_app(app_config)
-    database(app).create_all()
-    server.server.app = app
-    server.app = app
+    server = LiveServer(app_config)
     server.proxy = proxy
     server.start()
     yield server
     server.stop()
     proxy.close()
-    database(app).engine.dispose()
 
 
 def consents(app) -> list[Consent]:

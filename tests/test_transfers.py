@@ -33,6 +33,16 @@ FLOW = load_flow(ROOT / "flows" / "consent.yaml")
 TR, EN = (lambda p: FLOW.text(p, "tr")), (lambda p: FLOW.text(p, "en"))
 
 
+def transfer_live_call(app, client, local_caller, twilio, return_to=QUEUE):
+    """Agent ayse sends a caller on a live call into the flow: (token, caller, status, doc)."""
+    _agent, token = make_user(app, "ayse", "agent")
+    c = local_caller(account_sid=ACCOUNT)
+    twilio.calls[c.call_sid] = "in-progress"
+    status, doc, _ = post_transfer(client, token, "k", {"call_sid": c.call_sid,
+                                                         "return_to": return_to})
+    return token, c, status, doc
+
+
 def audit_kinds(app, call_sid: str) -> list[str]:
     with app.app_context():
         s = session()
@@ -144,11 +154,8 @@ def test_return_to_dial_and_hangup(app, client, local_caller, twilio, return_to,
 
 
 def test_the_number_to_dial_never_enters_the_audit_chain(app, client, local_caller, twilio):
-    _agent, token = make_user(app, "ayse", "agent")
-    c = local_caller(account_sid=ACCOUNT)
-    twilio.calls[c.call_sid] = "in-progress"
-    status, _doc, _ = post_transfer(client, token, "k", {
-        "call_sid": c.call_sid, "return_to": {"type": "dial", "number": "+902122223344"}})
+    token, c, status, _doc = transfer_live_call(
+        app, client, local_caller, twilio, {"type": "dial", "number": "+902122223344"})
     assert status == 201
     with app.app_context():
         s = session()
@@ -159,11 +166,7 @@ def test_the_number_to_dial_never_enters_the_audit_chain(app, client, local_call
 
 
 def test_caller_hangs_up_after_the_redirect_before_the_flow(app, client, local_caller, twilio):
-    _agent, token = make_user(app, "ayse", "agent")
-    c = local_caller(account_sid=ACCOUNT)
-    twilio.calls[c.call_sid] = "in-progress"
-    status, doc, _ = post_transfer(client, token, "k", {"call_sid": c.call_sid,
-                                                         "return_to": QUEUE})
+    token, c, status, doc = transfer_live_call(app, client, local_caller, twilio)
     assert status == 201
     assert c.hang_up().status == 200
     status, doc = get_transfer(client, token, doc["id"])
@@ -173,11 +176,7 @@ def test_caller_hangs_up_after_the_redirect_before_the_flow(app, client, local_c
 
 
 def test_caller_hangs_up_in_the_flow(app, client, local_caller, twilio):
-    _agent, token = make_user(app, "ayse", "agent")
-    c = local_caller(account_sid=ACCOUNT)
-    twilio.calls[c.call_sid] = "in-progress"
-    status, doc, _ = post_transfer(client, token, "k", {"call_sid": c.call_sid,
-                                                         "return_to": QUEUE})
+    token, c, status, doc = transfer_live_call(app, client, local_caller, twilio)
     follow(c, twilio.updates()[0].form["Url"])
     assert c.hang_up().status == 200
     status, doc = get_transfer(client, token, doc["id"])
@@ -191,11 +190,7 @@ def test_caller_hangs_up_in_the_flow(app, client, local_caller, twilio):
 
 
 def test_a_retried_webhook_changes_nothing(app, client, local_caller, twilio):
-    _agent, token = make_user(app, "ayse", "agent")
-    c = local_caller(account_sid=ACCOUNT)
-    twilio.calls[c.call_sid] = "in-progress"
-    _s, doc, _ = post_transfer(client, token, "k", {"call_sid": c.call_sid,
-                                                     "return_to": QUEUE})
+    token, c, _s, doc = transfer_live_call(app, client, local_caller, twilio)
     url = twilio.updates()[0].form["Url"]
     first = c.signed_post(url, c.params(), token="same-token")
     again = c.signed_post(url, c.params(), token="same-token")
@@ -208,11 +203,7 @@ def test_a_retried_webhook_changes_nothing(app, client, local_caller, twilio):
 
 def test_a_forged_transfer_webhook_gets_403_and_changes_nothing(app, client, local_caller,
                                                                 twilio):
-    _agent, token = make_user(app, "ayse", "agent")
-    c = local_caller(account_sid=ACCOUNT)
-    twilio.calls[c.call_sid] = "in-progress"
-    _s, doc, _ = post_transfer(client, token, "k", {"call_sid": c.call_sid,
-                                                     "return_to": QUEUE})
+    token, c, _s, doc = transfer_live_call(app, client, local_caller, twilio)
     path = urlsplit(twilio.updates()[0].form["Url"])
     r = client.post(f"{path.path}?{path.query}", data=c.params(),
                     headers={"X-Twilio-Signature": "forged"})
@@ -222,11 +213,7 @@ def test_a_forged_transfer_webhook_gets_403_and_changes_nothing(app, client, loc
 
 def test_a_webhook_for_another_call_or_no_transfer_gets_valid_twiml(app, client, local_caller,
                                                                     twilio):
-    _agent, token = make_user(app, "ayse", "agent")
-    c = local_caller(account_sid=ACCOUNT)
-    twilio.calls[c.call_sid] = "in-progress"
-    _s, doc, _ = post_transfer(client, token, "k", {"call_sid": c.call_sid,
-                                                     "return_to": QUEUE})
+    token, c, _s, doc = transfer_live_call(app, client, local_caller, twilio)
     stranger = local_caller(account_sid=ACCOUNT)
     for url in (twilio.updates()[0].form["Url"], "http://ivr.test/voice/transfer?transfer=x",
                 "http://ivr.test/voice/transfer"):
@@ -236,11 +223,7 @@ def test_a_webhook_for_another_call_or_no_transfer_gets_valid_twiml(app, client,
 
 
 def test_the_agent_page(app, client, twilio, local_caller):
-    _agent, token = make_user(app, "ayse", "agent")
-    c = local_caller(account_sid=ACCOUNT)
-    twilio.calls[c.call_sid] = "in-progress"
-    _s, doc, _ = post_transfer(client, token, "k", {"call_sid": c.call_sid,
-                                                     "return_to": QUEUE})
+    token, c, _s, doc = transfer_live_call(app, client, local_caller, twilio)
     r = client.get(doc["page_url"])
     assert r.status_code == 200
     html = r.get_data(as_text=True)
