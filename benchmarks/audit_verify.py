@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import resource
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PG_URL = os.environ.get("IVR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from benchmarks.scratch_db import scratch_database  # noqa: E402
+
 BATCH = 20_000
 
 # Bodies shaped like the app's entries (canonical JSON, keys at, data, kind, ref, seq).
@@ -163,21 +163,10 @@ def main() -> None:
 
     env = {**os.environ, "BENCH_SIGNING_KEY": private_key_pem(Ed25519PrivateKey.generate())}
     tmp = tempfile.TemporaryDirectory()
-    schema = None
-    if args.pg:
-        from sqlalchemy import create_engine, text
-
-        schema = "bench_" + secrets.token_hex(4)
-        admin = create_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
-    else:
-        path = Path(args.keep) if args.keep else Path(tmp.name) / "audit.db"
-        if path.exists():
-            path.unlink()
-        url = f"sqlite:///{path}"
-    try:
+    path = Path(args.keep) if args.keep else Path(tmp.name) / "audit.db"
+    if not args.pg and path.exists():
+        path.unlink()
+    with scratch_database(args.pg, path) as url, tmp:
         me = [sys.executable, __file__, "--entries", str(args.entries)]
         subprocess.run([*me, "--_fill", url], env=env, check=True)
         out = subprocess.run([*me, "--_verify", url], env=env, check=True,
@@ -191,12 +180,6 @@ def main() -> None:
               f"{r['peak_rss_mb_before']} MB)")
         print("target: 1,000,000 entries in < 10 s -> "
               + ("MET" if r["seconds"] < 10 * r["entries"] / 1_000_000 else "NOT MET"))
-    finally:
-        if schema:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
-        tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -15,18 +15,17 @@ them later withdrew one channel), then times, in this process:
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PG_URL = os.environ.get("IVR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from benchmarks.scratch_db import scratch_database  # noqa: E402
 
 
 def timed(label: str, fn):
@@ -42,7 +41,7 @@ def main() -> None:
     ap.add_argument("--pg", action="store_true")
     args = ap.parse_args()
 
-    from sqlalchemy import create_engine, insert, text
+    from sqlalchemy import insert
 
     from ivr import create_app
     from ivr.db import database
@@ -52,15 +51,8 @@ def main() -> None:
     from ivr.pii import personal_data
 
     tmp = Path(tempfile.mkdtemp(prefix="kvkk-bench-"))
-    schema = None
-    if args.pg:
-        schema = "bench_" + secrets.token_hex(4)
-        admin = create_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    else:
-        url = f"sqlite:///{tmp / 'bench.db'}"
+    scratch = ExitStack()
+    url = scratch.enter_context(scratch_database(args.pg, tmp / "bench.db"))
     app = create_app({"DATABASE_URL": url, "INSTANCE_DIR": str(tmp / "instance"),
                       "TWILIO_AUTH_TOKEN": "bench", "AUDIO_DIR": str(tmp / "audio"),
                       "IYS_OUT_DIR": str(tmp / "iys")})
@@ -115,10 +107,7 @@ def main() -> None:
             print(f"  destroyed: {out.counts}")
     finally:
         database(app).engine.dispose()
-        if schema:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+        scratch.close()
 
 
 if __name__ == "__main__":

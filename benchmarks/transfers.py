@@ -14,29 +14,28 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import secrets
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
+from benchmarks.scratch_db import scratch_database  # noqa: E402
 from ivr import create_app  # noqa: E402
 from ivr.accounts import add_user  # noqa: E402
 from ivr.db import database, session  # noqa: E402
 from ivr.simulate import Caller, http_transport, parse_twiml  # noqa: E402
 from tests.fake_twilio import FakeTwilio  # noqa: E402
 
-PG_URL = os.environ.get("IVR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 AUTH_TOKEN = "bench-auth-token-" + secrets.token_hex(8)
 ACCOUNT = "AC" + "7" * 32
 STEPS = ("POST /api/transfers", "Twilio fetches /voice/transfer", "key 1 (decide, return)",
@@ -50,15 +49,9 @@ def pct(values: list[float], p: float) -> float:
 
 def run(backend: str, n: int, agents: int) -> None:
     tmp = tempfile.TemporaryDirectory()
-    schema = None
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp.name}/bench.db"
-    else:
-        schema = "bench_" + secrets.token_hex(4)
-        admin = create_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    scratch = ExitStack()
+    url = scratch.enter_context(scratch_database(backend == "postgresql",
+                                                 Path(tmp.name) / "bench.db"))
     fake = FakeTwilio(account_sid=ACCOUNT, auth_token=AUTH_TOKEN).start()
     server = make_server("127.0.0.1", 0, None, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
@@ -153,10 +146,7 @@ def run(backend: str, n: int, agents: int) -> None:
     server.shutdown()
     fake.stop()
     database(app).engine.dispose()
-    if schema:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    scratch.close()
     tmp.cleanup()
     if errors or redirects != len(done):
         raise SystemExit(1)
