@@ -13,10 +13,14 @@ from tests.audit_support import invoke
 
 PROCESSES = 8
 TRANSACTIONS = 12  # per process; each appends 1 to 3 entries
+ROUND = 4  # the workers meet at a barrier every ROUND transactions and start each round together
 
 
-def _append_worker(url: str, worker: int, go, ready) -> None:
-    """One process: its own engine, TRANSACTIONS appends, each in its own transaction."""
+def _append_worker(url: str, worker: int, go, ready, rounds) -> None:
+    """One process: its own engine, TRANSACTIONS appends, each in its own transaction.
+
+    Left alone, the OS may run one worker's appends in a single slice, so the workers meet at
+    a barrier every ROUND transactions: every round starts with all eight contending at once."""
     from ivr.audit import chain
     from ivr.db import Database
 
@@ -26,6 +30,8 @@ def _append_worker(url: str, worker: int, go, ready) -> None:
     ready.release()
     go.wait(120)
     for i in range(TRANSACTIONS):
+        if i and i % ROUND == 0:
+            rounds.wait(120)
         with db.sessionmaker() as s, s.begin():
             chain.append(s, [("test.concurrent", f"w{worker}",
                               {"worker": worker, "i": i, "part": part})
@@ -39,9 +45,9 @@ def expected_entries() -> int:
 
 def test_eight_processes_append_without_fork_or_gap(app):
     ctx = multiprocessing.get_context("spawn")
-    go, ready = ctx.Event(), ctx.Semaphore(0)
+    go, ready, rounds = ctx.Event(), ctx.Semaphore(0), ctx.Barrier(PROCESSES)
     url = app.config["DATABASE_URL"]
-    procs = [ctx.Process(target=_append_worker, args=(url, w, go, ready))
+    procs = [ctx.Process(target=_append_worker, args=(url, w, go, ready, rounds))
              for w in range(PROCESSES)]
     for p in procs:
         p.start()
@@ -61,9 +67,10 @@ def test_eight_processes_append_without_fork_or_gap(app):
     assert seqs == list(range(1, total + 1))  # no gap
     assert distinct_prev == count == total  # no two entries claim the same predecessor
     assert len(set(refs)) == PROCESSES
-    # The appends really interleaved: the workers' entries are not one block each.
+    # The appends really interleaved: each round holds every worker, so the chain switches
+    # workers at least PROCESSES - 1 times a round.
     switches = sum(1 for a, b in zip(refs, refs[1:], strict=False) if a != b)
-    assert switches >= PROCESSES
+    assert switches >= (PROCESSES - 1) * (TRANSACTIONS // ROUND)
 
     result = invoke(app, "audit", "verify")
     assert result.exit_code == 0, result.output
