@@ -11,6 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from . import db_deadline
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -86,13 +88,19 @@ class Database:
 
     def __init__(self, url: str, connect_timeout: float = 1.5):
         self.url = url
+        self.connect_timeout = connect_timeout
         kwargs = {}
-        if url.startswith("postgresql"):
+        postgresql = url.startswith("postgresql")
+        if postgresql:
             # A caller waits on us: give up on an unreachable database quickly and
-            # answer from the spool path instead (see ivr/offline.py).
-            kwargs["connect_args"] = {"connect_timeout": max(1, round(connect_timeout))}
+            # answer from the spool path instead (see ivr/offline.py). Webhooks also
+            # bound a database that stops answering (ivr/db_deadline.py), which pings.
+            kwargs["connect_args"] = {"connect_timeout": max(2, round(connect_timeout))}
             kwargs["pool_timeout"] = max(1.0, connect_timeout)
+            kwargs["pool_pre_ping"] = False
         self.engine = make_engine(url, **kwargs)
+        if postgresql:
+            db_deadline.install(self.engine)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:

@@ -108,14 +108,21 @@ class Spool:
         finally:
             os.close(fd)
 
-    def drain(self, apply, wait: float = 5.0) -> DrainReport:
-        """Apply every record in order with `apply(record)`; keep the ones that must wait."""
+    def drain(self, apply, wait: float = 5.0, budget: float | None = None) -> DrainReport:
+        """Apply every record in order with `apply(record)`; keep the ones that must wait.
+
+        With a `budget` (seconds), stop starting new records once it is spent; the rest
+        stay for the next drain."""
         report = DrainReport()
+        stop_at = None if budget is None else time.monotonic() + budget
         with self.lock(wait) as got:
             if not got:
                 report.stopped = "another process is draining"
                 return report
             for path in self.pending():
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    report.stopped = "time budget spent"
+                    break
                 try:
                     record = json.loads(path.read_text(encoding="utf-8"))
                 except (OSError, ValueError) as e:
@@ -142,14 +149,19 @@ def spool() -> Spool:
     return current_app.extensions["ivr_spool"]
 
 
-def drain_if_pending(wait: float = 1.0) -> DrainReport | None:
-    """Replay waiting records before serving a request (cheap when the spool is empty)."""
+def drain_if_pending(wait: float = 0.2, budget: float = 0.5) -> DrainReport | None:
+    """Replay waiting records before serving a request (cheap when the spool is empty).
+
+    A caller is waiting, so this drains for at most about `budget` seconds (and waits at
+    most `wait` for another process's drain); the next requests go on where it stopped.
+    A request whose call still has records waiting is spooled behind them
+    (calls.RunBehind), so the order holds."""
     sp = spool()
     if not sp.pending():
         return None
     from .offline import apply_record
 
-    report = sp.drain(apply_record, wait=wait)
+    report = sp.drain(apply_record, wait=wait, budget=budget)
     if report.applied or report.stopped:
         log.info("spool drain applied=%d waiting=%d stopped=%s", report.applied,
                  report.waiting, report.stopped)

@@ -43,7 +43,7 @@ class Gunicorn:
             "IVR_LOG_LEVEL": "WARNING",
             "IVR_GUNICORN_LOG_LEVEL": "warning",
         })
-        for key in ("PII_KEY", "HMAC_KEY", "SECRET_KEY"):
+        for key in ("PII_KEY", "HMAC_KEY", "SECRET_KEY", "DB_CONNECT_TIMEOUT"):
             if app_config.get(key):
                 env[f"IVR_{key}"] = app_config[key]
         self.log = Path(app_config["INSTANCE_DIR"]) / "gunicorn.log"

@@ -1,5 +1,7 @@
 """A TCP proxy the tests control: put it between the app and PostgreSQL, then cut it
-(every connection dropped, new ones refused) and restore it."""
+(every connection dropped, new ones refused), or freeze it (connections stay open and new
+ones are accepted, but no byte gets through: a network partition or a hung server), and
+restore it."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._listen()
 
     def _listen(self) -> None:
@@ -33,6 +37,7 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            self._flowing.wait()  # frozen: the client is connected, and nothing answers
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
                 upstream.settimeout(None)
@@ -44,10 +49,10 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()  # frozen: the bytes are held back
                 dst.sendall(data)
         except OSError:
             pass
@@ -76,10 +81,16 @@ class TcpProxy:
                 pass
             c.close()
 
+    def freeze(self) -> None:
+        """The database stops answering, without closing anything."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         """The database is reachable again, on the same port."""
+        self._flowing.set()
         if self._listener is None:
             self._listen()
 
     def close(self) -> None:
+        self._flowing.set()
         self.cut()

@@ -14,6 +14,7 @@ from ivr.db import database
 from ivr.flow import load_flow
 from ivr.models import AuditEntry, Consent
 from ivr.simulate import Caller, http_transport
+from ivr.spool import spool
 from tests.conftest import AUTH_TOKEN, ROOT, LiveServer, postgresql_only, verified_chain_length
 from tests.tcp_proxy import TcpProxy
 
@@ -102,3 +103,63 @@ def test_fallback_url_is_static_twiml(client):
         assert r.status_code == 200 and r.mimetype == "text/xml"
         root = ET.fromstring(r.data)
         assert [el.tag for el in root] == ["Say", "Say", "Hangup"]
+
+
+@postgresql_only
+def test_database_stops_answering_mid_call(outage):
+    """A hung database (connections open, no answer) must not leave the caller waiting:
+    the webhook gives up after IVR_DB_CONNECT_TIMEOUT and answers from the spool path."""
+    app, proxy = outage.app, outage.proxy
+    c = Caller(outage.url, AUTH_TOKEN, http_transport())
+    first = c.dial()
+    proxy.freeze()
+    last = c.press(first, "1")  # would wait past Twilio's 15 s without the deadline
+    assert FLOW.text("confirm_granted", "tr") in [h.text for h in last.heard]
+    assert last.end == "hangup"
+    assert c.hang_up().status == 200
+    other = Caller(outage.url, AUTH_TOKEN, http_transport())
+    turn = other.dial()  # a new call while it still hangs: new connections time out too
+    assert ET.fromstring(turn.twiml).find("Gather") is not None
+    runner = app.test_cli_runner()
+    assert "3 record(s) waiting" in runner.invoke(cli, ["spool", "status"]).output
+    proxy.restore()
+    result = runner.invoke(cli, ["spool", "drain"])
+    assert result.exit_code == 0, result.output
+    [consent] = consents(app)
+    assert (consent.decision, consent.digits, consent.call_sid) == ("granted", "1", c.call_sid)
+    assert verified_chain_length(app) > 0
+    assert "applied 0" in runner.invoke(cli, ["spool", "drain"]).output
+
+
+@postgresql_only
+def test_a_key_for_a_call_whose_start_still_waits_in_the_spool(outage):
+    """The database is back, but the spool has not been drained yet (another worker holds
+    the drain lock): the key press cannot find its run, so it waits in the spool behind
+    the call's start instead of the caller hearing the apology."""
+    app, proxy = outage.app, outage.proxy
+    proxy.cut()
+    c = Caller(outage.url, AUTH_TOKEN, http_transport())
+    first = c.dial()
+    proxy.restore()
+    with app.app_context(), spool().lock(5) as got:
+        assert got  # "another worker" is draining
+        turn = c.press(first, "1")
+    assert FLOW.text("confirm_granted", "tr") in [h.text for h in turn.heard]
+    assert consents(app) == []
+    result = app.test_cli_runner().invoke(cli, ["spool", "drain"])
+    assert result.exit_code == 0 and "applied 2" in result.output, result.output
+    [consent] = consents(app)
+    assert (consent.decision, consent.digits, consent.call_sid) == ("granted", "1", c.call_sid)
+    assert verified_chain_length(app) > 0
+
+
+def test_a_drain_stops_when_its_time_budget_is_spent(app):
+    with app.app_context():
+        sp = spool()
+        for i in range(3):
+            sp.write({"kind": "test", "i": i})
+        applied = []
+        report = sp.drain(applied.append, budget=0)
+        assert (report.applied, report.stopped, applied) == (0, "time budget spent", [])
+        report = sp.drain(applied.append)
+        assert report.applied == 3 and [r["i"] for r in applied] == [0, 1, 2]

@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQL
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from twilio.twiml.voice_response import VoiceResponse
 
-from .. import calls, offline
-from ..db import session, utcnow
+from .. import calls, db_deadline, offline
+from ..db import database, session, utcnow
 from ..flowstore import flows
 from ..models import WebhookRequest
 from ..observability import observe_webhook
@@ -60,9 +60,15 @@ def _webhook(verb, *, twiml: bool, offline=None):
 
     A Twilio retry (same I-Twilio-Idempotency-Token) gets the stored answer and stores
     nothing new. A concurrent duplicate that loses the race is retried and then finds the
-    winner's answer. If the database cannot be reached, `offline(form, now)` answers
-    from the state in the URL and the request is spooled to disk for later.
+    winner's answer. If the database cannot be reached, or does not answer within
+    IVR_DB_CONNECT_TIMEOUT, `offline(form, now)` answers from the state in the URL and
+    the request is spooled to disk for later.
     """
+    with db_deadline.deadline(database().connect_timeout):
+        return _run_webhook(verb, twiml, offline)
+
+
+def _run_webhook(verb, twiml: bool, offline):
     started = time.perf_counter()
     now = utcnow()
     form = request.form
@@ -110,6 +116,9 @@ def _webhook(verb, *, twiml: bool, offline=None):
             outcome = "spooled-behind"
             return _spool(offline, form, now, token, twiml)
     except calls.UnknownRun:
+        if spool().pending():  # the run may start in a record still waiting there
+            outcome = "spooled-behind"
+            return _spool(offline, form, now, token, twiml)
         outcome = "unknown-run"
         return _xml(apology_twiml()) if twiml else _bad_request("Unknown run.")
     except SQLAlchemyError as exc:
