@@ -105,6 +105,9 @@ watchdog = _Watchdog()
 
 def _connect_within(dialect, cargs, cparams, seconds: float):
     """Connect in a helper thread and give up after `seconds` (libpq's floor is 2 s)."""
+    if seconds <= 0:
+        raise dialect.loaded_dbapi.OperationalError(
+            "no time left to connect to the database (the webhook's deadline was reached)")
     done = threading.Event()
     box: dict = {}
     lock = threading.Lock()
@@ -124,7 +127,7 @@ def _connect_within(dialect, cargs, cparams, seconds: float):
             done.set()
 
     threading.Thread(target=run, name="db-connect", daemon=True).start()
-    done.wait(max(seconds, 0.0))
+    done.wait(seconds)
     with lock:
         if "conn" in box:
             return box["conn"]

@@ -1,0 +1,38 @@
+"""The webhook deadline on PostgreSQL work: inside it a statement that takes too long is
+cut and fails at once; outside it (the CLI's long jobs) nothing is cut; either way the
+engine goes on working."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from ivr.db import Database
+from ivr.db_deadline import deadline
+from tests.conftest import postgresql_only
+
+
+@postgresql_only
+def test_a_statement_past_the_deadline_is_cut_and_the_engine_recovers(database_url):
+    db = Database(database_url)
+    try:
+        with db.engine.connect() as conn:  # outside a deadline: a slow statement finishes
+            assert conn.execute(text("SELECT pg_sleep(0.3), 1")).one()[1] == 1
+        # Left alone this would finish without error after 30 s: the error is the cut.
+        with deadline(0.3), pytest.raises(OperationalError), db.engine.connect() as conn:
+            conn.execute(text("SELECT pg_sleep(30)"))
+        with deadline(5), db.engine.connect() as conn:  # a new connection, within the time
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        db.engine.dispose()
+
+
+@postgresql_only
+def test_no_time_left_means_no_connection_attempt(database_url):
+    db = Database(database_url)
+    try:
+        with deadline(0), pytest.raises(OperationalError, match="deadline"):
+            db.engine.connect()
+    finally:
+        db.engine.dispose()
