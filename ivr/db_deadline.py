@@ -28,6 +28,7 @@ from sqlalchemy.exc import DisconnectionError
 
 _local = threading.local()
 _POLL = 0.02  # seconds between the watchdog's looks at the clock
+IDLE_IN_TRANSACTION = "60s"  # no transaction of ours, webhook or CLI, idles this long
 
 
 @contextmanager
@@ -153,8 +154,14 @@ def install(engine: Engine) -> None:
         return _connect_within(dialect, cargs, cparams, until - time.monotonic())
 
     @event.listens_for(engine, "connect")
-    def _fresh(_dbapi_conn, record):
+    def _fresh(dbapi_conn, record):
         record.info["fresh"] = True
+        # A cut connection's server side may not learn of it for a long time (a partition
+        # swallows the FIN) and would keep its locks, the audit chain's among them:
+        # PostgreSQL ends such a session once it has sat idle in a transaction this long.
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
+        dbapi_conn.commit()
 
     @event.listens_for(engine, "checkout")
     def _checkout(dbapi_conn, record, _proxy):

@@ -36,3 +36,14 @@ def test_no_time_left_means_no_connection_attempt(database_url):
             db.engine.connect()
     finally:
         db.engine.dispose()
+
+
+@postgresql_only
+def test_sessions_left_idle_in_a_transaction_are_ended_by_the_server(database_url):
+    db = Database(database_url)
+    try:
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() \
+                == "1min"
+    finally:
+        db.engine.dispose()
