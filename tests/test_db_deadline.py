@@ -12,38 +12,32 @@ from ivr.db import Database
 from ivr.db_deadline import deadline
 from tests.conftest import postgresql_only
 
-
-@postgresql_only
-def test_a_statement_past_the_deadline_is_cut_and_the_engine_recovers(database_url):
-    db = Database(database_url)
-    try:
-        with db.engine.connect() as conn:  # outside a deadline: a slow statement finishes
-            assert conn.execute(text("SELECT pg_sleep(0.3), 1")).one()[1] == 1
-        # Left alone this would finish without error after 30 s: the error is the cut.
-        with deadline(0.3), pytest.raises(OperationalError), db.engine.connect() as conn:
-            conn.execute(text("SELECT pg_sleep(30)"))
-        with deadline(5), db.engine.connect() as conn:  # a new connection, within the time
-            assert conn.execute(text("SELECT 1")).scalar() == 1
-    finally:
-        db.engine.dispose()
+pytestmark = postgresql_only
 
 
-@postgresql_only
-def test_no_time_left_means_no_connection_attempt(database_url):
-    db = Database(database_url)
-    try:
-        with deadline(0), pytest.raises(OperationalError, match="deadline"):
-            db.engine.connect()
-    finally:
-        db.engine.dispose()
+@pytest.fixture
+def db(database_url):
+    database = Database(database_url)
+    yield database
+    database.engine.dispose()
 
 
-@postgresql_only
-def test_sessions_left_idle_in_a_transaction_are_ended_by_the_server(database_url):
-    db = Database(database_url)
-    try:
-        with db.engine.connect() as conn:
-            assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() \
-                == "1min"
-    finally:
-        db.engine.dispose()
+def test_a_statement_past_the_deadline_is_cut_and_the_engine_recovers(db):
+    with db.engine.connect() as conn:  # outside a deadline: a slow statement finishes
+        assert conn.execute(text("SELECT pg_sleep(0.3), 1")).one()[1] == 1
+    # Left alone this would finish without error after 30 s: the error is the cut.
+    with deadline(0.3), pytest.raises(OperationalError), db.engine.connect() as conn:
+        conn.execute(text("SELECT pg_sleep(30)"))
+    with deadline(5), db.engine.connect() as conn:  # a new connection, within the time
+        assert conn.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_no_time_left_means_no_connection_attempt(db):
+    with deadline(0), pytest.raises(OperationalError, match="deadline"):
+        db.engine.connect()
+
+
+def test_sessions_left_idle_in_a_transaction_are_ended_by_the_server(db):
+    with db.engine.connect() as conn:
+        timeout = conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar()
+    assert timeout == "1min"
