@@ -53,7 +53,6 @@ class _Watchdog:
         self._armed: dict[int, tuple[float, object]] = {}
         self._wake = threading.Event()
         self._pid = 0
-        self.cuts = 0
 
     def arm(self, key: int, until: float, dbapi_conn) -> None:
         with self._lock:
@@ -83,7 +82,6 @@ class _Watchdog:
                     if until <= now:
                         del self._armed[key]
                         _cut(conn)
-                        self.cuts += 1
 
 
 def _cut(dbapi_conn) -> None:
@@ -180,13 +178,8 @@ def install(engine: Engine) -> None:
             watchdog.disarm(id(record))
             raise DisconnectionError(f"pre-ping failed: {exc}") from exc
 
+    def _disarm(_dbapi_conn, record, *_exception):
+        watchdog.disarm(id(record))
+
     for name in ("checkin", "close", "invalidate", "soft_invalidate", "detach"):
-        event.listen(engine, name, _disarm_listener(name))
-
-
-def _disarm_listener(name: str):
-    if name == "checkin":
-        return lambda _dbapi_conn, record: watchdog.disarm(id(record))
-    if name in ("invalidate", "soft_invalidate"):
-        return lambda _dbapi_conn, record, _exc: watchdog.disarm(id(record))
-    return lambda _dbapi_conn, record: watchdog.disarm(id(record))
+        event.listen(engine, name, _disarm)
