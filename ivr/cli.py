@@ -43,7 +43,7 @@ def with_app(f):
             first = str(getattr(e, "orig", e)).splitlines()[0]
             raise click.ClickException(
                 f"database error: {first}. Is the database reachable and set up "
-                "(python -m ivr db upgrade)?") from None
+                "(.venv/bin/python -m ivr db upgrade)?") from None
 
     return wrapper
 
@@ -204,4 +204,4 @@ _register()
 
 def main() -> None:
     """Entry point of `python -m ivr`."""
-    cli(prog_name="python -m ivr")
+    cli(prog_name=".venv/bin/python -m ivr")

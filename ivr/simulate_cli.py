@@ -125,14 +125,15 @@ def _decision(call_sid: str) -> str | None:
     return decision or "none (no decision was recorded: the caller hung up before choosing)"
 
 
-def _transfer(caller: Caller, base: str, token: str, standin: TwilioStandIn, post) -> Turn:
-    """An agent sends the live call into the consent flow; Twilio fetches the new TwiML."""
+def _transfer(caller: Caller, api, standin: TwilioStandIn) -> tuple[str, Turn]:
+    """An agent sends the live call into the consent flow; Twilio fetches the new TwiML.
+    Returns the transfer's id and the first turn of the flow."""
     standin.calls[caller.call_sid] = "in-progress"
     click.echo(f"  the caller is talking to an agent; the agent transfers the call "
                f"(return to queue {RETURN_QUEUE!r})")
-    status, body = post("/api/transfers", {
+    status, body = api("POST", "/api/transfers", {
         "call_sid": caller.call_sid, "return_to": {"type": "queue", "name": RETURN_QUEUE}},
-        {"Authorization": f"Bearer {token}", "Idempotency-Key": secrets.token_hex(8)})
+        {"Idempotency-Key": secrets.token_hex(8)})
     if status != 201:
         raise click.ClickException(f"the transfer was refused (HTTP {status}): "
                                    f"{body.get('message') or body}")
@@ -142,25 +143,27 @@ def _transfer(caller: Caller, base: str, token: str, standin: TwilioStandIn, pos
         raise click.ClickException(
             "the server did not ask the Twilio stand-in to redirect the call; is it "
             f"started with IVR_TWILIO_API_URL={standin.url}?")
-    return caller.fetch(redirect[1])
+    return body["id"], caller.fetch(redirect[1])
 
 
-def _api_poster(app, in_process: bool, base: str):
-    """POST JSON to the server's API: in this process, or over HTTP."""
+def _agent_api(app, in_process: bool, base: str, token: str):
+    """The server's API as the agent calls it: in this process, or over HTTP."""
+    auth = {"Authorization": f"Bearer {token}"}
     if in_process:
         client = app.test_client()
 
-        def post(path, body, headers):
-            r = client.post(path, json=body, headers=headers)
+        def call(method, path, body=None, headers=None):
+            r = client.open(path, method=method, json=body, headers={**auth, **(headers or {})})
             return r.status_code, r.get_json(silent=True) or {}
     else:
-        def post(path, body, headers):
-            r = requests.post(base + path, json=body, headers=headers, timeout=30)
+        def call(method, path, body=None, headers=None):
+            r = requests.request(method, base + path, json=body, timeout=30,
+                                 headers={**auth, **(headers or {})})
             try:
                 return r.status_code, r.json()
             except ValueError:
                 return r.status_code, {"message": r.text[:200]}
-    return post
+    return call
 
 
 def _standin(app, in_process: bool) -> TwilioStandIn:
@@ -230,18 +233,22 @@ def simulate(digits, url, in_process, from_number, to_number, call_sid, transfer
         return click.prompt("press (0-9*#, t=silence, h=hang up)", default=SILENCE,
                             show_default=False, value_proc=_one_key)
 
+    standin = _standin(app, in_process) if transfer else None
     where = "the app in this process (no server)" if in_process else base
     click.echo(f"Calling {where} as {from_number} (CallSid {caller.call_sid})")
     try:
         with ExitStack() as stack:
-            if transfer:
-                standin = stack.enter_context(_standin(app, in_process))
-                turn = _transfer(caller, base, agent_token, standin,
-                                 _api_poster(app, in_process, base))
+            if standin is not None:
+                stack.enter_context(standin)
+                api = _agent_api(app, in_process, base, agent_token)
+                transfer_id, turn = _transfer(caller, api, standin)
             else:
                 turn = caller.dial()
             turn = _follow(caller, turn, next_key)
             caller.hang_up()
+            if standin is not None:
+                _, body = api("GET", f"/api/transfers/{transfer_id}")
+                click.echo(f"  transfer {transfer_id}: {body.get('status')}")
     except SimulationError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"Call ended: {turn.end or 'hangup'} after {caller.duration} s"

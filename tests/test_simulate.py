@@ -259,6 +259,10 @@ def test_a_transfer_in_process_goes_through_the_stand_in_and_back(runner, app):
     assert lines[-1] == "Decision: declined"
     [t] = stored(app, Transfer)
     assert (t.status, t.decision) == ("returned", "declined")
+    assert lines[2] == f"  transfer {t.id}: requested"
+    assert lines[-3] == f"  transfer {t.id}: returned"
+    # The stand-in answered as Twilio: the transfer was redirected, and never failed.
+    assert t.redirected_at is not None and t.failure_reason is None
 
 
 def test_a_transfer_against_a_server_uses_its_configured_twilio_url(app_config, make_app):
@@ -294,3 +298,4 @@ def test_a_transfer_against_a_server_needs_a_local_twilio_url(live_app, runner):
     result = simulate(runner, "--url", live_app.url, "--transfer", "--agent-token", "x")
     assert result.exit_code == 1
     assert "IVR_TWILIO_API_URL=http://127.0.0.1:5099" in result.output
+    assert "Calling" not in result.output
