@@ -299,3 +299,11 @@ def test_a_transfer_against_a_server_needs_a_local_twilio_url(live_app, runner):
     assert result.exit_code == 1
     assert "IVR_TWILIO_API_URL=http://127.0.0.1:5099" in result.output
     assert "Calling" not in result.output
+
+
+def test_the_interactive_prompt_asks_again_for_a_key_that_is_not_one(runner):
+    result = runner.invoke(cli, ["simulate", "--in-process"], input="x\n12\n2\n")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("Error: one key: 0-9 * #, 't' for a silence, 'h' to hang up") == 2
+    assert "caller presses: 2" in result.output
+    assert result.output.splitlines()[-1] == "Decision: declined"
