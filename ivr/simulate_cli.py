@@ -31,6 +31,7 @@ from .simulate import (
     manifest_seconds,
     manifest_texts,
 )
+from .transfers import twilio_settings
 from .twilio_standin import TwilioStandIn
 
 PREFIX = ".venv/bin/python -m ivr"
@@ -170,8 +171,6 @@ def _standin(app, in_process: bool) -> TwilioStandIn:
     """The Twilio stand-in, where the app's REST client will look for Twilio."""
     cfg = app.config
     if in_process:
-        from .transfers import twilio_settings
-
         standin = TwilioStandIn(cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"])
         cfg["TWILIO_API_URL"] = standin.url
         app.extensions["ivr_twilio_rest"] = twilio_settings(cfg)
