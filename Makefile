@@ -1,19 +1,37 @@
 # Two commands: `make run` and `make test`. Everything else is set up on the way.
+# `make run` installs the service's packages only (requirements.txt); `make test` adds the
+# development set (requirements-dev.txt: pytest, playwright, ruff, ...). Each set is
+# reinstalled when its files change.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+RUN_STAMP := $(VENV)/.installed-run-$(shell cat requirements.txt | sha256sum | cut -c1-12)
+DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+PIP := $(PY) -m pip install --disable-pip-version-check --no-input
 
-.PHONY: run test setup audio db lint bench tools clean
+.PHONY: run test setup setup-dev audio db lint bench tools clean
 
-$(STAMP): requirements.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	@rm -f $(VENV)/.installed-*
-	@touch $(STAMP)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 
-setup: $(STAMP)
+$(RUN_STAMP): requirements.txt | $(PY)
+	@echo "Installing the service's packages (requirements.txt) into $(VENV); the first time takes about a minute:"
+	$(PIP) --progress-bar on -r requirements.txt
+	@rm -f $(VENV)/.installed-run-*
+	@touch $@
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
+	@echo "Installing the service's and the development packages (requirements-dev.txt) into $(VENV):"
+	$(PIP) --progress-bar on -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-dev-* $(VENV)/.installed-run-*
+	@touch $@ $(RUN_STAMP)
+
+# The service's packages only.
+setup: $(RUN_STAMP)
+
+# The service's packages and the development ones.
+setup-dev: $(DEV_STAMP)
 
 db: setup
 	$(PY) -m ivr db upgrade
@@ -42,13 +60,13 @@ tools:
 	  else echo "!!! missing$$missing and not root: the tests that need them will be skipped"; fi; \
 	fi
 
-test: setup tools audio lint
+test: setup-dev tools audio lint
 	$(PY) -m pytest
 
-lint: setup
+lint: setup-dev
 	$(VENV)/bin/ruff check ivr tests benchmarks wsgi.py gunicorn.conf.py
 
-bench: setup
+bench: setup-dev
 	$(PY) benchmarks/consent_calls.py
 
 clean:

@@ -388,7 +388,7 @@ def start_profiler(server_pid: int, args) -> subprocess.Popen:
     """py-spy over the master and every worker for the measurement window (raw stacks)."""
     spy = Path(sys.executable).parent / "py-spy"
     if not spy.exists():
-        raise SystemExit("--profile needs py-spy (pip install -r requirements.txt)")
+        raise SystemExit("--profile needs py-spy (pip install -r requirements-dev.txt)")
     out = Path(args.profile) / ("ivr-wall.txt" if args.profile_idle else "ivr-cpu.txt")
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(spy), "record", "--pid", str(server_pid), "--subprocesses", "--format", "raw",

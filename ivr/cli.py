@@ -43,7 +43,7 @@ def with_app(f):
             first = str(getattr(e, "orig", e)).splitlines()[0]
             raise click.ClickException(
                 f"database error: {first}. Is the database reachable and set up "
-                "(python -m ivr db upgrade)?") from None
+                "(.venv/bin/python -m ivr db upgrade)?") from None
 
     return wrapper
 
@@ -77,70 +77,6 @@ def serve(host, port):
     click.echo(f"Public URL: {app.config['PUBLIC_URL']}  "
                f"(webhooks: /voice/incoming, /voice/status, /voice/recording)")
     app.run(host=host, port=port, threaded=True, debug=False, use_reloader=False)
-
-
-@cli.command()
-@click.option("--digits", default=None,
-              help="Keys to press in order: 0-9 * #, 't' for silence, 'h' to hang up.")
-@click.option("--url", default=None, help="Server base URL (default: IVR_PUBLIC_URL).")
-@click.option("--in-process", is_flag=True, help="Run the app in this process, no server.")
-@click.option("--from", "from_number", default="+905321234567", show_default=True)
-@click.option("--to", "to_number", default="+902122223344", show_default=True)
-@click.option("--call-sid", default=None, help="Use this CallSid (default: a random one).")
-@with_app
-def simulate(digits, url, in_process, from_number, to_number, call_sid):
-    """Place a simulated call, signed exactly as Twilio signs, and print what is heard."""
-    from .simulate import Caller, SimulationError, flask_transport, http_transport, manifest_texts
-
-    app = current_app._get_current_object()
-    base = (url or app.config["PUBLIC_URL"]).rstrip("/")
-    texts = manifest_texts(app.config["AUDIO_DIR"])
-    transport = None
-    if not in_process:
-        import requests
-
-        try:
-            requests.get(base + "/healthz", timeout=3)
-            transport = http_transport()
-        except requests.RequestException:
-            click.echo(f"No server answers at {base}; running the app in-process instead.")
-    if transport is None:
-        database().create_all()
-        transport = flask_transport(app.test_client())
-        base = app.config["PUBLIC_URL"]
-    caller = Caller(base, app.config["TWILIO_AUTH_TOKEN"], transport, from_number=from_number,
-                    to_number=to_number, call_sid=call_sid, audio_texts=texts)
-    interactive = digits is None
-    keys = list(digits or "")
-
-    def next_key():
-        if interactive:
-            return click.prompt("press (0-9*#, t=silence, h=hang up)", default="t",
-                                show_default=False)
-        return keys.pop(0) if keys else None
-
-    click.echo(f"Calling {base}/voice/incoming as {from_number} (CallSid {caller.call_sid})")
-    try:
-        turn = caller.dial()
-        while True:
-            for i, h in enumerate(turn.heard):
-                if turn.recording_started and i == turn.recording_after:
-                    click.echo("  (recording starts)")
-                click.echo(f"  caller hears: {h.text}")
-            if turn.recording_started and turn.recording_after == len(turn.heard):
-                click.echo("  (recording starts)")
-            if not turn.gather_action:
-                break
-            key = next_key()
-            if key is None or key == "h":
-                click.echo("  caller hangs up")
-                break
-            click.echo(f"  caller presses: {'(silence)' if key == 't' else key}")
-            turn = caller.press(turn, "" if key == "t" else key)
-        caller.hang_up()
-    except SimulationError as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"Call ended: {turn.end or 'hangup'}")
 
 
 @cli.group()
@@ -251,6 +187,7 @@ def _register() -> None:
     from .audit.cli import audit_cli
     from .dbcli import db_cli
     from .kvkk.cli import register as kvkk_commands
+    from .simulate_cli import simulate
     from .spool_cli import spool_cli
 
     cli.add_command(users_cli)
@@ -258,6 +195,7 @@ def _register() -> None:
     cli.add_command(audit_cli)
     cli.add_command(db_cli)
     cli.add_command(spool_cli)
+    cli.add_command(simulate)
     kvkk_commands(cli)
 
 
@@ -266,4 +204,4 @@ _register()
 
 def main() -> None:
     """Entry point of `python -m ivr`."""
-    cli(prog_name="python -m ivr")
+    cli(prog_name=".venv/bin/python -m ivr")

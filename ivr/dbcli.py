@@ -195,7 +195,8 @@ def db_current():
     with database(app).engine.connect() as conn:
         rev = current_revision(conn)
     head = head_revision()
-    state = "up to date" if rev == head else f"behind: run `python -m ivr db upgrade` ({head})"
+    state = ("up to date" if rev == head
+             else f"behind: run `.venv/bin/python -m ivr db upgrade` ({head})")
     click.echo(f"{rev or 'none'}  {state}")
     if rev != head:
         raise SystemExit(1)

@@ -96,7 +96,7 @@ def check_database(app: Flask) -> str:
     head = head_revision()
     if revision is None:
         return ("ok (schema made without migrations)" if has_tables
-                else "no schema: run `python -m ivr db upgrade`")
+                else "no schema: run `.venv/bin/python -m ivr db upgrade`")
     if revision == head:
         return f"ok (schema {revision})"
     from alembic.script import ScriptDirectory
@@ -105,7 +105,7 @@ def check_database(app: Flask) -> str:
 
     known = {r.revision for r in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
     if revision in known:
-        return f"schema {revision} is behind {head}: run `python -m ivr db upgrade`"
+        return f"schema {revision} is behind {head}: run `.venv/bin/python -m ivr db upgrade`"
     # Newer than this code (a deploy migrated first): revisions stay backward compatible.
     return f"ok (schema {revision}, newer than this code's {head})"
 
@@ -119,7 +119,7 @@ def check_audio(registry, library) -> str:
         return f"ok ({len(library)} prompt files)"
     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
     return (f"missing {len(missing)} prompt files ({', '.join(missing[:3])}{more}): "
-            "run `python -m ivr audio build`")
+            "run `.venv/bin/python -m ivr audio build`")
 
 
 def missing_audio(registry, library) -> list[str]:

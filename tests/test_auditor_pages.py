@@ -243,7 +243,8 @@ def test_json_export_of_a_search(app, auditor, calls):
     [row] = doc["rows"]
     assert list(row) == EXPORT_FIELDS
     assert row["call_sid"] == calls["declined"].call_sid and row["phone"] == BOB
-    assert row["channels"] == ["ARAMA", "MESAJ", "EPOSTA"] and row["duration"] == 42
+    assert row["channels"] == ["ARAMA", "MESAJ", "EPOSTA"]
+    assert row["duration"] == calls["declined"].duration
     assert audit_bodies(app, "auditor.access")[0]["data"]["action"] == "export.json"
 
 

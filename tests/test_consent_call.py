@@ -65,7 +65,7 @@ def test_consent_call_paths(caller, live_app, keys, decision, digits, language, 
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", consent["captured_at"])
     assert consent["agent_id"] == ""
     assert data["status"] == "completed"
-    assert data["duration"] == 42
+    assert data["duration"] == c.duration > 0
     assert len(data["consents"]) == 1
 
 
@@ -172,4 +172,5 @@ def test_simulate_prints_the_call_in_the_order_heard(runner):
     assert "kaydedil" in TR("notice_intro") and lines[intro + 1] == "(recording starts)"
     assert lines.count("(recording starts)") == 1 and intro < question
     assert lines[question + 1] == "caller presses: 1"
-    assert f"caller hears: {TR('confirm_granted')}" in lines and lines[-1] == "Call ended: hangup"
+    assert f"caller hears: {TR('confirm_granted')}" in lines
+    assert lines[-2].startswith("Call ended: hangup after ") and lines[-1] == "Decision: granted"

@@ -117,7 +117,8 @@ def export(fmt: str):
                           phone_hmac=crit.phone_hmac, query=crit.audit_query(), call_sids=sids)
     if too_many:
         return _error(400, "Too many results", f"An export holds at most {EXPORT_LIMIT} calls. "
-                      "Narrow the date range, or use `python -m ivr consents export` for bulk.")
+                      "Narrow the date range, or use `.venv/bin/python -m ivr consents export` "
+                      "for bulk.")
     pii = personal_data()
     parts = [(sids[i:i + CHUNK], []) for i in range(0, len(sids), CHUNK)]
     parts += [([], ids[i:i + CHUNK]) for i in range(0, len(ids), CHUNK)]

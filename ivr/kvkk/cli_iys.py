@@ -89,7 +89,8 @@ def _push(url: str, only: list[str] | None = None, new: dict[str, bytes] | None 
                        "İYS named are marked rejected; the others will go in the next export.")
         else:
             click.echo(f"  {batch.id}: FAILED (HTTP {answer.http_status or '-'}: {codes}); "
-                       "retry with `python -m ivr iys push URL`. Later batches were held back.")
+                       "retry with `.venv/bin/python -m ivr iys push URL`. Later batches were "
+                       "held back.")
             return False
     return True
 
@@ -204,7 +205,7 @@ def pending_cmd(as_json):
                        "export them now (İYS may refuse them with H467).", err=True)
         if due:
             click.echo(f"WARNING: {due} record(s) reach the 3-business-day İYS limit within "
-                       "one business day; run `python -m ivr iys export`.", err=True)
+                       "one business day; run `.venv/bin/python -m ivr iys export`.", err=True)
 
     run()
 
