@@ -20,6 +20,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from urllib.parse import unquote_plus
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import (
@@ -34,6 +35,7 @@ from prometheus_client.core import GaugeMetricFamily
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
+from werkzeug.serving import WSGIRequestHandler
 
 log = logging.getLogger("ivr.webhook")
 
@@ -271,9 +273,14 @@ def _after_rollback(session: Session) -> None:
 # --- logs ---------------------------------------------------------------------------------
 
 # A phone number in any usual shape: +90 532 123 45 67, 0 (532) 123-45-67, 905321234567,
-# 5321234567. Never inside a word, so call SIDs, hashes and run ids stay readable.
+# 5321234567, and as it appears in a URL, percent- or plus-encoded: %2B90+532+123+45+67,
+# 0532%20123%2045%2067, (0532)%20123-45-67. Never inside a word or a percent escape, so
+# call SIDs, hashes and run ids stay readable; right after an escape (`%3D0532...`, a number
+# inside an encoded URL) it counts as a start.
+_SEP = r"(?:[ \-()+]|%20|%2[bBdD]|%28|%29)"
 _PHONE = re.compile(
-    r"(?<![\w+(])\(?(?:(?:\+|00)\d(?:[ \-()]{0,3}\d){7,15}|\d(?:[ \-()]{0,3}\d){9,15})(?!\w)")
+    r"(?<!%)(?<!%[0-9A-Fa-f])(?:(?<![\w+(])|(?<=%[0-9A-Fa-f]{2}))(?:\(|%28)?"
+    rf"(?:(?:\+|%2[bB]|00)\d(?:{_SEP}{{0,3}}\d){{7,15}}|\d(?:{_SEP}{{0,3}}\d){{9,15}})(?!\w)")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 REDACTED = "[phone]"
 
@@ -283,6 +290,37 @@ def redact(text: str) -> str:
     if not text or not any(c.isdigit() for c in text):
         return text
     return _PHONE.sub(lambda m: m.group(0) if _DATE.match(m.group(0)) else REDACTED, text)
+
+
+# Query parameters whose values a request log may show: ids, steps, filters. Any other
+# parameter (phone, next, s ...) is logged by name only, whatever it holds.
+LOGGED_PARAMETERS = frozenset({"run", "step", "transfer", "call_sid", "decision", "since",
+                               "until", "limit"})
+
+
+def loggable_target(target: str) -> str:
+    """A request target fit for a log: the path, and the values of allow-listed parameters."""
+    path, question, query = target.partition("?")
+    if not question:
+        return redact(path)
+    parts = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        name, _, _value = pair.partition("=")
+        parts.append(pair if unquote_plus(name) in LOGGED_PARAMETERS else f"{name}=-")
+    return redact(path + "?" + "&".join(parts))
+
+
+class RequestLogHandler(WSGIRequestHandler):
+    """Werkzeug's request handler for `ivr serve`, logging each target via loggable_target."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """One line per request: method, target (no personal data), status and size."""
+        path = getattr(self, "path", None)
+        line = (f"{self.command} {loggable_target(path)} {self.request_version}"
+                if path is not None else "(unreadable request line)")
+        self.log("info", '"%s" %s %s', line.translate(self._control_char_table), code, size)
 
 
 def _redact_value(value):

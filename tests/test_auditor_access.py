@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 import pytest
+from sqlalchemy import update
 
 from ivr import create_app
 from ivr.accounts import User
 from ivr.auditor.login import failures
-from ivr.db import database
+from ivr.db import database, utcnow
+from ivr.models import WebSession
 
 from .test_auditor_support import audit_bodies, csrf_token, login, make_user
 
@@ -113,8 +114,10 @@ def test_session_cookie_is_secure_behind_https(app_config):
 def test_session_ends_after_the_absolute_limit_or_when_the_account_is_disabled(
         client, app, users):
     login(client, "auditor-1", users["auditor"])
-    with client.session_transaction() as sess:
-        sess["t0"] = time.time() - 9 * 3600
+    s = database(app).sessionmaker()
+    with s.begin():
+        s.execute(update(WebSession).values(created_at=utcnow() - timedelta(hours=9)))
+    s.close()
     assert client.get("/auditor/").status_code == 302
     login(client, "auditor-1", users["auditor"])
     assert client.get("/auditor/").status_code == 200
