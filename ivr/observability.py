@@ -273,14 +273,18 @@ def _after_rollback(session: Session) -> None:
 # --- logs ---------------------------------------------------------------------------------
 
 # A phone number in any usual shape: +90 532 123 45 67, 0 (532) 123-45-67, 905321234567,
-# 5321234567, and as it appears in a URL, percent- or plus-encoded: %2B90+532+123+45+67,
-# 0532%20123%2045%2067, (0532)%20123-45-67. Never inside a word or a percent escape, so
-# call SIDs, hashes and run ids stay readable; right after an escape (`%3D0532...`, a number
-# inside an encoded URL) it counts as a start.
-_SEP = r"(?:[ \-()+]|%20|%2[bBdD]|%28|%29)"
+# 5321234567, and as it appears in a URL, percent- or plus-encoded, once or twice (a search
+# URL inside a login redirect): %2B90+532+123+45+67, 0532%20123%2045%2067, (0532)%20123-45-67,
+# %252B905321234567. Never inside a word or a percent escape, so call SIDs, hashes and run
+# ids stay readable; right after an escape (`%3D0532...`) a number may start.
+_ESCAPE = r"%(?:25)*"
+_SEP = rf"(?:[ \-()+]|{_ESCAPE}(?:20|2[bBdD]|28|29))"
 _PHONE = re.compile(
-    r"(?<!%)(?<!%[0-9A-Fa-f])(?:(?<![\w+(])|(?<=%[0-9A-Fa-f]{2}))(?:\(|%28)?"
-    rf"(?:(?:\+|%2[bB]|00)\d(?:{_SEP}{{0,3}}\d){{7,15}}|\d(?:{_SEP}{{0,3}}\d){{9,15}})(?!\w)")
+    r"(?<!%)(?<!%[0-9A-Fa-f])"
+    r"(?:(?<![\w+(])|(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{2}))"
+    rf"(?:\(|{_ESCAPE}28)?"
+    rf"(?:(?:\+|{_ESCAPE}2[bB]|00)\d(?:{_SEP}{{0,3}}\d){{7,15}}|\d(?:{_SEP}{{0,3}}\d){{9,15}})"
+    r"(?!\w)")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 REDACTED = "[phone]"
 
@@ -365,6 +369,9 @@ class RedactingFilter(logging.Filter):
         for key, value in list(record.__dict__.items()):
             if key not in _STANDARD and isinstance(value, str | dict | list | tuple):
                 record.__dict__[key] = _redact_value(value)
+        if record.exc_text:
+            # Another handler formatted the traceback first; formatters reuse its text.
+            record.exc_text = redact(record.exc_text)
         return True
 
 
@@ -396,8 +403,9 @@ class TextLogFormatter(logging.Formatter):
     def __init__(self):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    def formatException(self, ei) -> str:
-        return redact(super().formatException(ei))
+    def format(self, record: logging.LogRecord) -> str:
+        """The line, redacted whole: message, traceback (even one cached) and stack."""
+        return redact(super().format(record))
 
 
 def log_formatter(kind: str) -> logging.Formatter:
