@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from ivr import create_app
 from ivr.cli import cli
 from ivr.db import database, utcnow
 from ivr.models import WebSession
@@ -223,3 +224,16 @@ def test_the_cookie_holds_no_account_and_the_table_no_token(app, client, users):
     [row] = s.query(WebSession).all()
     s.close()
     assert row.id != token and len(row.id) == 64
+
+
+def test_a_new_secret_key_ends_every_session(app, app_config, client, users):
+    copy = logged_in(app, client, "auditor-1", users["auditor"])
+    cookie = client.get_cookie(COOKIE).value
+    rekeyed = create_app({**app_config, "SECRET_KEY": "another-" + "k" * 56})
+    try:
+        other = rekeyed.test_client()
+        other.set_cookie(COOKIE, cookie)
+        assert other.get("/auditor/").status_code == 302
+        assert copy.get("/auditor/").status_code == 200  # the old key still opens it
+    finally:
+        database(rekeyed).engine.dispose()
