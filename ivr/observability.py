@@ -275,13 +275,14 @@ def _after_rollback(session: Session) -> None:
 # A phone number in any usual shape: +90 532 123 45 67, 0 (532) 123-45-67, 905321234567,
 # 5321234567, and as it appears in a URL, percent- or plus-encoded, once or twice (a search
 # URL inside a login redirect): %2B90+532+123+45+67, 0532%20123%2045%2067, (0532)%20123-45-67,
-# %252B905321234567. Never inside a word or a percent escape, so call SIDs, hashes and run
-# ids stay readable; right after an escape (`%3D0532...`) a number may start.
+# %252B905321234567. Never inside a word, a token (after `-` or `.`: base64url, versions)
+# or a percent escape, so call SIDs, hashes and run ids stay readable; right after an
+# escape (`%3D0532...`) a number may start.
 _ESCAPE = r"%(?:25)*"
 _SEP = rf"(?:[ \-()+]|{_ESCAPE}(?:20|2[bBdD]|28|29))"
 _PHONE = re.compile(
     r"(?<!%)(?<!%[0-9A-Fa-f])"
-    r"(?:(?<![\w+(])|(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{2}))"
+    r"(?:(?<![\w+(.\-])|(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{2}))"
     rf"(?:\(|{_ESCAPE}28)?"
     rf"(?:(?:\+|{_ESCAPE}2[bB]|00)\d(?:{_SEP}{{0,3}}\d){{7,15}}|\d(?:{_SEP}{{0,3}}\d){{9,15}})"
     r"(?!\w)")

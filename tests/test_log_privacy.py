@@ -73,6 +73,7 @@ def test_encoded_numbers_are_redacted(form):
     "since=2026-11-30T08%3A25%3A58%2B03%3A00",
     "until=2026-11-30", "limit=100&step=12", "RE12345678901234567890123456789012",
     "run=9f86d081884c7d659a2feaa0c55ad015", "a%2012345", "x=1+2+3",
+    "s=eyJydW4iOiJhYmMi-0532123456789", "version 1.05321234567",
 ])
 def test_values_that_are_not_numbers_are_kept(value):
     assert redact(value) == value
