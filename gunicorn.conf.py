@@ -30,8 +30,10 @@ backlog = 2048
 # (and so its own connection pool) after the fork: no socket is ever shared by two processes.
 preload_app = False
 # The app writes one structured line per webhook (call SID, path, outcome, latency);
-# an access log would repeat it, and its query strings are not worth keeping.
+# an access log would repeat it. When it is on, it shows the path without its query string
+# (search forms carry phone numbers there) and no Referer (a page URL with its query).
 accesslog = os.environ.get("IVR_ACCESS_LOG") or None
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s" %(M)sms'
 errorlog = "-"
 loglevel = os.environ.get("IVR_GUNICORN_LOG_LEVEL", "info")
 # The heartbeat file on tmpfs, so a slow disk never looks like a stuck worker

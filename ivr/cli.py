@@ -17,6 +17,7 @@ from . import create_app
 from .config import ConfigError
 from .db import database, session
 from .flow import InvalidFlow, load_flow, load_flows
+from .observability import RequestLogHandler
 from .pii import DataKeyError, personal_data
 
 
@@ -76,7 +77,9 @@ def serve(host, port):
                    f"{app.config['TWILIO_AUTH_TOKEN']}")
     click.echo(f"Public URL: {app.config['PUBLIC_URL']}  "
                f"(webhooks: /voice/incoming, /voice/status, /voice/recording)")
-    app.run(host=host, port=port, threaded=True, debug=False, use_reloader=False)
+    # The request log shows paths and allow-listed parameters only: never a phone number.
+    app.run(host=host, port=port, threaded=True, debug=False, use_reloader=False,
+            request_handler=RequestLogHandler)
 
 
 @cli.group()

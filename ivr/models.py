@@ -191,3 +191,22 @@ class Setting(Base):
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class WebSession(Base):
+    """A login to the web pages, kept on the server; the cookie holds only its random token.
+
+    Ending the row ends the session everywhere, a copied cookie included: logout ends one,
+    disabling an account or rotating its secret ends all of that account's.
+    """
+
+    __tablename__ = "web_sessions"
+
+    # SHA-256 of the cookie's token: a database reader cannot forge a cookie from it.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # users.id, without a foreign key: accounts are disabled, never deleted.
+    user_id: Mapped[int] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(index=True)
+    end_reason: Mapped[str | None] = mapped_column(String(32))

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from urllib.parse import unquote_plus
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import (
@@ -34,6 +35,7 @@ from prometheus_client.core import GaugeMetricFamily
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
+from werkzeug.serving import WSGIRequestHandler
 
 log = logging.getLogger("ivr.webhook")
 
@@ -271,9 +273,19 @@ def _after_rollback(session: Session) -> None:
 # --- logs ---------------------------------------------------------------------------------
 
 # A phone number in any usual shape: +90 532 123 45 67, 0 (532) 123-45-67, 905321234567,
-# 5321234567. Never inside a word, so call SIDs, hashes and run ids stay readable.
+# 5321234567, and as it appears in a URL, percent- or plus-encoded, once or twice (a search
+# URL inside a login redirect): %2B90+532+123+45+67, 0532%20123%2045%2067, (0532)%20123-45-67,
+# %252B905321234567. Never inside a word, a token (after `-` or `.`: base64url, versions)
+# or a percent escape, so call SIDs, hashes and run ids stay readable; right after an
+# escape (`%3D0532...`) a number may start.
+_ESCAPE = r"%(?:25)*"
+_SEP = rf"(?:[ \-()+]|{_ESCAPE}(?:20|2[bBdD]|28|29))"
 _PHONE = re.compile(
-    r"(?<![\w+(])\(?(?:(?:\+|00)\d(?:[ \-()]{0,3}\d){7,15}|\d(?:[ \-()]{0,3}\d){9,15})(?!\w)")
+    r"(?<!%)(?<!%[0-9A-Fa-f])"
+    r"(?:(?<![\w+(.\-])|(?<=%[0-9A-Fa-f]{2})|(?<=%25[0-9A-Fa-f]{2}))"
+    rf"(?:\(|{_ESCAPE}28)?"
+    rf"(?:(?:\+|{_ESCAPE}2[bB]|00)\d(?:{_SEP}{{0,3}}\d){{7,15}}|\d(?:{_SEP}{{0,3}}\d){{9,15}})"
+    r"(?!\w)")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 REDACTED = "[phone]"
 
@@ -283,6 +295,37 @@ def redact(text: str) -> str:
     if not text or not any(c.isdigit() for c in text):
         return text
     return _PHONE.sub(lambda m: m.group(0) if _DATE.match(m.group(0)) else REDACTED, text)
+
+
+# Query parameters whose values a request log may show: ids, steps, filters. Any other
+# parameter (phone, next, s ...) is logged by name only, whatever it holds.
+LOGGED_PARAMETERS = frozenset({"run", "step", "transfer", "call_sid", "decision", "since",
+                               "until", "limit"})
+
+
+def loggable_target(target: str) -> str:
+    """A request target fit for a log: the path, and the values of allow-listed parameters."""
+    path, question, query = target.partition("?")
+    if not question:
+        return redact(path)
+    parts = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        name, _, _value = pair.partition("=")
+        parts.append(pair if unquote_plus(name) in LOGGED_PARAMETERS else f"{name}=-")
+    return redact(path + "?" + "&".join(parts))
+
+
+class RequestLogHandler(WSGIRequestHandler):
+    """Werkzeug's request handler for `ivr serve`, logging each target via loggable_target."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """One line per request: method, target (no personal data), status and size."""
+        path = getattr(self, "path", None)
+        line = (f"{self.command} {loggable_target(path)} {self.request_version}"
+                if path is not None else "(unreadable request line)")
+        self.log("info", '"%s" %s %s', line.translate(self._control_char_table), code, size)
 
 
 def _redact_value(value):
@@ -327,6 +370,9 @@ class RedactingFilter(logging.Filter):
         for key, value in list(record.__dict__.items()):
             if key not in _STANDARD and isinstance(value, str | dict | list | tuple):
                 record.__dict__[key] = _redact_value(value)
+        if record.exc_text:
+            # Another handler formatted the traceback first; formatters reuse its text.
+            record.exc_text = redact(record.exc_text)
         return True
 
 
@@ -358,8 +404,9 @@ class TextLogFormatter(logging.Formatter):
     def __init__(self):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    def formatException(self, ei) -> str:
-        return redact(super().formatException(ei))
+    def format(self, record: logging.LogRecord) -> str:
+        """The line, redacted whole: message, traceback (even one cached) and stack."""
+        return redact(super().format(record))
 
 
 def log_formatter(kind: str) -> logging.Formatter:

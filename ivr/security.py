@@ -12,14 +12,17 @@
   machine shares them (ivr/ratelimit.py); IVR_RATELIMIT_STORAGE_URI may name memory:// (per
   process) or a redis:// server instead. Twilio's webhooks, the prompt audio, the health
   probes and /metrics are never limited.
-- IVR_PROXIES: how many reverse proxies (nginx, a load balancer) stand in front; their
-  X-Forwarded-For/-Proto then give the client's address (for limits) and the scheme.
+- Proxies (ivr/proxies.py): X-Forwarded-For/-Proto give the client's address (for limits
+  and the login throttle) and the scheme only when the peer is a trusted proxy:
+  IVR_TRUSTED_PROXIES lists their addresses and CIDRs. IVR_PROXIES (how many proxies stand
+  in front) bounds the hops read; set alone, it trusts loopback peers only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import math
 import os
 import re
@@ -30,7 +33,8 @@ from flask.json.provider import DefaultJSONProvider
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
-from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .proxies import LOOPBACK, TrustedProxies, parse_networks
 
 HTML_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             "media-src 'self'; font-src 'self'; connect-src 'self'; object-src 'none'; "
@@ -44,12 +48,14 @@ DEFAULTS = {
     "RATELIMIT_LOGIN": "30 per minute",
     "RATELIMIT_STORAGE_URI": "ivr+db://",
     "PROXIES": "0",
+    "TRUSTED_PROXIES": "",
     "MAX_FORM_MEMORY_SIZE": 64 * 1024,
     "MAX_FORM_PARTS": 200,
 }
 _ENV = {"RATELIMIT_API": "IVR_RATELIMIT_API", "RATELIMIT_LOGIN": "IVR_RATELIMIT_LOGIN",
         "RATELIMIT_API_ADDRESS": "IVR_RATELIMIT_API_ADDRESS",
-        "RATELIMIT_STORAGE_URI": "IVR_RATELIMIT_STORAGE_URI", "PROXIES": "IVR_PROXIES"}
+        "RATELIMIT_STORAGE_URI": "IVR_RATELIMIT_STORAGE_URI", "PROXIES": "IVR_PROXIES",
+        "TRUSTED_PROXIES": "IVR_TRUSTED_PROXIES"}
 # Twilio must always get through (its requests are signed, and a refused webhook is a
 # caller hearing an error); probes and scrapes are cheap and protected otherwise.
 UNLIMITED_BLUEPRINTS = ("voice", "audio", "health", "metrics")
@@ -209,11 +215,25 @@ def _limiter(app: Flask) -> Limiter:
     return limiter
 
 
+def _trust_proxies(app: Flask) -> None:
+    proxies = int(_setting(app, "PROXIES") or 0)
+    networks = parse_networks(str(_setting(app, "TRUSTED_PROXIES")))
+    if not networks and proxies > 0:
+        # The proxy count alone says nothing about who may send the header: a client that
+        # reaches the app directly would choose its own address. A proxy on this machine
+        # is the safe reading; anything else must be named.
+        networks = LOOPBACK
+        logging.getLogger(__name__).warning(
+            "IVR_PROXIES=%d without IVR_TRUSTED_PROXIES: X-Forwarded-For is believed from "
+            "loopback peers only; list your proxies' addresses in IVR_TRUSTED_PROXIES",
+            proxies)
+    if networks:
+        app.wsgi_app = TrustedProxies(app.wsgi_app, networks, proxies or None)
+
+
 def init_app(app: Flask) -> None:
     """Install the headers, cookie flags, request limits and rate limits (call it last)."""
-    proxies = int(_setting(app, "PROXIES") or 0)
-    if proxies > 0:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+    _trust_proxies(app)
     for key in ("MAX_FORM_MEMORY_SIZE", "MAX_FORM_PARTS"):
         # Flask ships 500 kB and 1000 parts; ours are tighter unless a setting says otherwise.
         if app.config.get(key) in (None, Flask.default_config.get(key)):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 import pytest
+from sqlalchemy import update
 
 from ivr import create_app
 from ivr.accounts import User
-from ivr.auditor.login import failures
-from ivr.db import database
+from ivr.auditor.login import LoginFailure, failures
+from ivr.db import database, utcnow
+from ivr.models import WebSession
 
 from .test_auditor_support import audit_bodies, csrf_token, login, make_user
 
@@ -113,8 +114,10 @@ def test_session_cookie_is_secure_behind_https(app_config):
 def test_session_ends_after_the_absolute_limit_or_when_the_account_is_disabled(
         client, app, users):
     login(client, "auditor-1", users["auditor"])
-    with client.session_transaction() as sess:
-        sess["t0"] = time.time() - 9 * 3600
+    s = database(app).sessionmaker()
+    with s.begin():
+        s.execute(update(WebSession).values(created_at=utcnow() - timedelta(hours=9)))
+    s.close()
     assert client.get("/auditor/").status_code == 302
     login(client, "auditor-1", users["auditor"])
     assert client.get("/auditor/").status_code == 200
@@ -192,3 +195,72 @@ def test_webhooks_need_no_csrf_token(local_caller):
     caller = local_caller()
     turn = caller.dial()  # a POST with Twilio's signature and no CSRF token
     assert turn.gather_action or turn.heard
+
+
+# --- throttle: slow-down per (account, address), a budget per address for unknown names ---
+
+def _throttled_app(app_config, **limits):
+    app_config.update({f"AUDITOR_LOGIN_{k.upper()}": v for k, v in limits.items()})
+    application = create_app(app_config)
+    database(application).create_all()
+    return application
+
+
+def _age_failures(app, seconds):
+    s = database(app).sessionmaker()
+    with s.begin():
+        for f in s.query(LoginFailure).all():
+            f.at -= timedelta(seconds=seconds)
+    s.close()
+
+
+def test_unknown_names_from_one_address_never_lock_out_a_known_account(app_config):
+    application = _throttled_app(app_config, max_per_address=3)
+    try:
+        secret = make_user(application, "ayse", "auditor")
+        c = application.test_client()
+        for i in range(3):
+            assert login(c, f"guess-{i}", "ivr_wrong").status_code == 401
+        assert login(c, "guess-9", "ivr_wrong").status_code == 429
+        # The known account keeps its own budget at this address: a wrong secret is only a
+        # refusal, and the right one logs in.
+        assert login(c, "ayse", "ivr_wrong").status_code == 401
+        assert login(c, "ayse", secret).status_code == 302
+    finally:
+        database(application).engine.dispose()
+
+
+def test_a_stranger_elsewhere_cannot_lock_a_known_account_out(app_config):
+    application = _throttled_app(app_config, max_per_name=3)
+    try:
+        secret = make_user(application, "ayse", "auditor")
+        stranger = application.test_client()
+        stranger.environ_base["REMOTE_ADDR"] = "203.0.113.5"
+        codes = [login(stranger, "ayse", "ivr_wrong").status_code for _ in range(10)]
+        assert codes == [401] * 3 + [429] * 7
+        assert login(stranger, "ayse", secret).status_code == 429  # slowed down there
+        assert login(application.test_client(), "ayse", secret).status_code == 302
+    finally:
+        database(application).engine.dispose()
+
+
+def test_the_slow_down_doubles_per_failure_up_to_its_cap(app_config):
+    application = _throttled_app(app_config, max_per_name=2, delay_seconds=10,
+                                 max_delay_seconds=25)
+    try:
+        secret = make_user(application, "ayse", "auditor")
+        c = application.test_client()
+        assert [login(c, "ayse", "ivr_wrong").status_code for _ in range(2)] == [401, 401]
+        waits = []
+        for _ in range(3):
+            r = login(c, "ayse", secret)  # refused unseen while the wait lasts
+            assert r.status_code == 429
+            waits.append(int(r.headers["Retry-After"]))
+            _age_failures(application, waits[-1])
+            assert login(c, "ayse", "ivr_wrong").status_code == 401
+        # 10 s, doubled to 20 s, then capped at 25 s (a slow machine may see a second less).
+        assert all(want - 2 < got <= want for got, want in zip(waits, [10, 20, 25], strict=True))
+        _age_failures(application, 25)
+        assert login(c, "ayse", secret).status_code == 302
+    finally:
+        database(application).engine.dispose()

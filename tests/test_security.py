@@ -11,7 +11,9 @@ import requests
 
 from ivr import create_app
 from ivr.accounts import add_user
+from ivr.config import ConfigError
 from ivr.db import database, session
+from ivr.proxies import client_address, parse_networks
 from ivr.security import HSTS, HTML_CSP
 
 from .conftest import AUTH_TOKEN
@@ -207,6 +209,88 @@ def test_behind_a_proxy_the_client_address_counts(app_config):
                           ).status_code == 403
     finally:
         database(application).engine.dispose()
+
+
+@pytest.fixture
+def proxied(app_config):
+    """An app with a login limit of one a minute behind the proxy settings a test gives."""
+    apps = []
+
+    def make(**settings):
+        app_config.update(RATELIMIT_LOGIN="1 per minute", WTF_CSRF_ENABLED=False, **settings)
+        application = create_app(app_config)
+        database(application).create_all()
+        apps.append(application)
+        return application
+
+    yield make
+    for a in apps:
+        database(a).engine.dispose()
+
+
+def _attempts(application, peer, forwarded_for):
+    client = application.test_client()
+    return [client.post("/login", data={"name": "n", "secret": "s"},
+                        environ_base={"REMOTE_ADDR": peer},
+                        headers={"X-Forwarded-For": ip}).status_code for ip in forwarded_for]
+
+
+ROTATED = ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+
+
+@pytest.mark.parametrize("settings", [
+    {"PROXIES": 1},                                       # trusts loopback peers only
+    {"TRUSTED_PROXIES": "10.0.0.0/8"},
+    {"TRUSTED_PROXIES": "10.0.0.1, 192.0.2.0/24", "PROXIES": 2},
+])
+def test_a_rotated_forwarded_for_from_an_untrusted_peer_does_not_bypass_limits(
+        proxied, settings):
+    application = proxied(**settings)
+    # A client reaching the app directly sends a new X-Forwarded-For each time: it is
+    # still one address, and its second attempt is refused.
+    assert _attempts(application, "198.51.100.9", ROTATED) == [401, 429, 429]
+
+
+@pytest.mark.parametrize("settings,peer", [
+    ({"PROXIES": 1}, "127.0.0.1"),
+    ({"TRUSTED_PROXIES": "10.0.0.0/8"}, "10.20.30.40"),
+    ({"TRUSTED_PROXIES": "::1, 10.0.0.1"}, "10.0.0.1"),
+])
+def test_a_trusted_proxy_names_the_client(proxied, settings, peer):
+    application = proxied(**settings)
+    assert _attempts(application, peer, ROTATED) == [401, 401, 401]
+    assert _attempts(application, peer, ROTATED[:1]) == [429]
+
+
+@pytest.mark.parametrize("peer,header,max_hops,client", [
+    ("10.0.0.1", "198.51.100.1", None, "198.51.100.1"),
+    ("10.0.0.1", "6.6.6.6, 198.51.100.1, 10.0.0.2", None, "198.51.100.1"),  # spoof on the left
+    ("10.0.0.1", "198.51.100.1, 10.0.0.2", 1, "10.0.0.2"),                   # IVR_PROXIES=1
+    ("10.0.0.1", "", None, "10.0.0.1"),
+    ("10.0.0.1", "not-an-address", None, "10.0.0.1"),
+    ("10.0.0.1", "198.51.100.1, garbage", None, "10.0.0.1"),
+    ("198.51.100.7", "10.0.0.2", None, "198.51.100.7"),                      # not a proxy
+])
+def test_client_address_walks_trusted_hops_only(peer, header, max_hops, client):
+    networks = parse_networks("10.0.0.0/8")
+    assert client_address(peer, header, networks, max_hops)[0] == client
+
+
+def test_x_forwarded_proto_is_believed_from_a_trusted_proxy_only(proxied):
+    application = proxied(TRUSTED_PROXIES="10.0.0.1")
+    client = application.test_client()
+    https = {"X-Forwarded-Proto": "https"}
+    r = client.get("/login", headers=https, environ_base={"REMOTE_ADDR": "198.51.100.9"})
+    assert "Strict-Transport-Security" not in r.headers
+    r = client.get("/login", headers=https, environ_base={"REMOTE_ADDR": "10.0.0.1"})
+    assert r.headers["Strict-Transport-Security"] == HSTS
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "proxy.example", "10.0.0.1;10.0.0.2"])
+def test_a_wrong_trusted_proxies_setting_stops_the_start(app_config, value):
+    app_config["TRUSTED_PROXIES"] = value
+    with pytest.raises(ConfigError, match="IVR_TRUSTED_PROXIES"):
+        create_app(app_config)
 
 
 @pytest.mark.parametrize("where", ["path", "query", "form", "json"])
