@@ -6,10 +6,11 @@ recorded as an auditor.access entry, like the web pages.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import datetime
 
 from flask import jsonify, request
 
+from .. import inputs
 from ..accounts import bearer_user, require_token
 from ..auditor.access import record_access, transaction
 from ..auditor.search import CALL_SID, SearchError, phone_fingerprint
@@ -25,19 +26,6 @@ from .errors import bad_request, error_response
 CONSENT_PARAMS = ("phone", "since", "until", "decision", "limit")
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
-
-
-def _when(value: str, name: str) -> datetime:
-    """An ISO 8601 date or date-time; a time without a zone is UTC, a date is its midnight."""
-    try:
-        if len(value) == 10:
-            d = date.fromisoformat(value)
-            return datetime(d.year, d.month, d.day, tzinfo=UTC)
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise SearchError({name: "not an ISO 8601 date or date-time (2025-01-31 or "
-                                 "2025-01-31T09:00:00Z)"}) from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 @bp.get("/calls/<call_sid>")
@@ -71,9 +59,9 @@ def _consent_criteria(args) -> tuple[dict, int]:
         raw = (args.get(name) or "").strip()
         if raw:
             try:
-                crit[name] = _when(raw, name)
-            except SearchError as e:
-                errors.update(e.errors)
+                crit[name] = inputs.instant(raw, name, end=name == "until")
+            except inputs.InvalidInput as e:
+                errors[name] = e.message
     if crit.get("since") and crit.get("until") and crit["since"] >= crit["until"]:
         errors["until"] = "must be after since"
     decision = (args.get("decision") or "").strip()
@@ -91,10 +79,10 @@ def _consent_criteria(args) -> tuple[dict, int]:
     limit = DEFAULT_LIMIT
     raw_limit = (args.get("limit") or "").strip()
     if raw_limit:
-        if raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
-            limit = int(raw_limit)
-        else:
-            errors["limit"] = f"a whole number from 1 to {MAX_LIMIT}"
+        try:
+            limit = inputs.whole_number(raw_limit, "limit", low=1, high=MAX_LIMIT)
+        except inputs.InvalidInput as e:
+            errors["limit"] = e.message
     if errors:
         raise SearchError(errors)
     return crit, limit
