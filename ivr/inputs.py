@@ -27,6 +27,12 @@ NOTE_PATTERN = (r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]*"
                 r"[^\s\u0000-\u001f\u007f]"
                 r"[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]*$")
 NOTE = re.compile(NOTE_PATTERN)
+# A one-line name (a queue's, say): something visible, no control character (C0, DEL, C1)
+# and none of the two non-characters XML cannot carry. Spaces around it are trimmed.
+LABEL_PATTERN = (r"^[^\u0000-\u001f\u007f-\u009f\ufffe\uffff]*"
+                 r"[^\s\u0000-\u001f\u007f-\u009f\ufffe\uffff]"
+                 r"[^\u0000-\u001f\u007f-\u009f\ufffe\uffff]*$")
+LABEL = re.compile(LABEL_PATTERN)
 
 
 class InvalidInput(ValueError):
@@ -53,7 +59,7 @@ def _clamp_instant(dt: datetime | None, field: str, *, end: bool, too_late: bool
 def instant(raw: str, field: str, *, end: bool = False) -> datetime:
     """An ISO 8601 date (its midnight UTC) or date-time (UTC when it names no zone), as an
     aware UTC datetime within the range held; `end` says the value closes a range."""
-    text = raw.strip().upper().replace("Z", "+00:00")
+    text = raw.upper().replace("Z", "+00:00")
     try:
         if len(text) == 10:
             d = date.fromisoformat(text)
@@ -89,7 +95,6 @@ def day(raw: str, field: str, *, end: bool = False) -> date:
 
 def whole_number(raw: str, field: str, *, low: int, high: int) -> int:
     """A whole number written in ASCII digits, from `low` to `high`."""
-    raw = raw.strip()
     if not DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
         raise InvalidInput(field, f"a whole number from {low} to {high}")
     return int(raw)
@@ -116,3 +121,16 @@ def note(value, field: str, *, max_length: int) -> str:
         raise InvalidInput(field, wanted)
     return value
 
+
+def label(value, field: str, *, max_length: int) -> str:
+    """A one-line name of 1 to `max_length` characters (as sent), valid Unicode, with
+    something visible and no control character; returned without surrounding spaces."""
+    wanted = (f"a name of 1 to {max_length} characters, not blank, with no control "
+              "characters")
+    if not isinstance(value, str) or not 1 <= len(value) <= max_length:
+        raise InvalidInput(field, wanted)
+    if not is_unicode(value):
+        raise InvalidInput(field, "not valid Unicode text (a lone surrogate such as \\ud800)")
+    if not LABEL.fullmatch(value):
+        raise InvalidInput(field, wanted)
+    return value.strip()

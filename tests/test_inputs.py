@@ -65,8 +65,9 @@ def test_day_refuses(raw, end):
 
 
 @pytest.mark.parametrize("raw,ok", [
-    ("1", 1), (" 25 ", 25), ("10000", 10000), ("0", None), ("10001", None), ("²", None),
-    ("٣", None), ("-1", None), ("+5", None), ("1e3", None), ("9" * 5000, None), ("", None),
+    ("1", 1), ("25", 25), (" 25 ", None), ("10000", 10000), ("0", None), ("10001", None),
+    ("²", None), ("٣", None), ("-1", None), ("+5", None), ("1e3", None), ("9" * 5000, None),
+    ("", None),
 ])
 def test_whole_number(raw, ok):
     if ok is None:

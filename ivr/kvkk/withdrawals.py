@@ -21,8 +21,9 @@ from .status import CHANNELS
 
 MAX_REASON = 1000
 MAX_IDEMPOTENCY_KEY = 150
-# Printable ASCII, not all spaces; the OpenAPI document quotes the same pattern.
-IDEMPOTENCY_KEY = re.compile(r" *[!-~][ -~]*")
+# Printable ASCII, no space at either end (HTTP drops them); the OpenAPI document quotes
+# the same pattern.
+IDEMPOTENCY_KEY = re.compile(r"[!-~]([ -~]*[!-~])?")
 
 
 class WithdrawalError(ValueError):
@@ -50,13 +51,14 @@ def parse_reason(value) -> str:
 
 def idempotency_key(header: str | None) -> str | None:
     """The Idempotency-Key header's value (None without one), or WithdrawalError: 1 to
-    MAX_IDEMPOTENCY_KEY printable ASCII characters, not all spaces."""
+    MAX_IDEMPOTENCY_KEY printable ASCII characters."""
     if header is None:
         return None
-    if len(header) > MAX_IDEMPOTENCY_KEY or not IDEMPOTENCY_KEY.fullmatch(header):
+    key = header.strip(" \t")
+    if len(key) > MAX_IDEMPOTENCY_KEY or not IDEMPOTENCY_KEY.fullmatch(key):
         raise WithdrawalError(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable "
-                              "ASCII characters, not all spaces")
-    return header
+                              "ASCII characters")
+    return key
 
 
 def parse_channels(value) -> list[str]:
