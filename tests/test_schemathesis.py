@@ -14,14 +14,16 @@ import yaml
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
 
-from .conftest import LiveServer
+from ivr.flow import load_flow
+
+from .conftest import ROOT, LiveServer
 from .test_auditor_support import make_user
 from .transfer_support import twilio
 
 __all__ = ["twilio"]  # a fixture: the fake Twilio REST API the app's transfers go to
 
-# 422 joins the statuses that schema-valid data may get: a well-formed flow id or language
-# that this server does not serve. The document cannot list a deployment's flows.
+# 422 joins the statuses that schema-valid data may get: GET /api/consents with `until` not
+# after `since`, a rule between two parameters that JSON Schema cannot state.
 CONFIG = """
 seed = 20261130
 [generation]
@@ -83,3 +85,15 @@ def test_api_matches_its_document(server, role):
     token = make_user(server.app, f"schemathesis-{role}", role) if role != "anonymous" else None
     problems = failures(load(server, token))
     assert not problems, "\n\n".join(dict.fromkeys(problems))
+
+
+def test_document_lists_the_flows_and_languages_in_flows_dir():
+    """The transfer request's `flow` and `language` enums are the flows shipped in flows/
+    and the languages each of them offers, so that schema-valid requests are served."""
+    document = yaml.safe_load((ROOT / "ivr" / "static" / "openapi.yaml").read_text())
+    props = (document["paths"]["/api/transfers"]["post"]["requestBody"]["content"]
+             ["application/json"]["schema"]["properties"])
+    shipped = [load_flow(path) for path in sorted((ROOT / "flows").glob("*.yaml"))]
+    assert sorted(props["flow"]["enum"]) == sorted(f.id for f in shipped)
+    for flow in shipped:
+        assert sorted(props["language"]["enum"]) == sorted(flow.languages), flow.id

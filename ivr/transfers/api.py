@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..accounts import bearer_user, require_token
 from ..api import bp
-from ..api.errors import error_response
+from ..api.errors import bad_request, error_response
 from ..db import session
 from ..flowstore import flows
 from ..pii import personal_data
@@ -92,7 +92,7 @@ def create_transfer():
             raise transfer_request.InvalidRequest("the body is not valid JSON")
         req = transfer_request.parse(body, flows())
     except transfer_request.InvalidRequest as exc:
-        return error_response(exc.status, exc.message, field=exc.field)
+        return bad_request(exc.message, field=exc.field)
     settings = current_app.extensions["ivr_twilio_rest"]
     try:
         return _create(s, req, agent, key, settings)
