@@ -156,6 +156,17 @@ def test_transfer_fields_are_type_checked(app, client, fields, field, message):
     assert r.json["field"] == field and message in r.json["message"]
 
 
+@pytest.mark.parametrize("raw,field", [
+    ('{"\\ud800": 1}', None),
+    ('{"call_sid": "' + SID + '", "return_to": {"type": "hangup", "\\ud800": 1}}', "return_to"),
+])
+def test_transfer_field_names_are_valid_unicode(app, client, raw, field):
+    r = client.post("/api/transfers", data=raw, content_type="application/json",
+                    headers=bearer(app, "agent"))
+    assert r.status_code == 400 and r.is_json
+    assert r.json["field"] == field and "must be valid Unicode text" in r.json["message"]
+
+
 # --- POST /api/consents/withdrawals ------------------------------------------------------
 
 @pytest.mark.parametrize("raw,key,word", [

@@ -72,10 +72,18 @@ def _text(value, field: str) -> str:
     return value
 
 
+def _names(obj: dict, where: str) -> None:
+    # An unknown name is echoed in the error: it must be text a client can read back.
+    if not all(is_unicode(name) for name in obj):
+        raise InvalidRequest(f"the field names of {where} must be valid Unicode text",
+                             where if where != "the body" else None)
+
+
 def _return_to(value) -> dict:
     if not isinstance(value, dict):
         raise InvalidRequest('return_to must be an object such as {"type": "queue", '
                              '"name": "sales"}', "return_to")
+    _names(value, "return_to")
     kind = value.get("type")
     allowed = {"queue": {"type", "name"}, "dial": {"type", "number", "client"},
                "hangup": {"type"}}
@@ -116,6 +124,7 @@ def parse(body, flows) -> TransferRequest:
     """Check a JSON request body against the flows this app serves."""
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
+    _names(body, "the body")
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; the fields are "
