@@ -8,9 +8,12 @@ import io
 import json
 
 import pytest
+import yaml
 
 from ivr import inputs
+from ivr.flow import load_flow
 
+from .conftest import ROOT
 from .test_auditor_support import auditor, csrf_token, make_user, place_call
 
 __all__ = ["auditor"]  # a fixture, so pytest finds it
@@ -198,3 +201,17 @@ def test_a_withdrawal_reason_may_span_lines(app, client):
                     json={"phone": ALICE, "reason": "called in\n\tno more calls"})
     assert r.status_code == 201
     assert r.json["events"][0]["reason"] == "called in\n\tno more calls"
+
+
+# --- the OpenAPI document ----------------------------------------------------------------
+
+def test_document_lists_the_flows_and_languages_in_flows_dir():
+    """The transfer request's `flow` and `language` enums are the flows shipped in flows/
+    and the languages each of them offers, so that schema-valid requests are served."""
+    document = yaml.safe_load((ROOT / "ivr" / "static" / "openapi.yaml").read_text())
+    props = (document["paths"]["/api/transfers"]["post"]["requestBody"]["content"]
+             ["application/json"]["schema"]["properties"])
+    shipped = [load_flow(path) for path in sorted((ROOT / "flows").glob("*.yaml"))]
+    assert sorted(props["flow"]["enum"]) == sorted(f.id for f in shipped)
+    for flow in shipped:
+        assert sorted(props["language"]["enum"]) == sorted(flow.languages), flow.id
