@@ -72,11 +72,11 @@ def _text(value, field: str) -> str:
     return value
 
 
-def _names(obj: dict, where: str) -> None:
+def _names(obj: dict, field: str | None) -> None:
     # An unknown name is echoed in the error: it must be text a client can read back.
     if not all(is_unicode(name) for name in obj):
-        raise InvalidRequest(f"the field names of {where} must be valid Unicode text",
-                             where if where != "the body" else None)
+        raise InvalidRequest(f"the field names of {field or 'the body'} must be valid "
+                             "Unicode text", field)
 
 
 def _return_to(value) -> dict:
@@ -124,7 +124,7 @@ def parse(body, flows) -> TransferRequest:
     """Check a JSON request body against the flows this app serves."""
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
-    _names(body, "the body")
+    _names(body, None)
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; the fields are "
