@@ -68,6 +68,15 @@ def test_consents_api_clamps_an_open_end(app, client, granted, query, echo):
     assert row["call_sid"] == granted.call_sid
 
 
+@pytest.mark.parametrize("path", [
+    "/api/calls/" + "C" * 5000, "/api/calls/CA%F0%9F%92%A5", "/api/transfers/" + "f" * 5000,
+    "/api/transfers/%E2%80%8B",
+])
+def test_odd_ids_in_the_path_are_a_json_404(app, client, path):
+    r = client.get(path, headers=bearer(app, "admin"))
+    assert r.status_code == 404 and r.is_json
+
+
 # --- the auditor pages and exports ------------------------------------------------------
 
 @pytest.mark.parametrize("query", [
