@@ -6,10 +6,11 @@ recorded as an auditor.access entry, like the web pages.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import datetime
 
 from flask import jsonify, request
 
+from .. import inputs
 from ..accounts import bearer_user, require_token
 from ..auditor.access import record_access, transaction
 from ..auditor.search import CALL_SID, SearchError, phone_fingerprint
@@ -25,19 +26,6 @@ from .errors import bad_request, error_response
 CONSENT_PARAMS = ("phone", "since", "until", "decision", "limit")
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
-
-
-def _when(value: str, name: str) -> datetime:
-    """An ISO 8601 date or date-time; a time without a zone is UTC, a date is its midnight."""
-    try:
-        if len(value) == 10:
-            d = date.fromisoformat(value)
-            return datetime(d.year, d.month, d.day, tzinfo=UTC)
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise SearchError({name: "not an ISO 8601 date or date-time (2025-01-31 or "
-                                 "2025-01-31T09:00:00Z)"}) from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 @bp.get("/calls/<call_sid>")
@@ -60,43 +48,52 @@ def api_call(call_sid: str):
     return jsonify(doc)
 
 
+class EmptyRange(SearchError):
+    """Well-formed criteria whose time range holds no instant (422)."""
+
+
 def _consent_criteria(args) -> tuple[dict, int]:
+    """The criteria of GET /api/consents; SearchError naming every bad parameter.
+
+    Values are taken as sent: a parameter given empty, or with spaces around a date or a
+    number, is refused rather than guessed at.
+    """
     errors: dict[str, str] = {}
     unknown = sorted(set(args) - set(CONSENT_PARAMS))
     if unknown:
         errors["parameters"] = (f"unknown: {', '.join(unknown)}; use "
                                 f"{', '.join(CONSENT_PARAMS)}")
+    for name in CONSENT_PARAMS:
+        if name in args and not args[name].strip():
+            errors[name] = "empty: leave the parameter out or give a value"
+    given = {k: v for k, v in args.items() if k in CONSENT_PARAMS and k not in errors}
     crit: dict = {}
     for name in ("since", "until"):
-        raw = (args.get(name) or "").strip()
-        if raw:
+        if name in given:
             try:
-                crit[name] = _when(raw, name)
-            except SearchError as e:
-                errors.update(e.errors)
-    if crit.get("since") and crit.get("until") and crit["since"] >= crit["until"]:
-        errors["until"] = "must be after since"
-    decision = (args.get("decision") or "").strip()
-    if decision:
-        if decision in DECISIONS:
-            crit["decision"] = decision
+                crit[name] = inputs.instant(given[name], name, end=name == "until")
+            except inputs.InvalidInput as e:
+                errors[name] = e.message
+    if "decision" in given:
+        if given["decision"] in DECISIONS:
+            crit["decision"] = given["decision"]
         else:
             errors["decision"] = f"one of {', '.join(DECISIONS)}"
-    phone = (args.get("phone") or "").strip()
-    if phone:
+    if "phone" in given:
         try:
-            crit["phone_hmac"] = phone_fingerprint(phone, personal_data())
+            crit["phone_hmac"] = phone_fingerprint(given["phone"], personal_data())
         except SearchError as e:
             errors.update(e.errors)
     limit = DEFAULT_LIMIT
-    raw_limit = (args.get("limit") or "").strip()
-    if raw_limit:
-        if raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
-            limit = int(raw_limit)
-        else:
-            errors["limit"] = f"a whole number from 1 to {MAX_LIMIT}"
+    if "limit" in given:
+        try:
+            limit = inputs.whole_number(given["limit"], "limit", low=1, high=MAX_LIMIT)
+        except inputs.InvalidInput as e:
+            errors["limit"] = e.message
     if errors:
         raise SearchError(errors)
+    if "since" in crit and "until" in crit and crit["since"] >= crit["until"]:
+        raise EmptyRange({"until": "must be after since"})
     return crit, limit
 
 
@@ -107,6 +104,8 @@ def api_consents():
     and decision, oldest first, with the export fields."""
     try:
         crit, limit = _consent_criteria(request.args)
+    except EmptyRange as e:
+        return error_response(422, "the time range is empty", errors=e.errors)
     except SearchError as e:
         return bad_request("invalid query parameters", errors=e.errors)
     query = {k: (v.isoformat().replace("+00:00", "Z") if isinstance(v, datetime) else v)

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ..accounts import bearer_user, require_token
 from ..db import session
 from ..kvkk import withdrawals as w
-from ..kvkk.status import current_status
+from ..kvkk.status import CHANNELS, current_status
 from ..pii import personal_data
 from . import bp
 from .errors import bad_request, error_response
@@ -57,15 +57,11 @@ def create_withdrawal():
     unknown = sorted(set(data) - {"phone", "channels", "reason"})
     if unknown:
         return bad_request(f"unknown field {unknown[0]!r}")
-    reason = data.get("reason")
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > w.MAX_REASON:
-        return bad_request(f"'reason' is required: a text of 1 to {w.MAX_REASON} characters")
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and (not key.strip() or len(key) > w.MAX_IDEMPOTENCY_KEY):
-        return bad_request(f"Idempotency-Key must be 1 to {w.MAX_IDEMPOTENCY_KEY} characters")
     try:
+        reason = w.parse_reason(data.get("reason"))
+        key = w.idempotency_key(request.headers.get("Idempotency-Key"))
         phone = w.e164(data.get("phone"))
-        channels = w.parse_channels(data.get("channels"))
+        channels = w.parse_channels(data["channels"]) if "channels" in data else list(CHANNELS)
     except w.WithdrawalError as e:
         return bad_request(str(e))
     user = bearer_user()

@@ -14,6 +14,7 @@ from datetime import date, datetime
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
+from .. import inputs
 from ..consents import export_record
 from ..flow.model import DECISIONS
 from ..models import Call, Consent
@@ -52,9 +53,9 @@ def phone_fingerprint(raw: str, pii: PersonalData) -> str:
 
 def _day(value: str, name: str, errors: dict) -> date | None:
     try:
-        return date.fromisoformat(value) if value else None
-    except ValueError:
-        errors[name] = "not a date (YYYY-MM-DD)"
+        return inputs.day(value, name, end=name == "until") if value else None
+    except inputs.InvalidInput as e:
+        errors[name] = e.message
         return None
 
 

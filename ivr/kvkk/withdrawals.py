@@ -5,6 +5,7 @@ A withdrawal is a new consent event, never an update: the grant it ends stays on
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from sqlalchemy import select
@@ -13,12 +14,16 @@ from sqlalchemy.orm import Session
 from .. import consents
 from ..audit import chain
 from ..db import utcnow
+from ..inputs import InvalidInput, note
 from ..models import Consent
 from ..pii import PersonalData, normalise_phone
 from .status import CHANNELS
 
 MAX_REASON = 1000
 MAX_IDEMPOTENCY_KEY = 150
+# Printable ASCII, no space at either end (HTTP drops them); the OpenAPI document quotes
+# the same pattern.
+IDEMPOTENCY_KEY = re.compile(r"[!-~]([ -~]*[!-~])?")
 
 
 class WithdrawalError(ValueError):
@@ -36,10 +41,29 @@ def e164(raw) -> str:
     return phone
 
 
+def parse_reason(value) -> str:
+    """The reason a person gave: 1 to MAX_REASON characters of text, or WithdrawalError."""
+    try:
+        return note(value, "reason", max_length=MAX_REASON)
+    except InvalidInput as e:
+        raise WithdrawalError(f"'reason' is required: {e.message}") from None
+
+
+def idempotency_key(header: str | None) -> str | None:
+    """The Idempotency-Key header's value (None without one), or WithdrawalError: 1 to
+    MAX_IDEMPOTENCY_KEY printable ASCII characters."""
+    if header is None:
+        return None
+    key = header.strip(" \t")
+    if len(key) > MAX_IDEMPOTENCY_KEY or not IDEMPOTENCY_KEY.fullmatch(key):
+        raise WithdrawalError(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable "
+                              "ASCII characters")
+    return key
+
+
 def parse_channels(value) -> list[str]:
-    """The channels to withdraw (all when not given), or WithdrawalError."""
-    if value is None:
-        return list(CHANNELS)
+    """The channels to withdraw (a request that leaves them out means all), or
+    WithdrawalError."""
     if not isinstance(value, list) or not value or len(value) > len(CHANNELS):
         raise WithdrawalError(f"'channels' must be a non-empty list of {', '.join(CHANNELS)}")
     bad = [c for c in value if c not in CHANNELS]

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 from ..audit.chain import canonical
+from ..inputs import InvalidInput, is_unicode, label
 from ..pii import normalise_phone
 
 FIELDS = ("call_sid", "return_to", "language", "flow", "force")
@@ -45,35 +46,48 @@ class TransferRequest:
 def idempotency_key(header: str | None) -> str:
     """The Idempotency-Key header's value (a bare token or a quoted string), checked.
 
-    Without the header the request gets a key of its own, so it is simply not idempotent:
-    a client that retries must send one. A second redirect of the same call is still
-    refused while the first transfer is live (409 transfer_in_progress).
+    Without the header (or with a blank one) the request gets a key of its own, so it is
+    simply not idempotent: a client that retries must send one. A second redirect of the
+    same call is still refused while the first transfer is live (409 transfer_in_progress).
     """
-    if header is None or not header.strip():
+    key = (header or "").strip(" \t")
+    if not key:
         return f"auto:{uuid.uuid4().hex}"
-    key = header.strip()
-    if len(key) >= 2 and key[0] == key[-1] == '"':
-        key = key[1:-1]
-    if not key or len(key) > KEY_MAX or any(not (" " <= ch <= "~") for ch in key):
+    if len(key) > KEY_MAX or any(not (" " <= ch <= "~") for ch in key):
         raise InvalidRequest(f"the Idempotency-Key must be 1 to {KEY_MAX} printable ASCII "
                              "characters", "Idempotency-Key")
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not key:
+        raise InvalidRequest(f"the Idempotency-Key must be 1 to {KEY_MAX} printable ASCII "
+                             "characters; a quoted one must not be empty", "Idempotency-Key")
     return key
 
 
 def _text(value, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidRequest(f"{field} must be a string", field)
+    if not is_unicode(value):
+        raise InvalidRequest(f"{field} is not valid Unicode text (a lone surrogate?)", field)
     return value
+
+
+def _names(obj: dict, field: str | None) -> None:
+    # An unknown name is echoed in the error: it must be text a client can read back.
+    if not all(is_unicode(name) for name in obj):
+        raise InvalidRequest(f"the field names of {field or 'the body'} must be valid "
+                             "Unicode text", field)
 
 
 def _return_to(value) -> dict:
     if not isinstance(value, dict):
         raise InvalidRequest('return_to must be an object such as {"type": "queue", '
                              '"name": "sales"}', "return_to")
+    _names(value, "return_to")
     kind = value.get("type")
     allowed = {"queue": {"type", "name"}, "dial": {"type", "number", "client"},
                "hangup": {"type"}}
-    if kind not in allowed:
+    if not isinstance(kind, str) or kind not in allowed:
         raise InvalidRequest("return_to.type must be one of queue, dial, hangup",
                              "return_to.type")
     extra = sorted(set(value) - allowed[kind])
@@ -81,10 +95,12 @@ def _return_to(value) -> dict:
         raise InvalidRequest(f"return_to of type {kind} takes no {', '.join(extra)}",
                              f"return_to.{extra[0]}")
     if kind == "queue":
-        name = _text(value.get("name"), "return_to.name").strip()
-        if not name or len(name) > QUEUE_MAX or not name.isprintable():
-            raise InvalidRequest(f"return_to.name must be a queue name of 1 to {QUEUE_MAX} "
-                                 "printable characters", "return_to.name")
+        try:
+            name = label(_text(value.get("name"), "return_to.name"), "return_to.name",
+                         max_length=QUEUE_MAX)
+        except InvalidInput as e:
+            raise InvalidRequest(f"return_to.name must be a queue name: {e.message}",
+                                 "return_to.name") from None
         return {"type": "queue", "name": name}
     if kind == "dial":
         if ("number" in value) == ("client" in value):
@@ -108,6 +124,7 @@ def parse(body, flows) -> TransferRequest:
     """Check a JSON request body against the flows this app serves."""
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
+    _names(body, None)
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; the fields are "
