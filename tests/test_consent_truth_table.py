@@ -130,7 +130,9 @@ def prompt_table() -> str:
     """Every prompt the truth table names, with its Turkish and English words."""
     ids = [Q, W]
     for c in CELLS:
-        ids += [p for p in c.heard if p not in ids]
+        for p in c.heard:
+            if p not in ids:
+                ids.append(p)
     lines = ["| Prompt id | Turkish (what the caller hears) | English (after pressing 0) |",
              "|---|---|---|"]
     lines += [f"| `{p}` | {FLOW.text(p, 'tr')} | {FLOW.text(p, 'en')} |" for p in ids]

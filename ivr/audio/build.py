@@ -317,6 +317,20 @@ def _render_all(todo: list[_Job], audio_dir: Path, engine: Engine, progress: boo
             bar.update(1)
 
 
+def _part_file(part: _PartJob, speech: list, audio_dir: Path) -> dict:
+    """A part's own file: kept when one is there already (another prompt may share the
+    part, and a render need not be byte-identical twice), else rendered and written."""
+    path = audio_dir / part.file
+    if path.is_file():
+        try:
+            return part.entry(file_sha256(path), len(processing.decode_wav(path.read_bytes())))
+        except Exception as e:  # noqa: BLE001 - unreadable: written again below
+            log.warning("part file %s is unreadable, rendering it again: %s", part.file, e)
+    alone = processing.render(speech)
+    atomic_write(path, alone.wav)
+    return part.entry(hashlib.sha256(alone.wav).hexdigest(), alone.duration_ms)
+
+
 def _render(job: _Job, audio_dir: Path, engine: Engine) -> ManifestEntry:
     """Synthesise each part in its own language and voice; a joined prompt also gets a
     file per part, so each part's audio can be played and checked against its hash."""
@@ -325,11 +339,8 @@ def _render(job: _Job, audio_dir: Path, engine: Engine) -> ManifestEntry:
         result = processing.render([piece for pieces in speech for piece in pieces])
         parts = [job.parts[0].entry(hashlib.sha256(result.wav).hexdigest(), result.duration_ms)]
         if job.joined:
-            alone = [processing.render(pieces) for pieces in speech]
-            parts = [p.entry(hashlib.sha256(r.wav).hexdigest(), r.duration_ms)
-                     for p, r in zip(job.parts, alone, strict=True)]
-            for p, r in zip(job.parts, alone, strict=True):
-                atomic_write(audio_dir / p.file, r.wav)
+            parts = [_part_file(p, pieces, audio_dir) for p, pieces in zip(job.parts, speech,
+                                                                           strict=True)]
         atomic_write(audio_dir / job.file, result.wav)
     except (AudioError, OSError) as e:
         raise AudioBuildError(job.flow, job.prompt_id, job.language, str(e)) from e
