@@ -197,7 +197,7 @@ def holds(fake: FakeIys) -> dict[str, str | None]:
 
 
 def call(caller, keys: list[str]):
-    """One whole call from PHONE with these keys; returns the caller and its turns."""
+    """One whole call from PHONE with these keys; the caller's turns hold what was heard."""
     c = caller()
     c.run(keys)
     return c
@@ -237,13 +237,15 @@ def test_truth_table_cell(cell: Cell, caller, live_app, fake_iys):
 
     c = call(caller, OUTCOMES[cell.outcome][1])
 
-    # What the caller hears: the question for their status, then exactly the cell's prompts.
+    # What the caller hears: greeting and notice, the question for their status, then
+    # exactly the cell's prompts.
     first, *rest = c.turns
-    assert prompt_ids([first])[-1] == cell.menu
+    assert prompt_ids([first]) == ["greeting", "language_offer", "notice_intro", "notice_body",
+                                   cell.menu]
     assert prompt_ids(rest) == list(cell.heard)
     assert c.turns[-1].end == ("hangup" if cell.heard[-1:] == ("goodbye",) else None)
 
-    # The record written by this call, as the consent export shows it.
+    # The consent record written by this call, as `calls show --json` lists it.
     shown = json.loads(run_cli(app, "calls", "show", c.call_sid, "--json"))
     records = [f"{r['decision']} {r['digits'] or '(no keys)'}" for r in shown["consents"]]
     assert records == ([cell.record] if cell.record else [])
