@@ -25,7 +25,7 @@ from tests.audio_support import TINY_FLOW, check_prompt_file, wav_header, write_
 from tests.conftest import require_tools
 
 FIELDS = {"flow", "prompt_id", "language", "text", "normalized_text", "engine", "voice",
-          "file", "sha256", "duration_ms", "rms_dbfs", "peak_dbfs", "built_at"}
+          "file", "sha256", "duration_ms", "rms_dbfs", "peak_dbfs", "built_at", "parts"}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,12 @@ def test_manifest_records_text_normalisation_engine_hash_duration_and_time(built
         assert item["voice"]["voice"] == {"tr": "tr", "en": "en-us"}[item["language"]]
         assert item["duration_ms"] > 1000 and item["built_at"].endswith("+00:00")
         assert item["sha256"] == hashlib.sha256((audio_dir / item["file"]).read_bytes()).hexdigest()
+        # A prompt in one language is one part: the file itself.
+        [part] = item["parts"]
+        assert (part["lang"], part["text"], part["normalized_text"]) == (
+            item["language"], item["text"], item["normalized_text"])
+        assert (part["file"], part["sha256"], part["duration_ms"]) == (
+            item["file"], item["sha256"], item["duration_ms"])
     by_key = {(i["prompt_id"], i["language"]): i for i in doc["prompts"]}
     assert by_key["hello", "tr"]["normalized_text"].startswith(
         "Merhaba, altı bin altı yüz doksan sekiz sayılı")

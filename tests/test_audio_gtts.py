@@ -173,3 +173,30 @@ def test_auto_never_replaces_gtts_audio_with_the_offline_voice(tmp_path):
     # An explicit offline build does re-render.
     report = build([flow], audio_dir, engine="offline", progress=False)
     assert len(report.rendered) == 4
+
+
+def test_each_part_of_a_prompt_is_requested_in_its_own_language(tmp_path):
+    """The production voice too: the English sentence of a Turkish prompt goes to Google as
+    English ('press 0', never 'press sıfır'), the Turkish sentence as Turkish."""
+    flow = write_flow(tmp_path / "flows", """\
+id: mixed
+languages: [tr, en]
+start: hello
+prompts:
+  hello:
+    tr:
+      - {lang: tr, text: "Onay için 1'e basın."}
+      - {lang: en, text: "For English, press 0."}
+    en: "Press 1 to consent."
+nodes:
+  hello: {type: play, prompts: [hello], next: done}
+  done: {type: exit, prompts: [hello], action: hangup}
+""")
+    with FakeGoogle() as google:
+        build([flow], tmp_path / "audio", engine=GttsEngine(url=google.url, timeout=(1.0, 2.0)),
+              progress=False)
+    assert ("For English, press 0.", "en") in google.requests
+    assert ("Onay için bire basın.", "tr") in google.requests
+    assert not [t for t, _lang in google.requests if "sıfır" in t]
+    [entry] = [e for e in read_manifest(tmp_path / "audio" / MANIFEST) if e.language == "tr"]
+    assert [(p["lang"], p["voice"]["lang"]) for p in entry.parts] == [("tr", "tr"), ("en", "en")]

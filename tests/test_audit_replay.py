@@ -182,7 +182,8 @@ def test_replay_detects_a_tampered_audit_entry(caller, live_app):
 
 
 def test_replay_of_a_range(caller, live_app):
-    calls = [caller() for _ in range(3)]
+    # Three people: from one number, the second call's "2" would withdraw the first's grant.
+    calls = [caller(from_number=f"+90532123456{n}") for n in range(3)]
     for c, keys in zip(calls, (["1"], ["2"], ["t", "t", "t"]), strict=True):
         c.run(keys)
     result = invoke(live_app.app, "audit", "replay", "--since", "2000-01-01")

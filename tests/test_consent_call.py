@@ -138,8 +138,9 @@ def test_hang_up_during_the_notice_keeps_the_call_and_records_no_consent(caller,
 
 
 def test_consents_export_jsonl_and_csv(caller, live_app):
-    for keys in (["1"], ["2"], ["t", "t", "t"]):
-        caller().run(keys)
+    # Three people: from one number, the second call's "2" would withdraw the first's grant.
+    for n, keys in enumerate((["1"], ["2"], ["t", "t", "t"])):
+        caller(from_number=f"+90532123456{n}").run(keys)
     runner = live_app.app.test_cli_runner()
     out = runner.invoke(cli, ["consents", "export", "--format", "jsonl"])
     assert out.exit_code == 0, out.output

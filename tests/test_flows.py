@@ -56,6 +56,15 @@ BROKEN = [
     pytest.param(lambda d: d["nodes"]["consent"].update(prompts=["nope"]),
                  "consent", "prompt 'nope' is not defined", id="undefined-prompt"),
     pytest.param(lambda d: d.update(start="nowhere"), None, "start node", id="bad-start"),
+    pytest.param(lambda d: d["prompts"]["question"]["tr"][1].update(lang="de"),
+                 None, "prompt 'question' (tr) has a part in undeclared language 'de'",
+                 id="part-in-undeclared-language"),
+    pytest.param(lambda d: d["prompts"]["question"]["tr"][1].update(text="  "),
+                 None, "prompts/question/tr", id="part-without-words"),
+    pytest.param(lambda d: d["prompts"]["question"]["tr"][1].update(voice="x"),
+                 None, "prompts/question/tr", id="part-with-unknown-field"),
+    pytest.param(lambda d: d["prompts"]["question"].update(tr=[]),
+                 None, "prompts/question/tr", id="prompt-with-no-parts"),
     pytest.param(lambda d: d["nodes"]["notice"].update(next="greeting"),
                  "notice", "back to the start node", id="second-entry"),
 ]
@@ -191,3 +200,23 @@ def test_flow_file_example_in_docs_is_minimal_and_valid(tmp_path):
           bye: {type: exit, prompts: [bye], action: hangup}
     """), encoding="utf-8")
     assert load_flow(path).id == "mini"
+
+
+def test_a_prompt_may_hold_parts_in_several_languages():
+    flow = load_flow(ROOT / "flows" / "consent.yaml")
+    tr, en = flow.parts("question", "tr")
+    assert (tr.lang, en.lang, en.text) == ("tr", "en", "For English, press 0.")
+    # The prompt's text (what records, notice versions and <Say> use) joins the parts.
+    assert flow.text("question", "tr") == f"{tr.text} {en.text}"
+    assert [p.lang for p in flow.parts("language_offer", "tr")] == ["en"]
+    # A plain string is one part in the prompt's own language, its text exactly as written.
+    [only] = flow.parts("greeting", "tr")
+    assert (only.lang, only.text) == ("tr", flow.text("greeting", "tr"))
+
+
+def test_the_english_offer_is_an_english_part_in_every_turkish_menu():
+    flow = load_flow(ROOT / "flows" / "consent.yaml")
+    for node in flow.nodes.values():
+        if node.type == "menu" and "0" in node.options:
+            for pid in node.prompts:
+                assert flow.parts(pid, "tr")[-1].lang == "en", pid

@@ -37,7 +37,7 @@ def test_a_caller_with_consent_withdraws_with_one_key(caller, live_app):
     second = caller()  # the same number calls again
     turn = second.dial()
     assert texts(turn)[-1] == FLOW.text("question_withdraw", "tr")
-    assert "Daha önce verdiğiniz izni geri almak için 3'e basın." in texts(turn)[-1]
+    assert "Daha önce verdiğiniz izni geri almak için 3'e basın;" in texts(turn)[-1]
     turn = second.press(turn, "3")
     assert FLOW.text("confirm_withdrawn", "tr") in texts(turn)
     assert turn.end == "hangup"
@@ -202,3 +202,27 @@ def test_status_after_grant_withdraw_grant(app):
     assert "ARAMA    granted" in text and "MESAJ    withdrawn" in text
     bad = run_cli(app, "consents", "status", "nonsense", ok=False)
     assert bad.exit_code != 0 and "PHONE" in bad.output
+
+
+def test_mixed_channels_silence_keeps_each_and_2_withdraws_the_rest(caller, live_app):
+    """Granted on two channels, withdrawn on one (an agent, through the API): the caller is
+    still a consenter. Silence keeps every channel as it was, and says so; 2 withdraws."""
+    app = live_app.app
+    caller().run(["1"])
+    agent = token(app, "agent")
+    r = post(app.test_client(), agent, {"phone": PHONE, "channels": ["MESAJ"], "reason": "x"})
+    assert r.status_code == 201
+    mixed = {"ARAMA": "granted", "MESAJ": "withdrawn", "EPOSTA": "granted"}
+
+    c = caller()
+    c.run(["t", "t", "t"])
+    assert c.turns[0].heard[-1].text == FLOW.text("question_withdraw", "tr")
+    assert texts(c.turns[-1]) == [FLOW.text("confirm_no_input_kept", "tr"),
+                                  FLOW.text("goodbye", "tr")]
+    assert {ch: v["status"] for ch, v in status(app).items()} == mixed
+
+    c = caller()
+    c.run(["2"])
+    assert FLOW.text("confirm_withdrawn", "tr") in texts(c.turns[-1])
+    assert consents(app)[-1].decision == "withdrawn" and consents(app)[-1].digits == "2"
+    assert {v["status"] for v in status(app).values()} == {"withdrawn"}

@@ -30,6 +30,7 @@ from .manifest import (
     atomic_write,
     content_name,
     file_sha256,
+    parts_content_name,
     read_manifest,
     write_manifest,
 )
@@ -59,6 +60,23 @@ class BuildReport:
 
 
 @dataclass(frozen=True)
+class _PartJob:
+    """One part of a prompt: its language, words, spoken form, voice and own file."""
+
+    lang: str
+    text: str
+    spoken: str
+    voice: dict
+    file: str
+
+    def entry(self, sha256: str, duration_ms: int) -> dict:
+        """The part as the manifest lists it."""
+        return {"lang": self.lang, "text": self.text, "normalized_text": self.spoken,
+                "voice": self.voice, "file": self.file, "sha256": sha256,
+                "duration_ms": duration_ms}
+
+
+@dataclass(frozen=True)
 class _Job:
     flow: str
     prompt_id: str
@@ -68,6 +86,12 @@ class _Job:
     voice: dict
     file: str
     engine: str
+    parts: tuple[_PartJob, ...] = ()
+
+    @property
+    def joined(self) -> bool:
+        """True when the file joins several parts (each also rendered on its own)."""
+        return len(self.parts) > 1
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -130,23 +154,60 @@ def build(flows: Iterable[Flow | str | os.PathLike] | Mapping[str, Flow] | Flow,
     return report
 
 
+def _part_job(part, engine: Engine) -> _PartJob:
+    """A part normalised and voiced in its own language."""
+    spoken = normalize(part.text, part.lang)
+    if not spoken.strip():
+        raise AudioError("nothing left to say after normalisation")
+    voice = engine.voice(part.lang)
+    name = content_name(spoken, part.lang, engine.name, voice, processing.FORMAT)
+    return _PartJob(part.lang, part.text, spoken, voice, name)
+
+
 def _plan(flows: list[Flow], engine: Engine) -> list[_Job]:
     jobs = []
     for flow in flows:
         for prompt_id, texts in flow.prompts.items():
             for language in flow.languages:
-                text = texts[language]
                 try:
-                    spoken = normalize(text, language)
-                    if not spoken.strip():
-                        raise AudioError("nothing left to say after normalisation")
-                    voice = engine.voice(language)
+                    parts = tuple(_part_job(p, engine) for p in flow.parts(prompt_id, language))
                 except AudioError as e:
                     raise AudioBuildError(flow.id, prompt_id, language, str(e)) from e
-                name = content_name(spoken, language, engine.name, voice, processing.FORMAT)
-                jobs.append(_Job(flow.id, prompt_id, language, text, spoken, voice, name,
-                                 engine.name))
+                spoken = " ".join(p.spoken for p in parts)
+                if len(parts) == 1:
+                    # One part: the file is that part's (a prompt in its own language is
+                    # named exactly as before parts existed).
+                    voice, name = parts[0].voice, parts[0].file
+                else:
+                    voice = {"parts": [p.voice for p in parts]}
+                    name = parts_content_name([(p.spoken, p.lang, p.voice) for p in parts],
+                                              engine.name, processing.FORMAT)
+                jobs.append(_Job(flow.id, prompt_id, language, texts[language], spoken, voice,
+                                 name, engine.name, parts))
     return jobs
+
+
+def _current_parts(job: _Job, audio_dir: Path, old: ManifestEntry | None,
+                   sha: str, duration_ms: int) -> list[dict] | None:
+    """The manifest's parts of `job` when every part file is there intact, else None."""
+    if not job.joined:
+        return [job.parts[0].entry(sha, duration_ms)]
+    known = {p["file"]: p for p in (old.parts if old else [])}
+    out = []
+    for part in job.parts:
+        path = audio_dir / part.file
+        if not path.is_file():
+            return None
+        part_sha = file_sha256(path)
+        before = known.get(part.file)
+        if before is not None and before.get("sha256") == part_sha:
+            out.append(part.entry(part_sha, before["duration_ms"]))
+            continue
+        try:
+            out.append(part.entry(part_sha, len(processing.decode_wav(path.read_bytes()))))
+        except Exception:  # noqa: BLE001 - an unreadable part means: render again
+            return None
+    return out
 
 
 def _current(job: _Job, path: Path, old: ManifestEntry | None) -> ManifestEntry | None:
@@ -157,17 +218,23 @@ def _current(job: _Job, path: Path, old: ManifestEntry | None) -> ManifestEntry 
     if old is not None and old.file == job.file:
         if old.sha256 != sha:
             return None  # damaged or replaced: render again
+        parts = _current_parts(job, path.parent, old, sha, old.duration_ms)
+        if parts is None:
+            return None
         return ManifestEntry(job.flow, job.prompt_id, job.language, job.text, job.spoken,
                              old.engine, job.voice, job.file, sha, old.duration_ms,
-                             old.rms_dbfs, old.peak_dbfs, old.built_at)
+                             old.rms_dbfs, old.peak_dbfs, old.built_at, parts)
     try:
         seg = processing.decode_wav(path.read_bytes())
     except Exception:  # noqa: BLE001 - an unreadable file is simply rendered again
         return None
+    parts = _current_parts(job, path.parent, old, sha, len(seg))
+    if parts is None:
+        return None
     built = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
     return ManifestEntry(job.flow, job.prompt_id, job.language, job.text, job.spoken,
                          job.engine, job.voice, job.file, sha, len(seg), round(seg.dBFS, 2),
-                         round(seg.max_dBFS, 2), built)
+                         round(seg.max_dBFS, 2), built, parts)
 
 
 def _kept_production(job: _Job, old: ManifestEntry | None, audio_dir: Path) -> bool:
@@ -241,7 +308,7 @@ def _render_all(todo: list[_Job], audio_dir: Path, engine: Engine, progress: boo
                 entry = ManifestEntry(job.flow, job.prompt_id, job.language, job.text,
                                       job.spoken, same.engine, job.voice, job.file, same.sha256,
                                       same.duration_ms, same.rms_dbfs, same.peak_dbfs,
-                                      same.built_at)
+                                      same.built_at, same.parts)
             else:
                 entry = _render(job, audio_dir, engine)
                 done[job.file] = entry
@@ -250,13 +317,33 @@ def _render_all(todo: list[_Job], audio_dir: Path, engine: Engine, progress: boo
             bar.update(1)
 
 
+def _part_file(part: _PartJob, speech: list, audio_dir: Path) -> dict:
+    """A part's own file: kept when one is there already (another prompt may share the
+    part, and a render need not be byte-identical twice), else rendered and written."""
+    path = audio_dir / part.file
+    if path.is_file():
+        try:
+            return part.entry(file_sha256(path), len(processing.decode_wav(path.read_bytes())))
+        except Exception as e:  # noqa: BLE001 - unreadable: written again below
+            log.warning("part file %s is unreadable, rendering it again: %s", part.file, e)
+    alone = processing.render(speech)
+    atomic_write(path, alone.wav)
+    return part.entry(hashlib.sha256(alone.wav).hexdigest(), alone.duration_ms)
+
+
 def _render(job: _Job, audio_dir: Path, engine: Engine) -> ManifestEntry:
+    """Synthesise each part in its own language and voice; a joined prompt also gets a
+    file per part, so each part's audio can be played and checked against its hash."""
     try:
-        parts = engine.synthesize(job.spoken, job.language)
-        result = processing.render(parts)
+        speech = [engine.synthesize(p.spoken, p.lang) for p in job.parts]
+        result = processing.render([piece for pieces in speech for piece in pieces])
+        parts = [job.parts[0].entry(hashlib.sha256(result.wav).hexdigest(), result.duration_ms)]
+        if job.joined:
+            parts = [_part_file(p, pieces, audio_dir) for p, pieces in zip(job.parts, speech,
+                                                                           strict=True)]
         atomic_write(audio_dir / job.file, result.wav)
     except (AudioError, OSError) as e:
         raise AudioBuildError(job.flow, job.prompt_id, job.language, str(e)) from e
     return ManifestEntry(job.flow, job.prompt_id, job.language, job.text, job.spoken,
                          engine.name, job.voice, job.file, hashlib.sha256(result.wav).hexdigest(),
-                         result.duration_ms, result.rms_dbfs, result.peak_dbfs, _now())
+                         result.duration_ms, result.rms_dbfs, result.peak_dbfs, _now(), parts)

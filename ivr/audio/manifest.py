@@ -8,7 +8,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import rfc8785
@@ -42,6 +42,10 @@ class ManifestEntry:
     rms_dbfs: float
     peak_dbfs: float
     built_at: str
+    # The parts the file joins, in order, each spoken in its own language by its own
+    # voice: {lang, text, normalized_text, voice, file, sha256, duration_ms}. A prompt in
+    # one language has one part, the file itself.
+    parts: list[dict] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -54,6 +58,13 @@ def content_name(spoken_text: str, language: str, engine: str, voice: dict,
     """File name for a render: SHA-256 of the canonical JSON of everything that shapes it."""
     doc = {"text": spoken_text, "language": language, "engine": engine, "voice": voice,
            "format": fmt}
+    return hashlib.sha256(rfc8785.dumps(doc)).hexdigest() + ".wav"
+
+
+def parts_content_name(parts: list[tuple[str, str, dict]], engine: str, fmt: dict) -> str:
+    """File name for a prompt joined from parts [(spoken text, language, voice)]."""
+    doc = {"parts": [{"text": t, "language": lang, "voice": v} for t, lang, v in parts],
+           "engine": engine, "format": fmt}
     return hashlib.sha256(rfc8785.dumps(doc)).hexdigest() + ".wav"
 
 
@@ -100,10 +111,16 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
     names = {f.name for f in fields(ManifestEntry)}
     entries = []
     for i, item in enumerate(doc.get("prompts", [])):
-        if not isinstance(item, dict) or set(item) != names:
+        # A manifest written before prompts had parts lacks "parts": still readable.
+        if not isinstance(item, dict) or set(item) not in (names, names - {"parts"}):
             raise ManifestError(f"{path}: prompt #{i} does not have the expected fields")
         if not FILE_NAME.fullmatch(str(item["file"])):
             raise ManifestError(f"{path}: prompt #{i} names a file that is not <sha256>.wav")
+        parts = item.get("parts", [])
+        if not isinstance(parts, list) or not all(
+                isinstance(p, dict) and FILE_NAME.fullmatch(str(p.get("file"))) for p in parts):
+            raise ManifestError(f"{path}: prompt #{i} has parts that do not name <sha256>.wav "
+                                "files")
         entries.append(ManifestEntry(**item))
     return entries
 

@@ -14,7 +14,7 @@ import jsonschema
 import rfc8785
 import yaml
 
-from .model import DECISIONS, EXIT_ACTIONS, NODE_TYPES, Flow, Node, Option
+from .model import DECISIONS, EXIT_ACTIONS, NODE_TYPES, Flow, Node, Option, Segment
 
 
 class InvalidFlow(Exception):
@@ -62,6 +62,15 @@ _Loader.add_implicit_resolver(
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
 
 _ID = r"^[a-z][a-z0-9_]*$"
+_TEXT = {"type": "string", "minLength": 1, "pattern": r"\S"}
+# A prompt's words in one language: plain text, or parts each spoken in its own language
+# ("For English, press 0" inside a Turkish prompt is said by the English voice).
+_PROMPT_TEXT = {"oneOf": [_TEXT, {
+    "type": "array", "minItems": 1,
+    "items": {"type": "object", "additionalProperties": False, "required": ["lang", "text"],
+              "properties": {"lang": {"type": "string", "pattern": "^[a-z]{2}$"},
+                             "text": _TEXT}},
+}]}
 _PROMPT_LIST = {"type": "array", "items": {"type": "string", "pattern": _ID}}
 _OPTION = {
     "type": "object",
@@ -98,7 +107,7 @@ SCHEMA = {
             "propertyNames": {"pattern": _ID},
             "additionalProperties": {
                 "type": "object",
-                "additionalProperties": {"type": "string", "minLength": 1},
+                "additionalProperties": _PROMPT_TEXT,
             },
         },
         "nodes": {
@@ -199,9 +208,26 @@ def _option(data: dict, key: str = "") -> Option:
                   language=data.get("language"), when=data.get("when"))
 
 
+def _prompt_parts(language: str, value) -> tuple[Segment, ...]:
+    if isinstance(value, str):
+        return (Segment(language, value),)
+    return tuple(Segment(p["lang"], p["text"]) for p in value)
+
+
+def joined_text(parts: tuple[Segment, ...]) -> str:
+    """The words of a prompt's parts as one text, the way they are spoken one after another."""
+    return " ".join(p.text.strip() for p in parts)
+
+
 def build_flow(doc: dict, source: str) -> Flow:
     """Validate a parsed flow document and turn it into a `Flow`."""
     _schema_error(doc, source)
+    segments = {pid: {lang: _prompt_parts(lang, v) for lang, v in texts.items()}
+                for pid, texts in doc["prompts"].items()}
+    # A plain string stays exactly as written (it is what old records say was heard).
+    prompts = {pid: {lang: v if isinstance(v, str) else joined_text(segments[pid][lang])
+                     for lang, v in texts.items()}
+               for pid, texts in doc["prompts"].items()}
     nodes = {}
     for nid, n in doc["nodes"].items():
         options = {k: _option(o, k) for k, o in (n.get("options") or {}).items()}
@@ -223,8 +249,8 @@ def build_flow(doc: dict, source: str) -> Flow:
         default_language=doc.get("default_language", languages[0]), start=doc["start"],
         purpose=doc.get("purpose", "marketing"),
         channels=tuple(doc.get("channels", ("ARAMA", "MESAJ", "EPOSTA"))),
-        prompts=doc["prompts"], nodes=nodes, return_prompts=doc.get("return_prompts", {}),
-        document=doc,
+        prompts=prompts, nodes=nodes, return_prompts=doc.get("return_prompts", {}),
+        document=doc, segments=segments,
     )
     _check(flow)
     return flow
@@ -273,6 +299,11 @@ def _check(flow: Flow) -> None:
         extra = [lang for lang in texts if lang not in flow.languages]
         if extra:
             raise InvalidFlow(src, f"prompt '{pid}' has undeclared language {', '.join(extra)}")
+        for lang, parts in flow.segments.get(pid, {}).items():
+            for part in parts:
+                if part.lang not in flow.languages:
+                    raise InvalidFlow(src, f"prompt '{pid}' ({lang}) has a part in undeclared "
+                                      f"language '{part.lang}'")
     for rp in flow.return_prompts.values():
         if rp not in flow.prompts:
             raise InvalidFlow(src, f"return prompt '{rp}' is not defined")

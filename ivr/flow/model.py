@@ -10,6 +10,14 @@ EXIT_ACTIONS = ("hangup", "enqueue", "dial", "return")
 
 
 @dataclass(frozen=True)
+class Segment:
+    """One part of a prompt, spoken in its own language (and so by its own voice)."""
+
+    lang: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Option:
     """One key of a menu: where it leads and what it decides."""
 
@@ -79,10 +87,18 @@ class Flow:
     nodes: dict[str, Node]
     return_prompts: dict[str, str]
     document: dict
+    # Per prompt and language, the parts in the order spoken; `prompts` holds their
+    # joined text, which is what the caller is said to have heard.
+    segments: dict[str, dict[str, tuple[Segment, ...]]] = field(default_factory=dict)
 
     def text(self, prompt_id: str, language: str) -> str:
         """The exact words of one prompt in one language."""
         return self.prompts[prompt_id][language]
+
+    def parts(self, prompt_id: str, language: str) -> tuple[Segment, ...]:
+        """The parts of one prompt in one language, each with the language it is spoken in."""
+        found = self.segments.get(prompt_id, {}).get(language)
+        return found or (Segment(language, self.text(prompt_id, language)),)
 
     def notice_prompts(self) -> list[str]:
         """Prompt ids of every notice node, in the order the nodes are declared."""
