@@ -4,7 +4,8 @@ It holds the call's audit entries, the chain segment from the call's first entry
 signed checkpoint at or after its last one (a fresh checkpoint is signed when none is),
 the checkpoint with its exact signed bytes and public key, the notice text and documents
 whose SHA-256 is the recorded notice version, the audio files the caller heard (named by
-their SHA-256), the replay output, a README and a standard-library verify script.
+their SHA-256), the replay output, a README, a standard-library verify script, and the
+shell script (verify.sh) that the README's standard-tools steps run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from .audiofiles import AudioIndex, file_sha256
 from .callrecord import fact_entries, run_versions
 
 VERIFY_SCRIPT = Path(__file__).with_name("evidence_verify.py")
+# The same script as docs/verify-with-standard-tools.sh (a test keeps them equal).
+VERIFY_SHELL = Path(__file__).with_name("verify_chain.sh")
 
 
 class EvidenceError(Exception):
@@ -241,6 +244,7 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
     files["verification.txt"] = ("Checked by the server when the package was built "
                                  f"({chain.iso(now)}):\n" + "\n".join(checks) + "\n").encode()
     files["verify.py"] = VERIFY_SCRIPT.read_bytes()
+    files["verify.sh"] = VERIFY_SHELL.read_bytes()
     files["README.txt"] = render_template(
         "auditor/evidence_readme.txt", call_sid=sid, now=chain.iso(now), cp=cp, row=row,
         segment=segment, entries=entries, notices=notices, has_key=pub is not None,
@@ -257,7 +261,7 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
                                                         if n not in ("README.txt", "SHA256SUMS"))]:
             info = zipfile.ZipInfo(f"{folder}/{name}", date_time=stamp)
             info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = (0o755 if name == "verify.py" else 0o644) << 16
+            info.external_attr = (0o755 if name in ("verify.py", "verify.sh") else 0o644) << 16
             z.writestr(info, files[name])
     return Package(filename=f"{folder}.zip", data=buf.getvalue(), files=sums,
                    checkpoint_seq=cp.seq, segment=(segment[0]["seq"], segment[-1]["seq"]))
