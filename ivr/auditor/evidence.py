@@ -21,7 +21,7 @@ from pathlib import Path
 from flask import render_template
 from sqlalchemy.orm import Session
 
-from .. import calls
+from .. import calls, times
 from ..accounts import User
 from ..audit import chain
 from ..audit import checkpoint as cps
@@ -212,7 +212,8 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
             else None
         for p in b["data"].get("played") or []:
             text = flow.text(p["prompt"], p["language"]) if flow else "(unknown flow version)"
-            prompt_lines.append(f"{b['at']}  seq {b['seq']}  {p['prompt']} ({p['language']})  "
+            prompt_lines.append(f"{times.text(b['at'])}  seq {b['seq']}  {p['prompt']} "
+                                f"({p['language']})  "
                                 f"audio {p.get('audio') or 'none (spoken by <Say>)'}\n"
                                 f"    {text}\n")
     files["prompts.txt"] = "".join(prompt_lines).encode("utf-8")
@@ -234,19 +235,23 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
     checks = [f"Chain: {chain_result}"]
     for n in notices:
         for name, canonical, version, recorded in n["docs"]:
-            agree = ("equals the recorded notice version" if recorded == version
-                     else f"DIFFERS from the recorded notice version {recorded}")
+            # A decision records the notice version (every part heard in the language); a
+            # notice.played entry records the hash of the part it played.
+            what = "notice version" if name == f"{n['stem']}.json" else "part hash"
+            agree = (f"equals the recorded {what}" if recorded == version
+                     else f"DIFFERS from the recorded {what} {recorded}")
             checks.append(f"Notice notice/{name}: SHA-256 "
-                          f"{hashlib.sha256(canonical).hexdigest()}, recomputed notice version "
+                          f"{hashlib.sha256(canonical).hexdigest()}, recomputed {what} "
                           f"{version}, {agree}.")
     for h in missing_audio:
         checks.append(f"Audio {h}: the file is no longer in the audio folder; not included.")
     files["verification.txt"] = ("Checked by the server when the package was built "
-                                 f"({chain.iso(now)}):\n" + "\n".join(checks) + "\n").encode()
+                                 f"({times.text(now)}):\n" + "\n".join(checks) + "\n").encode()
     files["verify.py"] = VERIFY_SCRIPT.read_bytes()
     files["verify.sh"] = VERIFY_SHELL.read_bytes()
     files["README.txt"] = render_template(
-        "auditor/evidence_readme.txt", call_sid=sid, now=chain.iso(now), cp=cp, row=row,
+        "auditor/evidence_readme.txt", call_sid=sid, now=times.text(now), cp=cp, row=row,
+        cp_at=times.text(cp.at),
         segment=segment, entries=entries, notices=notices, has_key=pub is not None,
         audio=[h for h in hashes if h not in missing_audio], missing_audio=missing_audio,
     ).encode("utf-8")
