@@ -282,3 +282,24 @@ def test_search_takes_days_as_written_in_the_tables(auditor, local_caller, typed
     field = root.find("form", id="search").find("input", name="since")
     assert field.get("type") == "text" and field.get("value") == f"{today:%d.%m.%Y}"
     assert re.fullmatch(field.get("pattern"), f"{today:%d.%m.%Y}")
+
+
+def test_exports_and_the_search_list_use_the_same_duration(app, local_caller, auditor):
+    from .test_auditor_support import csrf_token
+
+    caller = local_caller()
+    caller.dial()
+    with database(app).sessionmaker() as s, s.begin():
+        call = s.get(Call, caller.call_sid)
+        call.started_at = call.answered_at = datetime(2026, 11, 30, 7, 39, 51, tzinfo=UTC)
+    caller.signed_post(caller.url("/voice/status"), caller.params(
+        CallStatus="completed", SequenceNumber="1",
+        Timestamp=format_datetime(datetime(2026, 11, 30, 7, 40, 20, tzinfo=UTC), usegmt=True)))
+    token = csrf_token(auditor, "/auditor/")
+    r = auditor.post("/auditor/export.json", data={"csrf_token": token,
+                                                   "call_sid": caller.call_sid})
+    [row] = r.get_json()["rows"]
+    assert row["duration"] == 29 and row["ended_at"] == "2026-11-30T07:40:20Z"
+    listed = parse_html(auditor.get(f"/auditor/?call_sid={caller.call_sid}").get_data(
+        as_text=True)).find("table").findall("td")
+    assert "29 s" in [td.text for td in listed]

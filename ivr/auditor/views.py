@@ -20,7 +20,7 @@ from ..db import utcnow
 from ..flowstore import flows
 from ..models import Call
 from ..pii import DataKeyError, personal_data
-from ..reports import call_timeline
+from ..reports import call_duration, call_timeline
 from ..times import DAY_PATTERN, form_day
 from . import bp
 from .access import record_access, transaction
@@ -102,9 +102,10 @@ def _search():
     with transaction(s):
         found = search(s, crit)
         phones = {c.call_sid: masked(safe_phone(pii, c.phone_enc)) for c in found.calls}
+        durations = {c.call_sid: call_duration(c)[0] for c in found.calls}
         record_access(s, current_user(), "view.search", via="web", phone_hmac=crit.phone_hmac,
                       query=crit.audit_query(), call_sids=found.call_sids)
-    ctx.update(found=found, phones=phones)
+    ctx.update(found=found, phones=phones, durations=durations)
     return render_template("auditor/search.html", **ctx)
 
 
