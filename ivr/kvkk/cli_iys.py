@@ -226,8 +226,8 @@ def batches_cmd(limit):
             rows = list(s.scalars(select(IysBatch).order_by(IysBatch.created_at.desc(),
                                                             IysBatch.id.desc()).limit(limit)))
         for b in rows:
-            click.echo(f"{b.id}  {b.created_at:%Y-%m-%d %H:%M:%S}Z  {b.record_count:>4} records"
-                       f"  {b.status:<11} {b.transaction_id or ''}")
+            click.echo(f"{b.id}  {times.text(b.created_at)}  {b.record_count:>4} records"
+                       f"  {b.status:<11} {times.value_or_dash(b.transaction_id)}")
         if not rows:
             click.echo("No İYS batches yet.")
 
