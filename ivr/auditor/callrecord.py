@@ -1,5 +1,5 @@
-"""A call as the audit log recorded it, for the call page: the one timeline of
-ivr.timeline, the audio files to play, and who has seen the call."""
+"""Who has seen a call: the auditor access entries shown on the call page. (The call's
+own timeline is ivr.timeline, shared with `calls show` and the API.)"""
 
 from __future__ import annotations
 
@@ -9,12 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..models import AuditEntry
-from ..timeline import AUDITOR_KINDS, Event, build, fact_entries, notices, run_versions
 from .access import KIND as ACCESS_KIND
-from .audiofiles import AudioIndex
-
-__all__ = ["AUDITOR_KINDS", "access_entries", "audio_files", "fact_entries", "notices",
-           "run_versions", "timeline"]
 
 
 def access_entries(s: Session, call_sid: str) -> list[dict]:
@@ -26,13 +21,3 @@ def access_entries(s: Session, call_sid: str) -> list[dict]:
         body = json.loads(e.body)
         out.append({"seq": e.seq, "at": body["at"], **body["data"]})
     return out
-
-
-def timeline(s: Session, call_sid: str, entries: list[AuditEntry], registry) -> list[Event]:
-    """The call's events, exactly as `calls show` builds them."""
-    return build(s, call_sid, registry, entries)
-
-
-def audio_files(events: list[Event], index: AudioIndex) -> set[str]:
-    """The recorded audio hashes whose file is still in the audio folder (so it can play)."""
-    return set(index.find(p.audio for ev in events for p in ev.prompts))

@@ -32,9 +32,9 @@ from ..db import utcnow
 from ..models import AuditEntry, Call
 from ..pii import PersonalData
 from ..reports import call_timeline
+from ..timeline import fact_entries, run_versions
 from .access import record_access, transaction
 from .audiofiles import AudioIndex, file_sha256
-from .callrecord import fact_entries, run_versions
 
 VERIFY_SCRIPT = Path(__file__).with_name("evidence_verify.py")
 # The same script as docs/verify-with-standard-tools.sh (a test keeps them equal).

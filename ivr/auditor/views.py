@@ -21,11 +21,12 @@ from ..flowstore import flows
 from ..models import Call
 from ..pii import DataKeyError, personal_data
 from ..reports import call_duration, call_timeline
+from ..timeline import fact_entries
 from ..times import DAY_PATTERN, form_day
 from . import bp
 from .access import record_access, transaction
 from .audiofiles import HASH, audio_index
-from .callrecord import access_entries, fact_entries
+from .callrecord import access_entries
 from .login import current_user, workspace_required
 from .search import (
     CALL_SID,
