@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Verify an export of the audit log against a signed checkpoint, with standard tools only
-# (bash, jq, xxd, openssl 3, sha256sum, coreutils); no part of the IVR service is used.
+# (bash, jq, OpenSSL 3, sha256sum, coreutils, grep); no part of the IVR service is used.
 #
 #   verify-with-standard-tools.sh [--segment] CHAIN.jsonl CHECKPOINT.json PUBLIC_KEY.pem
 #
@@ -21,7 +21,7 @@ segment=no
 if [ "${1:-}" = "--segment" ]; then segment=yes; shift; fi
 [ $# -eq 3 ] || { echo "usage: $0 [--segment] CHAIN.jsonl CHECKPOINT.json PUBLIC_KEY.pem" >&2; exit 2; }
 chain=$1 checkpoint=$2 key=$3
-for tool in jq xxd openssl sha256sum base64 tail cut mktemp; do
+for tool in jq openssl sha256sum base64 tail cut head grep mktemp; do
   command -v "$tool" >/dev/null || fail "$tool is not installed"
 done
 for f in "$chain" "$checkpoint" "$key"; do
@@ -57,16 +57,31 @@ done
 echo "checkpoint: signature verified; it signs seq $cp_seq, hash $cp_hash"
 
 # 2. The chain: every entry hashes to its recorded hash and links to the one before.
+#    An entry's hash is SHA-256(0x00 || prev_hash as 32 bytes || body as UTF-8). jq reads
+#    the file once; the loop checks each link and writes each entry's hashed bytes to a
+#    file named by its seq; sha256sum -c then checks a thousand of them at a time.
 [ -s "$chain" ] || fail "$chain holds no entries"
+jq -r '"\(.seq) \(.prev_hash) \(.hash) \(.body | fromjson | .seq) \(.body)"' "$chain" \
+  > "$tmp/entries" 2> "$tmp/jq-errors" \
+  || fail "$chain is not a file of audit entries: $(head -n 1 "$tmp/jq-errors")"
+mkdir "$tmp/bytes"
+check_hashes() {  # the entries written since the last check; the first bad one fails
+  [ -s "$tmp/expected" ] || return 0
+  bad=$(cd "$tmp/bytes" && sha256sum --quiet -c ../expected 2>/dev/null | head -n 1)
+  if [ -n "$bad" ]; then
+    bad=${bad%%:*}
+    fail "bad hash at seq $bad: the body hashes to $(sha256sum < "$tmp/bytes/$bad" |
+      cut -c1-64), the entry says $(grep " $bad\$" "$tmp/expected" | cut -c1-64)"
+  fi
+  rm -f "$tmp/bytes/"* "$tmp/expected"
+}
+broken() { check_hashes; fail "$@"; }  # report an earlier bad hash first
 n=0 prev= expect= first= last= covered=no
-while IFS= read -r line || [ -n "$line" ]; do
+while read -r seq prev_hash hash body_seq body; do
   n=$((n + 1))
-  fields=$(jq -r '[.seq, .prev_hash, .hash, (.body | fromjson | .seq)] | @tsv' \
-           <<<"$line" 2>/dev/null) || fail "line $n of $chain is not an audit entry"
-  IFS=$'\t' read -r seq prev_hash hash body_seq <<<"$fields"
   [[ $seq =~ ^[1-9][0-9]*$ && $prev_hash =~ ^[0-9a-f]{64}$ && $hash =~ ^[0-9a-f]{64}$ ]] \
-    || fail "line $n of $chain is not an audit entry (seq, prev_hash or hash malformed)"
-  [ "$seq" = "$body_seq" ] || fail "line $n: seq $seq, but its body says seq $body_seq"
+    || broken "entry $n of $chain is malformed (seq, prev_hash or hash)"
+  [ "$seq" = "$body_seq" ] || broken "entry $n: seq $seq, but its body says seq $body_seq"
   if [ -z "$first" ]; then
     first=$seq
     if [ "$segment" = no ]; then
@@ -77,19 +92,23 @@ while IFS= read -r line || [ -n "$line" ]; do
       prev=$prev_hash
     fi
   else
-    [ "$seq" = "$expect" ] || fail "seq $seq follows seq $last (entry deleted, inserted or moved)"
+    [ "$seq" = "$expect" ] || broken "seq $seq follows seq $last (entry deleted, inserted or moved)"
   fi
-  [ "$prev_hash" = "$prev" ] || fail "link broken at seq $seq: prev_hash $prev_hash," \
-                                     "but the entry before hashes to $prev"
-  h=$({ printf '\000'; printf '%s' "$prev" | xxd -r -p; jq -j .body <<<"$line"; } \
-      | sha256sum | cut -d' ' -f1)
-  [ "$h" = "$hash" ] || fail "bad hash at seq $seq: the body hashes to $h, the entry says $hash"
+  [ "$prev_hash" = "$prev" ] || broken "link broken at seq $seq: prev_hash $prev_hash," \
+                                       "but the entry before hashes to $prev"
+  raw=
+  for ((i = 0; i < 64; i += 2)); do raw+="\\x${prev_hash:i:2}"; done
+  { printf '\000'; printf "$raw"; printf '%s' "$body"; } > "$tmp/bytes/$seq"
+  echo "$hash  $seq" >> "$tmp/expected"
   if [ "$seq" = "$cp_seq" ]; then
-    [ "$hash" = "$cp_hash" ] || fail "seq $seq hashes to $hash, but the checkpoint signed $cp_hash"
+    [ "$hash" = "$cp_hash" ] || broken "seq $seq hashes to $hash, but the checkpoint signed" \
+                                       "$cp_hash"
     covered=yes
   fi
   prev=$hash last=$seq expect=$((seq + 1))
-done < "$chain"
+  [ $((n % 1000)) -ne 0 ] || check_hashes
+done < "$tmp/entries"
+check_hashes
 [ "$n" -gt 0 ] || fail "$chain holds no entries"
 [ "$cp_seq" -ge "$first" ] || fail "the checkpoint (seq $cp_seq) is before the chain's" \
                                    "first entry (seq $first)"

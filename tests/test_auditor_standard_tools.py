@@ -144,3 +144,42 @@ def test_the_snippet_embeds_the_script_verbatim():
     block = fenced_block_after((ROOT / "docs" / "snippets" / "e-auditor-truth.md").read_text(
         encoding="utf-8"), README_HEADING)
     assert block == SCRIPT.read_text(encoding="utf-8")
+
+
+def synthetic_export(count: int) -> Export:
+    """A chain of `count` entries, with non-ASCII words, and a checkpoint at its head."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ivr.audit import chain
+
+    from .verification_support import rehash, sign_checkpoint
+
+    lines = [{"seq": n, "prev_hash": "", "hash": "", "body": chain.canonical({
+        "at": "2026-11-30T07:39:51.367000Z", "kind": "test.fact", "ref": None, "seq": n,
+        "data": {"n": n, "note": "çağrı  \"iki\"\tboşluk\\"}}).decode()}
+        for n in range(1, count + 1)]
+    lines = rehash(lines, "0" * 64)
+    cp = sign_checkpoint(count, lines[-1]["hash"], "2026-11-30T07:40:00.000000Z",
+                         Ed25519PrivateKey.generate())
+    return Export(lines=tuple(lines), checkpoint=cp, public_key=cp["public_key"])
+
+
+@pytest.mark.parametrize(("damaged", "reason"), [
+    (None, None),
+    (1500, "bad hash at seq 1500"),  # in the second batch of a thousand
+    (2500, "bad hash at seq 2500"),  # in the last, partial batch
+])
+def test_a_long_chain_is_checked_in_batches(tmp_path, damaged, reason):
+    require_tools(*TOOLS, what="the README's standard-tools verification")
+    ex = synthetic_export(2600)
+    if damaged:
+        lines = list(ex.lines)
+        lines[damaged - 1] = {**lines[damaged - 1],
+                              "body": lines[damaged - 1]["body"].replace("çağrı", "cagri")}
+        ex = Export(lines=tuple(lines), checkpoint=ex.checkpoint, public_key=ex.public_key)
+    r = run_script(SCRIPT, tmp_path, *write_export(ex, tmp_path))
+    if reason is None:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[-1].startswith("OK: entries 1..2600 ")
+    else:
+        assert r.returncode == 1 and reason in r.stderr, r.stderr

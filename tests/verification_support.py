@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ivr.audit import chain
 
-TOOLS = ("bash", "jq", "xxd", "openssl", "sha256sum")
+TOOLS = ("bash", "jq", "openssl", "sha256sum", "grep")
 
 
 @dataclass(frozen=True)
