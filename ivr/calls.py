@@ -110,6 +110,26 @@ def fill_parties(call: Call, ctx: Context, form) -> None:
     call.direction = call.direction or direction
 
 
+def ordered_times(started, answered, ended):
+    """Start, answer and end so that none is before the one it follows.
+
+    Twilio's Timestamp has whole seconds while our own times have milliseconds, so an end
+    stamped 07:39:51 can sort before a start we received at 07:39:51.367; the later
+    moment is then the one we saw.
+    """
+    if answered is not None and started is not None and answered < started:
+        answered = started
+    floor = answered or started
+    if ended is not None and floor is not None and ended < floor:
+        ended = floor
+    return started, answered, ended
+
+
+def _order_times(call: Call) -> None:
+    call.started_at, call.answered_at, call.ended_at = ordered_times(
+        call.started_at, call.answered_at, call.ended_at)
+
+
 def _transfers():
     # Imported late: the transfers package builds on this module, and follows its runs.
     from .transfers import service
@@ -244,6 +264,7 @@ def incoming(session: Session, ctx: Context, form, now: datetime | None = None,
         call.answered_at = call.answered_at or now
         if call.status is None:
             call.status = _clip(form.get("CallStatus"), 32) or "in-progress"
+        _order_times(call)
     return start_run(session, ctx, call, ctx.flows.default, origin="incoming", now=now,
                      exact_context=exact_context)
 
@@ -310,6 +331,7 @@ def status(session: Session, ctx: Context, form, now: datetime | None = None) ->
         call.ended_at = event_time
         if duration is not None:
             call.duration = duration
+    _order_times(call)
     applied = _order_key(st, seq, ts) > _order_key(call.status, call.status_seq, call.status_at)
     if applied:
         call.status, call.status_seq, call.status_at = st, seq, ts

@@ -152,8 +152,8 @@ def calls():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @with_app
 def calls_show(call_sid, as_json):
-    """The timeline of one call."""
-    from .reports import call_timeline
+    """The timeline of one call, as the auditor's call page shows it."""
+    from .reports import call_timeline, timeline_text
 
     data = call_timeline(session(), call_sid, personal_data())
     if data is None:
@@ -162,18 +162,7 @@ def calls_show(call_sid, as_json):
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
-    click.echo(f"Call {data['call_sid']}  {data['direction'] or ''}  from {data['from']} "
-               f"to {data['to']}")
-    click.echo(f"  status {data['status']}  duration {data['duration']}s  "
-               f"started {data['started_at']}  ended {data['ended_at']}")
-    for ev in data["events"]:
-        detail = ev.get("digits") or ev.get("status") or ""
-        click.echo(f"  {ev['received_at']}  {ev['type']:<22} {detail}")
-    c = data["consent"]
-    click.echo(f"  consent: {c['decision']} (keys {c['digits'] or '-'}, {c['language']})"
-               if c else "  consent: none recorded")
-    for r in data["recordings"]:
-        click.echo(f"  recording {r['recording_sid']}: {r['status']} {r['duration']}s")
+    click.echo(timeline_text(data))
 
 
 @cli.command("init-db")

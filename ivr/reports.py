@@ -7,8 +7,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import times
+from .calls import ordered_times
 from .consents import export_record
+from .flowstore import flows
 from .models import Call, CallEvent, Consent, FlowRun, Recording, Turn
+from .timeline import build, notices
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -22,11 +26,31 @@ def recording_dict(rec: Recording) -> dict:
             "start_time": _iso(rec.start_time), "url": rec.url, "error_code": rec.error_code}
 
 
-def call_timeline(session: Session, call_sid: str, pii) -> dict | None:
-    """Everything known about one call, in order; None for an unknown call."""
+def call_duration(call: Call) -> tuple[int | None, str | None]:
+    """Seconds the call lasted and where that comes from: Twilio's CallDuration when it sent
+    one ("twilio"), else our answer and end times ("timestamps"); (None, None) when unknown."""
+    if call.duration is not None:
+        return call.duration, "twilio"
+    started, answered, ended = ordered_times(call.started_at, call.answered_at, call.ended_at)
+    begin = answered or started
+    if ended is None or begin is None:
+        return None, None
+    return round((ended - begin).total_seconds()), "timestamps"
+
+
+def call_timeline(session: Session, call_sid: str, pii, registry=None) -> dict | None:
+    """Everything known about one call, in order; None for an unknown call.
+
+    `timeline` and `notices` are what the auditor's call page shows (from the audit log);
+    `events` are the stored callbacks and turns.
+    """
     call = session.get(Call, call_sid)
     if call is None:
         return None
+    registry = registry if registry is not None else flows()
+    story = build(session, call_sid, registry)
+    started, answered, ended = ordered_times(call.started_at, call.answered_at, call.ended_at)
+    duration, duration_source = call_duration(call)
     events: list[dict] = []
     for ev in session.scalars(select(CallEvent).where(CallEvent.call_sid == call_sid)
                               .order_by(CallEvent.received_at, CallEvent.id)):
@@ -64,15 +88,17 @@ def call_timeline(session: Session, call_sid: str, pii) -> dict | None:
         .order_by(Recording.recording_sid))]
     return {
         "call_sid": call.call_sid, "from": pii.decrypt(call.phone_enc), "to": call.to_number,
-        "direction": call.direction, "status": call.status, "duration": call.duration,
-        "started_at": _iso(call.started_at), "answered_at": _iso(call.answered_at),
-        "ended_at": _iso(call.ended_at),
+        "direction": call.direction, "status": call.status, "duration": duration,
+        "duration_source": duration_source,
+        "started_at": _iso(started), "answered_at": _iso(answered), "ended_at": _iso(ended),
         "flow_version": runs[0].flow_version if runs else None,
         "runs": [{"run": r.id, "origin": r.origin, "flow_id": r.flow_id,
                   "flow_version": r.flow_version, "transfer_id": r.transfer_id,
                   "language": (r.state or {}).get("language"), "ended": r.ended,
                   "hangup_at": _iso(r.hangup_at)} for r in runs],
         "events": events,
+        "timeline": [ev.to_dict() for ev in story],
+        "notices": [n.to_dict() for n in notices(story)],
         "consent": consents[-1] if consents else None,
         "consents": consents,
         "recordings": recordings,
@@ -92,3 +118,56 @@ def consents_query(since: datetime | None = None, until: datetime | None = None,
     if phone_hmac:
         q = q.where(Consent.phone_hmac == phone_hmac)
     return q
+
+
+def timeline_text(doc: dict) -> str:
+    """`calls show` as text: what the auditor's call page shows, times in Europe/Istanbul with
+    UTC in brackets, unknown values as "—"."""
+    dash = times.value_or_dash
+    source = {"twilio": "Twilio's CallDuration", "timestamps": "from our answer and end times"}
+    out = [f"Call {doc['call_sid']}  {dash(doc['direction'])}  from {dash(doc['from'])} "
+           f"to {dash(doc['to'])}",
+           f"  status    {dash(doc['status'])}",
+           f"  duration  {dash(doc['duration'], ' s')}"
+           + (f" ({source[doc['duration_source']]})" if doc["duration_source"] else ""),
+           f"  started   {times.text(doc['started_at'])}",
+           f"  answered  {times.text(doc['answered_at'])}",
+           f"  ended     {times.text(doc['ended_at'])}"]
+    for r in doc["runs"]:
+        out.append(f"  flow      {r['flow_id']} {r['flow_version']} ({r['origin']})")
+    out.append("Timeline (from the audit log):")
+    for ev in doc["timeline"]:
+        line = f"  #{ev['seq']:<6} {times.text(ev['at'])}  {ev['title']}"
+        out.append(line + (f" · {ev['detail']}" if ev["detail"] else ""))
+        for p in ev["prompts"]:
+            audio = f"audio sha256 {p['audio']}" if p["audio"] else "spoken by Twilio <Say>"
+            out.append(f"      {p['prompt']} ({p['language']})  {audio}")
+            out.append(f"        \"{p['text'] or '(text not available for this flow version)'}\"")
+    if not doc["timeline"]:
+        out.append("  — (no audit entries refer to this call)")
+    out.append("Notice as heard (notice version = SHA-256 over every part heard in a language):")
+    for n in doc["notices"]:
+        rec = n["decision_records"]
+        agree = ("the version the decision records" if rec == n["notice_version"]
+                 else f"DIFFERS from the decision's {rec}" if rec else "no decision in it")
+        out.append(f"  {n['language']}  notice version {n['notice_version']} ({agree})")
+        for p in n["parts"]:
+            out.append(f"      part {p['prompt']}  "
+                       + (f"audio sha256 {p['audio']}" if p["audio"] else "spoken by Twilio <Say>"))
+    if not doc["notices"]:
+        out.append("  — (no notice was played)")
+    out.append("Decision:")
+    for c in doc["consents"]:
+        out.append(f"  {c['decision']} (keys {dash(c['digits'])}, {dash(c['language'])}, "
+                   f"captured {times.text(c['captured_at'])}) rests on notice version "
+                   f"{dash(c['notice_version'])}")
+    if not doc["consents"]:
+        out.append("  — (no consent decision was recorded)")
+    out.append("Recordings:")
+    for r in doc["recordings"]:
+        out.append(f"  {r['recording_sid']}  {dash(r['status'])}  {dash(r['duration'], ' s')}  "
+                   f"{dash(r['channels'])} channel(s)  {dash(r['source'])}  "
+                   f"started {times.text(r['start_time'])}")
+    if not doc["recordings"]:
+        out.append("  — (no recording callbacks were received)")
+    return "\n".join(out)

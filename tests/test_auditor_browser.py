@@ -60,8 +60,17 @@ def test_auditor_logs_in_searches_and_reads_a_call(live_app, caller, browser):
     page.click("button[type=submit]")
     assert page.url == f"{live_app.url}/auditor/"
 
+    # Dates are typed and shown as 30.11.2026, as the tables write them.
+    today = datetime.now(ISTANBUL).strftime("%d.%m.%Y")
+    for name in ("since", "until"):
+        field = page.locator(f"input[name={name}]")
+        assert field.get_attribute("type") == "text"
+        assert field.get_attribute("placeholder") == "30.11.2026"
+        field.fill(today)
     page.fill("input[name=phone]", "0532 123 45 67")
     page.click("#search button[type=submit]")
+    assert page.locator("#search input[name=since]").input_value() == today
+    assert "since=" + today in page.url
     page.screenshot(path=SEARCH_SCREENSHOT, full_page=True)
     links = page.locator("table.results a.sid")
     assert links.count() == 1 and links.first.inner_text() == sid
@@ -85,7 +94,7 @@ def test_auditor_logs_in_searches_and_reads_a_call(live_app, caller, browser):
     # The players: one per prompt that had a file, each loading exactly the recorded bytes.
     recorded = {p["prompt"]: p["audio"] for b in audit_bodies(live_app.app, "prompts.played")
                 if b["ref"] == sid for p in b["data"]["played"]}
-    players = page.locator("audio")
+    players = page.locator("li.event audio")
     assert players.count() == 4
     for i in range(players.count()):
         player = players.nth(i)
@@ -102,10 +111,14 @@ def test_auditor_logs_in_searches_and_reads_a_call(live_app, caller, browser):
             catch (e) { return String(e); }
         }""")
         assert isinstance(duration, float) and duration > 0.5, f"{prompt}: {duration}"
+        # One name for the file: the player's URL is the SHA-256 the page shows and the
+        # audit log records, and the bytes served hash to it.
         src = player.evaluate("a => a.src")
-        assert src.startswith(f"{live_app.url}/audio/")
-        assert hashlib.sha256(requests.get(src, timeout=10).content).hexdigest() == \
-            recorded[prompt]
+        assert src == f"{live_app.url}/auditor/audio/{recorded[prompt]}.wav"
+        shown = player.evaluate("a => a.closest('[data-prompt]').innerText")
+        assert f"audio sha256 {recorded[prompt]}" in shown
+        assert hashlib.sha256(page.request.get(src).body()).hexdigest() == recorded[prompt]
+        assert requests.get(src, timeout=10, allow_redirects=False).status_code in (302, 401)
     spoken = page.locator("[data-prompt=notice_body]")
     assert spoken.locator("audio").count() == 0 and "<Say>" in spoken.inner_text()
 

@@ -4,7 +4,8 @@ It holds the call's audit entries, the chain segment from the call's first entry
 signed checkpoint at or after its last one (a fresh checkpoint is signed when none is),
 the checkpoint with its exact signed bytes and public key, the notice text and documents
 whose SHA-256 is the recorded notice version, the audio files the caller heard (named by
-their SHA-256), the replay output, a README and a standard-library verify script.
+their SHA-256), the replay output, a README, a standard-library verify script, and the
+shell script (verify.sh) that the README's standard-tools steps run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from flask import render_template
 from sqlalchemy.orm import Session
 
-from .. import calls
+from .. import calls, times
 from ..accounts import User
 from ..audit import chain
 from ..audit import checkpoint as cps
@@ -31,11 +32,13 @@ from ..db import utcnow
 from ..models import AuditEntry, Call
 from ..pii import PersonalData
 from ..reports import call_timeline
+from ..timeline import fact_entries, run_versions
 from .access import record_access, transaction
 from .audiofiles import AudioIndex, file_sha256
-from .callrecord import fact_entries, run_versions
 
 VERIFY_SCRIPT = Path(__file__).with_name("evidence_verify.py")
+# The same script as docs/verify-with-standard-tools.sh (a test keeps them equal).
+VERIFY_SHELL = Path(__file__).with_name("verify_chain.sh")
 
 
 class EvidenceError(Exception):
@@ -209,7 +212,8 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
             else None
         for p in b["data"].get("played") or []:
             text = flow.text(p["prompt"], p["language"]) if flow else "(unknown flow version)"
-            prompt_lines.append(f"{b['at']}  seq {b['seq']}  {p['prompt']} ({p['language']})  "
+            prompt_lines.append(f"{times.text(b['at'])}  seq {b['seq']}  {p['prompt']} "
+                                f"({p['language']})  "
                                 f"audio {p.get('audio') or 'none (spoken by <Say>)'}\n"
                                 f"    {text}\n")
     files["prompts.txt"] = "".join(prompt_lines).encode("utf-8")
@@ -231,18 +235,23 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
     checks = [f"Chain: {chain_result}"]
     for n in notices:
         for name, canonical, version, recorded in n["docs"]:
-            agree = ("equals the recorded notice version" if recorded == version
-                     else f"DIFFERS from the recorded notice version {recorded}")
+            # A decision records the notice version (every part heard in the language); a
+            # notice.played entry records the hash of the part it played.
+            what = "notice version" if name == f"{n['stem']}.json" else "part hash"
+            agree = (f"equals the recorded {what}" if recorded == version
+                     else f"DIFFERS from the recorded {what} {recorded}")
             checks.append(f"Notice notice/{name}: SHA-256 "
-                          f"{hashlib.sha256(canonical).hexdigest()}, recomputed notice version "
+                          f"{hashlib.sha256(canonical).hexdigest()}, recomputed {what} "
                           f"{version}, {agree}.")
     for h in missing_audio:
         checks.append(f"Audio {h}: the file is no longer in the audio folder; not included.")
     files["verification.txt"] = ("Checked by the server when the package was built "
-                                 f"({chain.iso(now)}):\n" + "\n".join(checks) + "\n").encode()
+                                 f"({times.text(now)}):\n" + "\n".join(checks) + "\n").encode()
     files["verify.py"] = VERIFY_SCRIPT.read_bytes()
+    files["verify.sh"] = VERIFY_SHELL.read_bytes()
     files["README.txt"] = render_template(
-        "auditor/evidence_readme.txt", call_sid=sid, now=chain.iso(now), cp=cp, row=row,
+        "auditor/evidence_readme.txt", call_sid=sid, now=times.text(now), cp=cp, row=row,
+        cp_at=times.text(cp.at),
         segment=segment, entries=entries, notices=notices, has_key=pub is not None,
         audio=[h for h in hashes if h not in missing_audio], missing_audio=missing_audio,
     ).encode("utf-8")
@@ -257,7 +266,7 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
                                                         if n not in ("README.txt", "SHA256SUMS"))]:
             info = zipfile.ZipInfo(f"{folder}/{name}", date_time=stamp)
             info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = (0o755 if name == "verify.py" else 0o644) << 16
+            info.external_attr = (0o755 if name in ("verify.py", "verify.sh") else 0o644) << 16
             z.writestr(info, files[name])
     return Package(filename=f"{folder}.zip", data=buf.getvalue(), files=sums,
                    checkpoint_seq=cp.seq, segment=(segment[0]["seq"], segment[-1]["seq"]))

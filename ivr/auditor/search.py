@@ -15,11 +15,12 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from .. import inputs
+from ..calls import ordered_times
 from ..consents import export_record
 from ..flow.model import DECISIONS
 from ..models import Call, Consent
 from ..pii import PersonalData, normalise_phone
-from ..reports import consents_query
+from ..reports import call_duration, consents_query
 from .timefmt import local_day_bounds
 
 PHONE = re.compile(r"\+[1-9][0-9]{5,14}")
@@ -211,9 +212,10 @@ def _iso(dt: datetime | None) -> str:
 
 
 def _call_part(call: Call, pii: PersonalData) -> dict:
-    return {"call_sid": call.call_sid, "started_at": _iso(call.started_at or call.created_at),
-            "ended_at": _iso(call.ended_at), "direction": call.direction or "",
-            "status": call.status or "", "duration": call.duration,
+    started, _answered, ended = ordered_times(call.started_at, call.answered_at, call.ended_at)
+    return {"call_sid": call.call_sid, "started_at": _iso(started or call.created_at),
+            "ended_at": _iso(ended), "direction": call.direction or "",
+            "status": call.status or "", "duration": call_duration(call)[0],
             "phone": safe_phone(pii, call.phone_enc)}
 
 

@@ -3,35 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
 
-LOCAL = ZoneInfo("Europe/Istanbul")
+from ..times import LABEL, LOCAL, form_value, local_day, local_text, parse_utc, utc_iso
 
-
-def parse_utc(value) -> datetime | None:
-    """A datetime from a stored ISO string ("...Z") or a datetime; None when absent."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        dt = value
-    else:
-        try:
-            dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def utc_iso(dt: datetime) -> str:
-    """UTC ISO 8601 with a Z."""
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def local_text(dt: datetime) -> str:
-    """Istanbul wall-clock time, to the second."""
-    return dt.astimezone(LOCAL).strftime("%d.%m.%Y %H:%M:%S")
+__all__ = ["LOCAL", "local_day_bounds", "parse_utc", "register_filters", "time_tag", "utc_iso"]
 
 
 def time_tag(value) -> Markup:
@@ -56,3 +33,6 @@ def register_filters(app) -> None:
     """Make the time filters available to every template."""
     app.jinja_env.filters["istanbul"] = time_tag
     app.jinja_env.filters["utc_iso"] = lambda v: utc_iso(parse_utc(v)) if parse_utc(v) else ""
+    app.jinja_env.filters["day"] = local_day
+    app.jinja_env.filters["day_field"] = lambda v: form_value(v) if v else ""
+    app.jinja_env.globals["TIME_ZONE"] = LABEL

@@ -4,10 +4,12 @@ exports personal data appends an auditor.access entry in the transaction that re
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 
 from flask import Response, current_app, g, render_template, request, stream_with_context
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound
 
 from ..audit.errors import AuditError
@@ -18,11 +20,13 @@ from ..db import utcnow
 from ..flowstore import flows
 from ..models import Call
 from ..pii import DataKeyError, personal_data
-from ..reports import call_timeline
+from ..reports import call_duration, call_timeline
+from ..timeline import fact_entries
+from ..times import DAY_PATTERN, form_day
 from . import bp
 from .access import record_access, transaction
-from .audiofiles import audio_index
-from .callrecord import access_entries, fact_entries, timeline
+from .audiofiles import HASH, audio_index
+from .callrecord import access_entries
 from .login import current_user, workspace_required
 from .search import (
     CALL_SID,
@@ -73,13 +77,22 @@ def search_page():
     return _search()
 
 
+def _iso_days(args) -> MultiDict:
+    """The criteria with days typed as 30.11.2026 rewritten as 2026-11-30 for the search."""
+    out = MultiDict(args)
+    for name in ("since", "until"):
+        if out.get(name):
+            out[name] = form_day(out[name])
+    return out
+
+
 def _search():
     pii = personal_data()
     args = request.args
     ctx = {"args": args, "errors": {}, "decisions": DECISION_CHOICES, "found": None,
-           "phones": {}, "message": None}
+           "phones": {}, "message": None, "day_pattern": DAY_PATTERN}
     try:
-        crit = parse_search(args, pii)
+        crit = parse_search(_iso_days(args), pii)
     except SearchError as e:
         ctx["errors"] = e.errors
         return render_template("auditor/search.html", **ctx), 400
@@ -90,9 +103,10 @@ def _search():
     with transaction(s):
         found = search(s, crit)
         phones = {c.call_sid: masked(safe_phone(pii, c.phone_enc)) for c in found.calls}
+        durations = {c.call_sid: call_duration(c)[0] for c in found.calls}
         record_access(s, current_user(), "view.search", via="web", phone_hmac=crit.phone_hmac,
                       query=crit.audit_query(), call_sids=found.call_sids)
-    ctx.update(found=found, phones=phones)
+    ctx.update(found=found, phones=phones, durations=durations)
     return render_template("auditor/search.html", **ctx)
 
 
@@ -103,7 +117,7 @@ def export(fmt: str):
     if fmt not in ("csv", "json"):
         raise NotFound()
     try:
-        crit = parse_search(request.form, personal_data())
+        crit = parse_search(_iso_days(request.form), personal_data())
     except SearchError as e:
         return _error(400, "Cannot export", f"The search is not valid: {e}")
     if crit.empty:
@@ -186,9 +200,8 @@ def call(call_sid: str):
             record_access(s, user, "view.call", via="web", call_sid=call_sid, found=False)
             doc = None
         else:
-            doc = call_timeline(s, call_sid, pii)
+            doc = call_timeline(s, call_sid, pii, flows())
             entries = fact_entries(s, call_sid)
-            events = timeline(s, call_sid, entries, flows(), audio_index(current_app))
             status = verify_entries(s, [e.seq for e in entries])
             replay = _replay(s, call_sid)
             accesses = access_entries(s, call_sid)
@@ -196,8 +209,29 @@ def call(call_sid: str):
                           phone_hmac=row.phone_hmac)
     if doc is None:
         return _error(404, "Unknown call", f"No call with CallSid {call_sid} is stored.")
-    return render_template("auditor/call.html", doc=doc, events=events, chain=status,
-                           replay=replay, accesses=accesses)
+    index = audio_index(current_app)
+    hashes = [p["audio"] for ev in doc["timeline"] for p in ev["prompts"]]
+    hashes += [p["audio"] for n in doc["notices"] for p in n["parts"]]
+    return render_template("auditor/call.html", doc=doc, events=doc["timeline"],
+                           playable=set(index.find(hashes)), chain=status, replay=replay,
+                           accesses=accesses)
+
+
+@bp.get("/audio/<sha256>.wav")
+@workspace_required
+def audio(sha256: str):
+    """A prompt file by the SHA-256 of its bytes, the hash the audit log records."""
+    if not HASH.fullmatch(sha256):
+        raise NotFound()
+    index = audio_index(current_app)
+    name = index.find([sha256]).get(sha256)
+    if name is None:
+        raise NotFound()
+    path = index.path(name)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:  # replaced since it was indexed
+        raise NotFound()
+    return Response(data, mimetype="audio/wav")
 
 
 def _replay(s, call_sid: str) -> dict:

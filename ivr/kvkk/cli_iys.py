@@ -10,6 +10,7 @@ import click
 from flask import current_app
 from sqlalchemy import select
 
+from .. import times
 from ..db import session, utcnow
 from ..pii import personal_data
 from . import iys, iys_export, iys_push
@@ -175,11 +176,12 @@ def pending_cmd(as_json):
         s, pii, now = session(), personal_data(), utcnow()
         with s.begin():
             decisions = iys_export.preview(s, pii)
-        rows = []
+        rows, moments = [], []
         for d in decisions:
             c = d.candidate
             deadline = iys_deadline(c.consent_at, cal)
             state = deadline_state(deadline, now, cal) if d.outcome == "export" else "-"
+            moments.append((c.consent_at, deadline))
             rows.append({"consent_id": c.consent_id, "type": c.type, "status": c.status,
                          "recipient": mask(c.recipient), "consentDate": iys.consent_date(
                              c.consent_at), "deadline": deadline.strftime("%Y-%m-%d %H:%M:%S"),
@@ -192,12 +194,14 @@ def pending_cmd(as_json):
                        f"{len(rows) - n_export} not to be exported)")
             if rows:
                 click.echo(f"  {'consent':>7}  {'type':<6} {'status':<6} {'recipient':<15} "
-                           f"{'collected (TRT)':<19}  {'deadline (TRT)':<19}  {'state':<8} action")
-            for r in rows:
+                           f"{'state':<8} action; collected and deadline in {times.LABEL} "
+                           "(UTC in brackets)")
+            for (collected, deadline), r in zip(moments, rows, strict=True):
                 click.echo(f"  {r['consent_id']:>7}  {r['type']:<6} {r['status']:<6} "
-                           f"{r['recipient']:<15} {r['consentDate']:<19}  {r['deadline']:<19}  "
-                           f"{r['state'].upper():<8} {r['action']}"
+                           f"{r['recipient']:<15} {r['state'].upper():<8} {r['action']}"
                            + (f": {r['reason']}" if r["reason"] else ""))
+                click.echo(f"           collected {times.text(collected)}; "
+                           f"deadline {times.text(deadline)}")
         overdue = sum(1 for r in rows if r["state"] == "overdue")
         due = sum(1 for r in rows if r["state"] == "due")
         if overdue:
@@ -223,8 +227,8 @@ def batches_cmd(limit):
             rows = list(s.scalars(select(IysBatch).order_by(IysBatch.created_at.desc(),
                                                             IysBatch.id.desc()).limit(limit)))
         for b in rows:
-            click.echo(f"{b.id}  {b.created_at:%Y-%m-%d %H:%M:%S}Z  {b.record_count:>4} records"
-                       f"  {b.status:<11} {b.transaction_id or ''}")
+            click.echo(f"{b.id}  {times.text(b.created_at)}  {b.record_count:>4} records"
+                       f"  {b.status:<11} {times.value_or_dash(b.transaction_id)}")
         if not rows:
             click.echo("No İYS batches yet.")
 

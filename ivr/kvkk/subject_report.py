@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import times
 from ..models import Call, Recording
 from ..pii import PersonalData
 from ..reports import recording_dict
@@ -103,7 +104,6 @@ LABELS = {
         "method": "Toplama yöntemi", "recipients": "Verilerin aktarılabileceği alıcı grupları",
         "retention": "Saklama süreleri (gün)", "rights": "Haklarınız (KVKK madde 11)",
         "how": "Haklarınızı nasıl kullanırsınız", "withdraw": "İzninizi geri almak için",
-        "tz": "TSİ",
     },
     "en": {
         "title": "PERSONAL DATA REPORT (KVKK Article 11)",
@@ -124,7 +124,6 @@ LABELS = {
         "method": "How it is collected", "recipients": "Who it may be transferred to",
         "retention": "Retention periods (days)", "rights": "Your rights (KVKK Article 11)",
         "how": "How to use your rights", "withdraw": "To withdraw your consent",
-        "tz": "Turkey time",
     },
 }
 DECISIONS = {
@@ -169,10 +168,17 @@ RETENTION = {
 
 
 def _local(iso: str | None, lang: str) -> str:
-    if not iso:
-        return "-"
-    dt = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(ISTANBUL)
-    return f"{dt:%Y-%m-%d %H:%M:%S} {LABELS[lang]['tz']}"
+    # One label in every language and on every surface: Europe/Istanbul, UTC in brackets.
+    return times.text(iso)
+
+
+def _iys_local(consent_date: str) -> str:
+    """İYS's consentDate (Istanbul wall-clock time, YYYY-MM-DD HH:MM:SS) for the person."""
+    try:
+        dt = datetime.strptime(consent_date, "%Y-%m-%d %H:%M:%S").replace(tzinfo=ISTANBUL)
+    except (TypeError, ValueError):
+        return times.value_or_dash(consent_date)
+    return times.text(dt)
 
 
 def render_text(report: dict) -> str:
@@ -192,16 +198,16 @@ def render_text(report: dict) -> str:
     for c in report["calls"]:
         out.append(f"- {L['call']} {c['call_sid']}: {L['started']} {_local(c['started_at'], lang)}"
                    f", {L['ended']} {_local(c['ended_at'], lang)}, {L['duration']} "
-                   f"{c['duration'] if c['duration'] is not None else '-'} {L['seconds']}, "
-                   f"{L['status']} {CALL_STATUS[lang].get(c['status'], c['status'] or '-')}")
+                   f"{times.value_or_dash(c['duration'], ' ' + L['seconds'])}, "
+                   f"{L['status']} {CALL_STATUS[lang].get(c['status'], c['status'] or '—')}")
     if not report["calls"]:
         out.append(L["no_calls"])
     head(L["recordings"])
     for r in report["recordings"]:
         out.append(f"- {r['recording_sid']} ({L['call']} {r['call_sid']}): "
                    f"{_local(r['start_time'], lang)}, {L['duration']} "
-                   f"{r['duration'] if r['duration'] is not None else '-'} {L['seconds']}, "
-                   f"{L['status']} {r['status'] or '-'}")
+                   f"{times.value_or_dash(r['duration'], ' ' + L['seconds'])}, "
+                   f"{L['status']} {r['status'] or '—'}")
     if not report["recordings"]:
         out.append(L["no_recordings"])
     head(L["consents"])
@@ -221,14 +227,17 @@ def render_text(report: dict) -> str:
                        f" ({L['via']}: {src}{keys})")
     head(L["iys"])
     for r in report["iys"]:
-        out.append(f"- {CHANNEL_NAMES[lang][r['type']]}: {r['status']} ({r['consentDate']} "
-                   f"{L['tz']}): {IYS_OUTCOMES[lang].get(r['outcome'], r['outcome'])}")
+        out.append(f"- {CHANNEL_NAMES[lang][r['type']]}: {r['status']} "
+                   f"({_iys_local(r['consentDate'])}): "
+                   f"{IYS_OUTCOMES[lang].get(r['outcome'], r['outcome'])}")
     if not report["iys"]:
         out.append(L["no_iys"])
     head(L["requests"])
     for r in report["requests"]:
-        out.append(f"- #{r['id']} {r['kind']}: {L['received']} {r['received_on']}, {L['due']} "
-                   f"{r['due_on']}, {L['status']} {r['status']}")
+        out.append(f"- #{r['id']} {r['kind']}: {L['received']} "
+                   f"{times.local_day(date.fromisoformat(r['received_on']))}, {L['due']} "
+                   f"{times.local_day(date.fromisoformat(r['due_on']))}, "
+                   f"{L['status']} {r['status']}")
     if not report["requests"]:
         out.append(L["no_requests"])
     head(L["processing"])
