@@ -19,6 +19,7 @@ from ..observability import observe_webhook
 from ..offline import OfflineError
 from ..pii import personal_data
 from ..spool import drain_if_pending, spool
+from . import twilio_form
 from .signature import twilio_signed
 from .twiml import apology_twiml
 
@@ -55,8 +56,11 @@ def _unreachable(exc: SQLAlchemyError) -> bool:
     return False
 
 
-def _webhook(verb, *, twiml: bool, offline=None):
+def _webhook(verb, parse, *, twiml: bool, offline=None):
     """Run one webhook in one transaction, once per idempotency token.
+
+    `parse(form)` turns Twilio's form into the typed value the verb and the spool take
+    (ivr/voice/twilio_form.py); a form it refuses gets a 400.
 
     A Twilio retry (same I-Twilio-Idempotency-Token) gets the stored answer and stores
     nothing new. A concurrent duplicate that loses the race is retried and then finds the
@@ -64,17 +68,19 @@ def _webhook(verb, *, twiml: bool, offline=None):
     IVR_DB_CONNECT_TIMEOUT, `offline(form, now)` answers from the state in the URL and
     the request is spooled to disk for later.
     """
+    try:
+        parsed = parse(request.form)
+    except twilio_form.BadWebhook as exc:
+        log.warning("webhook refused on %s: %s", request.path, exc)
+        return _bad_request(str(exc))
     with db_deadline.deadline(database().connect_timeout):
-        return _run_webhook(verb, twiml, offline)
+        return _run_webhook(verb, twiml, offline, parsed)
 
 
-def _run_webhook(verb, twiml: bool, offline):
+def _run_webhook(verb, twiml: bool, offline, form):
     started = time.perf_counter()
     now = utcnow()
-    form = request.form
-    sid = form.get("CallSid", "").strip()
-    if not sid:
-        return _bad_request("Bad request: the CallSid parameter is required.")
+    sid = twilio_form.call_sid(request.form)
     token = (request.headers.get("I-Twilio-Idempotency-Token") or "")[:200] or None
     outcome = "error"
     try:
@@ -154,36 +160,36 @@ def _spool(offline, form, now, token, twiml: bool) -> Response:
 @twilio_signed
 def incoming():
     """A call comes in: the greeting, then the notice and the consent question."""
-    return _webhook(calls.incoming, twiml=True, offline=offline.incoming)
+    return _webhook(calls.incoming, twilio_form.call_fields, twiml=True,
+                    offline=offline.incoming)
 
 
 @bp.post("/gather")
 @twilio_signed
 def gather():
     """The caller's keys (or silence) for one step of a run."""
-    run_id = request.args.get("run", "")[:32]
-    step = calls.to_int(request.args.get("step"))
-    token = request.args.get("s", "")[:4000]
-    return _webhook(lambda s, ctx, form, now: calls.gather(s, ctx, run_id, step, form, now),
-                    twiml=True,
-                    offline=lambda ctx, form, now: offline.gather(ctx, run_id, step, token,
-                                                                  form, now))
+    sid = (request.form.get("CallSid") or "").strip()[:twilio_form.SID_MAX]
+    target = twilio_form.gather_target(request.args, sid)
+    return _webhook(lambda s, ctx, result, now: calls.gather(s, ctx, target.run, target.step,
+                                                              result, now),
+                    twilio_form.gather_input, twiml=True,
+                    offline=lambda ctx, result, now: offline.gather(ctx, target, result, now))
 
 
 @bp.post("/status")
 @twilio_signed
 def status():
     """Call status callback."""
-    return _webhook(calls.status, twiml=False,
-                    offline=lambda ctx, form, now: ("", offline.callback("status", form)))
+    return _webhook(calls.status, twilio_form.status_callback, twiml=False,
+                    offline=lambda ctx, cb, now: ("", offline.callback("status", cb)))
 
 
 @bp.post("/recording")
 @twilio_signed
 def recording():
     """Recording status callback."""
-    return _webhook(calls.recording, twiml=False,
-                    offline=lambda ctx, form, now: ("", offline.callback("recording", form)))
+    return _webhook(calls.recording, twilio_form.recording_callback, twiml=False,
+                    offline=lambda ctx, cb, now: ("", offline.callback("recording", cb)))
 
 
 @bp.route("/fallback", methods=["GET", "POST"])
