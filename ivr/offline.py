@@ -92,6 +92,7 @@ def apply_record(record: dict) -> None:
     from .pii import personal_data
     from .spool import Later
     from .voice import twilio_form
+    from .voice.twilio_form import INT32_MAX
 
     ctx = calls.Context(flows=flows(), pii=personal_data(),
                         renderer=current_app.extensions["ivr_renderer"])
@@ -108,13 +109,15 @@ def apply_record(record: dict) -> None:
                 result = calls.incoming(s, ctx, parsed, now, exact_context=record["context"])
             elif kind == "gather":
                 step = twilio_form.integer({"step": record.get("step")}, "step", sid)
+                if step is None:  # without its step a replay could apply the keys twice
+                    raise ValueError(f"gather record without a step in 0..{INT32_MAX}")
                 result = calls.gather(s, ctx, str(record.get("run") or "")[:32], step, parsed,
                                       now)
             elif kind == "status":
                 result = calls.status(s, ctx, parsed, now)
             else:
                 result = calls.recording(s, ctx, parsed, now)
-            token = record.get("token")
+            token = str(record.get("token") or "")[:200] or None
             if token and s.scalar(select(WebhookRequest.id).where(
                     WebhookRequest.idempotency_token == token)) is not None:
                 token = None

@@ -202,13 +202,13 @@ class Spool:
                     report.stopped = "time budget spent"
                     break
                 seen.add(path.name)
-                outcome = self._apply_one(path, apply, report)
+                outcome, record = self._apply_one(path, apply, report)
                 if outcome == "stop":
                     break
                 if outcome == "later":
                     first = waiting.setdefault(path.name, time.time())
                     if time.time() - first >= self.max_wait:
-                        self._quarantine(path, None, f"waited {self.max_wait:g} s for an "
+                        self._quarantine(path, record, f"waited {self.max_wait:g} s for an "
                                          "earlier step of its run that never arrived", report)
                         waiting.pop(path.name, None)
                     else:
@@ -222,34 +222,35 @@ class Spool:
                 _fsync_dir(self.directory)
         return report
 
-    def _apply_one(self, path: Path, apply, report: DrainReport) -> str:
+    def _apply_one(self, path: Path, apply, report: DrainReport) -> tuple[str, dict | None]:
+        """Apply one record: "applied", "later", "quarantined" or "stop", and the record."""
         try:
             record = self.read(path)
         except UnreadableRecord as e:
             self._quarantine(path, None, str(e), report)
-            return "quarantined"
+            return "quarantined", None
         for attempt in range(2):
             try:
                 apply(record)
             except Later:
-                return "later"
+                return "later", record
             except IntegrityError as e:
                 # A concurrent writer (a Twilio retry served live) may have stored the same
                 # fact a moment ago: once more finds it and records nothing twice.
                 if attempt == 0:
                     continue
                 self._quarantine(path, record, describe(e), report)
-                return "quarantined"
+                return "quarantined", record
             except Exception as e:  # noqa: BLE001 - no record may stop the drain
                 if database_unreachable(e):
                     report.stopped = f"database error: {type(e).__name__}"
-                    return "stop"
+                    return "stop", record
                 self._quarantine(path, record, describe(e), report)
-                return "quarantined"
+                return "quarantined", record
             path.unlink()
             report.applied += 1
-            return "applied"
-        return "quarantined"  # pragma: no cover - the loop always returns
+            return "applied", record
+        raise AssertionError("unreachable: every attempt returns")
 
     def _waiting(self) -> dict[str, float]:
         try:

@@ -13,14 +13,15 @@ The ranges (both ends included):
 - SequenceNumber, CallDuration, RecordingDuration: 0 to 2^31 - 1 (a PostgreSQL integer);
 - RecordingChannels: 1 to 2 (Twilio's documented values);
 - gather step (the URL's `step`): 0 to 2^31 - 1;
-- Timestamp, RecordingStartTime: RFC 2822 with a zone, 1970-01-01T00:00:00Z up to (not
-  including) 2100-01-01T00:00:00Z;
+- Timestamp, RecordingStartTime: RFC 2822 with a zone and a four-digit year, from
+  1970-01-01T00:00:00Z up to (not including) 2100-01-01T00:00:00Z;
 - text fields are clipped to their column's width; Digits to 32 keys.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -111,6 +112,9 @@ def timestamp(form, name: str, sid: str) -> tuple[datetime | None, str | None]:
         parsed = parsedate_to_datetime(value)
         if parsed is None or parsed.tzinfo is None:
             raise ValueError("no time zone")
+        if not re.search(rf"(?<!\d){parsed.year:04d}(?!\d)", value):
+            # email.utils reads a year under 100 as 19xx/20xx: "0001" would become 2001.
+            raise ValueError("the year is not written with four digits")
         when = parsed.astimezone(UTC)
     except (TypeError, ValueError, IndexError, OverflowError):
         _warn(sid, name, "not an RFC 2822 date with a zone")
