@@ -3,8 +3,8 @@
 A signed request is Twilio's, but its fields are still text: a number may not fit a
 PostgreSQL integer column, a date may not fit Python's datetime once turned to UTC. Every
 field a service uses is checked here against the range below; a value outside it is
-treated as absent, with a warning that names the field and the call SID (never the
-value, which a forged form could make a phone number). The services, and the outage
+treated as absent, with a warning that names the field, the reason and the call SID (never
+the value, which could be anything, a phone number even). The services, and the outage
 spool, only ever see what this module accepted. A CallSid that is missing, over 64
 characters or holds control characters is refused (BadWebhook, a 400): Twilio's are 34.
 
@@ -86,7 +86,7 @@ def integer(form, name: str, sid: str) -> int | None:
     raw = str(value).strip()
     low, high = RANGES[name]
     if len(raw) > _NUMBER_TEXT:
-        _warn(sid, name, f"not a number in {low}..{high}")
+        _warn(sid, name, "too many digits")
         return None
     try:
         number = int(raw)
@@ -94,7 +94,7 @@ def integer(form, name: str, sid: str) -> int | None:
         _warn(sid, name, "not an integer")
         return None
     if not low <= number <= high:
-        _warn(sid, name, f"outside {low}..{high}")
+        _warn(sid, name, "out of range")
         return None
     return number
 
@@ -120,7 +120,7 @@ def timestamp(form, name: str, sid: str) -> tuple[datetime | None, str | None]:
         _warn(sid, name, "not an RFC 2822 date with a zone")
         return None, None
     if not EARLIEST <= when < LATEST:
-        _warn(sid, name, f"outside {EARLIEST.year}..{LATEST.year - 1}")
+        _warn(sid, name, "out of range")
         return None, None
     return when, value
 
