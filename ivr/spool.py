@@ -284,11 +284,11 @@ class Spool:
                 "file": path.name}
         self._write_file(self.quarantine_dir, f"{rid}.error",
                          json.dumps(meta, ensure_ascii=False).encode())
-        if path.name.endswith(LEGACY_SUFFIX) and record is not None:
-            # A plain record from before encryption leaves the caller's number in clear:
-            # it is kept encrypted in quarantine.
-            self._write_file(self.quarantine_dir, f"{rid}{SUFFIX}", self._fernet.encrypt(
-                json.dumps(record, ensure_ascii=False, sort_keys=True).encode()))
+        if path.name.endswith(LEGACY_SUFFIX):
+            # A plain file from before encryption may hold the caller's number in clear:
+            # quarantine keeps its bytes encrypted.
+            self._write_file(self.quarantine_dir, f"{rid}{SUFFIX}",
+                             self._fernet.encrypt(path.read_bytes()))
             path.unlink()
         else:
             os.rename(path, self.quarantine_dir / path.name)

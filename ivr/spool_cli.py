@@ -111,7 +111,10 @@ def quarantine_show(record_id: str):
 def quarantine_retry(record_id: str):
     """Put a quarantined record back in the spool and drain it (once the cause is fixed)."""
     _entry(record_id)
-    spool().release(record_id)
+    with spool().lock(5) as got:
+        if not got:
+            raise click.ClickException("another process is draining the spool: try again")
+        spool().release(record_id)
     click.echo(f"{record_id} is back in the spool")
     code = _drain_and_report()
     if spool().quarantine_depth() and record_id in {q.id for q in spool().quarantined()}:
@@ -128,13 +131,16 @@ def quarantine_discard(record_id: str, reason: str):
     from .audit import chain
     from .db import session
 
-    q, path = _entry(record_id)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    s = session()
-    with s.begin():
-        chain.append(s, [("spool.discarded", q.call_sid, {
-            "record": q.id, "kind": q.kind, "call_sid": q.call_sid, "error": q.error,
-            "received_at": q.received_at, "quarantined_at": q.quarantined_at,
-            "file_sha256": digest, "reason": reason[:500]})])
-    spool().remove_quarantined(record_id)
+    with spool().lock(5) as got:  # no retry or drain moves it meanwhile
+        if not got:
+            raise click.ClickException("another process is draining the spool: try again")
+        q, path = _entry(record_id)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        s = session()
+        with s.begin():
+            chain.append(s, [("spool.discarded", q.call_sid, {
+                "record": q.id, "kind": q.kind, "call_sid": q.call_sid, "error": q.error,
+                "received_at": q.received_at, "quarantined_at": q.quarantined_at,
+                "file_sha256": digest, "reason": reason[:500]})])
+        spool().remove_quarantined(record_id)
     click.echo(f"{record_id} discarded (audit entry spool.discarded)")
