@@ -201,6 +201,41 @@ def test_finding_1_a_poisoned_callback_during_the_outage_stops_nothing(outage, f
     assert verified_chain_length(app) > 0
 
 
+@postgresql_only
+def test_a_record_that_cannot_be_applied_is_quarantined_by_the_next_webhook(outage):
+    """A record no parser vetted (a spool written by an earlier version, or a record whose
+    own time cannot be stored) sits before a spooled consent. When PostgreSQL is back, the
+    next webhook's drain quarantines it and goes on: that call and every later one are
+    served, the consent is stored, and /readyz and /metrics say a record waits for an
+    operator."""
+    app, proxy = outage.app, outage.proxy
+    c = Caller(outage.url, AUTH_TOKEN, http_transport())
+    first = c.dial()
+    proxy.cut()
+    with app.app_context():
+        spool().write({"kind": "status", "received_at": "9999-12-31T23:59:59-01:00",
+                       "token": None, "form": {"CallSid": c.call_sid, "CallStatus": "ringing"}})
+    assert FLOW.text("confirm_granted", "tr") in [h.text for h in c.press(first, "1").heard]
+    proxy.restore()
+    for _ in range(3):
+        other = Caller(outage.url, AUTH_TOKEN, http_transport())
+        assert FLOW.text("confirm_granted", "tr") in [h.text for h in other.run(["1"]).heard]
+    assert sum(x.call_sid == c.call_sid for x in consents(app)) == 1
+    assert len(consents(app)) == 4
+    runner = app.test_cli_runner()
+    listed = json.loads(runner.invoke(cli, ["spool", "quarantine", "list", "--json"]).output)
+    assert [(q["call_sid"], q["kind"]) for q in listed] == [(c.call_sid, "status")]
+    assert "date value out of range" in listed[0]["error"]
+    result = runner.invoke(cli, ["spool", "drain"])
+    assert result.exit_code == 0 and "applied 0, waiting 0, quarantined 0, left 0" in (
+        result.output)
+    with app.test_client() as client:
+        ready = client.get("/readyz").get_json()
+        assert ready["spool_quarantine"] == 1 and ready["status"] in ("degraded", "not ready")
+        assert "ivr_spool_quarantined 1.0" in client.get("/metrics").get_data(as_text=True)
+    assert verified_chain_length(app) > 0
+
+
 def test_a_drain_stops_when_its_time_budget_is_spent(app):
     with app.app_context():
         sp = spool()

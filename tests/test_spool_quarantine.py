@@ -265,3 +265,13 @@ def test_unreachable_database_keeps_records_in_the_spool(app, app_config):
         database(away).engine.dispose()
     result = app.test_cli_runner().invoke(cli, ["spool", "drain"])
     assert result.exit_code == 0 and "applied 1" in result.output
+
+
+@pytest.mark.parametrize("setting", ["soon", "-1", "inf", "nan"])
+def test_a_bad_max_wait_is_a_configuration_error(app_config, setting):
+    from ivr import create_app
+    from ivr.config import ConfigError
+
+    app_config["SPOOL_MAX_WAIT"] = setting
+    with pytest.raises(ConfigError, match="IVR_SPOOL_MAX_WAIT"):
+        create_app(app_config)
