@@ -65,22 +65,22 @@ def _webhook(verb, parse, *, twiml: bool, offline=None):
     A Twilio retry (same I-Twilio-Idempotency-Token) gets the stored answer and stores
     nothing new. A concurrent duplicate that loses the race is retried and then finds the
     winner's answer. If the database cannot be reached, or does not answer within
-    IVR_DB_CONNECT_TIMEOUT, `offline(form, now)` answers from the state in the URL and
-    the request is spooled to disk for later.
+    IVR_DB_CONNECT_TIMEOUT, `offline(ctx, parsed, now)` answers from the state in the URL
+    and the parsed request is spooled to disk for later.
     """
     try:
+        sid = twilio_form.call_sid(request.form)
         parsed = parse(request.form)
     except twilio_form.BadWebhook as exc:
         log.warning("webhook refused on %s: %s", request.path, exc)
         return _bad_request(str(exc))
     with db_deadline.deadline(database().connect_timeout):
-        return _run_webhook(verb, twiml, offline, parsed)
+        return _run_webhook(verb, twiml, offline, sid, parsed)
 
 
-def _run_webhook(verb, twiml: bool, offline, form):
+def _run_webhook(verb, twiml: bool, offline, sid: str, parsed):
     started = time.perf_counter()
     now = utcnow()
-    sid = twilio_form.call_sid(request.form)
     token = (request.headers.get("I-Twilio-Idempotency-Token") or "")[:200] or None
     outcome = "error"
     try:
@@ -98,7 +98,7 @@ def _run_webhook(verb, twiml: bool, offline, form):
                                 if twiml:
                                     return _xml(prior.response or apology_twiml())
                                 return _acknowledged()
-                        result = verb(s, _context(), form, now)
+                        result = verb(s, _context(), parsed, now)
                         outcome = "ok" if twiml else result
                         s.add(WebhookRequest(path=request.path, call_sid=sid[:64],
                                              idempotency_token=token, received_at=now,
@@ -117,14 +117,14 @@ def _run_webhook(verb, twiml: bool, offline, form):
             log.error("database unreachable on %s call_sid=%s: %s; spooling", request.path,
                       sid[:64], type(exc).__name__)
             outcome = "spooled"
-            return _spool(offline, form, now, token, twiml)
+            return _spool(offline, parsed, now, token, twiml)
         except calls.RunBehind:
             outcome = "spooled-behind"
-            return _spool(offline, form, now, token, twiml)
+            return _spool(offline, parsed, now, token, twiml)
     except calls.UnknownRun:
         if spool().pending():  # the run may start in a record still waiting there
             outcome = "spooled-behind"
-            return _spool(offline, form, now, token, twiml)
+            return _spool(offline, parsed, now, token, twiml)
         outcome = "unknown-run"
         return _xml(apology_twiml()) if twiml else _bad_request("Unknown run.")
     except SQLAlchemyError as exc:
@@ -140,12 +140,12 @@ def _run_webhook(verb, twiml: bool, offline, form):
         observe_webhook(request.path, sid[:64], outcome, time.perf_counter() - started)
 
 
-def _spool(offline, form, now, token, twiml: bool) -> Response:
+def _spool(offline, parsed, now, token, twiml: bool) -> Response:
     """Answer without the database and keep the request on disk until it is back."""
     try:
         if offline is None:
             raise OfflineError("this webhook has no offline path")
-        body, record = offline(_context(), form, now)
+        body, record = offline(_context(), parsed, now)
     except OfflineError as exc:
         log.error("cannot answer %s offline: %s", request.path, exc)
         if twiml:
