@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +20,9 @@ from .flow import Flow
 from .flow import engine as e
 from .models import Call, CallEvent, FlowRun, Recording, Turn
 from .pii import PersonalData, normalise_phone
+
+if TYPE_CHECKING:  # the web layer parses Twilio's forms into these (ivr/voice/twilio_form.py)
+    from .voice.twilio_form import CallFields, GatherInput, RecordingCallback, StatusCallback
 
 TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
 MAX_DIGITS = 32
@@ -61,47 +64,27 @@ class Context:
         return self.renderer.url(f"/voice/gather?run={run_id}&step={step}&s={token}")
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """Twilio's RFC 2822 timestamps; None for missing or garbage values."""
-    if not value:
-        return None
-    try:
-        dt = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if dt is None or dt.tzinfo is None:
-        return None
-    return dt
-
-
-def to_int(value) -> int | None:
-    """An int from a form value, or None."""
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-
-
 def _clip(value: str | None, n: int = 64) -> str | None:
     return value[:n] if value else None
 
 
-def get_or_create_call(session: Session, ctx: Context, sid: str, form) -> Call:
+def get_or_create_call(session: Session, ctx: Context, fields: CallFields) -> Call:
     """The call row for a CallSid, created on first sight from any webhook."""
-    call = session.get(Call, sid, with_for_update=True)
+    call = session.get(Call, fields.call_sid, with_for_update=True)
     if call is None:
-        call = Call(call_sid=sid, created_at=utcnow())
+        call = Call(call_sid=fields.call_sid, created_at=utcnow())
         session.add(call)
     if not call.account_sid:
-        call.account_sid = _clip(form.get("AccountSid"))
+        call.account_sid = _clip(fields.account_sid)
     return call
 
 
-def fill_parties(call: Call, ctx: Context, form) -> None:
+def fill_parties(call: Call, ctx: Context, fields: CallFields) -> None:
     """Record the caller (encrypted and fingerprinted) and our number from a webhook, once."""
-    direction = (form.get("Direction") or "").lower()[:32] or None
-    caller = form.get("To") if direction and direction.startswith("outbound") else form.get("From")
-    ours = form.get("From") if direction and direction.startswith("outbound") else form.get("To")
+    direction = (fields.direction or "").lower()[:32] or None
+    outbound = bool(direction and direction.startswith("outbound"))
+    caller = fields.to_number if outbound else fields.from_number
+    ours = fields.from_number if outbound else fields.to_number
     phone = normalise_phone(caller)
     if phone and not call.phone_hmac:
         call.phone_hmac = ctx.pii.fingerprint(phone)
@@ -252,29 +235,29 @@ def start_run(session: Session, ctx: Context, call: Call, flow: Flow, *, origin:
     return twiml
 
 
-def incoming(session: Session, ctx: Context, form, now: datetime | None = None,
+def incoming(session: Session, ctx: Context, fields: CallFields, now: datetime | None = None,
              exact_context: dict | None = None) -> str:
     """The inbound-call webhook: record the call and start the default flow."""
     now = now or utcnow()
-    call = get_or_create_call(session, ctx, form["CallSid"], form)
-    fill_parties(call, ctx, form)
+    call = get_or_create_call(session, ctx, fields)
+    fill_parties(call, ctx, fields)
     if not call.seen_incoming:
         call.seen_incoming = True
         call.started_at = call.started_at or now
         call.answered_at = call.answered_at or now
         if call.status is None:
-            call.status = _clip(form.get("CallStatus"), 32) or "in-progress"
+            call.status = _clip(fields.call_status, 32) or "in-progress"
         _order_times(call)
     return start_run(session, ctx, call, ctx.flows.default, origin="incoming", now=now,
                      exact_context=exact_context)
 
 
-def gather(session: Session, ctx: Context, run_id: str, step: int | None, form,
+def gather(session: Session, ctx: Context, run_id: str, step: int | None, result: GatherInput,
            now: datetime | None = None) -> str:
     """A gather result: apply the keys (or the silence) to the run, once per step."""
     now = now or utcnow()
-    run = session.get(FlowRun, run_id, with_for_update=True)
-    if run is None or run.call_sid != form.get("CallSid"):
+    run = session.get(FlowRun, run_id, with_for_update=True) if run_id else None
+    if run is None or run.call_sid != result.call.call_sid:
         raise UnknownRun(run_id)
     if step is not None and step <= run.step:
         # A retry of a step we already took: the same answer again, nothing stored.
@@ -286,13 +269,17 @@ def gather(session: Session, ctx: Context, run_id: str, step: int | None, form,
     state = e.State.from_dict(run.state)
     if state.ended:
         return session.get(Turn, (run.id, run.step)).twiml
-    digits = form.get("Digits")
-    inp = e.Digits(digits[:MAX_DIGITS]) if digits else e.Timeout()
+    inp = digits_input(result.digits)
     state, actions = e.advance(flow, state, inp)
     call = session.get(Call, run.call_sid)
     twiml, audit = _apply(session, ctx, flow, run, call, state, actions, inp, now)
     chain.append(session, audit, at=now)
     return twiml
+
+
+def digits_input(digits: str | None) -> e.Input:
+    """The engine's input for a gather's Digits: the keys, or silence when there are none."""
+    return e.Digits(digits[:MAX_DIGITS]) if digits else e.Timeout()
 
 
 _RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "answered": 3}
@@ -303,25 +290,27 @@ def _order_key(status: str | None, seq: int | None, ts: datetime | None):
     return (rank, seq if seq is not None else -1, ts.timestamp() if ts else 0.0)
 
 
-def status(session: Session, ctx: Context, form, now: datetime | None = None) -> str:
+def status(session: Session, ctx: Context, cb: StatusCallback,
+           now: datetime | None = None) -> str:
     """A call status callback: keep the event, and move the call state in Twilio's order."""
     now = now or utcnow()
-    sid = form["CallSid"]
-    call = get_or_create_call(session, ctx, sid, form)
-    fill_parties(call, ctx, form)
-    st = _clip((form.get("CallStatus") or "").lower(), 32)
-    seq = to_int(form.get("SequenceNumber"))
-    ts = parse_time(form.get("Timestamp"))
-    key = f"status:{seq}:{st}" if seq is not None else f"status:{st}:{form.get('Timestamp')}"
+    sid = cb.call.call_sid
+    call = get_or_create_call(session, ctx, cb.call)
+    fill_parties(call, ctx, cb.call)
+    st = _clip((cb.call.call_status or "").lower(), 32)
+    seq = cb.sequence_number
+    ts = cb.timestamp
+    key = f"status:{seq}:{st}" if seq is not None else f"status:{st}:{cb.timestamp_text}"
     if session.scalar(select(CallEvent.id).where(CallEvent.call_sid == sid,
                                                  CallEvent.dedupe_key == key[:200])):
         return "duplicate"
-    duration = to_int(form.get("CallDuration"))
+    duration = cb.call_duration
+    evidence = {k: v for k, v in cb.form().items()
+                if k in ("CallStatus", "SequenceNumber", "Timestamp", "CallDuration",
+                         "CallbackSource", "Direction")}
     session.add(CallEvent(call_sid=sid, kind="status", status=st, dedupe_key=key[:200],
                           sequence_number=seq, twilio_timestamp=ts, received_at=now,
-                          data={k: form.get(k)[:200] for k in
-                                ("CallStatus", "SequenceNumber", "Timestamp", "CallDuration",
-                                 "CallbackSource", "Direction") if form.get(k)}))
+                          data=evidence))
     event_time = ts or now
     if st in ("initiated", "ringing", "queued"):
         call.started_at = min(filter(None, [call.started_at, event_time]))
@@ -361,21 +350,19 @@ def _hang_up_runs(session: Session, sid: str, now: datetime) -> list:
 RECORDING_ORDER = {"in-progress": 1, "completed": 2, "absent": 2, "failed": 2}
 
 
-def recording(session: Session, ctx: Context, form, now: datetime | None = None) -> str:
+def recording(session: Session, ctx: Context, cb: RecordingCallback,
+              now: datetime | None = None) -> str:
     """A recording status callback: keep its metadata (not the audio), even before the call."""
     now = now or utcnow()
-    sid = form["CallSid"]
-    get_or_create_call(session, ctx, sid, form)
-    rsid = _clip(form.get("RecordingSid")) or "unknown"
-    st = _clip((form.get("RecordingStatus") or "").lower(), 32)
+    sid = cb.call.call_sid
+    get_or_create_call(session, ctx, cb.call)
+    rsid = cb.recording_sid or "unknown"
+    st = _clip((cb.status or "").lower(), 32)
     key = f"recording:{rsid}:{st}"
     if session.scalar(select(CallEvent.id).where(CallEvent.call_sid == sid,
                                                  CallEvent.dedupe_key == key[:200])):
         return "duplicate"
-    fields = {k: form.get(k)[:500] for k in (
-        "RecordingSid", "RecordingStatus", "RecordingDuration", "RecordingChannels",
-        "RecordingSource", "RecordingTrack", "RecordingStartTime", "RecordingUrl",
-        "ErrorCode") if form.get(k)}
+    fields = {k: v for k, v in cb.form().items() if k.startswith("Recording") or k == "ErrorCode"}
     session.add(CallEvent(call_sid=sid, kind="recording", status=st, dedupe_key=key[:200],
                           received_at=now, data=fields))
     rec = session.get(Recording, rsid, with_for_update=True)
@@ -384,19 +371,17 @@ def recording(session: Session, ctx: Context, form, now: datetime | None = None)
         session.add(rec)
     if RECORDING_ORDER.get(st or "", 0) >= RECORDING_ORDER.get(rec.status or "", 0):
         rec.status = st
-        rec.duration = to_int(form.get("RecordingDuration"))
-        rec.channels = to_int(form.get("RecordingChannels"))
-        rec.source = _clip(form.get("RecordingSource"))
-        rec.track = _clip(form.get("RecordingTrack"), 32)
-        rec.start_time = parse_time(form.get("RecordingStartTime"))
-        rec.url = _clip(form.get("RecordingUrl"), 500)
-        rec.error_code = _clip(form.get("ErrorCode"), 32)
+        rec.duration = cb.duration
+        rec.channels = cb.channels
+        rec.source = cb.source
+        rec.track = cb.track
+        rec.start_time = cb.start_time
+        rec.url = cb.url
+        rec.error_code = cb.error_code
         rec.updated_at = now
     chain.append(session, [("recording.status", sid, {
-        "call_sid": sid, "recording_sid": rsid, "status": st,
-        "duration": to_int(form.get("RecordingDuration")),
-        "channels": to_int(form.get("RecordingChannels")),
-        "source": _clip(form.get("RecordingSource")), "track": _clip(form.get("RecordingTrack")),
-        "start_time": form.get("RecordingStartTime"), "url": _clip(form.get("RecordingUrl"), 500),
-        "error_code": _clip(form.get("ErrorCode"), 32)})], at=now)
+        "call_sid": sid, "recording_sid": rsid, "status": st, "duration": cb.duration,
+        "channels": cb.channels, "source": cb.source, "track": cb.track,
+        "start_time": cb.start_time_text, "url": cb.url, "error_code": cb.error_code})],
+        at=now)
     return "stored"

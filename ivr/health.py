@@ -4,7 +4,9 @@
 database outage never gets healthy workers restarted. /readyz says whether this server
 should get calls: the database answers within a short timeout and its schema is not behind
 this code, the flows are loaded, every prompt has its audio, and the outage spool can be
-written. Each check that fails names its reason; the answer is 503 then.
+written. Each check that fails names its reason; the answer is 503 then. Spooled webhooks
+in quarantine do not fail readiness: the answer stays 200, with status "degraded",
+`spool_quarantine` counting them and a line in `warnings`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ def readyz():
     checks["audio"] = check_audio(registry, app.extensions.get("ivr_audio"))
     checks["spool"] = check_spool(app)
     ready = all(v.startswith("ok") for v in checks.values())
-    response = jsonify(status="ready" if ready else "not ready", checks=checks)
+    # A quarantined record needs an operator, but this server still takes calls well:
+    # failing readiness for it would take every server out of rotation over one record.
+    sp = app.extensions.get("ivr_spool")
+    held = sp.quarantine_depth() if sp is not None else 0
+    warnings = [f"{held} spooled webhook(s) quarantined: run `python -m ivr spool "
+                "quarantine list`"] if held else []
+    status = "not ready" if not ready else ("degraded" if warnings else "ready")
+    response = jsonify(status=status, checks=checks, spool_quarantine=held, warnings=warnings)
     response.headers["Cache-Control"] = "no-store"
     return response, (200 if ready else 503)
 
@@ -145,7 +154,7 @@ def check_spool(app: Flask) -> str:
         return f"cannot create {directory}: {e.strerror}"
     if not os.access(directory, os.W_OK | os.X_OK):
         return f"not writable: {directory}"
-    return f"ok ({sp.depth()} waiting)"
+    return f"ok ({sp.depth()} waiting, {sp.quarantine_depth()} quarantined)"
 
 
 def init_app(app: Flask) -> None:

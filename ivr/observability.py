@@ -139,6 +139,18 @@ class _SpoolCollector:
                               "Webhooks spooled on this server's disk, waiting for the database")
         g.add_metric([], _spool_depth(self.app))
         yield g
+        q = GaugeMetricFamily("ivr_spool_quarantined",
+                              "Spooled webhooks that could not be applied, kept in quarantine")
+        q.add_metric([], _spool_quarantined(self.app))
+        yield q
+
+
+def _spool_quarantined(app: Flask) -> float:
+    sp = app.extensions.get("ivr_spool")
+    try:
+        return float(sp.quarantine_depth()) if sp is not None else 0.0
+    except OSError:
+        return float("nan")
 
 
 def metrics_text(app: Flask) -> bytes:

@@ -39,50 +39,48 @@ def read_state_token(token: str) -> tuple[str, e.State]:
         raise OfflineError(f"unreadable state token: {type(exc).__name__}") from None
 
 
-def _form(form) -> dict:
-    return {k: form.get(k) for k in form}
-
-
-def incoming(ctx, form, now: datetime) -> tuple[str, dict]:
+def incoming(ctx, fields, now: datetime) -> tuple[str, dict]:
     """Answer an incoming call without the database; returns (TwiML, spool record)."""
     from .calls import run_id_for
 
     flow = ctx.flows.default
     context: dict = {}  # who the caller is cannot be looked up now: no withdrawal offer
     state, actions = e.start(flow, context, None)
-    run_id = run_id_for(form["CallSid"], "incoming")
+    run_id = run_id_for(fields.call_sid, "incoming")
     rendered = ctx.renderer.render(actions, ctx.next_url(run_id, 1, flow.version, state))
-    return rendered.twiml, {"kind": "incoming", "form": _form(form), "context": context}
+    return rendered.twiml, {"kind": "incoming", "form": fields.form(), "context": context}
 
 
-def gather(ctx, run_id: str, step: int | None, token: str | None, form,
-           now: datetime) -> tuple[str, dict]:
+def gather(ctx, target, result, now: datetime) -> tuple[str, dict]:
     """Step the engine from the state in the URL; returns (TwiML, spool record)."""
-    if not token or step is None:
+    from .calls import digits_input
+
+    if not target.token or target.step is None:
         raise OfflineError("no state token in the gather URL")
-    version, state = read_state_token(token)
+    version, state = read_state_token(target.token)
     flow = ctx.flows.in_memory(version)
     if flow is None:
         raise OfflineError(f"flow version {version[:12]} is not loaded")
     if state.ended:
         raise OfflineError("the run had already ended")
-    digits = form.get("Digits")
-    from .calls import MAX_DIGITS
-
-    inp = e.Digits(digits[:MAX_DIGITS]) if digits else e.Timeout()
-    state, actions = e.advance(flow, state, inp)
-    rendered = ctx.renderer.render(actions, ctx.next_url(run_id, step + 1, flow.version, state))
-    record = {"kind": "gather", "run": run_id, "step": step, "form": _form(form)}
+    state, actions = e.advance(flow, state, digits_input(result.digits))
+    rendered = ctx.renderer.render(actions, ctx.next_url(target.run, target.step + 1,
+                                                         flow.version, state))
+    record = {"kind": "gather", "run": target.run, "step": target.step, "form": result.form()}
     return rendered.twiml, record
 
 
-def callback(kind: str, form) -> dict:
+def callback(kind: str, parsed) -> dict:
     """A status or recording callback to keep until the database is back."""
-    return {"kind": kind, "form": _form(form)}
+    return {"kind": kind, "form": parsed.form()}
 
 
 def apply_record(record: dict) -> None:
-    """Replay one spooled webhook through the normal verbs, in its own transaction."""
+    """Replay one spooled webhook through the normal verbs, in its own transaction.
+
+    The record's form goes through the edge parser again: records written before the
+    parser existed (plain JSON with Twilio's whole form) get the same ranges as new ones.
+    Raises spool.Later when the record must wait for an earlier one."""
     from flask import current_app
     from sqlalchemy import select
 
@@ -93,35 +91,49 @@ def apply_record(record: dict) -> None:
     from .models import WebhookRequest
     from .pii import personal_data
     from .spool import Later
+    from .voice import twilio_form
+    from .voice.twilio_form import INT32_MAX
 
     ctx = calls.Context(flows=flows(), pii=personal_data(),
                         renderer=current_app.extensions["ivr_renderer"])
     now = datetime.fromisoformat(record["received_at"])
-    form = record["form"]
     kind = record["kind"]
+    if kind not in twilio_form.PARSERS:
+        raise ValueError(f"unknown spool record kind {kind!r}")
+    parsed = twilio_form.PARSERS[kind](record["form"])
+    sid = parsed.call_sid if kind == "incoming" else parsed.call.call_sid
     s = session()
     try:
         with s.begin():
             if kind == "incoming":
-                result = calls.incoming(s, ctx, form, now, exact_context=record["context"])
+                result = calls.incoming(s, ctx, parsed, now, exact_context=record["context"])
             elif kind == "gather":
-                result = calls.gather(s, ctx, record["run"], record["step"], form, now)
+                step = twilio_form.integer({"step": record.get("step")}, "step", sid)
+                if step is None:  # without its step a replay could apply the keys twice
+                    raise ValueError(f"gather record without a step in 0..{INT32_MAX}")
+                result = calls.gather(s, ctx, str(record.get("run") or "")[:32], step, parsed,
+                                      now)
             elif kind == "status":
-                result = calls.status(s, ctx, form, now)
-            elif kind == "recording":
-                result = calls.recording(s, ctx, form, now)
+                result = calls.status(s, ctx, parsed, now)
             else:
-                raise ValueError(f"unknown spool record kind {kind!r}")
-            token = record.get("token")
+                result = calls.recording(s, ctx, parsed, now)
+            token = str(record.get("token") or "")[:200] or None
             if token and s.scalar(select(WebhookRequest.id).where(
                     WebhookRequest.idempotency_token == token)) is not None:
                 token = None
             twiml = kind in ("incoming", "gather")
-            s.add(WebhookRequest(path=record.get("path", f"/voice/{kind}"),
-                                 call_sid=form.get("CallSid", "")[:64], idempotency_token=token,
+            s.add(WebhookRequest(path=str(record.get("path") or f"/voice/{kind}")[:200],
+                                 call_sid=sid, idempotency_token=token,
                                  received_at=now, outcome="spooled",
                                  status_code=200,
                                  response=result if twiml else None))
-    except (RunBehind, UnknownRun):
+    except (RunBehind, UnknownRun) as exc:
         s.rollback()
-        raise Later() from None
+        raise Later(f"{type(exc).__name__}: the run has not reached this step") from None
+
+
+def record_call_sid(record: dict) -> str | None:
+    """The call SID a spool record is about, for logs and the quarantine list."""
+    form = record.get("form") if isinstance(record, dict) else None
+    sid = form.get("CallSid") if isinstance(form, dict) else None
+    return sid[:64] if isinstance(sid, str) else None

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from email.utils import format_datetime
 
 import pytest
 from sqlalchemy import func, select
 
 from ivr.cli import cli
-from ivr.db import database
+from ivr.db import database, utcnow
 from ivr.flow import load_flow
-from ivr.models import AuditEntry, Consent
+from ivr.models import AuditEntry, CallEvent, Consent
 from ivr.simulate import Caller, http_transport
 from ivr.spool import spool
 from tests.conftest import AUTH_TOKEN, ROOT, LiveServer, postgresql_only, verified_chain_length
@@ -150,6 +151,88 @@ def test_a_key_for_a_call_whose_start_still_waits_in_the_spool(outage):
     assert result.exit_code == 0 and "applied 2" in result.output, result.output
     [consent] = consents(app)
     assert (consent.decision, consent.digits, consent.call_sid) == ("granted", "1", c.call_sid)
+    assert verified_chain_length(app) > 0
+
+
+@postgresql_only
+@pytest.mark.parametrize("field,poison", [
+    ("Timestamp", "Fri, 31 Dec 9999 23:59:59 -0100"),
+    ("SequenceNumber", "9007199254740992"),
+])
+def test_finding_1_a_poisoned_callback_during_the_outage_stops_nothing(outage, field, poison):
+    """Issue 10, finding 1: PostgreSQL is away, a signed status callback carries a value no
+    column holds, and a consent is spooled behind it. When the database is back, every
+    call is served, the consent is stored and `spool drain` exits cleanly."""
+    app, proxy = outage.app, outage.proxy
+    c = Caller(outage.url, AUTH_TOKEN, http_transport())
+    first = c.dial()
+    proxy.cut()
+    data = c.params(CallStatus="in-progress", SequenceNumber="1",
+                    Timestamp=format_datetime(utcnow(), usegmt=True),
+                    CallbackSource="call-progress-events")
+    data[field] = poison
+    assert c.signed_post(c.url("/voice/status"), data).status == 200
+    last = c.press(first, "1")
+    assert FLOW.text("confirm_granted", "tr") in [h.text for h in last.heard]
+    with app.app_context():
+        files = spool().pending()
+        assert len(files) == 2
+        for path in files:  # the caller's number is not on disk in clear
+            assert c.from_number[1:].encode() not in path.read_bytes()
+        kept = [spool().read(path) for path in files]
+        assert [r["kind"] for r in kept] == ["status", "gather"]
+        assert field not in kept[0]["form"]  # the spool holds only what the parser accepted
+    proxy.restore()
+    for _ in range(3):  # every later call is served normally (the first one drains)
+        other = Caller(outage.url, AUTH_TOKEN, http_transport())
+        assert FLOW.text("confirm_granted", "tr") in [h.text for h in other.run(["1"]).heard]
+    decisions = [(x.call_sid == c.call_sid, x.decision) for x in consents(app)]
+    assert sorted(decisions) == [(False, "granted")] * 3 + [(True, "granted")]
+    with database(app).sessionmaker() as s:
+        event = s.scalar(select(CallEvent).where(CallEvent.call_sid == c.call_sid))
+    assert (event.sequence_number, event.status) == (
+        (None, "in-progress") if field == "SequenceNumber" else (1, "in-progress"))
+    assert event.twilio_timestamp is None if field == "Timestamp" else event.twilio_timestamp
+    result = app.test_cli_runner().invoke(cli, ["spool", "drain"])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "applied 0, waiting 0, quarantined 0, left 0" in result.output
+    status = app.test_cli_runner().invoke(cli, ["spool", "status"]).output
+    assert "0 record(s) quarantined" in status
+    assert verified_chain_length(app) > 0
+
+
+@postgresql_only
+def test_a_record_that_cannot_be_applied_is_quarantined_by_the_next_webhook(outage):
+    """A record no parser vetted (a spool written by an earlier version, or a record whose
+    own time cannot be stored) sits before a spooled consent. When PostgreSQL is back, the
+    next webhook's drain quarantines it and goes on: that call and every later one are
+    served, the consent is stored, and /readyz and /metrics say a record waits for an
+    operator."""
+    app, proxy = outage.app, outage.proxy
+    c = Caller(outage.url, AUTH_TOKEN, http_transport())
+    first = c.dial()
+    proxy.cut()
+    with app.app_context():
+        spool().write({"kind": "status", "received_at": "9999-12-31T23:59:59-01:00",
+                       "token": None, "form": {"CallSid": c.call_sid, "CallStatus": "ringing"}})
+    assert FLOW.text("confirm_granted", "tr") in [h.text for h in c.press(first, "1").heard]
+    proxy.restore()
+    for _ in range(3):
+        other = Caller(outage.url, AUTH_TOKEN, http_transport())
+        assert FLOW.text("confirm_granted", "tr") in [h.text for h in other.run(["1"]).heard]
+    assert sum(x.call_sid == c.call_sid for x in consents(app)) == 1
+    assert len(consents(app)) == 4
+    runner = app.test_cli_runner()
+    listed = json.loads(runner.invoke(cli, ["spool", "quarantine", "list", "--json"]).output)
+    assert [(q["call_sid"], q["kind"]) for q in listed] == [(c.call_sid, "status")]
+    assert "date value out of range" in listed[0]["error"]
+    result = runner.invoke(cli, ["spool", "drain"])
+    assert result.exit_code == 0 and "applied 0, waiting 0, quarantined 0, left 0" in (
+        result.output)
+    with app.test_client() as client:
+        ready = client.get("/readyz").get_json()
+        assert ready["spool_quarantine"] == 1 and ready["status"] in ("degraded", "not ready")
+        assert "ivr_spool_quarantined 1.0" in client.get("/metrics").get_data(as_text=True)
     assert verified_chain_length(app) > 0
 
 

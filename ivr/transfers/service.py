@@ -210,18 +210,20 @@ def expire(session: Session, transfer_id: str, stale_after: timedelta,
     return t
 
 
-def enter_flow(session: Session, ctx: calls.Context, transfer_id: str, form,
+def enter_flow(session: Session, ctx: calls.Context, transfer_id: str, fields,
                now: datetime | None = None) -> str:
-    """Twilio fetched the transfer's TwiML: start the consent flow for the caller."""
+    """Twilio fetched the transfer's TwiML: start the consent flow for the caller.
+
+    `fields` is the webhook's parsed call fields (ivr/voice/twilio_form.CallFields)."""
     now = now or utcnow()
     t = session.get(Transfer, transfer_id, with_for_update=True) if transfer_id else None
-    sid = form.get("CallSid")
+    sid = fields.call_sid
     flow = ctx.flows.get(t.flow_id) if t is not None else None
     if t is None or t.call_sid != sid or flow is None:
         raise calls.UnknownRun(f"transfer {transfer_id}")
-    call = calls.get_or_create_call(session, ctx, sid, form)
-    calls.fill_parties(call, ctx, form)
-    call.status = call.status or (form.get("CallStatus") or "in-progress")[:32]
+    call = calls.get_or_create_call(session, ctx, fields)
+    calls.fill_parties(call, ctx, fields)
+    call.status = call.status or (fields.call_status or "in-progress")[:32]
     twiml = calls.start_run(session, ctx, call, flow, origin=origin(t.id),
                             context={"return_to": t.return_to, "transfer_id": t.id},
                             language=t.language or _spoken(session, sid),

@@ -19,6 +19,7 @@ from ..observability import observe_webhook
 from ..offline import OfflineError
 from ..pii import personal_data
 from ..spool import drain_if_pending, spool
+from . import twilio_form
 from .signature import twilio_signed
 from .twiml import apology_twiml
 
@@ -55,26 +56,31 @@ def _unreachable(exc: SQLAlchemyError) -> bool:
     return False
 
 
-def _webhook(verb, *, twiml: bool, offline=None):
+def _webhook(verb, parse, *, twiml: bool, offline=None):
     """Run one webhook in one transaction, once per idempotency token.
+
+    `parse(form)` turns Twilio's form into the typed value the verb and the spool take
+    (ivr/voice/twilio_form.py); a form it refuses gets a 400.
 
     A Twilio retry (same I-Twilio-Idempotency-Token) gets the stored answer and stores
     nothing new. A concurrent duplicate that loses the race is retried and then finds the
     winner's answer. If the database cannot be reached, or does not answer within
-    IVR_DB_CONNECT_TIMEOUT, `offline(form, now)` answers from the state in the URL and
-    the request is spooled to disk for later.
+    IVR_DB_CONNECT_TIMEOUT, `offline(ctx, parsed, now)` answers from the state in the URL
+    and the parsed request is spooled to disk for later.
     """
+    try:
+        sid = twilio_form.call_sid(request.form)
+        parsed = parse(request.form)
+    except twilio_form.BadWebhook as exc:
+        log.warning("webhook refused on %s: %s", request.path, exc)
+        return _bad_request(str(exc))
     with db_deadline.deadline(database().connect_timeout):
-        return _run_webhook(verb, twiml, offline)
+        return _run_webhook(verb, twiml, offline, sid, parsed)
 
 
-def _run_webhook(verb, twiml: bool, offline):
+def _run_webhook(verb, twiml: bool, offline, sid: str, parsed):
     started = time.perf_counter()
     now = utcnow()
-    form = request.form
-    sid = form.get("CallSid", "").strip()
-    if not sid:
-        return _bad_request("Bad request: the CallSid parameter is required.")
     token = (request.headers.get("I-Twilio-Idempotency-Token") or "")[:200] or None
     outcome = "error"
     try:
@@ -92,7 +98,7 @@ def _run_webhook(verb, twiml: bool, offline):
                                 if twiml:
                                     return _xml(prior.response or apology_twiml())
                                 return _acknowledged()
-                        result = verb(s, _context(), form, now)
+                        result = verb(s, _context(), parsed, now)
                         outcome = "ok" if twiml else result
                         s.add(WebhookRequest(path=request.path, call_sid=sid[:64],
                                              idempotency_token=token, received_at=now,
@@ -111,14 +117,14 @@ def _run_webhook(verb, twiml: bool, offline):
             log.error("database unreachable on %s call_sid=%s: %s; spooling", request.path,
                       sid[:64], type(exc).__name__)
             outcome = "spooled"
-            return _spool(offline, form, now, token, twiml)
+            return _spool(offline, parsed, now, token, twiml)
         except calls.RunBehind:
             outcome = "spooled-behind"
-            return _spool(offline, form, now, token, twiml)
+            return _spool(offline, parsed, now, token, twiml)
     except calls.UnknownRun:
         if spool().pending():  # the run may start in a record still waiting there
             outcome = "spooled-behind"
-            return _spool(offline, form, now, token, twiml)
+            return _spool(offline, parsed, now, token, twiml)
         outcome = "unknown-run"
         return _xml(apology_twiml()) if twiml else _bad_request("Unknown run.")
     except SQLAlchemyError as exc:
@@ -134,12 +140,12 @@ def _run_webhook(verb, twiml: bool, offline):
         observe_webhook(request.path, sid[:64], outcome, time.perf_counter() - started)
 
 
-def _spool(offline, form, now, token, twiml: bool) -> Response:
+def _spool(offline, parsed, now, token, twiml: bool) -> Response:
     """Answer without the database and keep the request on disk until it is back."""
     try:
         if offline is None:
             raise OfflineError("this webhook has no offline path")
-        body, record = offline(_context(), form, now)
+        body, record = offline(_context(), parsed, now)
     except OfflineError as exc:
         log.error("cannot answer %s offline: %s", request.path, exc)
         if twiml:
@@ -154,36 +160,36 @@ def _spool(offline, form, now, token, twiml: bool) -> Response:
 @twilio_signed
 def incoming():
     """A call comes in: the greeting, then the notice and the consent question."""
-    return _webhook(calls.incoming, twiml=True, offline=offline.incoming)
+    return _webhook(calls.incoming, twilio_form.call_fields, twiml=True,
+                    offline=offline.incoming)
 
 
 @bp.post("/gather")
 @twilio_signed
 def gather():
     """The caller's keys (or silence) for one step of a run."""
-    run_id = request.args.get("run", "")[:32]
-    step = calls.to_int(request.args.get("step"))
-    token = request.args.get("s", "")[:4000]
-    return _webhook(lambda s, ctx, form, now: calls.gather(s, ctx, run_id, step, form, now),
-                    twiml=True,
-                    offline=lambda ctx, form, now: offline.gather(ctx, run_id, step, token,
-                                                                  form, now))
+    sid = (request.form.get("CallSid") or "").strip()[:twilio_form.SID_MAX]
+    target = twilio_form.gather_target(request.args, sid)
+    return _webhook(lambda s, ctx, result, now: calls.gather(s, ctx, target.run, target.step,
+                                                              result, now),
+                    twilio_form.gather_input, twiml=True,
+                    offline=lambda ctx, result, now: offline.gather(ctx, target, result, now))
 
 
 @bp.post("/status")
 @twilio_signed
 def status():
     """Call status callback."""
-    return _webhook(calls.status, twiml=False,
-                    offline=lambda ctx, form, now: ("", offline.callback("status", form)))
+    return _webhook(calls.status, twilio_form.status_callback, twiml=False,
+                    offline=lambda ctx, cb, now: ("", offline.callback("status", cb)))
 
 
 @bp.post("/recording")
 @twilio_signed
 def recording():
     """Recording status callback."""
-    return _webhook(calls.recording, twiml=False,
-                    offline=lambda ctx, form, now: ("", offline.callback("recording", form)))
+    return _webhook(calls.recording, twilio_form.recording_callback, twiml=False,
+                    offline=lambda ctx, cb, now: ("", offline.callback("recording", cb)))
 
 
 @bp.route("/fallback", methods=["GET", "POST"])

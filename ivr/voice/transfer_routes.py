@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import request
 
 from ..transfers import service
+from . import twilio_form
 from .routes import _webhook, bp
 from .signature import twilio_signed
 
@@ -15,6 +16,6 @@ def transfer():
     """A transferred caller arrives: the notice and the consent question, as for an inbound
     call; the flow's end sends them back where the agent asked."""
     transfer_id = request.args.get("transfer", "")[:32]
-    return _webhook(lambda s, ctx, form, now=None: service.enter_flow(s, ctx, transfer_id,
-                                                                      form, now),
-                    twiml=True)
+    return _webhook(lambda s, ctx, fields, now=None: service.enter_flow(s, ctx, transfer_id,
+                                                                        fields, now),
+                    twilio_form.call_fields, twiml=True)
