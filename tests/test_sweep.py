@@ -63,6 +63,7 @@ extreme_text = st.one_of(
 )
 weird_text = st.one_of(
     st.text(max_size=40),
+    extreme_text,
     st.sampled_from(["", " ", "0", "-1", "1e309", "NaN", "null", "true", "[]", "{}",
                      "+905321234567", "0532 123 45 67", "2026-02-30", "2026-01-01T25:00:00Z",
                      "9" * 400, "\x00", "é" * 50, "../../etc/passwd", "%00", "<script>",
