@@ -200,6 +200,9 @@ def test_status_after_grant_withdraw_grant(app):
     assert [c.decision for c in consents(app)] == ["granted", "withdrawn", "granted", "no_input"]
     text = run_cli(app, "consents", "status", PHONE).output
     assert "ARAMA    granted" in text and "MESAJ    withdrawn" in text
+    assert "Europe/Istanbul (UTC " in text and "None" not in text
+    blank = run_cli(app, "consents", "status", "+905329998877").output
+    assert "ARAMA    none       —" in blank
     bad = run_cli(app, "consents", "status", "nonsense", ok=False)
     assert bad.exit_code != 0 and "PHONE" in bad.output
 

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from .. import times
 from ..db import session
 from ..pii import personal_data
 from .status import current_status
@@ -35,9 +36,10 @@ def consents_status(phone, as_json):
         if as_json:
             click.echo(json.dumps(rows, indent=2))
             return
-        click.echo(f"{'channel':<8} {'status':<10} {'since (UTC)':<28} source")
+        click.echo(f"{'channel':<8} {'status':<10} {'since':<63} source")
         for c, r in rows.items():
-            click.echo(f"{c:<8} {r['status']:<10} {r['since'] or '-':<28} {r['source'] or '-'}")
+            click.echo(f"{c:<8} {r['status']:<10} {times.text(r['since']):<63} "
+                       f"{times.value_or_dash(r['source'])}")
 
     run()
 
