@@ -139,13 +139,6 @@ def test_the_readme_embeds_the_script_verbatim():
         assert block == SCRIPT.read_text(encoding="utf-8"), name
 
 
-def test_the_snippet_embeds_the_script_verbatim():
-    """docs/snippets/e-auditor-truth.md, which the README takes in, holds the same block."""
-    block = fenced_block_after((ROOT / "docs" / "snippets" / "e-auditor-truth.md").read_text(
-        encoding="utf-8"), README_HEADING)
-    assert block == SCRIPT.read_text(encoding="utf-8")
-
-
 def synthetic_export(count: int) -> Export:
     """A chain of `count` entries, with non-ASCII words, and a checkpoint at its head."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
