@@ -172,11 +172,9 @@ def _day_criteria(first: date, last: date) -> dict[str, str]:
 
 def outcomes(s: Session, period: Period) -> Outcomes:
     """Count the period's consent records per day or week, and per breakdown value."""
-    dialect = s.get_bind().dialect.name
-    key = _time_key(dialect)
+    grouped = _grouped_counts(s, period)
     per_day: dict[date, dict[str, int]] = {}
-    for k, decision, n in s.execute(select(key, Consent.decision, func.count())
-                                    .where(*_in_period(period)).group_by(key, Consent.decision)):
+    for k, decision, n in grouped["time"]:
         counts = per_day.setdefault(_local_day(k), {})
         counts[decision] = counts.get(decision, 0) + n
     period_criteria = _day_criteria(period.since, period.until)
@@ -192,16 +190,37 @@ def outcomes(s: Session, period: Period) -> Outcomes:
     for row in series:
         for decision, n in row.counts.items():
             totals.counts[decision] = totals.counts.get(decision, 0) + n
-    breakdowns = {name: _breakdown(s, period, name, period_criteria) for name in DIMENSIONS}
+    breakdowns = {name: _breakdown(grouped[name], name, period_criteria)
+                  for name in DIMENSIONS}
     return Outcomes(period, series, breakdowns, totals)
 
 
-def _breakdown(s: Session, period: Period, name: str, base: dict) -> list[Row]:
-    expr = _dimension(name)
+# Breakdowns counted together: each query groups by few values, so its rows stay few
+# (days x languages x origins, versions x versions, agents), and the period's consents are
+# read three times instead of six.
+QUERIES = (("time", "language", "origin"), ("flow_version", "notice_version"), ("agent",))
+
+
+def _grouped_counts(s: Session, period: Period) -> dict[str, list[tuple]]:
+    """(value, decision, count) per grouping: the day key and each breakdown."""
+    exprs = {"time": _time_key(s.get_bind().dialect.name),
+             **{n: _dimension(n) for n in DIMENSIONS}}
+    sums: dict[str, dict[tuple, int]] = {name: {} for name in exprs}
+    for names in QUERIES:
+        cols = [exprs[n] for n in names]
+        for *values, decision, n in s.execute(select(*cols, Consent.decision, func.count())
+                                              .where(*_in_period(period))
+                                              .group_by(*cols, Consent.decision)):
+            for name, value in zip(names, values, strict=True):
+                key = (value, decision)
+                sums[name][key] = sums[name].get(key, 0) + n
+    return {name: [(v, d, n) for (v, d), n in counted.items()]
+            for name, counted in sums.items()}
+
+
+def _breakdown(counted: list[tuple], name: str, base: dict) -> list[Row]:
     rows: dict[str, Row] = {}
-    for value, decision, n in s.execute(select(expr, Consent.decision, func.count())
-                                        .where(*_in_period(period))
-                                        .group_by(expr, Consent.decision)):
+    for value, decision, n in counted:
         param = value if value else NONE_VALUE
         row = rows.setdefault(param, Row(value or "", {**base, name: param}))
         row.counts[decision] = n

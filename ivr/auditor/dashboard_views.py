@@ -31,6 +31,8 @@ LABELS = {"granted": "granted", "declined": "declined", "no_input": "no input",
           "withdrawn": "withdrawn"}
 TITLES = {"language": "By language", "origin": "By origin", "agent": "By agent",
           "flow_version": "By flow version", "notice_version": "By notice version"}
+HEADS = {"language": "Language", "origin": "Origin", "agent": "Agent",
+         "flow_version": "Flow version", "notice_version": "Notice version"}
 SERIES = [Series(d, LABELS[d], COLOURS[d]) for d in DECISIONS]
 
 
@@ -51,8 +53,8 @@ def search_url(criteria: dict, decision: str | None = None) -> str:
     return url_for("auditor.search", **args)
 
 
-def _chart(title: str, rows) -> object:
-    bars = [Bar(r.label or "none", r.counts,
+def _chart(title: str, rows, short: bool = False) -> object:
+    bars = [Bar((r.label[:12] if short else r.label) or "none", r.counts,
                 {d: search_url(r.criteria, d) for d in r.counts}) for r in rows]
     return stacked_bars(title, SERIES, bars)
 
@@ -76,13 +78,14 @@ def dashboard():
                               audio_seconds(current_app.config["AUDIO_DIR"]))
     charts = {"series": _chart("Consent outcomes per " + period.step, result.series)}
     for name in DIMENSIONS:
-        charts[name] = _chart(TITLES[name], result.breakdowns[name])
+        charts[name] = _chart(TITLES[name], result.breakdowns[name],
+                              short=name.endswith("_version"))
     undecided = {"since": period.since.isoformat(), "until": period.until.isoformat(),
                  "decision": "none"}
     return render_template(
         "auditor/dashboard.html", period=period, errors=errors, args=request.args,
         result=result, drop=drop, charts=charts, decisions=DECISIONS, labels=LABELS,
-        dimensions=DIMENSIONS, titles=TITLES, search_url=search_url, day_text=day_text,
+        dimensions=DIMENSIONS, titles=TITLES, heads=HEADS, search_url=search_url, day_text=day_text,
         undecided_url=url_for("auditor.search", **undecided),
         since_text=day_text(period.since), until_text=day_text(period.until)), \
         (400 if errors else 200)

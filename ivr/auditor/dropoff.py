@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Text, and_, cast, exists, func, select
+from sqlalchemy.orm import Session, aliased
 
 from ..models import Call, Consent, FlowRun, Turn
 
@@ -23,7 +23,6 @@ SAY_WORDS_PER_SECOND = 2.5
 UNKNOWN_PLAY_SECONDS = 4.0
 BEFORE = "before"  # hung up before the notice began (greeting, language offer)
 AFTER = "after"  # hung up after the whole notice (at the consent question or later)
-CHUNK = 500
 
 
 @dataclass
@@ -95,49 +94,63 @@ def _language():
     return FlowRun.state["language"].as_string()
 
 
+def _key(column, dialect: str):
+    """A short key of a JSON column's stored text (identical documents, identical keys)."""
+    as_text = cast(column, Text)
+    return func.md5(as_text) if dialect == "postgresql" else as_text
+
+
+def _notice_in_earlier_turn():
+    earlier = aliased(Turn)
+    return exists().where(earlier.run_id == FlowRun.id, earlier.step < FlowRun.step,
+                          cast(earlier.actions, Text).like('%"noticeplayed"%'))
+
+
+def _samples(s: Session, examples: dict[tuple, str]) -> dict[tuple, tuple[list, dict]]:
+    """(actions key, heard key) → (actions, heard), read from one run that has them."""
+    runs = {run_id: key for key, run_id in examples.items()}
+    out = {}
+    for run_id, actions, heard in s.execute(
+            select(FlowRun.id, Turn.actions, FlowRun.heard)
+            .join(Turn, and_(Turn.run_id == FlowRun.id, Turn.step == FlowRun.step))
+            .where(FlowRun.id.in_(list(runs)))):
+        out[runs[run_id]] = (actions, heard or {})
+    return out
+
+
 def notice_dropoff(s: Session, lo: datetime, hi: datetime, parts: Iterable[str],
                    durations: dict[str, float]) -> Dropoff:
-    """Hang-ups per notice phase and language, for the runs started in [lo, hi)."""
+    """Hang-ups per notice phase and language, for the runs started in [lo, hi).
+
+    The runs that hung up share a handful of distinct last turns (same flow version,
+    language and path), so each distinct turn is read and timed once, and every hang-up
+    is placed on its turn's timeline by its own elapsed time.
+    """
+    dialect = s.get_bind().dialect.name
     in_period = (FlowRun.created_at >= lo, FlowRun.created_at < hi)
     lang = _language()
     by_lang = {language or "": LanguageDropoff(language or "", n) for language, n in
                s.execute(select(lang, func.count()).where(*in_period).group_by(lang))}
-    hung = list(s.execute(
-        select(FlowRun.id, lang, FlowRun.hangup_at, Call.ended_at, FlowRun.heard)
+    hung = (*in_period, FlowRun.hangup_at.is_not(None),
+            ~exists().where(Consent.run_id == FlowRun.id))
+    turn_key, heard_key = _key(Turn.actions, dialect), _key(FlowRun.heard, dialect)
+    rows = list(s.execute(
+        select(lang, FlowRun.hangup_at, Call.ended_at, Turn.created_at, turn_key, heard_key,
+               _notice_in_earlier_turn(), FlowRun.id)
+        .join(Turn, and_(Turn.run_id == FlowRun.id, Turn.step == FlowRun.step))
         .join(Call, Call.call_sid == FlowRun.call_sid, isouter=True)
-        .where(*in_period, FlowRun.hangup_at.is_not(None),
-               ~exists().where(Consent.run_id == FlowRun.id))))
+        .where(*hung)))
+    examples: dict[tuple, str] = {}
+    for r in rows:
+        examples.setdefault((r[4], r[5]), r[7])
+    samples = _samples(s, examples)
     order = list(parts)
-    for i in range(0, len(hung), CHUNK):
-        chunk = hung[i:i + CHUNK]
-        last = (select(Turn.run_id, func.max(Turn.step).label("step"))
-                .where(Turn.run_id.in_([h.id for h in chunk])).group_by(Turn.run_id)
-                .subquery())
-        turns = {t.run_id: t for t in s.scalars(select(Turn).join(
-            last, and_(Turn.run_id == last.c.run_id, Turn.step == last.c.step)))}
-        earlier = _notice_before(s, turns)
-        for h in chunk:
-            turn = turns.get(h.id)
-            if turn is None:
-                continue
-            end = h.ended_at or h.hangup_at
-            elapsed = (end - turn.created_at).total_seconds()
-            phase = phase_at(turn.actions, h.heard or {}, elapsed, h.id in earlier, durations)
-            if phase not in (BEFORE, AFTER) and phase not in order:
-                order.append(phase)
-            row = by_lang.setdefault(h[1] or "", LanguageDropoff(h[1] or "", 0))
-            row.hangups[phase] = row.hangups.get(phase, 0) + 1
+    for language, hangup_at, ended_at, served_at, tk, hk, earlier, _run in rows:
+        actions, heard = samples[(tk, hk)]
+        elapsed = ((ended_at or hangup_at) - served_at).total_seconds()
+        phase = phase_at(actions, heard, elapsed, bool(earlier), durations)
+        if phase not in (BEFORE, AFTER) and phase not in order:
+            order.append(phase)
+        row = by_lang.setdefault(language or "", LanguageDropoff(language or "", 0))
+        row.hangups[phase] = row.hangups.get(phase, 0) + 1
     return Dropoff(order, sorted(by_lang.values(), key=lambda r: (-r.runs, r.language)))
-
-
-def _notice_before(s: Session, last_turns: dict[str, Turn]) -> set[str]:
-    """Runs whose notice was already played in a turn before their last one."""
-    later = [t.run_id for t in last_turns.values() if t.step > 0]
-    if not later:
-        return set()
-    out = set()
-    for turn in s.scalars(select(Turn).where(Turn.run_id.in_(later))):
-        if turn.step < last_turns[turn.run_id].step and any(
-                a.get("kind") == "noticeplayed" for a in turn.actions):
-            out.add(turn.run_id)
-    return out
