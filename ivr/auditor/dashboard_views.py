@@ -53,10 +53,10 @@ def search_url(criteria: dict, decision: str | None = None) -> str:
     return url_for("auditor.search", **args)
 
 
-def _chart(title: str, rows, short: bool = False) -> object:
+def _chart(title: str, rows, short: bool = False, width: int = 760) -> object:
     bars = [Bar((r.label[:12] if short else r.label) or "none", r.counts,
                 {d: search_url(r.criteria, d) for d in r.counts}) for r in rows]
-    return stacked_bars(title, SERIES, bars)
+    return stacked_bars(title, SERIES, bars, width=width)
 
 
 @bp.get("/dashboard")
@@ -78,8 +78,9 @@ def dashboard():
                               audio_seconds(current_app.config["AUDIO_DIR"]))
     charts = {"series": _chart("Consent outcomes per " + period.step, result.series)}
     for name in DIMENSIONS:
+        # Drawn half as wide: the breakdowns sit two to a row.
         charts[name] = _chart(TITLES[name], result.breakdowns[name],
-                              short=name.endswith("_version"))
+                              short=name.endswith("_version"), width=480)
     undecided = {"since": period.since.isoformat(), "until": period.until.isoformat(),
                  "decision": "none"}
     return render_template(

@@ -52,15 +52,15 @@ def _f(x: float) -> str:
     return f"{x:.1f}"
 
 
-def _grid(top: int) -> list[Markup]:
+def _grid(top: int, width: int) -> list[Markup]:
     out = []
     for frac in (0, 0.5, 1):
         y = PLOT_TOP + PLOT_HEIGHT * (1 - frac)
         out.append(Markup('<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="#d9dee5" '
-                          'stroke-width="1"/>').format(LEFT, WIDTH - 8, _f(y), _f(y)))
+                          'stroke-width="1"/>').format(LEFT, width - 8, _f(y), _f(y)))
         out.append(Markup('<text x="{}" y="{}" text-anchor="end" font-size="11" '
                           'fill="#5f6b7a">{}</text>').format(LEFT - 6, _f(y + 4),
-                                                             int(top * frac)))
+                                                             f"{top * frac:g}"))
     return out
 
 
@@ -89,22 +89,27 @@ def _legend(series: list[Series], y: int) -> list[Markup]:
     return out
 
 
-def stacked_bars(title: str, series: list[Series], bars: list[Bar]) -> Markup:
-    """An SVG stacked bar chart with a title; each segment links to the calls it counts."""
+def stacked_bars(title: str, series: list[Series], bars: list[Bar],
+                 width: int = WIDTH) -> Markup:
+    """An SVG stacked bar chart with a title; each segment links to the calls it counts.
+
+    `width` is in the chart's own units: a narrower chart drawn in a narrower box keeps
+    its text at the same size on screen.
+    """
     height = PLOT_TOP + PLOT_HEIGHT + LABEL_SPACE + LEGEND_HEIGHT
     top = nice_top(max((sum(b.counts.values()) for b in bars), default=0))
-    slot = (WIDTH - LEFT - 8) / max(1, len(bars))
-    width = max(2.0, min(48.0, slot * 0.7))
+    slot = (width - LEFT - 8) / max(1, len(bars))
+    bar_width = max(2.0, min(48.0, slot * 0.7))
     out = [Markup('<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
                   'viewBox="0 0 {} {}" width="100%"><title>{}</title>').format(
-        WIDTH, height, title)]
-    out += _grid(top)
+        width, height, title)]
+    out += _grid(top, width)
     every = max(1, round(len(bars) / MAX_LABELS))
     for i, bar in enumerate(bars):
-        x = LEFT + slot * i + (slot - width) / 2
-        out += _segments(bar, series, x, width, top)
+        x = LEFT + slot * i + (slot - bar_width) / 2
+        out += _segments(bar, series, x, bar_width, top)
         if i % every == 0:
-            cx, ly = _f(x + width / 2), _f(PLOT_TOP + PLOT_HEIGHT + 12)
+            cx, ly = _f(x + bar_width / 2), _f(PLOT_TOP + PLOT_HEIGHT + 12)
             out.append(Markup('<text x="{}" y="{}" font-size="11" fill="#1d2430" '
                               'text-anchor="end" transform="rotate(-40 {} {})">{}</text>')
                        .format(cx, ly, cx, ly, bar.label))
