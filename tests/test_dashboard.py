@@ -19,6 +19,7 @@ from ivr.simulate import manifest_seconds
 
 from .test_auditor_support import (
     audio_dir,
+    audit_bodies,
     auditor,
     login,
     make_user,
@@ -43,6 +44,12 @@ def utc_bounds(first: date, last: date) -> tuple[str, str]:
     lo = datetime.combine(first, time(), ISTANBUL).astimezone(UTC)
     hi = datetime.combine(last + timedelta(days=1), time(), ISTANBUL).astimezone(UTC)
     return lo.isoformat(), hi.isoformat()
+
+
+def get_page(client, url: str, status: int = 200):
+    r = client.get(url)
+    assert r.status_code == status, r.get_data(as_text=True)[:500]
+    return parse_html(r.get_data(as_text=True))
 
 
 def dashboard(client, query: str = "", status: int = 200):
@@ -228,8 +235,7 @@ def test_notice_dropoff_places_each_hang_up_in_its_notice_part(app, auditor, loc
         c.status("completed", duration=int(c.elapsed) + 1)
         return c
 
-    hang_up_during("notice_body")
-    hang_up_during("notice_body")
+    in_body = {hang_up_during("notice_body").call_sid, hang_up_during("notice_body").call_sid}
     hang_up_during("notice_intro")
     hang_up_during("greeting")
     place_call(local_caller, ["h"], audio_seconds=seconds)  # hangs up at the question
@@ -239,8 +245,15 @@ def test_notice_dropoff_places_each_hang_up_in_its_notice_part(app, auditor, loc
     cells = {td.get("data-phase", "calls"): int(td.get("data-count"))
              for td in row.findall("td", data_count=True)}
     assert cells == {"calls": 6, "before": 1, "notice_intro": 1, "notice_body": 2, "after": 1}
-    share = row.find("td", data_phase="notice_body").text
-    assert "33.3%" in share
+    body = row.find("td", data_phase="notice_body")
+    assert "33.3%" in body.text
+    # The number lists its calls, and the listing is an auditor access.
+    listing = get_page(auditor, body.find("a").get("href"))
+    assert {tr.get("data-call") for tr in listing.findall("tr", data_call=True)} == in_body
+    entry = audit_bodies(app, "auditor.access")[-1]["data"]
+    assert entry["action"] == "view.hangups" and set(entry["call_sids"]) == in_body
+    assert entry["query"]["phase"] == "notice_body" and entry["query"]["language"] == "tr"
+    assert row.find("td", data_phase="notice_intro").find("a") is not None
 
 
 def test_an_agent_gets_a_clear_403_without_a_way_back_into_it(app, client):
@@ -261,3 +274,9 @@ def test_the_dashboard_needs_a_login(client):
     r = client.get("/auditor/dashboard?step=week")
     assert r.status_code == 302
     assert r.headers["Location"].startswith("/login?next=/auditor/dashboard")
+
+
+def test_the_hangups_list_explains_a_bad_period(auditor):
+    doc = get_page(auditor, "/auditor/dashboard/hangups?since=99.99.2026&language=tr",
+                   status=400)
+    assert "Write the day as dd.mm.yyyy" in doc.find("main").text

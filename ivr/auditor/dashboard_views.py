@@ -12,7 +12,7 @@ from ..db import session as db_session
 from ..flow.model import DECISIONS
 from ..flowstore import flows
 from . import bp
-from .access import transaction
+from .access import record_access, transaction
 from .dashboard import (
     DIMENSIONS,
     PeriodError,
@@ -21,8 +21,8 @@ from .dashboard import (
     outcomes,
     parse_period,
 )
-from .dropoff import notice_dropoff
-from .login import workspace_required
+from .dropoff import AFTER, BEFORE, hang_ups, notice_dropoff
+from .login import current_user, workspace_required
 from .svgchart import Bar, Series, stacked_bars
 
 COLOURS = {"granted": "#1b7a3d", "declined": "#b3261e", "no_input": "#c98a00",
@@ -81,13 +81,52 @@ def dashboard():
         # Drawn half as wide: the breakdowns sit two to a row.
         charts[name] = _chart(TITLES[name], result.breakdowns[name],
                               short=name.endswith("_version"), width=480)
-    undecided = {"since": period.since.isoformat(), "until": period.until.isoformat(),
-                 "decision": "none"}
+    days = {"since": period.since.isoformat(), "until": period.until.isoformat()}
     return render_template(
         "auditor/dashboard.html", period=period, errors=errors, args=request.args,
         result=result, drop=drop, charts=charts, decisions=DECISIONS, labels=LABELS,
         dimensions=DIMENSIONS, titles=TITLES, heads=HEADS, search_url=search_url, day_text=day_text,
-        undecided_url=url_for("auditor.search", **undecided),
+        hangups_url=lambda **kw: url_for("auditor.hangups", **days, **kw),
         since_text=day_text(period.since), until_text=day_text(period.until)), \
         (400 if errors else 200)
 
+
+
+LIST_LIMIT = 200
+
+
+def phase_text(phase: str) -> str:
+    """A notice phase as the pages name it."""
+    if phase == BEFORE:
+        return "before the notice"
+    if phase == AFTER:
+        return "after the notice"
+    return f"during {phase}"
+
+
+@bp.get("/dashboard/hangups")
+@workspace_required
+def hangups():
+    """The calls behind one drop-off number: hung up in one phase, in one language."""
+    try:
+        period = parse_period(request.args, local_today())
+    except PeriodError as e:
+        return render_template("auditor/error.html", code=400, title="Cannot list the calls",
+                               message="; ".join(e.errors.values())), 400
+    language = (request.args.get("language") or "")[:100]
+    phase = (request.args.get("phase") or "")[:100]
+    lo, hi = period.bounds()
+    s = db_session()
+    with transaction(s):
+        found = [h for h in hang_ups(s, lo, hi, audio_seconds(current_app.config["AUDIO_DIR"]))
+                 if h.language == language and (not phase or h.phase == phase)]
+        found.sort(key=lambda h: h.started_at, reverse=True)
+        record_access(s, current_user(), "view.hangups", via="web",
+                      query={"since": period.since.isoformat(),
+                             "until": period.until.isoformat(), "language": language,
+                             "phase": phase},
+                      call_sids=[h.call_sid for h in found])
+    return render_template("auditor/hangups.html", calls=found[:LIST_LIMIT], total=len(found),
+                           language=language, phase=phase_text(phase) if phase else "",
+                           since_text=day_text(period.since), until_text=day_text(period.until),
+                           phase_text=phase_text)

@@ -118,39 +118,60 @@ def _samples(s: Session, examples: dict[tuple, str]) -> dict[tuple, tuple[list, 
     return out
 
 
-def notice_dropoff(s: Session, lo: datetime, hi: datetime, parts: Iterable[str],
-                   durations: dict[str, float]) -> Dropoff:
-    """Hang-ups per notice phase and language, for the runs started in [lo, hi).
+@dataclass(frozen=True)
+class HangUp:
+    """One run that hung up without a decision, and where in the notice."""
 
-    The runs that hung up share a handful of distinct last turns (same flow version,
-    language and path), so each distinct turn is read and timed once, and every hang-up
-    is placed on its turn's timeline by its own elapsed time.
+    call_sid: str
+    started_at: datetime
+    language: str
+    phase: str
+    seconds: float  # into the turn that was playing
+
+
+def hang_ups(s: Session, lo: datetime, hi: datetime,
+             durations: dict[str, float]) -> list[HangUp]:
+    """The runs started in [lo, hi) that hung up without a decision, each with its phase.
+
+    They share a handful of distinct last turns (same flow version, language and path),
+    so each distinct turn is read and timed once, and every hang-up is placed on its
+    turn's timeline by its own elapsed time.
     """
     dialect = s.get_bind().dialect.name
-    in_period = (FlowRun.created_at >= lo, FlowRun.created_at < hi)
-    lang = _language()
-    by_lang = {language or "": LanguageDropoff(language or "", n) for language, n in
-               s.execute(select(lang, func.count()).where(*in_period).group_by(lang))}
-    hung = (*in_period, FlowRun.hangup_at.is_not(None),
-            ~exists().where(Consent.run_id == FlowRun.id))
     turn_key, heard_key = _key(Turn.actions, dialect), _key(FlowRun.heard, dialect)
     rows = list(s.execute(
-        select(lang, FlowRun.hangup_at, Call.ended_at, Turn.created_at, turn_key, heard_key,
-               _notice_in_earlier_turn(), FlowRun.id)
+        select(_language(), FlowRun.hangup_at, Call.ended_at, Turn.created_at, turn_key,
+               heard_key, _notice_in_earlier_turn(), FlowRun.id, FlowRun.call_sid,
+               FlowRun.created_at)
         .join(Turn, and_(Turn.run_id == FlowRun.id, Turn.step == FlowRun.step))
         .join(Call, Call.call_sid == FlowRun.call_sid, isouter=True)
-        .where(*hung)))
+        .where(FlowRun.created_at >= lo, FlowRun.created_at < hi,
+               FlowRun.hangup_at.is_not(None), ~exists().where(Consent.run_id == FlowRun.id))))
     examples: dict[tuple, str] = {}
     for r in rows:
         examples.setdefault((r[4], r[5]), r[7])
     samples = _samples(s, examples)
-    order = list(parts)
-    for language, hangup_at, ended_at, served_at, tk, hk, earlier, _run in rows:
+    out = []
+    for language, hangup_at, ended_at, served_at, tk, hk, earlier, _run, sid, at in rows:
         actions, heard = samples[(tk, hk)]
         elapsed = ((ended_at or hangup_at) - served_at).total_seconds()
-        phase = phase_at(actions, heard, elapsed, bool(earlier), durations)
-        if phase not in (BEFORE, AFTER) and phase not in order:
-            order.append(phase)
-        row = by_lang.setdefault(language or "", LanguageDropoff(language or "", 0))
-        row.hangups[phase] = row.hangups.get(phase, 0) + 1
+        out.append(HangUp(sid, at, language or "",
+                          phase_at(actions, heard, elapsed, bool(earlier), durations), elapsed))
+    return out
+
+
+def notice_dropoff(s: Session, lo: datetime, hi: datetime, parts: Iterable[str],
+                   durations: dict[str, float]) -> Dropoff:
+    """Hang-ups per notice phase and language, for the runs started in [lo, hi)."""
+    lang = _language()
+    by_lang = {language or "": LanguageDropoff(language or "", n) for language, n in
+               s.execute(select(lang, func.count())
+                         .where(FlowRun.created_at >= lo, FlowRun.created_at < hi)
+                         .group_by(lang))}
+    order = list(parts)
+    for h in hang_ups(s, lo, hi, durations):
+        if h.phase not in (BEFORE, AFTER) and h.phase not in order:
+            order.append(h.phase)
+        row = by_lang.setdefault(h.language, LanguageDropoff(h.language, 0))
+        row.hangups[h.phase] = row.hangups.get(h.phase, 0) + 1
     return Dropoff(order, sorted(by_lang.values(), key=lambda r: (-r.runs, r.language)))
