@@ -280,3 +280,10 @@ def test_the_hangups_list_explains_a_bad_period(auditor):
     doc = get_page(auditor, "/auditor/dashboard/hangups?since=99.99.2026&language=tr",
                    status=400)
     assert "Write the day as dd.mm.yyyy" in doc.find("main").text
+
+
+def test_an_admin_may_use_both_pages(app, client):
+    secret = make_user(app, "root", "admin")
+    assert login(client, "root", secret).status_code == 302
+    for path in ("/auditor/dashboard", "/auditor/flows"):
+        assert client.get(path).status_code == 200

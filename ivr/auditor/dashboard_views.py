@@ -76,7 +76,8 @@ def dashboard():
         result = outcomes(s, period)
         drop = notice_dropoff(s, lo, hi, flows().default.notice_prompts(),
                               audio_seconds(current_app.config["AUDIO_DIR"]))
-    charts = {"series": _chart("Consent outcomes per " + period.step, result.series)}
+    title = "Consent outcomes per week" if period.step == "week" else "Consent outcomes per day"
+    charts = {"series": _chart(title, result.series)}
     for name in DIMENSIONS:
         # Drawn half as wide: the breakdowns sit two to a row.
         charts[name] = _chart(TITLES[name], result.breakdowns[name],
