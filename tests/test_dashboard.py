@@ -205,10 +205,17 @@ def test_a_bad_period_is_explained_not_a_server_error(auditor, query, field):
     assert doc.find("table", id="series") is not None  # the default period is shown
 
 
-def test_search_rejects_a_bad_consent_criterion(auditor):
-    r = auditor.get("/auditor/?origin=moon")
+@pytest.mark.parametrize("query, message", [
+    ("origin=moon", "one of inbound, transfer, api"),
+    ("basis=decided&since=2026-03-01", "call or consent"),
+    ("decision=none&language=tr", "calls without a decision have no consent"),
+    ("decision=none&basis=consent&since=2026-03-01", "calls without a decision have no consent"),
+    ("agent=" + "x" * 101, "too long"),
+])
+def test_search_rejects_a_bad_consent_criterion(auditor, query, message):
+    r = auditor.get(f"/auditor/?{query}")
     assert r.status_code == 400
-    assert "one of inbound, transfer, api" in r.get_data(as_text=True)
+    assert message in r.get_data(as_text=True)
 
 
 def seconds_into(caller, prompt: str, fraction: float) -> float:

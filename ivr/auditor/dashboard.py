@@ -16,7 +16,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from ..models import Consent
-from .search import NONE_VALUE
+from .search import NONE_VALUE, origin_conditions
 from .timefmt import LOCAL, local_day_bounds
 
 STEPS = ("day", "week")
@@ -134,8 +134,7 @@ class Outcomes:
 
 def origin_expr():
     """Where a consent came from: an agent's transfer, an inbound call, or the API."""
-    return case((Consent.transfer_id.is_not(None), "transfer"),
-                (Consent.call_sid.is_(None), "api"), else_="inbound")
+    return case(*[(cond, name) for name, cond in origin_conditions().items()])
 
 
 def _dimension(name: str):

@@ -86,11 +86,10 @@ def dashboard():
     return render_template(
         "auditor/dashboard.html", period=period, errors=errors, args=request.args,
         result=result, drop=drop, charts=charts, decisions=DECISIONS, labels=LABELS,
-        dimensions=DIMENSIONS, titles=TITLES, heads=HEADS, search_url=search_url, day_text=day_text,
+        dimensions=DIMENSIONS, titles=TITLES, heads=HEADS, search_url=search_url,
         hangups_url=lambda **kw: url_for("auditor.hangups", **days, **kw),
         since_text=day_text(period.since), until_text=day_text(period.until)), \
         (400 if errors else 200)
-
 
 
 LIST_LIMIT = 200

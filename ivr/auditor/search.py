@@ -121,8 +121,9 @@ def parse_search(args, pii: PersonalData) -> CallSearch:
     basis = (args.get("basis") or "call").strip()
     if basis not in BASES:
         errors["basis"] = "call or consent"
-    if decision == "none" and consent:
-        errors["decision"] = "no consent criteria can apply to calls without a decision"
+    if decision == "none" and (consent or basis == "consent"):
+        errors["decision"] = ("calls without a decision have no consent to match "
+                              "consent criteria or consent days")
     if errors:
         raise SearchError(errors)
     return CallSearch(phone_hmac, sid, since, until, decision, consent, basis)
@@ -150,15 +151,19 @@ def _consent_column(name: str):
             "notice_version": Consent.notice_version}[name]
 
 
+def origin_conditions() -> dict:
+    """Where a consent came from, as one SQL condition per origin (they exclude each other)."""
+    return {"transfer": Consent.transfer_id.is_not(None),
+            "api": and_(Consent.transfer_id.is_(None), Consent.call_sid.is_(None)),
+            "inbound": and_(Consent.transfer_id.is_(None), Consent.call_sid.is_not(None))}
+
+
 def consent_conditions(c: CallSearch) -> list:
     """SQL conditions on Consent for the consent criteria (and the dates, by consent)."""
     out = []
     for name, value in c.consent:
         if name == "origin":
-            out.append({"transfer": Consent.transfer_id.is_not(None),
-                        "api": Consent.call_sid.is_(None),
-                        "inbound": and_(Consent.transfer_id.is_(None),
-                                        Consent.call_sid.is_not(None))}[value])
+            out.append(origin_conditions()[value])
         else:
             col = _consent_column(name)
             out.append(col.is_(None) if value == NONE_VALUE else col == value)
