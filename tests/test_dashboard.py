@@ -16,6 +16,7 @@ from ivr.cli import cli
 from ivr.db import database
 from ivr.models import Consent
 from ivr.simulate import manifest_seconds
+from ivr.transfers.models import Transfer
 
 from .test_auditor_support import (
     audio_dir,
@@ -105,6 +106,14 @@ def history(app, local_caller):
                 transfer_id="tr" + "0" * 30, agent_id="7", flow_version="f" * 64,
                 notice_version="n" * 64)
     add_consent(app, midnight + timedelta(hours=5), "withdrawn", source="api")
+    with app.app_context():
+        s = database(app).sessionmaker()
+        with s.begin():
+            s.add(Transfer(id="tr" + "0" * 30, call_sid="CA" + "2" * 32, agent_id="7",
+                           agent_name="Deniz", idempotency_key="k", request_hash="h" * 64,
+                           return_to={"type": "hangup"}, language="en", flow_id="kvkk-consent",
+                           status="returned", decision="granted", requested_at=midnight))
+        s.close()
     return calls
 
 
@@ -147,6 +156,8 @@ def test_dashboard_counts_equal_the_consents_export(app, auditor, runner, histor
                         for d, n in cells.items() if d != "all" and n})
         assert flat == want, name
     assert table_counts(doc, "table-origin")["transfer"]["granted"] == 1
+    agent = doc.find("table", id="table-agent").find("tr", data_value="7")
+    assert agent.find("span", **{"class": "agent-name"}).text == "Deniz"
     assert table_counts(doc, "table-language")["en"]["granted"] == 2
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from ..models import Consent
+from ..transfers.models import Transfer
 from .search import NONE_VALUE, origin_conditions
 from .timefmt import LOCAL, local_day_bounds
 
@@ -130,6 +131,7 @@ class Outcomes:
     series: list[Row]
     breakdowns: dict[str, list[Row]]
     totals: Row
+    agent_names: dict[str, str] = field(default_factory=dict)
 
 
 def origin_expr():
@@ -191,7 +193,17 @@ def outcomes(s: Session, period: Period) -> Outcomes:
             totals.counts[decision] = totals.counts.get(decision, 0) + n
     breakdowns = {name: _breakdown(grouped[name], name, period_criteria)
                   for name in DIMENSIONS}
-    return Outcomes(period, series, breakdowns, totals)
+    agents = [r.label for r in breakdowns["agent"] if r.label]
+    return Outcomes(period, series, breakdowns, totals, agent_names(s, agents))
+
+
+def agent_names(s: Session, agent_ids: list[str]) -> dict[str, str]:
+    """The names the agents had on their transfers, by agent id."""
+    if not agent_ids:
+        return {}
+    return dict(s.execute(select(Transfer.agent_id, func.max(Transfer.agent_name))
+                          .where(Transfer.agent_id.in_(agent_ids))
+                          .group_by(Transfer.agent_id)).all())
 
 
 # Breakdowns counted together: each query groups by few values, so its rows stay few
