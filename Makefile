@@ -45,9 +45,10 @@ run: db audio
 
 # Programs from Debian that some tests use: chromium (headless browser tests), ffmpeg (its
 # ffprobe reads the codec of rendered prompts), openssl, jq and xxd (an auditor checks an
-# evidence package with standard tools). Installed when we may (root with apt-get);
-# otherwise those tests are skipped with a loud message, except in CI, where they fail.
-TOOLS := chromium:chromium ffprobe:ffmpeg openssl:openssl jq:jq xxd:xxd
+# evidence package with standard tools), graphviz's dot (the flow diagrams of the registry).
+# Installed when we may (root with apt-get); otherwise those tests are skipped with a loud
+# message, except in CI, where they fail.
+TOOLS := chromium:chromium ffprobe:ffmpeg openssl:openssl jq:jq xxd:xxd dot:graphviz
 
 tools:
 	@missing=""; for t in $(TOOLS); do \

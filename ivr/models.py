@@ -80,7 +80,10 @@ class FlowRun(Base):
     """One pass of a caller through a flow: the engine state between webhooks."""
 
     __tablename__ = "flow_runs"
-    __table_args__ = (UniqueConstraint("call_sid", "origin"),)
+    # The dashboard's drop-off reads runs by start time; the registry, by flow version.
+    __table_args__ = (UniqueConstraint("call_sid", "origin"),
+                      Index("ix_flow_runs_created_at", "created_at"),
+                      Index("ix_flow_runs_flow_version", "flow_version", "created_at"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), index=True)
@@ -134,7 +137,10 @@ class Consent(Base):
     """One consent event: granted, declined, no_input or withdrawn. Never updated."""
 
     __tablename__ = "consents"
-    __table_args__ = (Index("ix_consents_captured_at", "captured_at"),)
+    __table_args__ = (Index("ix_consents_captured_at", "captured_at"),
+                      # The registry's notice versions per flow version and language.
+                      Index("ix_consents_flow_version", "flow_version", "language",
+                            "notice_version"))
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     run_id: Mapped[str | None] = mapped_column(ForeignKey("flow_runs.id"), unique=True)

@@ -39,7 +39,7 @@ def _configure_session(app: Flask) -> None:
 
 def init_app(app: Flask) -> None:
     """Register the workspace, the login pages, CSRF protection and the session settings."""
-    from . import login, views  # noqa: F401 - attach the views and the login model
+    from . import dashboard_views, login, registry_views, views  # noqa: F401 - attach the views
     from .timefmt import register_filters
 
     _configure_session(app)

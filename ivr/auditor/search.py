@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from .. import inputs
@@ -26,6 +26,11 @@ from .timefmt import local_day_bounds
 PHONE = re.compile(r"\+[1-9][0-9]{5,14}")
 CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DECISION_CHOICES = (*DECISIONS, "none")
+# The dashboard's breakdowns, as search criteria on the call's consent.
+CONSENT_FILTERS = ("language", "origin", "agent", "flow_version", "notice_version")
+ORIGINS = ("inbound", "transfer", "api")
+NONE_VALUE = "-"
+BASES = ("call", "consent")
 PAGE_LIMIT = 200
 EXPORT_LIMIT = 20000
 CHUNK = 500
@@ -69,11 +74,16 @@ class CallSearch:
     since: date | None = None
     until: date | None = None
     decision: str | None = None
+    # Consent criteria (the dashboard's breakdowns); "-" means none recorded.
+    consent: tuple[tuple[str, str], ...] = ()
+    # "consent": the days select consents by capture time, as the dashboard counts them.
+    basis: str = "call"
 
     @property
     def empty(self) -> bool:
         """True when no criterion is set."""
-        return not any((self.phone_hmac, self.call_sid, self.since, self.until, self.decision))
+        return not any((self.phone_hmac, self.call_sid, self.since, self.until, self.decision,
+                        self.consent))
 
     def audit_query(self) -> dict:
         """The criteria as recorded in the access entry (the phone only as its HMAC)."""
@@ -81,7 +91,8 @@ class CallSearch:
             "phone": self.phone_hmac, "call_sid": self.call_sid,
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
-            "decision": self.decision}.items() if v is not None}
+            "decision": self.decision, **dict(self.consent),
+            "basis": "consent" if self.basis == "consent" else None}.items() if v is not None}
 
     def bounds(self) -> tuple[datetime | None, datetime | None]:
         """The UTC instants the days cover: [since 00:00, the day after until 00:00)."""
@@ -108,9 +119,61 @@ def parse_search(args, pii: PersonalData) -> CallSearch:
     decision = (args.get("decision") or "").strip() or None
     if decision and decision not in DECISION_CHOICES:
         errors["decision"] = f"one of {', '.join(DECISION_CHOICES)}"
+    consent = parse_consent_criteria(args, errors)
+    basis = (args.get("basis") or "call").strip()
+    if basis not in BASES:
+        errors["basis"] = "call or consent"
+    if decision == "none" and (consent or basis == "consent"):
+        errors["decision"] = ("calls without a decision have no consent to match "
+                              "consent criteria or consent days")
     if errors:
         raise SearchError(errors)
-    return CallSearch(phone_hmac, sid, since, until, decision)
+    return CallSearch(phone_hmac, sid, since, until, decision, consent, basis)
+
+
+def parse_consent_criteria(args, errors: dict) -> tuple[tuple[str, str], ...]:
+    """The consent criteria of a query string (language, origin, agent, versions)."""
+    out = []
+    for name in CONSENT_FILTERS:
+        value = (args.get(name) or "").strip()
+        if not value:
+            continue
+        if name == "origin" and value not in ORIGINS:
+            errors[name] = f"one of {', '.join(ORIGINS)}"
+        elif len(value) > 100:
+            errors[name] = "too long"
+        else:
+            out.append((name, value))
+    return tuple(out)
+
+
+def _consent_column(name: str):
+    return {"language": Consent.language, "agent": Consent.agent_id,
+            "flow_version": Consent.flow_version,
+            "notice_version": Consent.notice_version}[name]
+
+
+def origin_conditions() -> dict:
+    """Where a consent came from, as one SQL condition per origin (they exclude each other)."""
+    return {"transfer": Consent.transfer_id.is_not(None),
+            "api": and_(Consent.transfer_id.is_(None), Consent.call_sid.is_(None)),
+            "inbound": and_(Consent.transfer_id.is_(None), Consent.call_sid.is_not(None))}
+
+
+def consent_conditions(c: CallSearch) -> list:
+    """SQL conditions on Consent for the consent criteria (and the dates, by consent)."""
+    out = []
+    for name, value in c.consent:
+        if name == "origin":
+            out.append(origin_conditions()[value])
+        else:
+            col = _consent_column(name)
+            out.append(col.is_(None) if value == NONE_VALUE else col == value)
+    if c.basis == "consent":
+        lo, hi = c.bounds()
+        out += [Consent.captured_at >= lo] if lo else []
+        out += [Consent.captured_at < hi] if hi else []
+    return out
 
 
 def _call_time():
@@ -124,16 +187,17 @@ def calls_select(c: CallSearch):
         q = q.where(Call.phone_hmac == c.phone_hmac)
     if c.call_sid:
         q = q.where(Call.call_sid == c.call_sid)
-    lo, hi = c.bounds()
+    lo, hi = c.bounds() if c.basis == "call" else (None, None)
     if lo:
         q = q.where(_call_time() >= lo)
     if hi:
         q = q.where(_call_time() < hi)
+    extra = consent_conditions(c)
     if c.decision == "none":
         q = q.where(~exists().where(Consent.call_sid == Call.call_sid))
-    elif c.decision:
-        q = q.where(exists().where(Consent.call_sid == Call.call_sid,
-                                   Consent.decision == c.decision))
+    elif c.decision or extra:
+        decided = [Consent.decision == c.decision] if c.decision else []
+        q = q.where(exists().where(Consent.call_sid == Call.call_sid, *decided, *extra))
     return q.order_by(_call_time().desc(), Call.call_sid)
 
 
@@ -143,7 +207,7 @@ def loose_consents_select(c: CallSearch):
         return None
     lo, hi = c.bounds()
     return (consents_query(lo, hi, c.decision, c.phone_hmac)
-            .where(Consent.call_sid.is_(None)))
+            .where(Consent.call_sid.is_(None), *consent_conditions(c)))
 
 
 @dataclass
