@@ -27,8 +27,8 @@ from . import bp
 from .access import record_access, transaction
 from .audiofiles import HASH, audio_index
 from .callrecord import access_entries
-from .recordings import call_recordings
 from .login import current_user, workspace_required
+from .recordings import call_recordings
 from .search import (
     CALL_SID,
     CHUNK,
