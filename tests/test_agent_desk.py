@@ -168,3 +168,13 @@ def test_the_desk_page_carries_a_fresh_key_and_token_per_form(app, users):
     one, two = desk_form(agent), desk_form(agent)
     assert one["idempotency_key"] != two["idempotency_key"]
     assert one["csrf_token"] and csrf_token(agent, "/agent/")
+
+
+def test_an_auditor_cannot_start_a_transfer_from_the_desk(app, users, twilio):
+    auditor = logged_in(app, users, "auditor")
+    token = csrf_token(auditor, "/auditor/")
+    r = auditor.post("/agent/transfers", data={"csrf_token": token, "call_sid": "CA" + "1" * 32,
+                                               "return_type": "hangup"})
+    assert r.status_code == 403 and "The agent desk is for the agent and admin roles." in \
+        r.get_data(as_text=True)
+    assert transfers(app) == [] and twilio.updates() == []
