@@ -26,7 +26,7 @@ __all__ = ["twilio"]  # the autouse fixture, so pytest finds it here
 pytestmark = pytest.mark.browser
 NOW = datetime.now(UTC).replace(microsecond=0)
 SHOTS = {"queues": "/tmp/ivr-work-queues.png", "desk": "/tmp/ivr-agent-desk.png",
-         "call": "/tmp/ivr-call-recording.png"}
+         "call": "/tmp/ivr-call-recording.png", "transfer": "/tmp/ivr-desk-transfer-page.png"}
 
 
 @pytest.fixture
@@ -188,6 +188,7 @@ def test_an_agent_starts_a_transfer_from_the_desk(live_app, caller, twilio, brow
     page.wait_for_selector("#status[data-status=returned]")
     assert page.is_hidden("#token-form")
     assert page.inner_text("#decision") == "granted"
+    page.screenshot(path=SHOTS["transfer"], full_page=True)
 
     # A page for another role explains itself and leads home, never back to itself.
     page.goto(f"{live_app.url}/auditor/queues")
