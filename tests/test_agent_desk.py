@@ -58,6 +58,7 @@ def test_anonymous_logs_in_first_and_admins_see_both(app, users, role, path):
     ("agent", "/auditor/", "/agent/"),            # a page the role may not see: its home
     ("auditor", "/agent/", "/auditor/"),
     ("agent", "/agent/transfers/" + "a" * 32, "/agent/transfers/" + "a" * 32),
+    ("auditor", "/agent/transfers/" + "a" * 32, "/agent/transfers/" + "a" * 32),
 ])
 def test_login_lands_each_role_at_home(app, users, role, next_url, lands):
     r = login(app.test_client(), f"{role}-1", users[role], next_url=next_url)

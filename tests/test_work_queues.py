@@ -104,6 +104,9 @@ def test_the_queues_list_what_is_stored(app, auditor):
     assert "5 day(s) overdue" in reqs[str(late)].text
     assert reqs[str(soon)].get("data-days-left") == "28"
     assert "No record is in quarantine." in doc.find("section", id="quarantine").text
+    [seen] = [b["data"] for b in audit_bodies(app, "auditor.access")]
+    assert (seen["action"], seen["user"], seen["query"]) == (
+        "view.queues", "selin", {"iys_pending": len(listed), "subject_requests": 2})
 
 
 def test_close_a_request_needs_the_token_and_is_audited(app, auditor):

@@ -17,7 +17,7 @@ from ..pii import personal_data
 from ..spool import spool
 from . import bp
 from . import queues as q
-from .access import transaction
+from .access import record_access, transaction
 from .login import current_user, workspace_required
 
 
@@ -41,6 +41,9 @@ def queues_page():
         failed = q.failed_batches(s)
         requests_ = q.open_requests(s, local_date(now))
         runs = q.retention_runs(s)
+        # The İYS list shows recipients (masked): seeing it is an access like a search.
+        record_access(s, current_user(), "view.queues", via="web",
+                      query={"iys_pending": len(pending), "subject_requests": len(requests_)})
     return render_template("auditor/queues.html", pending=pending, failed=failed,
                            requests=requests_, runs=runs, quarantined=spool().quarantined(),
                            overdue=sum(1 for r in pending if r["state"] == "overdue"),

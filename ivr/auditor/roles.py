@@ -15,8 +15,10 @@ WORKSPACE_ROLES = ("auditor", "admin")
 DESK_ROLES = ("agent", "admin")
 # Where each role lands after login, and where "/" sends it.
 HOMES = {"auditor": "auditor.search", "admin": "auditor.search", "agent": "agent.desk"}
-# Path prefix → (the roles that may open it, what it is called on the refusal page).
+# Path prefix → (the roles that may open it, what it is called); the first match counts.
 AREAS = {"/auditor": (WORKSPACE_ROLES, "the auditor workspace"),
+         # A transfer's page: the agent who made it (the page checks which), and auditors.
+         "/agent/transfers/": (("agent", "auditor", "admin"), "a transfer's page"),
          "/agent/": (DESK_ROLES, "the agent desk")}
 TITLES = {"auditor.search": "the auditor workspace", "agent.desk": "the agent desk"}
 
