@@ -1,8 +1,11 @@
-"""A local HTTP server that answers the call-update endpoint as Twilio's REST API does.
+"""A local HTTP server that answers the call-update endpoint as Twilio's REST API does, and
+serves and deletes recordings' media.
 
 It is a real `http.server` on 127.0.0.1 in a thread: the real twilio client talks to it
 over HTTP, with Basic auth. It records every request, knows which calls are live, and can
 be told to fail the next request with a Twilio-shaped error, a 5xx, or to stall.
+Recordings: GET /2010-04-01/Accounts/{AccountSid}/Recordings/{RecordingSid}.wav answers
+the bytes in `recordings` (Basic auth required, as at Twilio), DELETE ….json removes them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 CALL_PATH = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<call>[^/]+)\.json")
+RECORDING_PATH = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Recordings/"
+                            r"(?P<recording>RE[0-9a-f]{32})\.(?P<ext>wav|mp3|json)")
 
 
 @dataclass
@@ -57,6 +62,8 @@ class FakeTwilio:
     requests: list[Received] = field(default_factory=list)
     fail_next: list[Failure] = field(default_factory=list)
     stall: bool = False
+    recordings: dict[str, bytes] = field(default_factory=dict)
+    media_requests: list[Received] = field(default_factory=list)
 
     def __post_init__(self):
         self.received = threading.Event()
@@ -72,7 +79,10 @@ class FakeTwilio:
                 fake._handle(self)
 
             def do_GET(self):
-                fake._reply(self, twilio_error(405, 20004, "Method not allowed"))
+                fake._recording(self)
+
+            def do_DELETE(self):
+                fake._recording(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -151,6 +161,41 @@ class FakeTwilio:
             self._reply(handler, answer)
         except OSError:
             pass  # the client gave up (a timeout): nothing to answer to
+
+    def _recording(self, handler) -> None:
+        """A recording's media (GET .wav) or its deletion (DELETE .json), with Basic auth."""
+        m = RECORDING_PATH.fullmatch(handler.path)
+        rec = Received(handler.command, handler.path, m and m["account"],
+                       None, {}, self._authorized(handler.headers.get("Authorization")))
+        with self._lock:
+            self.media_requests.append(rec)
+        if m is None or (handler.command, m["ext"]) not in (("GET", "wav"), ("DELETE", "json")):
+            answer = twilio_error(405 if m else 404, 20004 if m else 20404,
+                                  "Method not allowed" if m else "Not found")
+        elif not rec.authorized or rec.account_sid != self.account_sid:
+            answer = twilio_error(401, 20003, "Authenticate")
+        elif m["recording"] not in self.recordings:
+            answer = twilio_error(404, 20404, f"The requested resource {handler.path} was "
+                                  "not found")
+        elif handler.command == "DELETE":
+            with self._lock:
+                del self.recordings[m["recording"]]
+            handler.send_response(204)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            rec.answered = 204
+            return
+        else:
+            data = self.recordings[m["recording"]]
+            handler.send_response(200)
+            handler.send_header("Content-Type", "audio/x-wav")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            rec.answered = 200
+            return
+        rec.answered = answer.status
+        self._reply(handler, answer)
 
     def _call_resource(self, rec: Received) -> dict:
         sid = rec.call_sid

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, Flask, redirect, render_template, url_for
+from flask import Blueprint, Flask, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 bp = Blueprint("auditor", __name__, url_prefix="/auditor")
@@ -39,7 +39,15 @@ def _configure_session(app: Flask) -> None:
 
 def init_app(app: Flask) -> None:
     """Register the workspace, the login pages, CSRF protection and the session settings."""
-    from . import dashboard_views, login, registry_views, views  # noqa: F401 - attach the views
+    from . import (  # noqa: F401 - attach the views
+        dashboard_views,
+        login,
+        queue_views,
+        recording_views,
+        registry_views,
+        views,
+    )
+    from .guards import index
     from .timefmt import register_filters
 
     _configure_session(app)
@@ -58,4 +66,4 @@ def init_app(app: Flask) -> None:
                                        "had expired. Go back, reload the page and try again."), 400
 
     if "index" not in app.view_functions:
-        app.add_url_rule("/", "index", lambda: redirect(url_for("auditor.search")))
+        app.add_url_rule("/", "index", index)

@@ -37,10 +37,10 @@ from ..audit import chain
 from ..db import Base, utcnow
 from ..db import session as db_session
 from .access import transaction
+from .roles import WORKSPACE_ROLES, area_message, forbidden, home_url, may_open
 
 bp = Blueprint("auth", __name__)
 
-WORKSPACE_ROLES = ("auditor", "admin")
 # The failures of names that are no account are counted under this name, per address.
 UNKNOWN = ""
 
@@ -151,22 +151,21 @@ def workspace_required(view):
         if user is None:
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         if user.role not in WORKSPACE_ROLES:
-            return render_template(
-                "auditor/error.html", code=403, title="Not allowed",
-                message=f"Your account has the {user.role} role. The auditor workspace is "
-                        "for the auditor and admin roles."), 403
+            return forbidden(user, area_message(WORKSPACE_ROLES, "the auditor workspace"))
         return view(*args, **kwargs)
 
     return wrapper
 
 
-def safe_next(target: str | None) -> str:
-    """A local path to go to after login; anything else goes to the workspace."""
-    default = url_for("auditor.search")
+def safe_next(target: str | None, user: User | None = None) -> str:
+    """A local path to go to after login that the user's role may open; else their home."""
+    default = home_url(user)
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:
+        return default
+    if user is not None and not may_open(user, parts.path):
         return default
     return target
 
@@ -215,7 +214,7 @@ def login():
     session.clear()
     session.permanent = True
     session["sid"] = token
-    return redirect(safe_next(next_url))
+    return redirect(safe_next(next_url, user))
 
 
 @bp.post("/logout")

@@ -28,6 +28,7 @@ from .access import record_access, transaction
 from .audiofiles import HASH, audio_index
 from .callrecord import access_entries
 from .login import current_user, workspace_required
+from .recordings import call_recordings
 from .search import (
     CALL_SID,
     CHUNK,
@@ -205,6 +206,7 @@ def call(call_sid: str):
             status = verify_entries(s, [e.seq for e in entries])
             replay = _replay(s, call_sid)
             accesses = access_entries(s, call_sid)
+            recordings = call_recordings(s, call_sid)
             record_access(s, user, "view.call", via="web", call_sid=call_sid,
                           phone_hmac=row.phone_hmac)
     if doc is None:
@@ -214,7 +216,7 @@ def call(call_sid: str):
     hashes += [p["audio"] for n in doc["notices"] for p in n["parts"]]
     return render_template("auditor/call.html", doc=doc, events=doc["timeline"],
                            playable=set(index.find(hashes)), chain=status, replay=replay,
-                           accesses=accesses)
+                           accesses=accesses, recordings=recordings)
 
 
 @bp.get("/audio/<sha256>.wav")

@@ -24,7 +24,10 @@ def twilio_settings(config) -> TwilioSettings:
 
 def init_app(app: Flask) -> None:
     """Register the transfer table and the agent page; check the Twilio REST settings."""
-    from . import models  # noqa: F401 - the table, for create_all
+    from . import (
+        desk,  # noqa: F401 - the desk's views, on the agent blueprint
+        models,  # noqa: F401 - the table, for create_all
+    )
     from .pages import bp
 
     app.extensions["ivr_twilio_rest"] = twilio_settings(app.config)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from flask import current_app, jsonify, request
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..accounts import bearer_user, require_token
 from ..api import bp
@@ -15,7 +14,7 @@ from ..db import session
 from ..flowstore import flows
 from ..pii import personal_data
 from . import request as transfer_request
-from . import service, twilio_rest
+from . import service, start
 from .models import Transfer
 
 log = logging.getLogger(__name__)
@@ -69,11 +68,6 @@ def _end_read(s) -> None:
         s.commit()
 
 
-def _stale_after(settings: twilio_rest.TwilioSettings) -> timedelta:
-    # Longer than any request can wait for Twilio (connect and read timeouts, and slack).
-    return timedelta(seconds=2 * settings.timeout + 10)
-
-
 @bp.post("/transfers")
 @require_token("agent")
 def create_transfer():
@@ -108,49 +102,17 @@ def create_transfer():
 
 
 def _create(s, req, agent, key, settings):
-    stale_after = _stale_after(settings)
+    url = current_app.extensions["ivr_renderer"].url
     try:
-        with s.begin():
-            t, new = service.request(s, req, agent, key, pii=personal_data(),
-                                     stale_after=stale_after)
-    except IntegrityError:
-        # A concurrent request with the same key committed first: this is its retry.
-        with s.begin():
-            first = service.find(s, agent, key)
-            if first is None:
-                raise
-            t, new = service.check_retry(first, req), False
-    if not new:
-        return _replay(s, t, stale_after)
-    url = current_app.extensions["ivr_renderer"].url(f"/voice/transfer?transfer={t.id}")
-    try:
-        # Outside any transaction: the request is already on record as "requested", so
-        # a retry finds it and never asks Twilio a second time.
-        twilio_rest.redirect_call(settings, t.call_sid, url)
-    except twilio_rest.RedirectFailed as failure:
-        log.warning("transfer %s call_sid=%s failed: %s (Twilio code %s)", t.id, t.call_sid,
-                    failure.reason, failure.twilio_code)
-        with s.begin():
-            t = service.record_failure(s, t.id, failure)
-    else:
-        log.info("transfer %s call_sid=%s redirected by agent %s", t.id, t.call_sid, agent.id)
-        with s.begin():
-            t = service.record_redirect(s, t.id)
-    return _answer(t)
-
-
-def _replay(s, t: Transfer, stale_after: timedelta):
-    """The answer to a retry: the first request's outcome, never a second redirect."""
-    if service.in_flight(t):
-        with s.begin():
-            t = service.expire(s, t.id, stale_after)
-        if service.in_flight(t):
-            response = error_response(409, "the first request with this Idempotency-Key is "
-                                      "still waiting for Twilio; retry in a moment",
-                                      reason="request_in_progress", transfer_id=t.id)
-            response.headers["Retry-After"] = "1"
-            return response
-    return _answer(t, replayed=True)
+        t, new = start.start(s, req, agent, key, pii=personal_data(), settings=settings,
+                             twiml_url=lambda tid: url(f"/voice/transfer?transfer={tid}"))
+    except start.StillWaiting as exc:
+        response = error_response(409, "the first request with this Idempotency-Key is "
+                                  "still waiting for Twilio; retry in a moment",
+                                  reason="request_in_progress", transfer_id=exc.transfer.id)
+        response.headers["Retry-After"] = "1"
+        return response
+    return _answer(t, replayed=not new)
 
 
 @bp.get("/transfers/<transfer_id>")
