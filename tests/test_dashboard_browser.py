@@ -128,12 +128,15 @@ def test_an_auditor_reads_the_dashboard_and_the_registry(live_app, caller, brows
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_agent_sees_a_clear_403_not_a_loop(live_app, browser):
     secret = make_user(live_app.app, "ali", "agent")
+    # Asked for the dashboard, the agent lands on their own desk after login...
     page = log_in(browser, live_app.url, "ali", secret, "/auditor/dashboard")
-    assert page.url == f"{live_app.url}/auditor/dashboard"
-    assert page.locator("h1").inner_text() == "Not allowed"
-    assert "for the auditor and admin roles" in page.inner_text("main")
-    assert page.locator("main a").count() == 0
-    assert page.locator("header nav").count() == 0
-    page.goto(f"{live_app.url}/auditor/flows")
-    assert page.locator("h1").inner_text() == "Not allowed"
+    assert page.url == f"{live_app.url}/agent/"
+    # ...and opening it anyway is a clear refusal whose only way out is their own home.
+    for path in ("/auditor/dashboard", "/auditor/flows"):
+        page.goto(f"{live_app.url}{path}")
+        assert page.locator("h1").inner_text() == "Not allowed"
+        assert "for the auditor and admin roles" in page.inner_text("main")
+        links = [a.get_attribute("href") for a in page.locator("main a").all()]
+        assert path not in " ".join(links)
+        assert all(h.endswith("/agent/") for h in links), links
     page.close()
