@@ -223,7 +223,8 @@ def evidence(call_sid: str):
     s = db_session()
     try:
         package = build_package(s, call_sid, registry=flows(), pii=personal_data(),
-                                index=audio_index(current_app), user=current_user())
+                                index=audio_index(current_app), user=current_user(),
+                                since=request.form.get("since", type=int))
     except EvidenceError as e:
         return _error(e.status, "Cannot build the evidence package", str(e))
     return Response(package.data, mimetype="application/zip", headers={
