@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from sqlalchemy import delete, event, func, insert, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..db import Database, database, utcnow
@@ -196,6 +197,27 @@ def queue_status(conn) -> tuple[int, float]:
     return depth, max(0.0, (utcnow() - oldest).total_seconds())
 
 
+def queue_report(engine) -> tuple[float, float]:
+    """(queued leaves, oldest one's age in s) through this engine; NaNs when unreadable."""
+    try:
+        with engine.connect() as conn:
+            depth, age = queue_status(conn)
+    except SQLAlchemyError:
+        log.warning("audit queue status unavailable", exc_info=True)
+        return float("nan"), float("nan")
+    return float(depth), age
+
+
+def queue_check(app: Flask, engine) -> str:
+    """The /readyz line: always 'ok' (a slow sequencer must not stop calls), with the queue
+    depth and the oldest leaf's age, flagged when it exceeds the MMD."""
+    depth, age = queue_report(engine)
+    if depth != depth:  # NaN: the database check says why
+        return "ok (queue unreadable)"
+    late = "; over the MMD: is a sequencer running?" if age > mmd(app) else ""
+    return f"ok ({int(depth)} queued, oldest {age:.1f} s{late})"
+
+
 # --- running it -----------------------------------------------------------------------
 
 
@@ -230,6 +252,15 @@ def ensure_thread(app: Flask) -> None:
             t = SequencerThread(app)
             t.start()
             _started[pid] = t
+
+
+def stop_threads(timeout: float = 5.0) -> None:
+    """Stop this process's sequencer thread (tests; a server's ends with its process)."""
+    with _lock:
+        t = _started.pop(os.getpid(), None)
+    if t is not None:
+        t.stopping.set()
+        t.join(timeout)
 
 
 def _inline_after_commit(app: Flask):
