@@ -146,6 +146,8 @@ class _Leaves:
         sha = hashlib.sha256
         prefix = merkle.LEAF_PREFIX
         compact = self.compact
+        peaks = compact.peaks
+        node = merkle.NODE_PREFIX
         heads = iter(self.heads)
         head = next(heads, None)
         matched = None
@@ -160,10 +162,16 @@ class _Leaves:
                            f"the next leaf at index {seq - 1}",
                            f"missing: {n}" + (f"..{seq - 2}" if seq - 2 > n else ""))
             h = sha(prefix + body.encode()).digest()
-            if stored is None or h != bytes(stored) or not _columns_agree(body, kind, ref):
+            if h != stored or not _columns_agree(body, kind, ref):
                 _diagnose(n, body, kind, ref, h, stored, nxt)
-            compact.append(h)
+            # CompactRange.append, inlined: this loop runs once per leaf of the log.
+            i = n
+            while i & 1:
+                h = sha(node + peaks.pop() + h).digest()
+                i >>= 1
+            peaks.append(h)
             n += 1
+            compact.size = n
             while head is not None and head.size == n:
                 root = compact.root()
                 if root != head.root:
