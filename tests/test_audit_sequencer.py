@@ -88,7 +88,7 @@ def threaded(app_config):
     app = create_app({**app_config, "AUDIT_SEQUENCER": "thread", "AUDIT_MMD": 0.2})
     database(app).create_all()
     yield app
-    sequencer.stop_threads()
+    sequencer.stop_thread(app)
     database(app).engine.dispose()
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -222,45 +223,62 @@ def queue_check(app: Flask, engine) -> str:
 
 
 class SequencerThread(threading.Thread):
-    """The background sequencer of one server process."""
+    """The background sequencer of one server process. It holds its app weakly: it ends
+    when the app is gone (or on stop())."""
 
     def __init__(self, app: Flask):
         super().__init__(name="ivr-audit-sequencer", daemon=True)
-        self.app = app
+        self.app_ref = weakref.ref(app)
+        self.period = mmd(app) / 2
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        period = mmd(self.app) / 2
-        while not self.stopping.wait(period):
+        failing = ""
+        while not self.stopping.wait(self.period):
+            app = self.app_ref()
+            if app is None:
+                return
             try:
-                run_pass(self.app)
-            except Exception:  # noqa: BLE001 - a failed pass is retried; the queue keeps leaves
-                log.exception("audit sequencer pass failed; retrying in %.1f s", period)
+                run_pass(app)
+                failing = ""
+            except Exception as e:  # noqa: BLE001 - a failed pass is retried; leaves stay queued
+                # Log a failure once, not every MMD / 2, until a pass succeeds again.
+                if str(e) != failing:
+                    log.exception("audit sequencer pass failed; retrying every %.1f s",
+                                  self.period)
+                failing = str(e)
+            del app
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the thread (tests; a server's ends with its process)."""
+        self.stopping.set()
+        self.join(timeout)
 
 
-_started: dict[int, SequencerThread] = {}
+_THREAD = "ivr_audit_sequencer"
 _lock = threading.Lock()
 
 
 def ensure_thread(app: Flask) -> None:
-    """Start this process's sequencer thread once (after a fork, the child starts its own)."""
+    """Start this process's sequencer thread for the app once (after a fork, the child
+    starts its own)."""
     pid = os.getpid()
-    if pid in _started:
+    running = app.extensions.get(_THREAD)
+    if running is not None and running[0] == pid:
         return
     with _lock:
-        if pid not in _started:
+        running = app.extensions.get(_THREAD)
+        if running is None or running[0] != pid:
             t = SequencerThread(app)
             t.start()
-            _started[pid] = t
+            app.extensions[_THREAD] = (pid, t)
 
 
-def stop_threads(timeout: float = 5.0) -> None:
-    """Stop this process's sequencer thread (tests; a server's ends with its process)."""
-    with _lock:
-        t = _started.pop(os.getpid(), None)
-    if t is not None:
-        t.stopping.set()
-        t.join(timeout)
+def stop_thread(app: Flask) -> None:
+    """Stop the app's sequencer thread in this process, if it runs."""
+    running = app.extensions.pop(_THREAD, None)
+    if running is not None and running[0] == os.getpid():
+        running[1].stop()
 
 
 def _inline_after_commit(app: Flask):

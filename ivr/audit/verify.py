@@ -387,26 +387,37 @@ def check_queue(session: Session, max_age: float, tree_size: int) -> int:
 
 
 def _has_leaf(ref_expr, *conds):
-    """A leaf (integrated or queued) whose ref is `ref_expr`, with extra conditions."""
-    return or_(exists().where(AuditEntry.ref == ref_expr, *[c(AuditEntry) for c in conds]),
-               exists().where(AuditQueue.ref == ref_expr, *[c(AuditQueue) for c in conds]))
+    """A leaf (integrated or queued) whose ref is `ref_expr` (None: no ref), with extra
+    conditions."""
+    def ref(t):
+        return t.ref.is_(None) if ref_expr is None else t.ref == ref_expr
+
+    return or_(exists().where(ref(AuditEntry), *[c(AuditEntry) for c in conds]),
+               exists().where(ref(AuditQueue), *[c(AuditQueue) for c in conds]))
+
+
+def _consent_kind(t):
+    return t.kind.in_(("consent.decided", "consent.withdrawn"))
+
+
+def _names_consent(t):
+    return t.body.contains(literal('"consent_id":') + cast(Consent.id, String) + literal(","))
 
 
 def check_coverage(session: Session) -> None:
-    """Every call, flow run and consent has its leaf (integrated or still queued)."""
+    """Every call, flow run and consent (decision or withdrawal) has its leaf, integrated
+    or still queued."""
     checks = [
         ("call", Call.call_sid, select(Call.call_sid).where(~_has_leaf(Call.call_sid))),
         ("flow run", FlowRun.id, select(FlowRun.id).where(~_has_leaf(
             FlowRun.call_sid, lambda t: t.kind == "call.started",
             lambda t: t.body.contains(literal('"run":"') + FlowRun.id + literal('"'))))),
+        # A decision or a withdrawal in a call names its call; one through the API names
+        # the consent row itself.
         ("consent", Consent.id, select(Consent.id).where(
-            Consent.decision != "withdrawn", ~_has_leaf(
-                Consent.call_sid, lambda t: t.kind == "consent.decided",
-                lambda t: t.body.contains(literal('"consent_id":')
-                                          + cast(Consent.id, String) + literal(","))))),
-        ("withdrawal", Consent.id, select(Consent.id).where(and_(
-            Consent.decision == "withdrawn",
-            ~_has_leaf(literal("consent:") + cast(Consent.id, String))))),
+            ~_has_leaf(Consent.call_sid, _consent_kind, _names_consent),
+            ~_has_leaf(literal("consent:") + cast(Consent.id, String)),
+            ~and_(Consent.call_sid.is_(None), _has_leaf(None, _consent_kind, _names_consent)))),
     ]
     for what, col, q in checks:
         missing = session.scalar(q.order_by(col).limit(1))

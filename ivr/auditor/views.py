@@ -188,7 +188,7 @@ def call(call_sid: str):
             doc = call_timeline(s, call_sid, pii)
             entries = fact_entries(s, call_sid)
             events = timeline(s, call_sid, entries, flows(), audio_index(current_app))
-            status = verify_entries(s, [e.seq for e in entries])
+            status = verify_entries(s, [e.seq for e in entries], ref=call_sid)
             replay = _replay(s, call_sid)
             accesses = access_entries(s, call_sid)
             record_access(s, user, "view.call", via="web", call_sid=call_sid,
