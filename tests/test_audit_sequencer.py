@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from ivr import create_app
 from ivr.audit import sequencer
 from ivr.audit.chain import _PG_LOCK_KEY
 from ivr.db import database
+from ivr.models import AuditEntry
 from tests.audit_support import append_entries
 from tests.conftest import postgresql_only
 
@@ -67,6 +68,7 @@ def test_checkpoint_interval(app_config):
             assert sequencer.run_pass(app, force_checkpoint=True).checkpoint.tree_size == 4
             app.config["AUDIT_CHECKPOINT_INTERVAL"] = 0.001
             append_entries(app, 1)
+            time.sleep(0.01)  # longer than the interval since the last checkpoint
             assert sequencer.run_pass(app).checkpoint.tree_size == 5  # due: the tree grew
             assert sequencer.run_pass(app).checkpoint is None  # it did not grow since
     finally:
@@ -97,6 +99,10 @@ def test_the_background_thread_integrates_within_the_mmd(threaded):
     append_entries(threaded, 5)
     assert _wait_until(lambda: queued(threaded) == 0, 2 * 0.2 + 1.0)
     assert heads(threaded) == 1
+    with database(threaded).sessionmaker() as s:
+        rows = s.execute(select(AuditEntry.queued_at, AuditEntry.integrated_at)).all()
+    delays = [(b - a).total_seconds() for a, b in rows]
+    assert len(delays) == 5 and max(delays) <= 1.0, delays  # within IVR_AUDIT_MMD's default
 
 
 @postgresql_only

@@ -325,9 +325,6 @@ def verify_log(session: Session, *, public_keys=None, verifiers=None, origin=Non
     return summary
 
 
-verify_chain = verify_log  # the command's former name; it now verifies both parts
-
-
 def merkle_size(text: str) -> int:
     """The tree size a checkpoint note states (0 if it is unreadable; verification says why)."""
     try:
