@@ -3,18 +3,22 @@ time integrates), the checkpoint interval, and the queue in /metrics and /readyz
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 from sqlalchemy import select, text
 
 from ivr import create_app
+from ivr.audit import checkpoint as cps
 from ivr.audit import sequencer
 from ivr.audit.chain import _PG_LOCK_KEY
 from ivr.db import database
 from ivr.models import AuditEntry
-from tests.audit_support import append_entries
-from tests.conftest import postgresql_only
+from ivr.simulate import Caller, http_transport
+from tests.audit_support import append_entries, invoke
+from tests.conftest import AUTH_TOKEN, postgresql_only
+from tests.gunicorn_server import Gunicorn
 
 
 @pytest.fixture
@@ -119,3 +123,40 @@ def test_only_the_lock_holder_integrates_and_another_takes_over(threaded):
     # ...until that process dies (its connection, and so its lock, is gone): this one takes
     # over within 2 MMD.
     assert _wait_until(lambda: queued(threaded) == 0, 2 * 0.2 + 1.0)
+
+
+@postgresql_only
+@pytest.mark.slow
+def test_two_servers_share_one_sequencer_and_survive_a_kill(app, app_config):
+    """Two gunicorn servers on one PostgreSQL take calls at once; each runs sequencer
+    threads. SIGKILL one server's workers, and the other keeps integrating: every leaf is
+    integrated exactly once, and verify is green."""
+    with app.app_context():
+        cps.signing_key(app)  # one key file, made before either server could race for it
+    config = {**app_config, "AUDIT_SEQUENCER": "thread"}
+    a, b = Gunicorn(config, workers=2), Gunicorn(config, workers=2)
+    try:
+        def calls(server, n):
+            for _ in range(n):
+                c = Caller(server.url, AUTH_TOKEN, http_transport())
+                c.press(c.dial(), "1")
+                c.hang_up()
+
+        threads = [threading.Thread(target=calls, args=(s, 3)) for s in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert _wait_until(lambda: queued(app) == 0, 5.0)
+        a.kill_workers()
+        calls(b, 3)
+        assert _wait_until(lambda: queued(app) == 0, 5.0)
+    finally:
+        a.stop()
+        b.stop()
+    with database(app).engine.connect() as conn:
+        seqs = [r[0] for r in conn.execute(text("SELECT seq FROM audit_log ORDER BY seq"))]
+        distinct = conn.execute(text("SELECT COUNT(DISTINCT body) FROM audit_log")).scalar()
+    assert seqs == list(range(1, len(seqs) + 1)) and distinct == len(seqs)
+    result = invoke(app, "audit", "verify")
+    assert result.exit_code == 0, result.output
