@@ -17,6 +17,7 @@ from ivr.audit.errors import VerificationError
 from ivr.audit.verify import verify_log
 from ivr.db import database, utcnow
 from ivr.models import Call, Consent
+from ivr.transfers.models import Transfer
 from tests.audit_support import append_entries, invoke, tamper
 
 N = 12
@@ -131,12 +132,25 @@ def test_deleted_queued_leaf(filled):
     assert_detected(filled, -1, "fact without leaf")
 
 
-def test_fact_whose_leaf_is_missing(filled):
-    # A consent written straight into its table, without the leaf that records it.
+def _bare_fact(kind: str):
+    if kind == "consent":
+        return Consent(call_sid="CAtest", purpose="marketing", channels=["sms"],
+                       decision="granted", digits="1")
+    if kind == "call":
+        return Call(call_sid="CAnoleaf", status="completed")
+    return Transfer(id="t" * 32, call_sid="CAtest", agent_id="a1", agent_name="Ayşe",
+                    idempotency_key="k1", request_hash="0" * 64, return_to={},
+                    flow_id="consent", status="requested", requested_at=utcnow())
+
+
+@pytest.mark.parametrize("kind", ["call", "consent", "transfer"])
+def test_fact_whose_leaf_is_missing(filled, kind):
+    # A fact written straight into its table, without the leaf that records it.
     with database(filled).sessionmaker() as s, s.begin():
-        s.add(Consent(call_sid="CAtest", purpose="marketing", channels=["sms"],
-                      decision="granted", digits="1"))
+        s.add(_bare_fact(kind))
     assert_detected(filled, -1, "fact without leaf")
+    result = invoke(filled, "audit", "verify")
+    assert f"expected a leaf for {kind} " in result.output
 
 
 def test_inserted_leaf(filled):

@@ -24,6 +24,7 @@ from sqlalchemy import String, and_, cast, exists, literal, or_, select
 from sqlalchemy.orm import Session
 
 from ..models import AuditEntry, AuditNode, AuditQueue, Call, Consent, FlowRun
+from ..transfers.models import Transfer
 from . import checkpoint as cps
 from . import legacy, merkle, note
 from .errors import (
@@ -402,8 +403,8 @@ def _names_consent(t):
 
 
 def check_coverage(session: Session) -> None:
-    """Every call, flow run and consent (decision or withdrawal) has its leaf, integrated
-    or still queued."""
+    """Every call, flow run, consent (decision or withdrawal) and agent transfer has its
+    leaf, integrated or still queued."""
     checks = [
         ("call", Call.call_sid, select(Call.call_sid).where(~_has_leaf(Call.call_sid))),
         ("flow run", FlowRun.id, select(FlowRun.id).where(~_has_leaf(
@@ -415,6 +416,9 @@ def check_coverage(session: Session) -> None:
             ~_has_leaf(Consent.call_sid, _consent_kind, _names_consent),
             ~_has_leaf(literal("consent:") + cast(Consent.id, String)),
             ~and_(Consent.call_sid.is_(None), _has_leaf(None, _consent_kind, _names_consent)))),
+        ("transfer", Transfer.id, select(Transfer.id).where(~_has_leaf(
+            Transfer.call_sid, lambda t: t.kind.startswith("transfer."),
+            lambda t: t.body.contains(literal('"transfer_id":"') + Transfer.id + literal('"'))))),
     ]
     for what, col, q in checks:
         missing = session.scalar(q.order_by(col).limit(1))
