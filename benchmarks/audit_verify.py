@@ -1,22 +1,22 @@
-"""How fast `audit verify` streams the chain, and that its memory stays flat.
+"""How fast the Merkle audit log integrates, verifies and proves, and that verify's memory
+stays flat.
 
-    .venv/bin/python benchmarks/audit_verify.py [--entries 1000000] [--pg] [--keep PATH]
+    .venv/bin/python benchmarks/audit_verify.py [--entries 1000000] [--queue 100000] [--pg]
 
 Fills a fresh database (a SQLite file by default; with --pg a new schema on the test
-PostgreSQL, dropped afterwards) with N real chain entries - canonical bodies shaped like the
-app's, real SHA-256 links - inserted in bulk (executemany on SQLite, COPY on PostgreSQL), adds
-a signed checkpoint, then times `verify_chain` in a fresh process and prints entries/s,
-seconds and the verifier's peak RSS. The fill runs in a separate process so the peak RSS is
-the verifier's own; run with two sizes to see it does not grow with N.
+PostgreSQL, dropped afterwards) with N leaves shaped like the app's (four per call), their
+stored tree nodes and one signed checkpoint, inserted in bulk; then, each in a fresh process:
+queues Q more leaves and times one sequencer pass (leaves/s integrated); times `audit verify`
+over the whole log (leaves/s, peak RSS); and times `audit prove` of one call (median of 20).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.scratch_db import scratch_database  # noqa: E402
 
 BATCH = 20_000
+AT = "2026-01-01T10:00:00.000000Z"
 
-# Bodies shaped like the app's entries (canonical JSON, keys at, data, kind, ref, seq).
+# Leaf data shaped like the app's entries; each call gets these four leaves.
 TEMPLATES = [
     ("input.received", {"call_sid": "", "run": "", "step": 1,
                         "input": {"type": "digits", "digits": "1"}}),
@@ -47,114 +48,167 @@ TEMPLATES = [
 ]
 
 
-def _templates():
-    """(kind, ref, body prefix up to `"seq":`) per template; only the seq varies."""
-    import rfc8785
-
-    out = []
-    for i, (kind, data) in enumerate(TEMPLATES):
-        sid = f"CA{i:032x}"
-        data = {**data, "call_sid": sid, "run": f"{i:032x}"}
-        body = rfc8785.dumps({"at": "2026-01-01T10:00:00.000000Z", "data": data, "kind": kind,
-                              "ref": sid, "seq": 0}).decode()
-        assert body.endswith('"seq":0}')
-        out.append((kind, sid, body[:-2]))
-    return out
+def sid(call: int) -> str:
+    """The CallSid of benchmark call number `call`."""
+    return f"CA{call:032x}"
 
 
-def _rows(n: int):
-    """The chain, computed for real, in batches of (seq, prev_hash, body, hash, kind, ref)."""
-    from ivr.audit.chain import ENTRY_PREFIX, FIRST_PREV
+def leaves(start: int, n: int):
+    """(kind, ref, body) of leaves start..start+n-1."""
+    from ivr.audit.chain import leaf_body
 
-    tpl = _templates()
-    prev, batch = FIRST_PREV, []
-    sha = hashlib.sha256
-    for seq in range(1, n + 1):
-        kind, ref, head = tpl[seq % len(tpl)]
-        body = f"{head}{seq}}}"
-        h = sha(ENTRY_PREFIX + bytes.fromhex(prev) + body.encode()).hexdigest()
-        batch.append((seq, prev, body, h, kind, ref))
-        prev = h
-        if len(batch) == BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    for i in range(start, start + n):
+        kind, data = TEMPLATES[i % 4]
+        ref = sid(i // 4)
+        yield kind, ref, leaf_body(kind, ref, {**data, "call_sid": ref, "run": ref[2:]},
+                                   AT).decode()
 
 
-def fill(url: str, n: int) -> None:
-    """Create the schema and insert n entries plus one signed checkpoint."""
-    from sqlalchemy.orm import Session
+def make_app(url: str, instance: str):
+    from ivr import create_app
 
+    return create_app({"DATABASE_URL": url, "INSTANCE_DIR": instance, "AUDIT_SEQUENCER": "off",
+                       "PUBLIC_URL": "https://ivr.bench", "AUDIT_SIGNING_KEY":
+                       os.environ["BENCH_SIGNING_KEY"]})
+
+
+def fill(url: str, instance: str, n: int) -> None:
+    """Create the schema; insert n leaves, their tree nodes and one signed checkpoint."""
     from ivr.audit import checkpoint as cps
-    from ivr.db import Database
+    from ivr.audit import merkle, sequencer
+    from ivr.db import database, utcnow
 
-    db = Database(url)
+    app = make_app(url, instance)
+    db = database(app)
     db.create_all()
     t0 = time.perf_counter()
+    compact = merkle.CompactRange()
+    pg = db.engine.dialect.name == "postgresql"
     raw = db.engine.raw_connection()
     try:
         cur = raw.cursor()
-        if db.engine.dialect.name == "postgresql":
-            # The insert guard checks each row against the head; a bulk load of rows computed
-            # above may skip it (the verifier below checks every one of them anyway).
+        if pg:
+            # The insert guard checks each row against the head; the verifier below checks
+            # every row anyway.
             cur.execute("SET session_replication_role = replica")
-            with cur.copy("COPY audit_log (seq, prev_hash, body, hash, kind, ref) "
-                          "FROM STDIN") as copy:
-                for batch in _rows(n):
-                    for row in batch:
-                        copy.write_row(row)
         else:
             cur.execute("BEGIN")
-            for batch in _rows(n):
-                cur.executemany("INSERT INTO audit_log (seq, prev_hash, body, hash, kind, ref) "
-                                "VALUES (?, ?, ?, ?, ?, ?)", batch)
-        raw.commit() if db.engine.dialect.name == "postgresql" else cur.execute("COMMIT")
+        log_rows, node_rows = [], []
+        for i, (kind, ref, body) in enumerate(leaves(0, n)):
+            h = merkle.leaf_hash(body.encode())
+            log_rows.append((i + 1, body, kind, ref))
+            node_rows.append((0, i, h))
+            compact.append(h, lambda lv, idx, hh, out=node_rows: out.append((lv, idx, hh)))
+            if len(log_rows) == BATCH or i == n - 1:
+                _insert(cur, pg, log_rows, node_rows)
+                log_rows, node_rows = [], []
+        raw.commit() if pg else cur.execute("COMMIT")
     finally:
         raw.close()
-    key = cps.load_private_key(os.environ["BENCH_SIGNING_KEY"])
-    with Session(db.engine) as s, s.begin():
-        cps.make_checkpoint(s, key)
-    print(f"filled {n} entries in {time.perf_counter() - t0:.1f} s", flush=True)
+    with app.app_context(), db.engine.begin() as conn:
+        sequencer.sign_checkpoint(conn, app, cps.signing_key(app), n, compact.root(), utcnow())
+    print(f"filled {n} leaves in {time.perf_counter() - t0:.1f} s", flush=True)
     db.engine.dispose()
 
 
-def verify(url: str) -> dict:
-    """Time verify_chain over the whole log; report speed and this process's memory."""
-    from sqlalchemy.orm import Session
+def _insert(cur, pg: bool, log_rows, node_rows) -> None:
+    if pg:
+        with cur.copy("COPY audit_log (seq, body, kind, ref) FROM STDIN") as copy:
+            for r in log_rows:
+                copy.write_row(r)
+        with cur.copy("COPY audit_tree (level, idx, hash) FROM STDIN") as copy:
+            for r in node_rows:
+                copy.write_row(r)
+    else:
+        cur.executemany("INSERT INTO audit_log (seq, body, kind, ref) VALUES (?, ?, ?, ?)",
+                        log_rows)
+        cur.executemany("INSERT INTO audit_tree (level, idx, hash) VALUES (?, ?, ?)", node_rows)
 
-    from ivr.audit import checkpoint as cps
-    from ivr.audit.verify import verify_chain
-    from ivr.db import Database
 
-    keys = cps.public_keys(cps.load_private_key(os.environ["BENCH_SIGNING_KEY"]))
-    db = Database(url)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with Session(db.engine) as s:
+def integrate(url: str, instance: str, n: int, q: int) -> dict:
+    """Queue q leaves after the n stored ones, then time one sequencer pass over them."""
+    from sqlalchemy import insert
+
+    from ivr.audit import sequencer
+    from ivr.db import database, utcnow
+    from ivr.models import AuditQueue
+
+    app = make_app(url, instance)
+    db = database(app)
+    now = utcnow()
+    with db.engine.begin() as conn:
+        batch = []
+        for kind, ref, body in leaves(n, q):
+            batch.append({"kind": kind, "ref": ref, "body": body, "queued_at": now})
+            if len(batch) == BATCH:
+                conn.execute(insert(AuditQueue), batch)
+                batch = []
+        if batch:
+            conn.execute(insert(AuditQueue), batch)
+    with app.app_context():
         t0 = time.perf_counter()
-        summary = verify_chain(s, public_keys=keys)
+        result = sequencer.run_pass(app, force_checkpoint=True)
+        seconds = time.perf_counter() - t0
+    db.engine.dispose()
+    return {"integrated": result.integrated, "seconds": round(seconds, 2),
+            "leaves_per_s": round(result.integrated / seconds)}
+
+
+def verify(url: str, instance: str) -> dict:
+    """Time `audit verify` over the whole log; report speed and this process's memory."""
+    from ivr.audit.verify import verify_log
+    from ivr.db import database
+
+    app = make_app(url, instance)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with app.app_context(), database(app).sessionmaker() as s:
+        t0 = time.perf_counter()
+        summary = verify_log(s)
         seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    db.engine.dispose()
-    return {"entries": summary.entries, "checkpoints": summary.checkpoints,
-            "seconds": round(seconds, 2), "entries_per_s": round(summary.entries / seconds),
+    database(app).engine.dispose()
+    return {"entries": summary.entries, "seconds": round(seconds, 2),
+            "entries_per_s": round(summary.entries / seconds),
             "peak_rss_mb_before": round(rss_before / 1024, 1),
             "peak_rss_mb": round(peak / 1024, 1), "line": summary.line()}
+
+
+def prove(url: str, instance: str, n: int) -> dict:
+    """The median time of `audit prove` for one call near the end of the log."""
+    from ivr.audit.proofs import check_proof_document, prove_call
+    from ivr.db import database
+
+    app = make_app(url, instance)
+    call = sid(n // 4 - 2)
+    times = []
+    with app.app_context():
+        for _ in range(20):
+            with database(app).sessionmaker() as s:
+                t0 = time.perf_counter()
+                doc = prove_call(s, call)
+                times.append(time.perf_counter() - t0)
+    check_proof_document(doc)
+    database(app).engine.dispose()
+    return {"call": call, "leaves": len(doc["leaves"]), "tree_size": doc["tree_size"],
+            "median_ms": round(1000 * statistics.median(times), 1)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entries", type=int, default=1_000_000)
+    ap.add_argument("--queue", type=int, default=100_000)
     ap.add_argument("--pg", action="store_true", help="PostgreSQL instead of a SQLite file")
-    ap.add_argument("--keep", default=None, help="SQLite file to fill (kept afterwards)")
-    ap.add_argument("--_fill", help=argparse.SUPPRESS)
-    ap.add_argument("--_verify", help=argparse.SUPPRESS)
+    ap.add_argument("--_step", help=argparse.SUPPRESS)
+    ap.add_argument("--_url", help=argparse.SUPPRESS)
+    ap.add_argument("--_instance", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args._fill:
-        fill(args._fill, args.entries)
-        return
-    if args._verify:
-        print(json.dumps(verify(args._verify)))
+    if args._step:
+        n, q, url, inst = args.entries, args.queue, args._url, args._instance
+        out = {"fill": lambda: fill(url, inst, n), "integrate": lambda: integrate(url, inst, n, q),
+               "verify": lambda: verify(url, inst), "prove": lambda: prove(url, inst, n + q)}
+        r = out[args._step]()
+        if r is not None:
+            print(json.dumps(r))
         return
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -162,24 +216,27 @@ def main() -> None:
     from ivr.audit.checkpoint import private_key_pem
 
     env = {**os.environ, "BENCH_SIGNING_KEY": private_key_pem(Ed25519PrivateKey.generate())}
-    tmp = tempfile.TemporaryDirectory()
-    path = Path(args.keep) if args.keep else Path(tmp.name) / "audit.db"
-    if not args.pg and path.exists():
-        path.unlink()
-    with scratch_database(args.pg, path) as url, tmp:
-        me = [sys.executable, __file__, "--entries", str(args.entries)]
-        subprocess.run([*me, "--_fill", url], env=env, check=True)
-        out = subprocess.run([*me, "--_verify", url], env=env, check=True,
-                             capture_output=True, text=True)
-        r = json.loads(out.stdout)
+    with tempfile.TemporaryDirectory() as tmp, \
+            scratch_database(args.pg, Path(tmp) / "audit.db") as url:
+        me = [sys.executable, __file__, "--entries", str(args.entries), "--queue",
+              str(args.queue), "--_url", url, "--_instance", tmp]
+
+        def step(name):
+            out = subprocess.run([*me, "--_step", name], env=env, check=True,
+                                 capture_output=True, text=True)
+            return json.loads(out.stdout.splitlines()[-1]) if name != "fill" else out.stdout
+
+        print(step("fill").strip())
+        i, v, p = step("integrate"), step("verify"), step("prove")
         backend = "postgresql" if args.pg else "sqlite"
-        print(r["line"])
-        print(f"{backend}: verified {r['entries']} entries and {r['checkpoints']} checkpoints "
-              f"in {r['seconds']} s = {r['entries_per_s']:,} entries/s; peak RSS "
-              f"{r['peak_rss_mb']} MB (after imports, before verifying: "
-              f"{r['peak_rss_mb_before']} MB)")
-        print("target: 1,000,000 entries in < 10 s -> "
-              + ("MET" if r["seconds"] < 10 * r["entries"] / 1_000_000 else "NOT MET"))
+        print(v["line"])
+        print(f"{backend}: sequencer integrated {i['integrated']:,} queued leaves in "
+              f"{i['seconds']} s = {i['leaves_per_s']:,} leaves/s")
+        print(f"{backend}: verified {v['entries']:,} leaves in {v['seconds']} s = "
+              f"{v['entries_per_s']:,} leaves/s; peak RSS {v['peak_rss_mb']} MB (after "
+              f"imports, before verifying: {v['peak_rss_mb_before']} MB)")
+        print(f"{backend}: prove {p['call']} ({p['leaves']} leaves, tree of "
+              f"{p['tree_size']:,}): median {p['median_ms']} ms")
 
 
 if __name__ == "__main__":

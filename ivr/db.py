@@ -144,3 +144,7 @@ def init_app(app: Flask) -> None:
                                         float(app.config.get("DB_CONNECT_TIMEOUT") or 1.5))
     app.teardown_appcontext(_close_session)
     app.cli.add_command(init_db_command)
+    # The audit log's sequencer needs the engine above; it lives with the audit code.
+    from .audit import sequencer
+
+    sequencer.init_app(app)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, utcnow
@@ -163,21 +173,63 @@ class Consent(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
 
 
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+_QUEUE_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class AuditQueue(Base):
+    """A leaf waiting for the sequencer: inserted with its fact, in the fact's transaction."""
+
+    __tablename__ = "audit_queue"
+
+    id: Mapped[int] = mapped_column(_QUEUE_ID, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str | None] = mapped_column(String(64), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class AuditEntry(Base):
-    """One link of the append-only, hash-chained audit log."""
+    """One leaf of the Merkle log, at index seq - 1; entries from before the Merkle log also
+    keep their hash-chain link (prev_hash, hash)."""
 
     __tablename__ = "audit_log"
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    prev_hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
-    hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(64), index=True)
     ref: Mapped[str | None] = mapped_column(String(64), index=True)
+    queued_at: Mapped[datetime | None]
+    integrated_at: Mapped[datetime | None]
+
+
+class AuditNode(Base):
+    """A complete subtree's hash, by position: leaves idx * 2**level onwards (level 0: the
+    leaf hash of index idx). Kept apart from the leaves, so moved rows do not move it."""
+
+    __tablename__ = "audit_tree"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditTreeHead(Base):
+    """A signed checkpoint of the Merkle tree: the whole C2SP signed note, as served."""
+
+    __tablename__ = "audit_tree_heads"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    note: Mapped[str] = mapped_column(Text)
 
 
 class AuditCheckpoint(Base):
-    """A signed statement of the chain head at one moment."""
+    """A signed statement of the hash chain's head (the log before the Merkle tree)."""
 
     __tablename__ = "audit_checkpoints"
 

@@ -37,6 +37,9 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 from werkzeug.serving import WSGIRequestHandler
 
+from .audit.sequencer import queue_report
+from .health import probe_engine
+
 log = logging.getLogger("ivr.webhook")
 
 # --- metrics ------------------------------------------------------------------------------
@@ -153,6 +156,22 @@ def _spool_quarantined(app: Flask) -> float:
         return float("nan")
 
 
+class _AuditQueueCollector:
+    def __init__(self, app: Flask):
+        self.app = app
+
+    def collect(self):
+        depth, age = queue_report(probe_engine(self.app))
+        g = GaugeMetricFamily("ivr_audit_queue_depth",
+                              "Audit leaves queued, waiting for the sequencer")
+        g.add_metric([], depth)
+        yield g
+        g = GaugeMetricFamily("ivr_audit_queue_oldest_seconds",
+                              "Age of the oldest queued audit leaf (0 when none is queued)")
+        g.add_metric([], age)
+        yield g
+
+
 def metrics_text(app: Flask) -> bytes:
     """The exposition text: every worker's counters (multiprocess mode) and the spool depth."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -164,6 +183,7 @@ def metrics_text(app: Flask) -> bytes:
         registry = REGISTRY
     local = CollectorRegistry(auto_describe=False)
     local.register(_SpoolCollector(app))
+    local.register(_AuditQueueCollector(app))
     return generate_latest(registry) + generate_latest(local)
 
 

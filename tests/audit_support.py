@@ -69,3 +69,50 @@ def rehash_from(app, seq: int) -> None:
 def invoke(app, *args: str):
     """`python -m ivr ARGS...` against this app."""
     return app.test_cli_runner().invoke(cli, list(args))
+
+
+def make_legacy_log(app, count: int, checkpoint_at: int | None = None,
+                    ref: str = "CAold") -> None:
+    """A database as the release before the Merkle log left it: the schema at revision 0002
+    and a hash chain of `count` entries (and, after entry `checkpoint_at`, a signed chain
+    checkpoint with its audit.checkpoint entry), then `db upgrade` to the head."""
+    import base64
+
+    from ivr.audit import checkpoint as cps
+    from ivr.dbcli import upgrade
+
+    upgrade(app, "0002")
+    with app.app_context():
+        key = cps.signing_key(app)
+    prev, seq, rows_ = chain.FIRST_PREV, 0, []
+    cps_rows = []
+
+    def add(kind, ref_, data):
+        nonlocal prev, seq
+        seq += 1
+        body = chain.canonical({"seq": seq, "kind": kind, "at": "2026-11-01T10:00:00.000000Z",
+                                "ref": ref_, "data": data})
+        h = chain.entry_hash(prev, body)
+        rows_.append({"seq": seq, "p": prev, "b": body.decode(), "h": h, "k": kind, "r": ref_})
+        prev = h
+
+    for n in range(1, count + 1):
+        add("test.fact", ref, {"n": n, "digits": "1", "note": "çağrı"})
+        if n == checkpoint_at:
+            cp = cps.Checkpoint(seq, prev, "2026-11-01T10:00:01.000000Z", cps.key_id(key), "")
+            sig = base64.b64encode(key.sign(cp.message())).decode()
+            cps_rows.append({"seq": seq, "h": prev, "kid": cp.key_id, "sig": sig,
+                             "body": cp.body().decode()})
+            add(cps.ENTRY_KIND, None, {"checkpoint_id": 1, "seq": cp.seq, "hash": cp.hash,
+                                       "at": cp.at, "key_id": cp.key_id, "signature": sig})
+    from datetime import UTC, datetime
+
+    with database(app).engine.begin() as conn:
+        for i in range(0, len(rows_), 1000):
+            conn.execute(text("INSERT INTO audit_log (seq, prev_hash, body, hash, kind, ref) "
+                              "VALUES (:seq, :p, :b, :h, :k, :r)"), rows_[i:i + 1000])
+        for r in cps_rows:
+            conn.execute(text("INSERT INTO audit_checkpoints (seq, hash, at, key_id, "
+                              "signature, body) VALUES (:seq, :h, :at, :kid, :sig, :body)"),
+                         {**r, "at": datetime(2026, 11, 1, 10, 0, 1, tzinfo=UTC)})
+    upgrade(app)

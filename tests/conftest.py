@@ -124,11 +124,15 @@ def drop_schema(admin, schema: str) -> None:
 
 
 def verified_chain_length(app) -> int:
-    """Verify the app's whole audit chain as `audit verify` does; raises on any problem."""
-    from ivr.audit.verify import verify_chain
+    """Integrate the audit queue, then verify the whole log as `audit verify` does; raises
+    on any problem. The number of leaves."""
+    from ivr.audit.sequencer import run_pass
+    from ivr.audit.verify import verify_log
 
-    with app.app_context(), database(app).sessionmaker() as s:
-        return verify_chain(s).entries
+    with app.app_context():
+        run_pass(app, wait=30.0)
+        with database(app).sessionmaker() as s:
+            return verify_log(s).entries
 
 
 @pytest.fixture

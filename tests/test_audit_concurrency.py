@@ -1,19 +1,30 @@
-"""Appends from many OS processes at once (gunicorn workers) never fork the chain and never
-leave a gap: 8 spawned processes append to the same database, on SQLite and PostgreSQL."""
+"""Appends from many OS processes at once (gunicorn workers) queue their leaves without any
+lock; one sequencer integrates each exactly once, with no gap: 8 spawned processes append to
+the same database, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 
+import pytest
 from sqlalchemy import text
 
+from ivr.audit import chain
+from ivr.audit.chain import _PG_LOCK_KEY
 from ivr.db import database
 from tests.audit_support import invoke
+from tests.conftest import postgresql_only
 
 PROCESSES = 8
 TRANSACTIONS = 12  # per process; each appends 1 to 3 entries
 ROUND = 4  # the workers meet at a barrier every ROUND transactions and start each round together
+
+
+@pytest.fixture
+def app_config(app_config):
+    """No sequencer in the test's own process: the test decides when one runs."""
+    return {**app_config, "AUDIT_SEQUENCER": "off"}
 
 
 def _append_worker(url: str, worker: int, go, ready, rounds) -> None:
@@ -60,12 +71,19 @@ def test_eight_processes_append_without_fork_or_gap(app):
 
     total = expected_entries()
     with database(app).engine.connect() as conn:
+        queued = conn.execute(text("SELECT COUNT(*) FROM audit_queue")).scalar()
+    assert queued == total  # the workers ran no sequencer: every leaf waits in the queue
+    result = invoke(app, "audit", "integrate", "--once")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"integrated {total} leaves; tree size {total}; signed ")
+    with database(app).engine.connect() as conn:
         seqs = [r[0] for r in conn.execute(text("SELECT seq FROM audit_log ORDER BY seq"))]
-        links = conn.execute(text("SELECT COUNT(DISTINCT prev_hash), COUNT(*) FROM audit_log"))
-        distinct_prev, count = links.one()
+        bodies_once = conn.execute(text("SELECT COUNT(DISTINCT body), COUNT(*) FROM audit_log"))
+        distinct, count = bodies_once.one()
         refs = [r[0] for r in conn.execute(text("SELECT ref FROM audit_log ORDER BY seq"))]
+        assert conn.execute(text("SELECT COUNT(*) FROM audit_queue")).scalar() == 0
     assert seqs == list(range(1, total + 1))  # no gap
-    assert distinct_prev == count == total  # no two entries claim the same predecessor
+    assert distinct == count == total  # every leaf integrated exactly once
     assert len(set(refs)) == PROCESSES
     # The appends really interleaved: each round holds every worker, so the chain switches
     # workers at least PROCESSES - 1 times a round.
@@ -74,7 +92,7 @@ def test_eight_processes_append_without_fork_or_gap(app):
 
     result = invoke(app, "audit", "verify")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith(f"ok: {total} entries, 0 checkpoints, head {total} ")
+    assert result.output.startswith(f"ok: {total} leaves, 1 signed checkpoints, root ")
     # Each worker's own entries are there, in its own order.
     with database(app).engine.connect() as conn:
         bodies = [r[0] for r in conn.execute(text("SELECT body FROM audit_log ORDER BY seq"))]
@@ -83,3 +101,36 @@ def test_eight_processes_append_without_fork_or_gap(app):
                 if d["data"]["worker"] == w]
         assert mine == [(i, part) for i in range(TRANSACTIONS)
                         for part in range(1 + (w + i) % 3)]
+
+
+@postgresql_only
+def test_appends_take_no_lock_and_commit_while_the_sequencer_is_held(app):
+    """Two webhooks' transactions of different calls commit while another process holds the
+    sequencer's lock, and neither holds an advisory lock of its own."""
+    db = database(app)
+    with db.engine.connect() as holder:
+        holder.exec_driver_sql(f"SELECT pg_advisory_lock({_PG_LOCK_KEY})")
+        holder.commit()
+        sessions = [db.sessionmaker() for _ in range(2)]
+        pids = []
+        for n, s in enumerate(sessions):
+            s.begin()
+            chain.append(s, [("call.status", f"CAcall{n}", {"status": "ringing"})])
+            s.flush()
+            pids.append(s.execute(text("SELECT pg_backend_pid()")).scalar())
+        with db.engine.connect() as probe:
+            held = probe.execute(text(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = ANY(:pids)"), {"pids": pids}).scalar()
+        assert held == 0
+        for s in sessions:
+            s.commit()  # both commit while the sequencer is paused
+            s.close()
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM audit_queue")).scalar() == 2
+            assert conn.execute(text("SELECT COUNT(*) FROM audit_log")).scalar() == 0
+        holder.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_LOCK_KEY})")
+        holder.commit()
+    result = invoke(app, "audit", "integrate", "--once")
+    assert result.exit_code == 0 and result.output.startswith("integrated 2 leaves"), \
+        result.output

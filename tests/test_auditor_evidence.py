@@ -1,5 +1,6 @@
-"""The evidence package: what the ZIP holds, and that a third party can verify it with
-hashlib, sha256sum, openssl and the bundled script."""
+"""The evidence package: what the ZIP holds (the call's own leaves and their proofs, nothing
+of other calls), and that a third party can verify it with hashlib, sha256sum, openssl, the
+README's shell steps and the bundled script."""
 
 from __future__ import annotations
 
@@ -7,16 +8,18 @@ import base64
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import zipfile
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, select
 
+from ivr.audit import chain, merkle, note
 from ivr.db import database
-from ivr.models import AuditCheckpoint
+from ivr.models import AuditTreeHead
+from tests.audit_support import invoke
 
 from .conftest import require_tools
 from .test_auditor_support import (
@@ -31,10 +34,13 @@ from .test_auditor_support import (
 
 __all__ = ["audio_dir", "auditor", "rendered_audio"]  # fixtures, so pytest finds them
 
+SHELL_STEPS = re.compile(r"----- BEGIN SHELL STEPS -----\n(.*?)----- END SHELL STEPS -----",
+                         re.S)
 
-def download(client, sid: str):
+
+def download(client, sid: str, **form):
     token = csrf_token(client, "/auditor/")
-    return client.post(f"/auditor/calls/{sid}/evidence.zip", data={"csrf_token": token})
+    return client.post(f"/auditor/calls/{sid}/evidence.zip", data={"csrf_token": token, **form})
 
 
 def open_package(data: bytes, sid: str) -> dict[str, bytes]:
@@ -51,29 +57,37 @@ def jsonl(data: bytes) -> list[dict]:
 def checkpoints(app) -> int:
     s = database(app).sessionmaker()
     try:
-        return s.scalar(select(func.count()).select_from(AuditCheckpoint))
+        return s.scalar(select(func.count()).select_from(AuditTreeHead))
     finally:
         s.close()
 
 
 def test_package_contents_and_recorded_hashes(app, auditor, local_caller):
+    other = place_call(local_caller, ["2"])
     caller = place_call(local_caller, ["1"])
+    place_call(local_caller, ["2"])
     sid = caller.call_sid
     r = download(auditor, sid)
     assert r.status_code == 200 and r.mimetype == "application/zip"
     assert r.headers["Content-Disposition"] == f'attachment; filename="evidence-{sid}.zip"'
     files = open_package(r.data, sid)
-    for name in ("README.txt", "SHA256SUMS", "entries.jsonl", "chain/segment.jsonl",
-                 "chain/checkpoint.json", "chain/checkpoint.msg", "chain/checkpoint.sig",
-                 "chain/public_key.pem", "notice/tr.txt", "notice/tr.json", "prompts.txt",
-                 "replay.txt", "call.json", "verification.txt", "verify.py"):
+    for name in ("README.txt", "SHA256SUMS", "entries.jsonl", "proof/proof.json",
+                 "proof/checkpoint.note", "proof/checkpoint.txt", "proof/checkpoint.sig",
+                 "proof/public_key.pem", "proof/vkey.txt", "notice/tr.txt", "notice/tr.json",
+                 "prompts.txt", "replay.txt", "call.json", "verification.txt", "verify.py"):
         assert name in files, name
+    # Nothing about any other call.
+    for data in files.values():
+        assert other.call_sid.encode() not in data
 
-    # The call's entries, exactly as stored.
+    # The call's leaves, exactly as stored, with a leaf file and a path file each.
     stored = [b for b in audit_bodies(app) if b["ref"] == sid and not b["kind"].startswith(
         "auditor.")]
     entries = jsonl(files["entries.jsonl"])
     assert [json.loads(e["body"]) for e in entries] == stored
+    for e in entries:
+        assert files[f"proof/leaf-{e['index']}.bin"] == e["body"].encode()
+        assert f"proof/path-{e['index']}.txt" in files
 
     # Each audio file is the one the caller heard: its SHA-256 is the recorded hash.
     played = {p["audio"] for b in stored if b["kind"] == "prompts.played"
@@ -92,15 +106,14 @@ def test_package_contents_and_recorded_hashes(app, auditor, local_caller):
     assert files["notice/tr.txt"].decode() == (flow.text("notice_intro", "tr") + "\n\n"
                                                + flow.text("notice_body", "tr") + "\n")
 
-    # The replay output, the summary without the phone number, and a README.
     assert "Result: OK" in files["replay.txt"].decode()
     assert caller.from_number not in files["call.json"].decode()
     assert json.loads(files["call.json"])["consent"]["decision"] == "granted"
     readme = files["README.txt"].decode()
-    assert "openssl pkeyutl -verify -pubin -inkey chain/public_key.pem -rawin" in readme
-    assert "sha256sum -c SHA256SUMS" in readme and "python3 verify.py" in readme
+    assert "openssl pkeyutl -verify -pubin -inkey proof/public_key.pem -rawin" in readme
+    assert "sha256sum -c --quiet SHA256SUMS" in readme and "python3 verify.py" in readme
+    assert SHELL_STEPS.search(readme)
 
-    # SHA256SUMS covers every other file.
     sums = dict(reversed(line.split("  ", 1)) for line in
                 files["SHA256SUMS"].decode().splitlines())
     assert set(sums) == set(files) - {"SHA256SUMS"}
@@ -108,34 +121,37 @@ def test_package_contents_and_recorded_hashes(app, auditor, local_caller):
         assert hashlib.sha256(files[name]).hexdigest() == digest
 
 
-def test_chain_segment_verifies_with_plain_hashlib(app, auditor, local_caller):
-    first = place_call(local_caller, ["2"])
-    place_call(local_caller, ["1"])  # another call's entries follow; the segment spans them
-    files = open_package(download(auditor, first.call_sid).data, first.call_sid)
-    segment = jsonl(files["chain/segment.jsonl"])
-    prev = None
-    for e in segment:
-        digest = hashlib.sha256(b"\x00" + bytes.fromhex(e["prev_hash"])
-                                + e["body"].encode("utf-8")).hexdigest()
-        assert digest == e["hash"]
-        assert json.loads(e["body"])["seq"] == e["seq"]
-        if prev:
-            assert e["seq"] == prev["seq"] + 1 and e["prev_hash"] == prev["hash"]
-        prev = e
-    entries = jsonl(files["entries.jsonl"])
-    assert segment[0] == entries[0]
-    assert all(e in segment for e in entries)
+def test_proofs_verify_with_the_published_key(app, auditor, local_caller):
+    caller = place_call(local_caller, ["2"])
+    place_call(local_caller, ["1"])
+    files = open_package(download(auditor, caller.call_sid).data, caller.call_sid)
+    doc = json.loads(files["proof/proof.json"])
+    assert set(doc) == {"checkpoint", "tree_size", "root_hash", "leaves"}
+    vkey = invoke(app, "audit", "public-key", "--note").output.strip()
+    assert files["proof/vkey.txt"].decode().strip() == vkey
+    cp = note.open_checkpoint(files["proof/checkpoint.note"].decode(), [note.parse_vkey(vkey)])
+    assert (cp.size, base64.b64encode(cp.root).decode()) == (doc["tree_size"], doc["root_hash"])
+    for leaf in doc["leaves"]:
+        merkle.verify_inclusion(leaf["index"], doc["tree_size"],
+                                merkle.leaf_hash(base64.b64decode(leaf["leaf"])),
+                                [base64.b64decode(p) for p in leaf["proof"]], cp.root)
 
-    # The checkpoint signs the segment's last entry, with the key in the package.
-    doc = json.loads(files["chain/checkpoint.json"])
-    signed = json.loads(doc["signed_body"])
-    assert (signed["seq"], signed["hash"]) == (segment[-1]["seq"], segment[-1]["hash"])
-    assert files["chain/checkpoint.msg"] == b"\x01" + doc["signed_body"].encode()
-    key = serialization.load_pem_public_key(files["chain/public_key.pem"])
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    assert hashlib.sha256(raw).hexdigest() == signed["key_id"]
-    key.verify(files["chain/checkpoint.sig"], files["chain/checkpoint.msg"])
-    assert base64.b64encode(files["chain/checkpoint.sig"]).decode() == doc["signature"]
+
+def test_package_of_a_call_in_a_log_of_10000_calls(app, auditor, local_caller):
+    first = place_call(local_caller, ["1"])
+    # Ten thousand other calls' leaves, then one more real call: the package stays small.
+    for start in range(0, 10_000, 2_500):
+        with database(app).sessionmaker() as s, s.begin():
+            chain.append(s, [("call.status", f"CA{n:032d}", {"status": "completed"})
+                             for n in range(start, start + 2_500)])
+    caller = place_call(local_caller, ["1"])
+    files = open_package(download(auditor, caller.call_sid).data, caller.call_sid)
+    without_audio = sum(len(v) for k, v in files.items() if not k.startswith("audio/"))
+    assert without_audio < 100_000, without_audio
+    blob = b"".join(files.values())
+    assert first.call_sid.encode() not in blob
+    assert re.findall(rb"CA[0-9a-f]{32}", blob.replace(caller.call_sid.encode(), b"")) == []
+    assert json.loads(files["proof/proof.json"])["tree_size"] > 10_000
 
 
 def _extract(data: bytes, sid: str, where) -> object:
@@ -154,19 +170,34 @@ def test_bundled_script_and_openssl_verify_the_package(auditor, local_caller, tm
     caller = place_call(local_caller, ["0", "2"])
     folder = _extract(download(auditor, caller.call_sid).data, caller.call_sid, tmp_path)
     names = sorted(p.name for p in (folder / "notice").iterdir())
-    assert "en.json" in names and any(n.startswith("tr-seq") for n in names)
+    assert "en.json" in names and any(n.startswith("tr-leaf") for n in names)
     r = _run_verify(folder)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith("OK: ")
-    require_tools("openssl", "sha256sum", what="the openssl half of this test")
-    r = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey",
-                        "chain/public_key.pem", "-rawin", "-in", "chain/checkpoint.msg",
-                        "-sigfile", "chain/checkpoint.sig"], cwd=folder, capture_output=True,
-                       text=True, timeout=30)
-    assert r.returncode == 0 and "Signature Verified Successfully" in r.stdout
-    r = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=folder, capture_output=True,
-                       text=True, timeout=30)
-    assert r.returncode == 0, r.stdout
+    require_tools("openssl", "sha256sum", "bash", "od", "sed",
+                  what="the README's shell steps")
+    r = _run_shell_steps(folder)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Signature Verified Successfully" in r.stdout
+    assert r.stdout.rstrip().endswith("OK: every leaf of this call is in the signed tree")
+
+
+def _run_shell_steps(folder):
+    script = SHELL_STEPS.search((folder / "README.txt").read_text()).group(1)
+    return subprocess.run(["bash", "-c", script], cwd=folder, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_shell_steps_catch_a_changed_leaf(auditor, local_caller, tmp_path):
+    require_tools("openssl", "sha256sum", "bash", "od", "sed", what="the README's shell steps")
+    caller = place_call(local_caller, ["2"])
+    folder = _extract(download(auditor, caller.call_sid).data, caller.call_sid, tmp_path)
+    leaf = next(p for p in (folder / "proof").glob("leaf-*.bin")
+                if b"consent.decided" in p.read_bytes())
+    leaf.write_bytes(leaf.read_bytes().replace(b'"declined"', b'"granted"'))
+    _resum(folder)
+    r = _run_shell_steps(folder)
+    assert r.returncode == 1 and f"FAILED: leaf {leaf.stem[5:]} leads to" in r.stdout
 
 
 def _resum(folder) -> None:
@@ -177,37 +208,63 @@ def _resum(folder) -> None:
     (folder / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
 
+def _edit_proof(folder, change) -> None:
+    path = folder / "proof" / "proof.json"
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _flip_first_proof_hash(doc) -> None:
+    leaf = next(x for x in doc["leaves"] if x["proof"])
+    h = bytearray(base64.b64decode(leaf["proof"][0]))
+    h[0] ^= 1
+    leaf["proof"][0] = base64.b64encode(bytes(h)).decode()
+
+
+def _forge_leaf(folder) -> None:
+    def change(doc):
+        for x in doc["leaves"]:
+            data = base64.b64decode(x["leaf"])
+            if b"consent.decided" in data:
+                x["leaf"] = base64.b64encode(data.replace(b'"declined"', b'"granted"')).decode()
+    _edit_proof(folder, change)
+
+
+def _forge_signature(folder) -> None:
+    sig = folder / "proof" / "checkpoint.sig"
+    forged = bytes([sig.read_bytes()[0] ^ 1]) + sig.read_bytes()[1:]
+    sig.write_bytes(forged)
+    note_path = folder / "proof" / "checkpoint.note"
+    text = note_path.read_text()
+    line = text.splitlines()[-1]
+    blob = base64.b64decode(line.split(" ")[2])
+    new_line = " ".join(line.split(" ")[:2] + [base64.b64encode(blob[:4] + forged).decode()])
+    note_path.write_text(text.replace(line, new_line))
+    _edit_proof(folder, lambda doc: doc.__setitem__("checkpoint", note_path.read_text()))
+
+
 @pytest.mark.parametrize("tamper,expected", [
-    ("decision", "does not hash to its hash"),
-    ("drop", "is missing"),
+    ("leaf", "leads to root"),
+    ("proof", "leads to root"),
     ("audio", "not the hash in its name"),
     ("signature", "signature does not verify"),
+    ("size", "checkpoint: it signs size"),
 ])
 def test_bundled_script_detects_tampering(auditor, local_caller, tmp_path, tamper, expected):
     caller = place_call(local_caller, ["2"])
     folder = _extract(download(auditor, caller.call_sid).data, caller.call_sid, tmp_path)
-    seg = folder / "chain" / "segment.jsonl"
-    lines = seg.read_text(encoding="utf-8").splitlines()
-    if tamper == "decision":
-        i = next(i for i, line in enumerate(lines) if "consent.decided" in line)
-        lines[i] = lines[i].replace('\\"declined\\"', '\\"granted\\"')
-        seg.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        ent = folder / "entries.jsonl"
-        ent.write_text(ent.read_text(encoding="utf-8").replace('\\"declined\\"',
-                                                               '\\"granted\\"'), "utf-8")
-    elif tamper == "drop":
-        del lines[2]
-        seg.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if tamper == "leaf":
+        _forge_leaf(folder)
+    elif tamper == "proof":
+        _edit_proof(folder, _flip_first_proof_hash)
     elif tamper == "audio":
         wav = next((folder / "audio").iterdir())
         wav.write_bytes(wav.read_bytes()[:-100] + bytes(100))
+    elif tamper == "signature":
+        _forge_signature(folder)
     else:
-        sig = folder / "chain" / "checkpoint.sig"
-        forged = bytes([sig.read_bytes()[0] ^ 1]) + sig.read_bytes()[1:]
-        sig.write_bytes(forged)
-        doc = json.loads((folder / "chain" / "checkpoint.json").read_text())
-        doc["signature"] = base64.b64encode(forged).decode()
-        (folder / "chain" / "checkpoint.json").write_text(json.dumps(doc))
+        _edit_proof(folder, lambda doc: doc.__setitem__("tree_size", doc["tree_size"] + 1))
     r = _run_verify(folder)
     assert r.returncode == 1
     assert "SHA256SUMS" in r.stdout  # the file list catches it first
@@ -218,16 +275,35 @@ def test_bundled_script_detects_tampering(auditor, local_caller, tmp_path, tampe
 
 def test_checkpoint_is_reused_while_it_covers_the_call(app, auditor, local_caller):
     caller = place_call(local_caller, ["1"])
-    assert checkpoints(app) == 0
-    download(auditor, caller.call_sid)
-    assert checkpoints(app) == 1
-    download(auditor, caller.call_sid)  # the checkpoint still covers every entry of the call
-    assert checkpoints(app) == 1
-    later = place_call(local_caller, ["2"])
-    files = open_package(download(auditor, later.call_sid).data, later.call_sid)
+    assert checkpoints(app) == 1  # the sequencer signs the first one as soon as there are leaves
+    download(auditor, caller.call_sid)  # the call's later leaves need a newer checkpoint
     assert checkpoints(app) == 2
-    assert json.loads(files["chain/checkpoint.json"])["seq"] >= \
-        jsonl(files["entries.jsonl"])[-1]["seq"]
+    download(auditor, caller.call_sid)  # it still covers every leaf of the call
+    assert checkpoints(app) == 2
+    later = place_call(local_caller, ["2"])  # within the interval: no new checkpoint yet
+    assert checkpoints(app) == 2
+    files = open_package(download(auditor, later.call_sid).data, later.call_sid)
+    assert checkpoints(app) == 3
+    assert json.loads(files["proof/proof.json"])["tree_size"] > \
+        jsonl(files["entries.jsonl"])[-1]["index"]
+
+
+def test_consistency_proof_from_a_checkpoint_the_auditor_holds(app, auditor, local_caller,
+                                                                tmp_path):
+    place_call(local_caller, ["1"])
+    held = json.loads(invoke(app, "audit", "checkpoints", "--json").output.splitlines()[-1])
+    caller = place_call(local_caller, ["2"])
+    folder = _extract(download(auditor, caller.call_sid, since=held["tree_size"]).data,
+                      caller.call_sid, tmp_path)
+    c = json.loads((folder / "proof" / "consistency.json").read_text())
+    assert (c["old_size"], c["old_root"]) == (held["tree_size"], held["root_hash"])
+    r = _run_verify(folder)
+    assert r.returncode == 0 and f"extends the earlier tree of {held['tree_size']}" in r.stdout
+    c["old_root"] = base64.b64encode(bytes(32)).decode()
+    (folder / "proof" / "consistency.json").write_text(json.dumps(c))
+    _resum(folder)
+    r = _run_verify(folder)
+    assert r.returncode == 1 and r.stdout.startswith("FAILED: consistency: expected the ")
 
 
 def test_export_is_an_access_entry(app, auditor, local_caller):

@@ -14,7 +14,6 @@ import requests
 from sqlalchemy import func, select
 
 from ivr import create_app
-from ivr.audit.chain import _PG_LOCK_KEY
 from ivr.db import database, utcnow
 from ivr.flow import load_flow
 from ivr.models import Call, CallEvent, Consent, FlowRun, Recording, Turn
@@ -45,13 +44,15 @@ def served(app_config, request):
 
 
 class HeldLock:
-    """Hold the lock every audit append needs, from outside the app."""
+    """Hold a lock every webhook's audit append waits for, from outside the app: the audit
+    queue's table (appends take no lock of their own)."""
 
     def __init__(self, url: str, backend: str):
         if backend == "postgresql":
             conninfo = url.replace("postgresql+psycopg://", "postgresql://")
             self.conn = psycopg.connect(conninfo, autocommit=True)
-            self.conn.execute("SELECT pg_advisory_lock(%s)", (_PG_LOCK_KEY,))
+            self.conn.execute("BEGIN")
+            self.conn.execute("LOCK TABLE audit_queue IN EXCLUSIVE MODE")
         else:
             self.conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
             self.conn.execute("BEGIN IMMEDIATE")
@@ -60,7 +61,7 @@ class HeldLock:
         if isinstance(self.conn, sqlite3.Connection):
             self.conn.execute("ROLLBACK")
         else:
-            self.conn.execute("SELECT pg_advisory_unlock(%s)", (_PG_LOCK_KEY,))
+            self.conn.execute("ROLLBACK")
         self.conn.close()
 
 

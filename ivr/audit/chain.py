@@ -1,8 +1,11 @@
-"""The hash chain: canonical entry bodies, domain-separated hashes, and appends.
+"""Audit entries: canonical bodies, queued with their fact, and the append-only guard.
 
-An entry's hash is SHA-256(0x00 || previous hash (32 bytes) || canonical JSON body);
-a checkpoint's signed message starts with 0x01 instead, so one can never pass for the
-other. The first entry's previous hash is 32 zero bytes (`FIRST_PREV`).
+A new entry is a leaf of the Merkle log (ivr/audit/merkle.py): its bytes are the RFC 8785
+canonical JSON of {"at", "data", "kind", "ref"}. `append` only queues it, in the caller's
+transaction, with no head read and no lock; the sequencer (ivr/audit/sequencer.py) gives it
+its index later. Entries from before the Merkle log were a hash chain: SHA-256(0x00 ||
+previous hash || body), the first linking to 32 zero bytes (`FIRST_PREV`); they stay as
+the first leaves and their chain stays verifiable (ivr/audit/verify.py).
 """
 
 from __future__ import annotations
@@ -11,18 +14,18 @@ import hashlib
 from datetime import UTC, datetime
 
 import rfc8785
-from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ..db import utcnow
-from ..models import AuditEntry
+from ..models import AuditQueue
 
 ENTRY_PREFIX = b"\x00"
 CHECKPOINT_PREFIX = b"\x01"
 FIRST_PREV = "00" * 32
-# Any constant: the key of the PostgreSQL advisory lock that serialises appends.
+# Any constant: the key of the PostgreSQL advisory lock that one sequencer holds at a time.
 _PG_LOCK_KEY = 0x1FC0_AD17
+QUEUED_FLAG = "ivr_audit_queued"
 
 
 def canonical(data) -> bytes:
@@ -31,7 +34,7 @@ def canonical(data) -> bytes:
 
 
 def entry_hash(prev_hash: str, body: bytes) -> str:
-    """The hash of one entry, chained to the previous one."""
+    """The hash of one entry of the former hash chain, chained to the previous one."""
     return hashlib.sha256(ENTRY_PREFIX + bytes.fromhex(prev_hash) + body).hexdigest()
 
 
@@ -40,50 +43,29 @@ def iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def lock_head(session: Session) -> None:
-    """Hold the chain head until this transaction ends (appends and checkpoints)."""
-    # Appends from every process are serialised until commit: on PostgreSQL by a
-    # transaction-scoped advisory lock, on SQLite by BEGIN IMMEDIATE (see db.py).
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-
-
-def head(session: Session) -> tuple[int, str]:
-    """The (seq, hash) of the newest entry; (0, FIRST_PREV) for an empty log."""
-    row = session.execute(
-        select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
-    ).first()
-    return (row.seq, row.hash) if row else (0, FIRST_PREV)
+def leaf_body(kind: str, ref: str | None, data: dict, stamp: str) -> bytes:
+    """The leaf bytes of one entry."""
+    return canonical({"kind": kind, "at": stamp, "ref": ref, "data": data})
 
 
 def append(session: Session, entries: list[tuple[str, str | None, dict]],
-           at: datetime | None = None) -> list[AuditEntry]:
-    """Append (kind, ref, data) entries at the head of the chain, in this transaction.
-
-    Call it last in a transaction: the head stays locked until commit.
-    """
+           at: datetime | None = None) -> list[AuditQueue]:
+    """Queue (kind, ref, data) entries as leaves in this transaction: they commit with the
+    fact or not at all. No head is read and no lock is taken; order within the call is kept."""
     if not entries:
         return []
-    lock_head(session)
-    session.flush()
-    seq, prev = head(session)
-    stamp = iso(at or utcnow())
-    rows = []
-    for kind, ref, data in entries:
-        seq += 1
-        body = canonical({"seq": seq, "kind": kind, "at": stamp, "ref": ref, "data": data})
-        h = entry_hash(prev, body)
-        rows.append(AuditEntry(seq=seq, prev_hash=prev, body=body.decode(), hash=h,
-                               kind=kind, ref=ref))
-        prev = h
+    now = utcnow()
+    stamp = iso(at or now)
+    rows = [AuditQueue(kind=kind, ref=ref, body=leaf_body(kind, ref, data, stamp).decode(),
+                       queued_at=now) for kind, ref, data in entries]
     session.add_all(rows)
-    session.flush()
+    # Tells an inline sequencer (tests, `AUDIT_SEQUENCER=inline`) to run after the commit.
+    session.info[QUEUED_FLAG] = True
     return rows
 
 
-# UPDATE, DELETE and TRUNCATE are refused outright; an INSERT must extend the head (next
-# seq, previous hash), so even a buggy writer cannot leave a gap or fork the chain. The
-# first entry's previous hash, FIRST_PREV, is 64 zeros: repeat('0', 64), hex(zeroblob(32)).
+# UPDATE, DELETE and TRUNCATE are refused outright; an INSERT must take the next seq, so even
+# a buggy writer cannot leave a gap. Only the sequencer inserts here (one at a time).
 _PG_GUARD = """
 CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger AS $$
 BEGIN
@@ -93,14 +75,12 @@ $$ LANGUAGE plpgsql;
 CREATE OR REPLACE FUNCTION audit_log_extend_head() RETURNS trigger AS $$
 DECLARE
   head_seq bigint := 0;
-  head_hash text := repeat('0', 64);
 BEGIN
-  SELECT seq, hash INTO head_seq, head_hash FROM audit_log ORDER BY seq DESC LIMIT 1;
+  SELECT seq INTO head_seq FROM audit_log ORDER BY seq DESC LIMIT 1;
   IF NOT FOUND THEN
     head_seq := 0;
-    head_hash := repeat('0', 64);
   END IF;
-  IF NEW.seq IS DISTINCT FROM head_seq + 1 OR NEW.prev_hash IS DISTINCT FROM head_hash THEN
+  IF NEW.seq IS DISTINCT FROM head_seq + 1 THEN
     RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: entry ' || NEW.seq
       || ' must extend the head (seq ' || head_seq || ')';
   END IF;
@@ -125,8 +105,6 @@ _SQLITE_GUARD = [
        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE is not allowed'); END""",
     """CREATE TRIGGER IF NOT EXISTS audit_log_extend_head BEFORE INSERT ON audit_log
        WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log)
-         OR NEW.prev_hash IS NOT COALESCE(
-              (SELECT hash FROM audit_log WHERE seq = NEW.seq - 1), hex(zeroblob(32)))
        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: an entry must extend the head');
        END""",
 ]

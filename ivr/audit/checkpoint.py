@@ -1,4 +1,8 @@
-"""Signed checkpoints: an Ed25519 signature over the chain head, to hand to an outside party.
+"""The log's Ed25519 signing key, and the checkpoints of the former hash chain.
+
+The Merkle log's checkpoints are signed notes (ivr/audit/note.py, ivr/audit/sequencer.py)
+made with the same key. The hash chain's checkpoints below are kept only to verify the
+entries from before the Merkle log.
 
 The signing key comes from IVR_AUDIT_SIGNING_KEY, which holds either a PKCS#8 PEM private key
 (`openssl genpkey -algorithm ed25519`) or the standard base64 of the raw 32-byte Ed25519 seed.
@@ -17,14 +21,12 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.orm import Session
 
-from ..db import utcnow
 from ..models import AuditCheckpoint
 from . import chain
 from .errors import CHECKPOINT_MISMATCH, AuditError, VerificationError
@@ -205,29 +207,6 @@ def from_entry_data(data: dict, seq: int) -> Checkpoint:
     """The checkpoint an `audit.checkpoint` entry at `seq` records."""
     return Checkpoint(int(data["seq"]), str(data["hash"]), str(data["at"]), str(data["key_id"]),
                       str(data["signature"]), f"audit entry {seq}")
-
-
-def make_checkpoint(session: Session, key: Ed25519PrivateKey,
-                    now: datetime | None = None) -> AuditCheckpoint:
-    """Sign the chain head, store the checkpoint, and append it to the chain as an entry."""
-    now = now or utcnow()
-    chain.lock_head(session)
-    seq, head_hash = chain.head(session)
-    if seq == 0:
-        raise AuditError("the audit log is empty: there is nothing to checkpoint")
-    stamp = chain.iso(now)
-    cp = Checkpoint(seq, head_hash, stamp, key_id(key), "")
-    signature = base64.b64encode(key.sign(cp.message())).decode()
-    row = AuditCheckpoint(seq=seq, hash=head_hash, at=now, key_id=cp.key_id,
-                          signature=signature, body=cp.body().decode())
-    session.add(row)
-    session.flush()
-    # The act of checkpointing is itself audited; the entry carries the signature, so the
-    # chain keeps the checkpoint even if the checkpoints table is lost.
-    chain.append(session, [(ENTRY_KIND, None, {
-        "checkpoint_id": row.id, "seq": seq, "hash": head_hash, "at": stamp,
-        "key_id": cp.key_id, "signature": signature})], at=now)
-    return row
 
 
 def latest(session: Session, at_or_after: int = 0) -> AuditCheckpoint | None:

@@ -1,4 +1,4 @@
-"""`python -m ivr audit ...`: verify the chain, sign checkpoints, export the key, replay calls."""
+"""`python -m ivr audit ...`: integrate, verify, prove, checkpoints, the public key, replay."""
 
 from __future__ import annotations
 
@@ -17,70 +17,97 @@ def _with_app(f):
     return with_app(f)
 
 
-def _read_checkpoints(paths) -> list:
+def _read_checkpoints(paths) -> tuple[list, list[str]]:
+    """Checkpoints kept outside the database: hash-chain JSON documents and signed notes."""
     from . import checkpoint as cps
 
-    out = []
+    chain, notes = [], []
     for path in paths:
         try:
-            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+            text = Path(path).read_text(encoding="utf-8")
         except (OSError, ValueError) as e:
             raise click.ClickException(f"{path}: cannot read a checkpoint: {e}") from None
+        if not text.lstrip().startswith("{"):
+            notes.append(text)
+            continue
         try:
-            out.append(cps.from_document(doc, f"checkpoint file {path}"))
-        except AuditError as e:
-            raise click.ClickException(str(e)) from None
-    return out
+            chain.append(cps.from_document(json.loads(text), f"checkpoint file {path}"))
+        except (AuditError, ValueError) as e:
+            raise click.ClickException(f"{path}: {e}") from None
+    return chain, notes
 
 
-def _read_public_keys(paths) -> dict:
+def _read_public_keys(paths) -> tuple[dict, list | None]:
+    """PEM keys for the hash chain's checkpoints, vkeys for the Merkle log's (plus the app's)."""
     from . import checkpoint as cps
+    from . import note
 
     keys = cps.app_public_keys()
+    vkeys = []
     for path in paths:
         try:
-            keys.update(cps.public_keys(cps.load_public_key(Path(path).read_bytes())))
-        except (OSError, AuditError) as e:
+            data = Path(path).read_bytes()
+            if data.lstrip().startswith(b"-----BEGIN"):
+                keys.update(cps.public_keys(cps.load_public_key(data)))
+            else:
+                vkeys.append(note.parse_vkey(data.decode()))
+        except (OSError, AuditError, note.NoteError, UnicodeDecodeError) as e:
             raise click.ClickException(f"{path}: {e}") from None
-    return keys
+    return keys, vkeys
 
 
 @click.group("audit")
 def audit_cli():
-    """The tamper-evident audit log: verify, checkpoints, public key, replay."""
+    """The verifiable audit log: integrate, verify, prove, checkpoints, public key, replay."""
 
 
 @audit_cli.command("verify")
 @click.option("--checkpoint", "checkpoint_files", multiple=True,
               type=click.Path(dir_okay=False),
-              help="A checkpoint JSON kept outside the database (repeatable).")
+              help="A checkpoint kept outside the database: a signed note, or a hash-chain "
+                   "checkpoint JSON (repeatable).")
 @click.option("--public-key", "key_files", multiple=True, type=click.Path(dir_okay=False),
-              help="PEM public key of a checkpoint signer besides the app's own (repeatable).")
+              help="A signer's key besides the app's own: a signed-note vkey, or a PEM public "
+                   "key for hash-chain checkpoints (repeatable).")
+@click.option("--max-queue-age", type=float, default=None,
+              help="Fail if a leaf has been queued longer than this many seconds "
+                   "(default: 60, or 10 MMD if longer).")
 @click.option("--progress", is_flag=True, help="Report progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def verify(checkpoint_files, key_files, progress, as_json):
-    """Stream the whole chain from seq 1: every hash, link and checkpoint signature.
+def verify(checkpoint_files, key_files, max_queue_age, progress, as_json):
+    """Recompute the Merkle tree from every leaf and check every signed checkpoint, the hash
+    chain from before the Merkle log, the queue, and that every fact has its leaf.
 
-    Exits 0 with a one-line summary, or 1 naming the first bad sequence number and the
-    problem (body modified, entry deleted, entry inserted, order changed, checkpoint mismatch).
+    Exits 0 with a summary of both parts, or 1 naming the first bad leaf index (or seq of the
+    hash chain) and the kind of tampering.
     """
+    from flask import current_app
+
     from ..db import session
-    from .verify import verify_chain
+    from .sequencer import log_origin, mmd, note_verifier
+    from .verify import max_queue_age_default, verify_log
 
     @_with_app
     def run():
-        extra = _read_checkpoints(checkpoint_files)
-        keys = _read_public_keys(key_files)
-        report = (lambda seq: click.echo(f"  verified up to seq {seq}", err=True)) \
+        chain, notes = _read_checkpoints(checkpoint_files)
+        keys, vkeys = _read_public_keys(key_files)
+        s = session()
+        origin = log_origin(s, current_app)
+        s.rollback()
+        own = [note_verifier(current_app, origin, k) for k in [_own_key()] if k is not None]
+        report = (lambda n: click.echo(f"  verified up to leaf {n}", err=True)) \
             if progress else None
+        bound = max_queue_age if max_queue_age is not None else \
+            max_queue_age_default(mmd(current_app))
         try:
-            summary = verify_chain(session(), public_keys=keys, progress=report,
-                                   checkpoints=extra)
+            summary = verify_log(s, public_keys=keys, verifiers=own + vkeys, origin=origin,
+                                 progress=report, checkpoints=chain, notes=notes,
+                                 max_queue_age=bound)
         except VerificationError as e:
             if as_json:
                 click.echo(json.dumps({"ok": False, **e.to_dict()}))
             else:
-                click.echo(f"FAILED at seq {e.seq}: {e.problem}: expected {e.expected}, "
+                click.echo(f"FAILED at {e.unit} {e.seq}: {e.problem}: expected {e.expected}, "
                            f"found {e.found}" + (f" ({e.detail})" if e.detail else ""))
             sys.exit(1)
         except AuditError as e:
@@ -90,31 +117,111 @@ def verify(checkpoint_files, key_files, progress, as_json):
     run()
 
 
+def _own_key():
+    from . import checkpoint as cps
+
+    try:
+        return cps.signing_key(create=False)
+    except AuditError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@audit_cli.command("integrate")
+@click.option("--once", is_flag=True,
+              help="One pass (then sign a checkpoint if the tree grew) and exit.")
+def integrate(once):
+    """Run the sequencer: integrate queued leaves into the tree and sign checkpoints.
+
+    Without --once it runs until interrupted, a pass every MMD / 2, like the servers' threads;
+    only one sequencer works at a time.
+    """
+    import time
+
+    from flask import current_app
+
+    from .sequencer import mmd, run_pass
+
+    @_with_app
+    def run():
+        app = current_app._get_current_object()
+        while True:
+            try:
+                result = run_pass(app, force_checkpoint=once, wait=10.0 if once else 0.0)
+            except AuditError as e:
+                raise click.ClickException(str(e)) from None
+            if result is None and once:
+                raise click.ClickException("another sequencer holds the lock; try again")
+            if result is not None and (once or result.integrated or result.checkpoint):
+                cp = (f"; signed checkpoint #{result.checkpoint.id} at size "
+                      f"{result.checkpoint.tree_size}" if result.checkpoint else "")
+                click.echo(f"integrated {result.integrated} leaves; tree size "
+                           f"{result.tree_size}{cp}")
+            if once:
+                return
+            time.sleep(mmd(app) / 2)
+
+    run()
+
+
 @audit_cli.command("checkpoint")
 def checkpoint():
-    """Sign the chain head (seq, hash, time) and print the checkpoint as JSON."""
-    from ..db import session
-    from . import checkpoint as cps
+    """Integrate the queue, sign a checkpoint of the tree now, and print its signed note."""
+    from flask import current_app
+
+    from .sequencer import run_pass
+    from .tree import latest_head
 
     @_with_app
     def run():
         try:
-            key = cps.signing_key()
-            s = session()
-            with s.begin():
-                row = cps.make_checkpoint(s, key)
+            run_pass(current_app._get_current_object(), force_checkpoint=True, wait=10.0)
         except AuditError as e:
             raise click.ClickException(str(e)) from None
-        doc = cps.from_row(row).to_dict(public_key=cps.public_key_pem(key))
-        click.echo(json.dumps(doc, indent=2))
+        from ..db import session
+
+        head = latest_head(session())
+        if head is None:
+            raise click.ClickException("the audit log is empty: there is nothing to checkpoint")
+        click.echo(head.note, nl=False)
+
+    run()
+
+
+@audit_cli.command("checkpoints")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, each with the whole note.")
+def checkpoints(as_json):
+    """List the signed checkpoints, oldest first: id, tree size, time and root hash."""
+    from sqlalchemy import select
+
+    from ..db import session
+    from ..models import AuditTreeHead
+    from .chain import iso
+    from .proofs import b64
+
+    @_with_app
+    def run():
+        for h in session().scalars(select(AuditTreeHead).order_by(AuditTreeHead.tree_size,
+                                                                  AuditTreeHead.id)):
+            root = b64(bytes.fromhex(h.root_hash))
+            if as_json:
+                click.echo(json.dumps({"id": h.id, "tree_size": h.tree_size, "at": iso(h.at),
+                                       "root_hash": root, "note": h.note}))
+            else:
+                click.echo(f"#{h.id}\t{h.tree_size}\t{iso(h.at)}\t{root}")
 
     run()
 
 
 @audit_cli.command("public-key")
-def public_key():
-    """Print the checkpoint signing key's public half (PEM); its key id goes to stderr."""
+@click.option("--note", "as_note", is_flag=True,
+              help="The signed-note verifier key: <name>+<hex key hash>+<base64 key>.")
+def public_key(as_note):
+    """Print the checkpoint signing key's public half (PEM, or --note for the vkey)."""
+    from flask import current_app
+
+    from ..db import session
     from . import checkpoint as cps
+    from .sequencer import log_origin, note_verifier
 
     @_with_app
     def run():
@@ -122,8 +229,58 @@ def public_key():
             key = cps.signing_key()
         except AuditError as e:
             raise click.ClickException(str(e)) from None
+        if as_note:
+            click.echo(note_verifier(current_app, log_origin(session(), current_app), key).vkey())
+            return
         click.echo(f"key id {cps.key_id(key)}", err=True)
         click.echo(cps.public_key_pem(key), nl=False)
+
+    run()
+
+
+@audit_cli.command("prove")
+@click.argument("call_sid")
+@click.option("--json", "as_json", is_flag=True, help="The proof document (the public contract).")
+def prove(call_sid, as_json):
+    """The call's leaves with inclusion proofs to the latest signed checkpoint.
+
+    Exits 1 for an unknown call, or while its leaves are not yet in a checkpoint.
+    """
+    from ..db import session
+    from .proofs import prove_call
+
+    @_with_app
+    def run():
+        try:
+            doc = prove_call(session(), call_sid)
+        except AuditError as e:
+            raise click.ClickException(str(e)) from None
+        if as_json:
+            click.echo(json.dumps(doc))
+            return
+        click.echo(doc["checkpoint"], nl=False)
+        click.echo(f"\ntree size {doc['tree_size']}, root {doc['root_hash']}")
+        for leaf in doc["leaves"]:
+            click.echo(f"leaf {leaf['index']}: {len(leaf['proof'])} proof hashes")
+
+    run()
+
+
+@audit_cli.command("consistency")
+@click.argument("old_size", type=int)
+@click.argument("new_size", type=int)
+def consistency(old_size, new_size):
+    """Print the RFC 9162 consistency proof between two tree sizes, as JSON."""
+    from ..db import session
+    from .proofs import consistency as make
+
+    @_with_app
+    def run():
+        try:
+            doc = make(session(), old_size, new_size)
+        except AuditError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(json.dumps(doc))
 
     run()
 
@@ -133,27 +290,25 @@ def public_key():
 @click.option("--to", "last", type=int, default=None, help="Last seq (default: the head).")
 @click.option("--call", "call_sid", default=None, help="Only this call's entries.")
 def entries(first, last, call_sid):
-    """Print entries as JSON lines {seq, prev_hash, body, hash}, for outside verification."""
-    from sqlalchemy import func, select
+    """Print leaves as JSON lines {seq, index, body}, for outside verification."""
+    from sqlalchemy import select
 
     from ..db import session
     from ..models import AuditEntry
-    from .verify import BATCH, segment
 
     @_with_app
     def run():
-        s = session()
+        q = (select(AuditEntry.seq, AuditEntry.body).order_by(AuditEntry.seq)
+             .execution_options(yield_per=5000))
         if call_sid:
-            q = (select(AuditEntry.seq, AuditEntry.prev_hash, AuditEntry.body, AuditEntry.hash)
-                 .where(AuditEntry.ref == call_sid).order_by(AuditEntry.seq)
-                 .execution_options(yield_per=BATCH))
-            rows = ({"seq": r.seq, "prev_hash": r.prev_hash, "body": r.body, "hash": r.hash}
-                    for r in s.execute(q))
+            q = q.where(AuditEntry.ref == call_sid)
         else:
-            end = last if last is not None else (s.scalar(select(func.max(AuditEntry.seq))) or 0)
-            rows = segment(s, first, end)
-        for row in rows:
-            click.echo(json.dumps(row, ensure_ascii=False))
+            q = q.where(AuditEntry.seq >= first)
+            if last is not None:
+                q = q.where(AuditEntry.seq <= last)
+        for r in session().execute(q):
+            click.echo(json.dumps({"seq": r.seq, "index": r.seq - 1, "body": r.body},
+                                  ensure_ascii=False))
 
     run()
 

@@ -9,8 +9,22 @@ ORDER_CHANGED = "order changed"
 CHECKPOINT_MISMATCH = "checkpoint mismatch"
 LINK_BROKEN = "link broken"
 
+# The Merkle log's problems, named by leaf index.
+LEAF_MODIFIED = "leaf modified"
+LEAF_DELETED = "leaf deleted"
+LEAF_INSERTED = "leaf inserted"
+LEAVES_SWAPPED = "leaves swapped"
+CHECKPOINT_FORGED = "checkpoint forged"
+SPLIT_VIEW = "split view"
+ROOT_MISMATCH = "root mismatch"
+TREE_NODE_MODIFIED = "tree node modified"
+FACT_WITHOUT_LEAF = "fact without leaf"
+LEAF_QUEUED_TOO_LONG = "leaf queued too long"
+
 PROBLEMS = (BODY_MODIFIED, ENTRY_DELETED, ENTRY_INSERTED, ORDER_CHANGED, CHECKPOINT_MISMATCH,
-            LINK_BROKEN)
+            LINK_BROKEN, LEAF_MODIFIED, LEAF_DELETED, LEAF_INSERTED, LEAVES_SWAPPED,
+            CHECKPOINT_FORGED, SPLIT_VIEW, ROOT_MISMATCH, TREE_NODE_MODIFIED, FACT_WITHOUT_LEAF,
+            LEAF_QUEUED_TOO_LONG)
 
 
 class AuditError(Exception):
@@ -18,18 +32,21 @@ class AuditError(Exception):
 
 
 class VerificationError(Exception):
-    """The chain is not what was appended: names the first bad seq, the problem, and both sides."""
+    """The log is not what was appended: names the first bad seq (hash chain) or leaf index
+    (Merkle log), the problem, and both sides."""
 
-    def __init__(self, seq: int, problem: str, expected: str, found: str, detail: str = ""):
+    def __init__(self, seq: int, problem: str, expected: str, found: str, detail: str = "",
+                 *, unit: str = "seq"):
         self.seq = seq
+        self.unit = unit
         self.problem = problem
         self.expected = expected
         self.found = found
         self.detail = detail
-        msg = f"seq {seq}: {problem}: expected {expected}, found {found}"
+        msg = f"{unit} {seq}: {problem}: expected {expected}, found {found}"
         super().__init__(f"{msg} ({detail})" if detail else msg)
 
     def to_dict(self) -> dict:
         """A JSON-ready form, for pages and evidence packages."""
-        return {"seq": self.seq, "problem": self.problem, "expected": self.expected,
-                "found": self.found, "message": str(self)}
+        return {"seq": self.seq, "unit": self.unit, "problem": self.problem,
+                "expected": self.expected, "found": self.found, "message": str(self)}

@@ -247,7 +247,7 @@ def replay_call(session: Session, registry, call_sid: str, *, public_keys=None) 
     if not result.chain.ok:
         p = result.chain.problem
         result.mismatches.append(Mismatch(None, None, f"the call's audit entries do not verify "
-                                          f"(seq {p.seq}: {p.problem})", p.expected, p.found,
+                                          f"({p.unit} {p.seq}: {p.problem})", p.expected, p.found,
                                           ("expected", "found")))
     audit = _Audit([(r.seq, json.loads(r.body)) for r in rows])
     for orphan in sorted(set(audit.started) - {r.id for r in runs}):

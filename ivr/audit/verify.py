@@ -1,48 +1,54 @@
-"""Verifying the chain: every hash, link, sequence number and checkpoint, from the first entry.
+"""Verifying the audit log: the Merkle tree from its leaves, its signed checkpoints, the
+hash chain that preceded it, the queue, and that every covered fact has its leaf.
 
-`verify_chain` streams the whole log in constant memory and raises VerificationError at the
-first problem; it never returns False. `verify_entries`/`verify_call` check a few entries and
-the links around them, and report (for display) rather than raise.
+`verify_log` streams every leaf in constant memory and raises VerificationError at the first
+problem, naming the leaf index and the kind of tampering; it never returns False. Each leaf's
+hash is also stored by position (audit_tree, level 0), apart from the leaf rows, so a leaf
+that was changed, removed, added or moved is told apart by comparing a row with the stored
+hashes around it; the signed checkpoints catch a rewrite of both.
 
-Bodies are canonical JSON (RFC 8785) whose top-level keys sort as at, data, kind, ref, seq, so
-every body ends with `,"kind":K,"ref":R,"seq":N}`. The fast path checks that suffix instead of
-parsing JSON; anything unexpected drops to a careful path that parses the body and names the
-problem.
+`verify_entries`/`verify_call` check a few leaves with inclusion proofs, for display.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from flask import current_app, has_app_context
+from sqlalchemy import String, and_, cast, exists, literal, or_, select
 from sqlalchemy.orm import Session
 
-from ..models import AuditEntry
+from ..models import AuditEntry, AuditNode, AuditQueue, Call, Consent, FlowRun
+from ..transfers.models import Transfer
 from . import checkpoint as cps
-from .chain import ENTRY_PREFIX, FIRST_PREV
+from . import legacy, merkle, note
 from .errors import (
-    BODY_MODIFIED,
-    CHECKPOINT_MISMATCH,
-    ENTRY_DELETED,
-    ENTRY_INSERTED,
-    LINK_BROKEN,
-    ORDER_CHANGED,
+    CHECKPOINT_FORGED,
+    FACT_WITHOUT_LEAF,
+    LEAF_DELETED,
+    LEAF_INSERTED,
+    LEAF_MODIFIED,
+    LEAF_QUEUED_TOO_LONG,
+    LEAVES_SWAPPED,
+    ROOT_MISMATCH,
+    SPLIT_VIEW,
+    TREE_NODE_MODIFIED,
     AuditError,
     VerificationError,
 )
+from .sequencer import log_origin, note_verifier, queue_status
+from .tree import StoredTree, latest_head
 
 BATCH = 5000
-_ROWS_SQL = "SELECT seq, prev_hash, body, hash, kind, ref FROM audit_log ORDER BY seq"
-_CHECKPOINTS_SQL = ("SELECT id, seq, hash, key_id, signature, body FROM audit_checkpoints "
-                    "ORDER BY seq, id")
-
-Row = tuple  # (seq, prev_hash, body, hash, kind, ref)
+DEFAULT_MAX_QUEUE_AGE = 60.0
+_LEAVES_SQL = ("SELECT a.seq, a.body, a.kind, a.ref, t.hash FROM audit_log a "
+               "LEFT JOIN audit_tree t ON t.level = 0 AND t.idx = a.seq - 1 ORDER BY a.seq")
+_HEADS_SQL = "SELECT id, tree_size, root_hash, note FROM audit_tree_heads ORDER BY tree_size, id"
 
 
 @dataclass
@@ -54,252 +60,380 @@ class VerifySummary:
     head_seq: int
     head_hash: str
     seconds: float = 0.0
+    chain_entries: int = 0
+    chain_checkpoints: int = 0
+    chain_head: str = ""
+    tree_checkpoints: int = 0
+    queued: int = 0
 
     def line(self) -> str:
-        """The one-line summary `audit verify` prints."""
-        head = f"head {self.head_seq} {self.head_hash[:16]}…" if self.head_seq else "empty log"
-        return f"ok: {self.entries} entries, {self.checkpoints} checkpoints, {head}"
+        """The summary `audit verify` prints: the Merkle log, then the former hash chain."""
+        root = f"root {self.head_hash[:16]}…" if self.entries else "empty log"
+        out = (f"ok: {self.entries} leaves, {self.tree_checkpoints} signed checkpoints, "
+               f"{root}; {self.queued} queued")
+        if self.chain_entries:
+            out += (f"; hash chain (before the Merkle log): {self.chain_entries} entries, "
+                    f"{self.chain_checkpoints} checkpoints, head {self.chain_head[:16]}…")
+        return out
 
     def to_dict(self) -> dict:
         """JSON-ready."""
         return {"ok": True, "entries": self.entries, "checkpoints": self.checkpoints,
+                "tree_size": self.entries, "root_hash": self.head_hash,
+                "tree_checkpoints": self.tree_checkpoints, "queued": self.queued,
                 "head_seq": self.head_seq, "head_hash": self.head_hash,
+                "chain": {"entries": self.chain_entries, "checkpoints": self.chain_checkpoints,
+                          "head_hash": self.chain_head},
                 "seconds": round(self.seconds, 3)}
 
 
-def _sha(prev_hash: str, body: str) -> str:
-    return hashlib.sha256(ENTRY_PREFIX + bytes.fromhex(prev_hash) + body.encode()).hexdigest()
+def _err(index: int, problem: str, expected: str, found: str, detail: str = ""):
+    return VerificationError(index, problem, expected, found, detail, unit="index")
 
 
-def _body_seq(body: str):
-    """The body's own seq, or None when the body is not an entry body at all."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return None
-    seq = doc.get("seq") if isinstance(doc, dict) else None
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+@dataclass
+class Head:
+    """A stored checkpoint, verified and parsed."""
 
-
-def _consistent(row: Row) -> bool:
-    try:
-        return _sha(row[1], row[2]) == row[3]
-    except (ValueError, TypeError):
-        return False
-
-
-def diagnose(row: Row, expected_seq: int, expected_prev: str | None,
-             peek: Callable[[], Row | None] = lambda: None, *, columns: bool = True) -> None:
-    """Name what is wrong with `row`, read where `expected_seq` should be; raise, or return
-    if the row is fine after all (the fast path is only a shortcut).
-
-    `expected_prev` is the hash the row must link to (None when unknown); `peek` gives the
-    next row, to tell swapped entries from deleted ones; `columns` says whether the row's
-    kind and ref columns are there to be checked against the body.
-    """
-    s, p, b, h, kind, ref = row
-    if s != expected_seq:
-        missing = f"{expected_seq}" if s == expected_seq + 1 else f"{expected_seq}..{s - 1}"
-        raise VerificationError(expected_seq, ENTRY_DELETED, f"entry {expected_seq}",
-                                f"entry {s} next", f"missing: {missing}")
-    consistent = _consistent(row)
-    bs = _body_seq(b)
-    if bs is None:
-        raise VerificationError(s, BODY_MODIFIED, "a canonical JSON entry body",
-                                f"{b[:60]!r}", "the body is not an entry")
-    if bs > s:
-        nxt = peek()
-        if nxt is not None and _body_seq(nxt[2]) == s:
-            raise VerificationError(s, ORDER_CHANGED, f"the body of entry {s}",
-                                    f"the body of entry {bs}",
-                                    f"entries {s} and {nxt[0]} hold each other's bodies")
-        if consistent:
-            gone = f"entry {s} was" if bs == s + 1 else f"entries {s}..{bs - 1} were"
-            raise VerificationError(s, ENTRY_DELETED, f"the body of entry {s}",
-                                    f"the body of entry {bs}",
-                                    f"{gone} removed and the rest renumbered")
-        raise VerificationError(s, BODY_MODIFIED, f"a body with seq {s}", f"seq {bs}")
-    if bs < s:
-        if consistent:
-            n = s - bs
-            raise VerificationError(bs, ENTRY_INSERTED, f"the body of entry {bs} at seq {bs}",
-                                    f"it at seq {s}",
-                                    f"{n} entr{'y' if n == 1 else 'ies'} inserted at seq {bs}")
-        raise VerificationError(s, BODY_MODIFIED, f"a body with seq {s}", f"seq {bs}")
-    if not consistent:
-        raise VerificationError(s, BODY_MODIFIED, f"hash {h}", f"{_safe_sha(p, b)} over the body")
-    if expected_prev is not None and p != expected_prev:
-        if s == 1:
-            raise VerificationError(1, LINK_BROKEN, f"previous hash {FIRST_PREV}", p)
-        raise VerificationError(s - 1, BODY_MODIFIED, f"hash {p} (the link entry {s} holds)",
-                                f"hash {expected_prev}",
-                                f"entry {s - 1} was rewritten and re-hashed")
-    doc = json.loads(b)
-    if columns and (doc.get("kind") != kind or doc.get("ref") != ref):
-        raise VerificationError(s, BODY_MODIFIED,
-                                f"kind {doc.get('kind')!r}, ref {doc.get('ref')!r} (the body)",
-                                f"kind {kind!r}, ref {ref!r} (the row's columns)")
-
-
-def _safe_sha(p, b) -> str:
-    try:
-        return _sha(p, b)
-    except (ValueError, TypeError):
-        return "no hash (the previous hash is not hex)"
-
-
-class _Checkpoints:
-    """The checkpoints to meet on the way, by seq; each is checked when its entry is read."""
-
-    def __init__(self, items: Iterable[cps.Checkpoint], keys):
-        self.keys = keys
-        self.by_seq: dict[int, list[cps.Checkpoint]] = {}
-        for cp in items:
-            cp.verify(keys)
-            self.by_seq.setdefault(cp.seq, []).append(cp)
-        self.seqs = sorted(self.by_seq)
-        self.signatures = {cp.signature for v in self.by_seq.values() for cp in v}
-        self._i = 0
+    id: int
+    size: int
+    root: bytes
+    note: str
 
     @property
-    def next_seq(self) -> int:
-        return self.seqs[self._i] if self._i < len(self.seqs) else -1
-
-    def meet(self, seq: int, h: str) -> None:
-        for cp in self.by_seq[seq]:
-            if cp.hash != h:
-                raise VerificationError(seq, CHECKPOINT_MISMATCH, f"hash {cp.hash} ({cp.source}, "
-                                        f"signed {cp.at})", f"hash {h} in the chain",
-                                        f"the chain was rewritten at or before seq {seq}")
-        self._i += 1
-
-    def beyond(self, head_seq: int) -> None:
-        if self.next_seq != -1:
-            cp = self.by_seq[self.next_seq][0]
-            raise VerificationError(head_seq + 1, ENTRY_DELETED,
-                                    f"entries up to seq {cp.seq} ({cp.source})",
-                                    f"the chain ends at seq {head_seq}",
-                                    "entries were removed from the end")
+    def source(self) -> str:
+        """Where it came from, for messages."""
+        return f"checkpoint #{self.id}" if self.id else "checkpoint file"
 
 
-def _embedded(seq: int, prev: str, body: str, keys) -> cps.Checkpoint:
-    """Check the checkpoint an `audit.checkpoint` entry carries: it signs the entry before it."""
-    try:
-        cp = cps.from_entry_data(json.loads(body)["data"], seq)
-    except (KeyError, TypeError, ValueError):
-        raise VerificationError(seq, CHECKPOINT_MISMATCH, "a signed checkpoint in the entry",
-                                "an entry of that kind without one") from None
-    cp.verify(keys)
-    if cp.seq != seq - 1 or cp.hash != prev:
-        raise VerificationError(cp.seq, CHECKPOINT_MISMATCH,
-                                f"hash {cp.hash} at seq {cp.seq} (signed, {cp.source})",
-                                f"hash {prev} at seq {seq - 1}",
-                                "the chain was rewritten before the checkpoint")
-    return cp
+def open_heads(rows: Iterable[tuple], verifiers: list[note.Verifier],
+               origin: str | None) -> list[Head]:
+    """Check every stored checkpoint's signature and that its columns equal its note."""
+    out = []
+    for cp_id, size, root_hex, text in rows:
+        what = f"checkpoint #{cp_id}" if cp_id else "checkpoint file"
+        try:
+            cp = note.open_checkpoint(text, verifiers, origin, what)
+        except merkle.VerificationError as e:
+            raise _err(size, CHECKPOINT_FORGED, e.expected, e.found, what) from None
+        if (cp.size, cp.root.hex()) != (size, root_hex):
+            raise _err(size, CHECKPOINT_FORGED,
+                       f"columns equal to the signed note (size {cp.size}, root "
+                       f"{cp.root.hex()[:16]}…)", f"size {size}, root {root_hex[:16]}…", what)
+        out.append(Head(cp_id, cp.size, cp.root, text))
+    return out
 
 
-def _default_keys() -> dict:
-    """The app's own public key when there is an app; outside one, no key is known."""
-    from flask import has_app_context
+def check_split_views(heads: list[Head]) -> None:
+    """Two signed checkpoints of one tree size must sign one root."""
+    for a, b in itertools.pairwise(heads):
+        if a.size == b.size and a.root != b.root:
+            raise _err(a.size, SPLIT_VIEW, f"root {a.root.hex()} ({a.source})",
+                       f"root {b.root.hex()} ({b.source}) for the same tree size {a.size}",
+                       "two signed checkpoints show two different logs")
 
-    return cps.app_public_keys() if has_app_context() else {}
+
+class _Leaves:
+    """The leaves, checked one by one against the hashes stored by position."""
+
+    def __init__(self, rows: Iterator[tuple], heads: list[Head], progress, tree_check):
+        self.rows = rows
+        self.heads = heads
+        self.progress = progress
+        self.tree_check = tree_check  # (size) -> stored root, only read on a failure
+        self.compact = merkle.CompactRange()
+
+    def run(self) -> None:
+        sha = hashlib.sha256
+        prefix = merkle.LEAF_PREFIX
+        compact = self.compact
+        peaks = compact.peaks
+        node = merkle.NODE_PREFIX
+        heads = iter(self.heads)
+        head = next(heads, None)
+        matched = None
+        rows = self.rows
+        cur = next(rows, None)
+        n = 0
+        while cur is not None:
+            nxt = next(rows, None)
+            seq, body, kind, ref, stored = cur
+            if seq != n + 1:
+                raise _err(n, LEAF_DELETED, f"a leaf at index {n}",
+                           f"the next leaf at index {seq - 1}",
+                           f"missing: {n}" + (f"..{seq - 2}" if seq - 2 > n else ""))
+            h = sha(prefix + body.encode()).digest()
+            if h != stored or not _columns_agree(body, kind, ref):
+                _diagnose(n, body, kind, ref, h, stored, nxt)
+            # CompactRange.append, inlined: this loop runs once per leaf of the log.
+            i = n
+            while i & 1:
+                h = sha(node + peaks.pop() + h).digest()
+                i >>= 1
+            peaks.append(h)
+            n += 1
+            compact.size = n
+            while head is not None and head.size == n:
+                root = compact.root()
+                if root != head.root:
+                    self._root_mismatch(head, root, matched)
+                matched = head
+                head = next(heads, None)
+            if self.progress is not None and n % (BATCH * 20) == 0:
+                self.progress(n)
+            cur = nxt
+        if head is not None:
+            raise _err(n, LEAF_DELETED, f"{head.size} leaves ({head.source})",
+                       f"{n} leaves", "leaves were removed from the end")
+
+    def _root_mismatch(self, head: Head, root: bytes, matched: Head | None) -> None:
+        first = matched.size if matched else 0
+        stored = self.tree_check(head.size)
+        if stored == root:
+            raise _err(head.size, SPLIT_VIEW,
+                       f"root {root.hex()} (the log's leaves and stored tree at size "
+                       f"{head.size})", f"root {head.root.hex()} ({head.source})",
+                       "the checkpoint signs a tree this log never had"
+                       + (f"; it is not consistent with {matched.source}" if matched else ""))
+        raise _err(first, ROOT_MISMATCH, f"root {head.root.hex()} ({head.source})",
+                   f"root {root.hex()} recomputed from the leaves",
+                   f"leaves {first}..{head.size - 1} were rewritten together with their stored "
+                   "hashes")
+
+
+def _columns_agree(body: str, kind: str, ref: str | None) -> bool:
+    tail = f'"kind":"{kind}","ref":' + ("null" if ref is None else f'"{ref}"')
+    return body.endswith(tail + "}") or (tail + ',"seq":') in body
+
+
+def _diagnose(i: int, body: str, kind: str, ref, h: bytes, stored, nxt) -> None:
+    """Name what happened at index i, whose leaf does not hash to the hash stored there."""
+    stored = bytes(stored) if stored is not None else None
+    if nxt is not None:
+        nxt_stored = bytes(nxt[4]) if nxt[4] is not None else None
+        nxt_h = merkle.leaf_hash(nxt[1].encode())
+        if h == nxt_stored and nxt_h == stored:
+            raise _err(i, LEAVES_SWAPPED, f"the leaf of index {i}", f"the leaf of index {i + 1}",
+                       f"indexes {i} and {i + 1} hold each other's leaves")
+        if h == nxt_stored:
+            raise _err(i, LEAF_DELETED, f"the leaf of index {i}", f"the leaf of index {i + 1}",
+                       f"the leaf at index {i} was removed and the rest moved up")
+        if nxt_h == stored:
+            raise _err(i, LEAF_INSERTED, f"the leaf of index {i} next",
+                       f"a leaf the log never integrated, then the leaf of index {i}",
+                       f"a leaf was inserted at index {i}")
+    if stored is None:
+        raise _err(i, LEAF_INSERTED, f"a stored leaf hash at index {i}", "none",
+                   f"a leaf was added at index {i} outside the sequencer")
+    if h == stored:
+        raise _err(i, LEAF_MODIFIED, f"kind {kind!r}, ref {ref!r} in the body too",
+                   "a body that says otherwise", "the row's kind/ref columns were changed")
+    raise _err(i, LEAF_MODIFIED, f"leaf hash {stored.hex()}", f"{h.hex()} over the leaf",
+               "the leaf's bytes were changed")
 
 
 @contextmanager
-def _stream(session: Session) -> Iterator[tuple[list[tuple], Iterator[Row]]]:
-    """The stored checkpoints, then every entry in order, on a DBAPI connection of its own.
-
-    Its own connection, because on SQLite every session transaction takes the write lock
-    (BEGIN IMMEDIATE): a long verification must not stall the webhooks. Checkpoints are read
-    before the entries, so every checkpoint refers to entries the stream will contain.
-    """
+def _raw(session: Session):
+    """A DBAPI connection of its own, so a long verification never holds the SQLite writer."""
     bind = session.get_bind()
     engine = getattr(bind, "engine", bind)
     conn = engine.raw_connection()
-    cur = None
     try:
-        cur = conn.cursor()
-        cur.execute(_CHECKPOINTS_SQL)
-        stored = cur.fetchall()
-        cur.close()
-        if engine.dialect.name == "postgresql":
-            # A server-side cursor: rows arrive BATCH at a time, memory stays flat.
-            cur = conn.driver_connection.cursor(name="ivr_audit_verify")
-            cur.itersize = BATCH
-        else:
-            cur = conn.cursor()
-        cur.execute(_ROWS_SQL)
-        batches = iter(lambda: cur.fetchmany(BATCH), [])
-        yield stored, itertools.chain.from_iterable(batches)
+        yield engine, conn
     finally:
         try:
-            if cur is not None:
-                cur.close()
             conn.rollback()
         finally:
             conn.close()
 
 
-def verify_chain(session: Session, *, public_keys=None, progress=None,
-                 checkpoints: Iterable[cps.Checkpoint] = ()) -> VerifySummary:
-    """Verify the whole log from seq 1 against its stored checkpoints and any given ones.
+def _stream(engine, conn, sql: str, name: str) -> Iterator[tuple]:
+    if engine.dialect.name == "postgresql":
+        cur = conn.driver_connection.cursor(name=name)
+        cur.itersize = BATCH
+    else:
+        cur = conn.cursor()
+    try:
+        cur.execute(sql)
+        yield from itertools.chain.from_iterable(iter(lambda: cur.fetchmany(BATCH), []))
+    finally:
+        cur.close()
 
-    `public_keys` maps key ids to Ed25519 public keys (default: the app's own key);
-    `progress(seq)` is called every few thousand entries. Raises VerificationError at the
-    first problem, AuditError when the database cannot be read.
+
+def _fetch(conn, sql: str) -> list[tuple]:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql)
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+def _default_trust(session: Session) -> tuple[dict, list[note.Verifier], str | None]:
+    """The app's own keys when there is an app; outside one, no key is known."""
+    if not has_app_context():
+        return {}, [], None
+    key = cps.signing_key(create=False)
+    if key is None:
+        return {}, [], None
+    origin = log_origin(session, current_app)
+    return cps.public_keys(key), [note_verifier(current_app, origin, key)], origin
+
+
+def verify_log(session: Session, *, public_keys=None, verifiers=None, origin=None,
+               progress=None, checkpoints: Iterable[cps.Checkpoint] = (),
+               notes: Iterable[str] = (), max_queue_age: float = DEFAULT_MAX_QUEUE_AGE,
+               check_facts: bool = True) -> VerifySummary:
+    """Verify the whole log; raises VerificationError at the first problem.
+
+    `public_keys` (key id -> Ed25519 key) check the hash chain's checkpoints, `verifiers`
+    (signed-note keys) and `origin` the Merkle log's; by default, the app's own. `checkpoints`
+    and `notes` are checkpoints kept outside the database (chain JSON, signed notes).
     """
     started = time.perf_counter()
-    keys = _default_keys() if public_keys is None else public_keys
+    if public_keys is None or verifiers is None:
+        keys0, verifiers0, origin0 = _default_trust(session)
+        public_keys = keys0 if public_keys is None else public_keys
+        if verifiers is None:
+            verifiers, origin = verifiers0, origin if origin is not None else origin0
     bind = session.get_bind()
     dbapi_error = getattr(bind, "engine", bind).dialect.loaded_dbapi.Error
+    summary = VerifySummary(entries=0, checkpoints=0, head_seq=0, head_hash="")
     try:
-        with _stream(session) as (stored, rows):
-            marks = _Checkpoints([*map(cps.from_row, stored), *checkpoints], keys)
-            n, prev, embedded = _scan(rows, marks, keys, progress)
-            marks.beyond(n - 1)
+        with _raw(session) as (engine, conn):
+            _verify_chain(engine, conn, public_keys, checkpoints, summary)
+            outside = [(0, merkle_size(t), "", t) for t in notes]
+            heads = open_heads([*_fetch(conn, _HEADS_SQL)], verifiers, origin)
+            extra = open_heads([(0, s, _root_hex(t), t) for _, s, _, t in outside],
+                               verifiers, origin)
+            heads = sorted([*heads, *extra], key=lambda h: (h.size, h.id))
+            check_split_views(heads)
+            stored = StoredTree(session)
+            with closing(_stream(engine, conn, _LEAVES_SQL, "ivr_audit_leaves")) as rows:
+                leaves = _Leaves(rows, heads, progress, lambda n: _safe_root(stored, n))
+                leaves.run()
+            _check_consistency(stored, heads)
+            summary.entries = summary.head_seq = leaves.compact.size
+            summary.head_hash = leaves.compact.root().hex() if summary.entries else ""
+            summary.tree_checkpoints = len(heads)
+            summary.checkpoints = summary.chain_checkpoints + len(heads)
     except dbapi_error as e:
         raise AuditError(f"cannot read the audit log: {str(e).splitlines()[0]}") from e
-    return VerifySummary(entries=n - 1, checkpoints=len(marks.signatures | embedded),
-                         head_seq=n - 1, head_hash=prev if n > 1 else "",
-                         seconds=time.perf_counter() - started)
+    summary.queued = check_queue(session, max_queue_age, summary.entries)
+    if check_facts:
+        check_coverage(session)
+    summary.seconds = time.perf_counter() - started
+    return summary
 
 
-def _scan(rows: Iterator[Row], marks: _Checkpoints, keys, progress) -> tuple[int, str, set]:
-    """The hot loop: returns (next expected seq, head hash, signatures of the checkpoints
-    carried by audit.checkpoint entries)."""
-    sha = hashlib.sha256
-    fromhex = bytes.fromhex
-    prefix = ENTRY_PREFIX
-    n, prev, embedded = 1, FIRST_PREV, set()
-    next_cp = marks.next_seq
-    report = BATCH * 20
-    for row in rows:
-        s, p, b, h, kind, ref = row
-        if ref is None:
-            tail = f',"kind":"{kind}","ref":null,"seq":{s}}}'
-        else:
-            tail = f',"kind":"{kind}","ref":"{ref}","seq":{s}}}'
-        if (s != n or p != prev or not b.endswith(tail)
-                or sha(prefix + fromhex(p) + b.encode()).hexdigest() != h):
-            diagnose(row, n, prev, lambda: next(rows, None))
-        if s == next_cp:
-            marks.meet(s, h)
-            next_cp = marks.next_seq
-        if kind == cps.ENTRY_KIND:
-            embedded.add(_embedded(s, p, b, keys).signature)
-        prev = h
-        n += 1
-        if progress is not None and n % report == 0:
-            progress(n - 1)
-    return n, prev, embedded
+def merkle_size(text: str) -> int:
+    """The tree size a checkpoint note states (0 if it is unreadable; verification says why)."""
+    try:
+        return note.parse_checkpoint(note.parse_note(text).text).size
+    except note.NoteError:
+        return 0
 
 
-# --- a few entries, for the call page -------------------------------------------------
+def _root_hex(text: str) -> str:
+    try:
+        return note.parse_checkpoint(note.parse_note(text).text).root.hex()
+    except note.NoteError:
+        return ""
+
+
+def _safe_root(stored: StoredTree, n: int) -> bytes | None:
+    try:
+        return stored.root(n)
+    except LookupError:
+        return None
+
+
+def _verify_chain(engine, conn, keys, extra, summary: VerifySummary) -> None:
+    marks = legacy.Checkpoints([*map(cps.from_row, _fetch(conn, legacy.CHECKPOINTS_SQL)),
+                                *extra], keys)
+    with closing(_stream(engine, conn, legacy.ROWS_SQL, "ivr_audit_chain")) as rows:
+        n, prev, embedded = legacy.scan(rows, marks, keys, None)
+    marks.beyond(n - 1)
+    summary.chain_entries = n - 1
+    summary.chain_head = prev if n > 1 else ""
+    summary.chain_checkpoints = len(marks.signatures | embedded)
+
+
+def _check_consistency(stored: StoredTree, heads: list[Head]) -> None:
+    """Consecutive checkpoints: the RFC 9162 consistency proof the stored tree serves holds."""
+    for a, b in itertools.pairwise(heads):
+        if a.size == b.size or a.size == 0:
+            continue
+        try:
+            proof = stored.consistency(a.size, b.size)
+            merkle.verify_consistency(a.size, b.size, a.root, b.root, proof)
+        except (LookupError, merkle.VerificationError) as e:
+            raise _err(a.size, TREE_NODE_MODIFIED,
+                       f"a consistency proof from {a.source} to {b.source}",
+                       str(e), "the stored tree nodes that proofs are made of were changed"
+                       ) from None
+
+
+def check_queue(session: Session, max_age: float, tree_size: int) -> int:
+    """The queued leaves; none may be older than `max_age` seconds."""
+    depth, age = queue_status(session)
+    if depth and age > max_age:
+        raise _err(tree_size, LEAF_QUEUED_TOO_LONG, f"no leaf queued longer than {max_age:g} s",
+                   f"the oldest queued {age:.1f} s ago ({depth} queued)",
+                   "the sequencer is not running; start `python -m ivr audit integrate`")
+    return depth
+
+
+def _has_leaf(ref_expr, *conds):
+    """A leaf (integrated or queued) whose ref is `ref_expr` (None: no ref), with extra
+    conditions."""
+    def ref(t):
+        return t.ref.is_(None) if ref_expr is None else t.ref == ref_expr
+
+    return or_(exists().where(ref(AuditEntry), *[c(AuditEntry) for c in conds]),
+               exists().where(ref(AuditQueue), *[c(AuditQueue) for c in conds]))
+
+
+def _consent_kind(t):
+    return t.kind.in_(("consent.decided", "consent.withdrawn"))
+
+
+def _names_consent(t):
+    return t.body.contains(literal('"consent_id":') + cast(Consent.id, String) + literal(","))
+
+
+def check_coverage(session: Session) -> None:
+    """Every call, flow run, consent (decision or withdrawal) and agent transfer has its
+    leaf, integrated or still queued."""
+    checks = [
+        ("call", Call.call_sid, select(Call.call_sid).where(~_has_leaf(Call.call_sid))),
+        ("flow run", FlowRun.id, select(FlowRun.id).where(~_has_leaf(
+            FlowRun.call_sid, lambda t: t.kind == "call.started",
+            lambda t: t.body.contains(literal('"run":"') + FlowRun.id + literal('"'))))),
+        # A decision or a withdrawal in a call names its call; one through the API names
+        # the consent row itself.
+        ("consent", Consent.id, select(Consent.id).where(
+            ~_has_leaf(Consent.call_sid, _consent_kind, _names_consent),
+            ~_has_leaf(literal("consent:") + cast(Consent.id, String)),
+            ~and_(Consent.call_sid.is_(None), _has_leaf(None, _consent_kind, _names_consent)))),
+        ("transfer", Transfer.id, select(Transfer.id).where(~_has_leaf(
+            Transfer.call_sid, lambda t: t.kind.startswith("transfer."),
+            lambda t: t.body.contains(literal('"transfer_id":"') + Transfer.id + literal('"'))))),
+    ]
+    for what, col, q in checks:
+        missing = session.scalar(q.order_by(col).limit(1))
+        if missing is not None:
+            raise _err(-1, FACT_WITHOUT_LEAF, f"a leaf for {what} {missing}", "none",
+                       f"{what} {missing} was stored without its audit leaf, or its leaf was "
+                       "deleted")
+
+
+# --- a few leaves, for the call page --------------------------------------------------
 
 
 @dataclass
 class EntriesStatus:
-    """The chain status of a few entries (a call's): checked locally, for display."""
+    """The inclusion status of a few leaves (a call's): checked with proofs, for display."""
 
     ok: bool
     checked: int
@@ -308,117 +442,97 @@ class EntriesStatus:
     problem: VerificationError | None = None
     checkpoint: dict | None = None
     seqs: list[int] = field(default_factory=list)
+    queued: int = 0
+    uncovered: int = 0
 
     @property
     def message(self) -> str:
         """One line for a page."""
         if self.problem is not None:
-            return f"chain check FAILED: {self.problem}"
-        if not self.checked:
+            return f"inclusion check FAILED: {self.problem}"
+        if not self.checked and not self.queued:
             return "no audit entries"
-        cp = (f"; a signed checkpoint follows at seq {self.checkpoint['seq']} (signature valid)"
-              if self.checkpoint else "; no checkpoint follows them yet")
-        return (f"{self.checked} entries ({self.first_seq}..{self.last_seq}) verified: hashes "
-                f"and links to their neighbours hold{cp}")
+        parts = []
+        if self.checked:
+            cp = (f"included in signed checkpoint #{self.checkpoint['id']} (tree size "
+                  f"{self.checkpoint['tree_size']}, signature valid)"
+                  if self.checkpoint else "integrated")
+            parts.append(f"{self.checked} leaves ({self.first_seq - 1}..{self.last_seq - 1}) "
+                         f"{cp}")
+        if self.uncovered:
+            parts.append(f"{self.uncovered} not yet in a checkpoint")
+        if self.queued:
+            parts.append(f"{self.queued} queued")
+        return "; ".join(parts)
 
     def to_dict(self) -> dict:
         """JSON-ready."""
         return {"ok": self.ok, "checked": self.checked, "first_seq": self.first_seq,
-                "last_seq": self.last_seq, "message": self.message,
+                "last_seq": self.last_seq, "message": self.message, "queued": self.queued,
                 "problem": self.problem.to_dict() if self.problem else None,
                 "checkpoint": self.checkpoint, "seqs": self.seqs}
 
 
-def _rows_by_seq(session: Session, seqs: set[int]) -> dict[int, Row]:
-    out: dict[int, Row] = {}
-    wanted = sorted(seqs)
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i:i + 500]
-        q = select(AuditEntry.seq, AuditEntry.prev_hash, AuditEntry.body, AuditEntry.hash,
-                   AuditEntry.kind, AuditEntry.ref).where(AuditEntry.seq.in_(chunk))
-        out.update({r[0]: tuple(r) for r in session.execute(q)})
-    return out
-
-
-def verify_entries(session: Session, seqs: Iterable[int], *, public_keys=None) -> EntriesStatus:
-    """Check these entries' hashes, bodies and links to their neighbours; never raises on a
-    broken chain (the result says what is wrong). The full proof is `verify_chain`."""
+def verify_entries(session: Session, seqs: Iterable[int], *, public_keys=None,
+                   verifiers=None, origin=None, ref: str | None = None) -> EntriesStatus:
+    """Check these leaves against their stored hashes, and each one's inclusion proof in the
+    latest checkpoint; never raises on a broken log (the result says what is wrong)."""
     seqs = sorted(set(seqs))
     status = EntriesStatus(ok=True, checked=0, seqs=seqs)
+    if ref is not None:
+        status.queued = len(session.scalars(select(AuditQueue.id)
+                                            .where(AuditQueue.ref == ref)).all())
     if not seqs:
         return status
     status.first_seq, status.last_seq = seqs[0], seqs[-1]
-    head = session.scalar(select(func.max(AuditEntry.seq))) or 0
-    rows = _rows_by_seq(session, {x for s in seqs for x in (s - 1, s, s + 1) if x > 0})
+    if verifiers is None:
+        _k, verifiers, origin = _default_trust(session)
     try:
+        row = latest_head(session)
+        head = open_heads([(row.id, row.tree_size, row.root_hash, row.note)], verifiers,
+                          origin)[0] if row is not None else None
+        tree = StoredTree(session)
+        bodies = dict(session.execute(select(AuditEntry.seq, AuditEntry.body)
+                                      .where(AuditEntry.seq.in_(seqs))).all())
         for s in seqs:
-            row = rows.get(s)
-            if row is None:
-                raise VerificationError(s, ENTRY_DELETED, f"entry {s}", "no such entry")
-            before = rows.get(s - 1)
-            if s > 1 and before is None:
-                raise VerificationError(s - 1, ENTRY_DELETED, f"entry {s - 1}", "no such entry")
-            expected_prev = before[3] if before else FIRST_PREV
-            diagnose(row, s, expected_prev, lambda s=s: rows.get(s + 1))
-            after = rows.get(s + 1)
-            if after is not None:
-                diagnose(after, s + 1, row[3], lambda s=s: rows.get(s + 2))
-            elif s < head:
-                raise VerificationError(s + 1, ENTRY_DELETED, f"entry {s + 1}", "no such entry")
+            i = s - 1
+            if s not in bodies:
+                raise _err(i, LEAF_DELETED, f"a leaf at index {i}", "none")
+            h = merkle.leaf_hash(bodies[s].encode())
+            stored = session.scalar(select(AuditNode.hash).where(AuditNode.level == 0,
+                                                                 AuditNode.idx == i))
+            if stored is None or bytes(stored) != h:
+                raise _err(i, LEAF_MODIFIED, f"leaf hash {bytes(stored or b'').hex()}",
+                           f"{h.hex()} over the leaf")
+            if head is not None and i < head.size:
+                merkle.verify_inclusion(i, head.size, h, tree.inclusion(i, head.size),
+                                        head.root)
+            else:
+                status.uncovered += 1
             status.checked += 1
-        cp = cps.latest(session, at_or_after=seqs[-1])
-        if cp is not None:
-            signed = cps.from_row(cp)
-            signed.verify(_default_keys() if public_keys is None else public_keys)
-            status.checkpoint = {"id": cp.id, "seq": cp.seq, "hash": cp.hash, "at": signed.at,
-                                 "key_id": cp.key_id}
+        if head is not None and status.uncovered < status.checked:
+            status.checkpoint = {"id": head.id, "seq": head.size, "tree_size": head.size,
+                                 "at": row.at.isoformat(), "key_id": verifiers[0].vkey()
+                                 if verifiers else ""}
+    except merkle.VerificationError as e:
+        status.ok = False
+        status.problem = _err(status.first_seq - 1, ROOT_MISMATCH, e.expected, e.found, e.what)
+    except LookupError as e:
+        status.ok = False
+        status.problem = _err(status.first_seq - 1, TREE_NODE_MODIFIED, "a stored tree node",
+                              str(e))
     except VerificationError as e:
         status.ok, status.problem = False, e
     return status
 
 
-def verify_call(session: Session, call_sid: str, *, public_keys=None) -> EntriesStatus:
-    """`verify_entries` over every audit entry of one call."""
+def verify_call(session: Session, call_sid: str, **kw) -> EntriesStatus:
+    """`verify_entries` over every leaf of one call (and a count of its queued ones)."""
     seqs = session.scalars(select(AuditEntry.seq).where(AuditEntry.ref == call_sid))
-    return verify_entries(session, list(seqs), public_keys=public_keys)
+    return verify_entries(session, list(seqs), ref=call_sid, **kw)
 
 
-# --- a segment, for evidence packages --------------------------------------------------
+def max_queue_age_default(mmd: float) -> float:
+    """The default bound on a queued leaf's age: a minute, or 10 MMD if that is longer."""
+    return max(DEFAULT_MAX_QUEUE_AGE, 10 * mmd)
 
-
-def segment(session: Session, first: int, last: int) -> Iterator[dict]:
-    """Entries first..last in order, as JSON-ready dicts (seq, prev_hash, body, hash)."""
-    q = (select(AuditEntry.seq, AuditEntry.prev_hash, AuditEntry.body, AuditEntry.hash)
-         .where(AuditEntry.seq.between(first, last)).order_by(AuditEntry.seq)
-         .execution_options(yield_per=BATCH))
-    for r in session.execute(q):
-        yield {"seq": r.seq, "prev_hash": r.prev_hash, "body": r.body, "hash": r.hash}
-
-
-def verify_segment(entries: Iterable[dict], checkpoint: cps.Checkpoint | None = None,
-                   public_keys=None) -> int:
-    """Verify consecutive entries (dicts as `segment` yields) and, if given, that the signed
-    checkpoint lands on one of them. Returns the count; raises VerificationError."""
-    it = iter(entries)
-    first = next(it, None)
-    if first is None:
-        return 0
-    if checkpoint is not None:
-        checkpoint.verify(public_keys or {})
-    n, prev, count, met = first["seq"], first["prev_hash"], 0, checkpoint is None
-    for e in itertools.chain([first], it):
-        row = (e["seq"], e["prev_hash"], e["body"], e["hash"], None, None)
-        if (row[0] != n or row[1] != prev or _sha(row[1], row[2]) != row[3]
-                or _body_seq(row[2]) != n):
-            diagnose(row, n, prev, columns=False)
-        if checkpoint is not None and row[0] == checkpoint.seq:
-            if checkpoint.hash != row[3]:
-                raise VerificationError(row[0], CHECKPOINT_MISMATCH, f"hash {checkpoint.hash}",
-                                        f"hash {row[3]}", checkpoint.source)
-            met = True
-        prev, n, count = row[3], n + 1, count + 1
-    if not met:
-        raise VerificationError(checkpoint.seq, CHECKPOINT_MISMATCH,
-                                f"entry {checkpoint.seq} in the segment",
-                                f"a segment ending at {n - 1}")
-    return count

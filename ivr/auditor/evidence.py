@@ -1,16 +1,16 @@
 """The evidence package of one call: a ZIP a third party can check with standard tools.
 
-It holds the call's audit entries, the chain segment from the call's first entry to a
-signed checkpoint at or after its last one (a fresh checkpoint is signed when none is),
-the checkpoint with its exact signed bytes and public key, the notice text and documents
-whose SHA-256 is the recorded notice version, the audio files the caller heard (named by
-their SHA-256), the replay output, a README, a standard-library verify script, and the
-shell script (verify.sh) that the README's standard-tools steps run.
+It holds the call's own leaves of the Merkle log and their RFC 9162 inclusion proofs to a
+signed checkpoint (the sequencer integrates and signs one first when none covers them), the
+checkpoint note with its signed text, signature and public key, optionally a consistency
+proof from an earlier checkpoint the auditor holds, the notice text and documents whose
+SHA-256 is the recorded notice version, the audio files the caller heard (named by their
+SHA-256), the replay output, a README and a standard-library verify script. It holds no
+entry about any other call, and its size does not grow with the log.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -18,18 +18,18 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import render_template
+from flask import current_app, render_template
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import calls, times
 from ..accounts import User
-from ..audit import chain
+from ..audit import chain, merkle, note, proofs, sequencer
 from ..audit import checkpoint as cps
-from ..audit.errors import AuditError, VerificationError
-from ..audit.verify import segment as chain_segment
-from ..audit.verify import verify_segment
+from ..audit.errors import AuditError
+from ..audit.tree import StoredTree, latest_head
 from ..db import utcnow
-from ..models import AuditEntry, Call
+from ..models import AuditEntry, AuditQueue, AuditTreeHead, Call
 from ..pii import PersonalData
 from ..reports import call_timeline
 from ..timeline import fact_entries, run_versions
@@ -37,8 +37,6 @@ from .access import record_access, transaction
 from .audiofiles import AudioIndex, file_sha256
 
 VERIFY_SCRIPT = Path(__file__).with_name("evidence_verify.py")
-# The same script as docs/verify-with-standard-tools.sh (a test keeps them equal).
-VERIFY_SHELL = Path(__file__).with_name("verify_chain.sh")
 
 
 class EvidenceError(Exception):
@@ -56,15 +54,12 @@ class Package:
     filename: str
     data: bytes
     files: dict[str, str] = field(default_factory=dict)  # name in the ZIP -> sha256
-    checkpoint_seq: int = 0
-    segment: tuple[int, int] = (0, 0)
+    tree_size: int = 0
+    leaves: list[int] = field(default_factory=list)
 
 
-def _line(e: AuditEntry | dict) -> dict:
-    if isinstance(e, dict):
-        return {"seq": e["seq"], "prev_hash": e["prev_hash"], "hash": e["hash"],
-                "body": e["body"]}
-    return {"seq": e.seq, "prev_hash": e.prev_hash, "hash": e.hash, "body": e.body}
+def _line(e: AuditEntry) -> dict:
+    return {"index": e.seq - 1, "body": e.body}
 
 
 def _jsonl(rows) -> bytes:
@@ -72,17 +67,36 @@ def _jsonl(rows) -> bytes:
 
 
 def ensure_checkpoint(s: Session, call_sid: str) -> None:
-    """Sign a fresh checkpoint when none covers the call's last entry (its own transaction)."""
+    """Have the call's leaves integrated and covered by a signed checkpoint (the sequencer
+    runs a pass and signs one when they are not)."""
     with transaction(s):
+        queued = s.scalar(select(AuditQueue.id).where(AuditQueue.ref == call_sid).limit(1))
         entries = fact_entries(s, call_sid)
-        if not entries:
-            return
-        if cps.latest(s, at_or_after=entries[-1].seq) is None:
-            try:
-                key = cps.signing_key()
-            except AuditError as e:
-                raise EvidenceError(f"cannot sign a checkpoint: {e}", 500) from e
-            cps.make_checkpoint(s, key)
+        head = latest_head(s)
+        covered = head is not None and (not entries or entries[-1].seq <= head.tree_size)
+    if queued is None and covered:
+        return
+    try:
+        done = sequencer.run_pass(current_app._get_current_object(), force_checkpoint=True,
+                                  wait=10.0)
+    except AuditError as e:
+        raise EvidenceError(f"cannot sign a checkpoint: {e}", 500) from e
+    if done is None:
+        raise EvidenceError("the audit sequencer is busy; try again in a few seconds", 503)
+
+
+def _earlier(s: Session, since: int | None, head: AuditTreeHead):
+    """The consistency proof from an earlier tree size the auditor holds a checkpoint of."""
+    if since is None:
+        return None
+    if not 0 < since <= head.tree_size:
+        raise EvidenceError(f"the earlier checkpoint's tree size must be between 1 and "
+                            f"{head.tree_size}; got {since}")
+    tree = StoredTree(s)
+    proof = tree.consistency(since, head.tree_size)
+    return {"old_size": since, "new_size": head.tree_size,
+            "old_root": proofs.b64(tree.root(since)), "new_root": proofs.b64(
+                bytes.fromhex(head.root_hash)), "proof": [proofs.b64(p) for p in proof]}
 
 
 def _notice_doc(flow, lang: str, items: list[tuple[str, str | None]]) -> tuple[bytes, str]:
@@ -122,7 +136,7 @@ def _notices(bodies: list[dict], versions: dict[str, str], registry, s: Session)
             for b in played[(run, lang)]:
                 d = b["data"]
                 c, v = _notice_doc(flow, lang, list(zip(d["prompts"], d["audio"], strict=False)))
-                docs.append((f"{stem}-seq{b['seq']}.json", c, v, d.get("notice_version")))
+                docs.append((f"{stem}-leaf{b['index']}.json", c, v, d.get("notice_version")))
         out.append({"run": run, "language": lang, "stem": stem,
                     "text": "\n\n".join(flow.text(p, lang) for p, _a in items) + "\n",
                     "docs": docs})
@@ -145,8 +159,11 @@ def _summary(doc: dict, phone_hmac: str | None) -> dict:
 
 
 def build_package(s: Session, call_sid: str, *, registry, pii: PersonalData,
-                  index: AudioIndex, user: User) -> Package:
-    """Build the ZIP for one call and record the export as an auditor.access entry."""
+                  index: AudioIndex, user: User, since: int | None = None) -> Package:
+    """Build the ZIP for one call and record the export as an auditor.access entry.
+
+    `since` is the tree size of an earlier checkpoint the auditor holds: the package then
+    carries the consistency proof from it to the checkpoint its proofs lead to."""
     ensure_checkpoint(s, call_sid)
     now = utcnow()
     with transaction(s):
@@ -157,7 +174,7 @@ def build_package(s: Session, call_sid: str, *, registry, pii: PersonalData,
             missing = True
         else:
             missing = False
-            package = _build(s, call, entries, registry, pii, index, now)
+            package = _build(s, call, entries, registry, pii, index, now, since)
             record_access(s, user, "export.evidence", via="web", call_sid=call_sid,
                           phone_hmac=call.phone_hmac)
     if missing:
@@ -165,22 +182,73 @@ def build_package(s: Session, call_sid: str, *, registry, pii: PersonalData,
     return package
 
 
-def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, index, now):
-    sid = call.call_sid
-    row = cps.latest(s, at_or_after=entries[-1].seq)
-    if row is None:
-        raise EvidenceError("no checkpoint covers this call", 500)
-    cp = cps.from_row(row)
-    keys = cps.app_public_keys()
-    pub = keys.get(cp.key_id)
-    segment = [_line(e) for e in chain_segment(s, entries[0].seq, cp.seq)]
+def _proof_files(s: Session, entries: list[AuditEntry], since: int | None):
+    head = latest_head(s)
+    if head is None or entries[-1].seq > head.tree_size:
+        raise EvidenceError("no checkpoint covers this call yet; try again", 503)
+    tree = StoredTree(s)
+    n = head.tree_size
+    root = bytes.fromhex(head.root_hash)
+    doc = {"checkpoint": head.note, "tree_size": n, "root_hash": proofs.b64(root),
+           "leaves": []}
+    files: dict[str, bytes] = {}
+    for e in entries:
+        i = e.seq - 1
+        path = tree.inclusion(i, n)
+        doc["leaves"].append({"index": i, "leaf": proofs.b64(e.body.encode()),
+                              "proof": [proofs.b64(p) for p in path]})
+        files[f"proof/leaf-{i}.bin"] = e.body.encode()
+        files[f"proof/path-{i}.txt"] = "".join(
+            f"{side} {h.hex()}\n" for side, h in _sides(i, n, path)).encode()
+    parsed = note.parse_note(head.note)
+    files["proof/proof.json"] = (json.dumps(doc, indent=1) + "\n").encode()
+    files["proof/checkpoint.note"] = head.note.encode()
+    files["proof/checkpoint.txt"] = parsed.text.encode()
+    files["proof/checkpoint.sig"] = parsed.signatures[0].signature
+    key = cps.signing_key(create=False)
+    origin = sequencer.log_origin(s, current_app)
+    if key is not None:
+        files["proof/public_key.pem"] = cps.public_key_pem(key).encode()
+        files["proof/vkey.txt"] = (sequencer.note_verifier(current_app, origin, key).vkey()
+                                   + "\n").encode()
+    earlier = _earlier(s, since, head)
+    if earlier is not None:
+        files["proof/consistency.json"] = (json.dumps(earlier, indent=1) + "\n").encode()
     try:
-        verify_segment(segment, cp, keys)
-        chain_result = (f"OK: entries {segment[0]['seq']}..{segment[-1]['seq']} hash and link "
-                        f"correctly and checkpoint #{row.id} (seq {cp.seq}) verifies.")
-    except VerificationError as e:
-        chain_result = f"FAILED: {e}"
-    bodies = [json.loads(e.body) for e in entries]
+        proofs.check_proof_document(doc)
+        verifiers = ([sequencer.note_verifier(current_app, origin, key)] if key else [])
+        note.open_checkpoint(head.note, verifiers, origin)
+        result = (f"OK: {len(entries)} leaves of this call are included (RFC 9162 inclusion "
+                  f"proofs) in the tree of {n} leaves whose root checkpoint #{head.id} signs; "
+                  "the signature verifies.")
+    except merkle.VerificationError as e:
+        result = f"FAILED: {e}"
+    return files, head, result
+
+
+def _sides(index: int, size: int, path: list[bytes]) -> list[tuple[str, bytes]]:
+    """Each proof hash with the side it joins on (L: hash = H(0x01||p||r)), as RFC 9162
+    §2.1.3.2 derives them from the index and the tree size."""
+    out, fn, sn = [], index, size - 1
+    for p in path:
+        if fn & 1 or fn == sn:
+            out.append(("L", p))
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            out.append(("R", p))
+        fn >>= 1
+        sn >>= 1
+    return out
+
+
+def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, index, now,
+           since: int | None = None):
+    sid = call.call_sid
+    proof_files, head, chain_result = _proof_files(s, entries, since)
+    bodies = [{**json.loads(e.body), "index": e.seq - 1} for e in entries]
     versions = run_versions(s, sid, bodies)
     notices = _notices(bodies, versions, registry, s)
     hashes = []
@@ -194,16 +262,8 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
     except Exception as e:  # noqa: BLE001 - a failed replay is itself evidence, and is shown
         replay = f"REPLAY FAILED: {type(e).__name__}: {e}\n"
 
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes] = dict(proof_files)
     files["entries.jsonl"] = _jsonl(_line(e) for e in entries)
-    files["chain/segment.jsonl"] = _jsonl(segment)
-    files["chain/checkpoint.json"] = (json.dumps(
-        cp.to_dict(cps.public_key_pem(pub) if pub else None), ensure_ascii=False,
-        indent=2) + "\n").encode()
-    files["chain/checkpoint.msg"] = cp.message()
-    files["chain/checkpoint.sig"] = base64.b64decode(cp.signature)
-    if pub is not None:
-        files["chain/public_key.pem"] = cps.public_key_pem(pub).encode()
     prompt_lines = []
     for b in bodies:
         if b["kind"] != "prompts.played":
@@ -212,7 +272,7 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
             else None
         for p in b["data"].get("played") or []:
             text = flow.text(p["prompt"], p["language"]) if flow else "(unknown flow version)"
-            prompt_lines.append(f"{times.text(b['at'])}  seq {b['seq']}  {p['prompt']} "
+            prompt_lines.append(f"{times.text(b['at'])}  leaf {b['index']}  {p['prompt']} "
                                 f"({p['language']})  "
                                 f"audio {p.get('audio') or 'none (spoken by <Say>)'}\n"
                                 f"    {text}\n")
@@ -232,7 +292,7 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
     files["replay.txt"] = replay.encode("utf-8")
     files["call.json"] = (json.dumps(_summary(call_timeline(s, sid, pii), call.phone_hmac),
                                      ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-    checks = [f"Chain: {chain_result}"]
+    checks = [f"Log: {chain_result}"]
     for n in notices:
         for name, canonical, version, recorded in n["docs"]:
             # A decision records the notice version (every part heard in the language); a
@@ -248,11 +308,11 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
     files["verification.txt"] = ("Checked by the server when the package was built "
                                  f"({times.text(now)}):\n" + "\n".join(checks) + "\n").encode()
     files["verify.py"] = VERIFY_SCRIPT.read_bytes()
-    files["verify.sh"] = VERIFY_SHELL.read_bytes()
     files["README.txt"] = render_template(
-        "auditor/evidence_readme.txt", call_sid=sid, now=times.text(now), cp=cp, row=row,
-        cp_at=times.text(cp.at),
-        segment=segment, entries=entries, notices=notices, has_key=pub is not None,
+        "auditor/evidence_readme.txt", call_sid=sid, now=times.text(now), head=head,
+        head_at=times.text(head.at),
+        entries=entries, notices=notices, has_key="proof/public_key.pem" in files,
+        has_consistency="proof/consistency.json" in files,
         audio=[h for h in hashes if h not in missing_audio], missing_audio=missing_audio,
     ).encode("utf-8")
     sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
@@ -266,7 +326,7 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
                                                         if n not in ("README.txt", "SHA256SUMS"))]:
             info = zipfile.ZipInfo(f"{folder}/{name}", date_time=stamp)
             info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = (0o755 if name in ("verify.py", "verify.sh") else 0o644) << 16
+            info.external_attr = (0o755 if name == "verify.py" else 0o644) << 16
             z.writestr(info, files[name])
     return Package(filename=f"{folder}.zip", data=buf.getvalue(), files=sums,
-                   checkpoint_seq=cp.seq, segment=(segment[0]["seq"], segment[-1]["seq"]))
+                   tree_size=head.tree_size, leaves=[e.seq - 1 for e in entries])

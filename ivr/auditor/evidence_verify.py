@@ -4,14 +4,18 @@
 Run it from the package folder (where README.txt is):  python3 verify.py
 It checks, and says which check failed:
   1. SHA256SUMS: every file is as exported;
-  2. the chain segment: each entry's hash is SHA-256(0x00 || previous hash || body),
-     each entry links to the one before it, and sequence numbers have no gap;
-  3. the call's entries (entries.jsonl) all appear, unchanged, in the segment;
-  4. the checkpoint: its signed message is 0x01 || its body, it names the segment's last
-     entry and hash, its key id is the SHA-256 of the public key, and its Ed25519
-     signature holds (with the `cryptography` package if installed, else with openssl);
-  5. each audio file's SHA-256 equals its name, and the entries name those hashes;
-  6. each notice document's SHA-256 equals the notice version the entries record.
+  2. each leaf of the call: its leaf hash SHA-256(0x00 || leaf) and its RFC 9162 inclusion
+     proof lead to the root hash of proof/proof.json;
+  3. entries.jsonl and proof/leaf-N.bin hold exactly those leaves;
+  4. the checkpoint: proof/checkpoint.note is a C2SP signed note whose text is
+     <origin>\\n<tree size>\\n<base64 root hash>\\n, with the same size and root; its
+     signature line names the key of proof/vkey.txt (key hash = SHA-256(name || 0x0A ||
+     0x01 || public key)[:4]) and its Ed25519 signature holds (with the `cryptography`
+     package if installed, else with openssl and proof/public_key.pem);
+  5. if present, proof/consistency.json: the RFC 9162 consistency proof from an earlier
+     tree (whose root you hold) to this checkpoint's tree;
+  6. each audio file's SHA-256 equals its name, and the leaves name those hashes;
+  7. each notice document's SHA-256 equals the notice version the leaves record.
 Exit status 0 when everything holds, 1 otherwise.
 """
 
@@ -26,10 +30,9 @@ import subprocess
 import sys
 import tempfile
 
-ENTRY_PREFIX = b"\x00"
-CHECKPOINT_PREFIX = b"\x01"
 # DER prefix of an Ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows it.
 SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")
+DASH = "\u2014"
 
 
 class Failed(Exception):
@@ -60,93 +63,192 @@ def check_sums() -> int:
     return n
 
 
-def entry_hash(prev_hash: str, body: str) -> str:
-    data = ENTRY_PREFIX + bytes.fromhex(prev_hash) + body.encode("utf-8")
-    return hashlib.sha256(data).hexdigest()
+def leaf_hash(leaf: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + leaf).digest()
 
 
-def check_segment(segment: list[dict]) -> None:
-    prev = None
-    for e in segment:
-        if prev is not None:
-            if e["seq"] != prev["seq"] + 1:
-                raise Failed(f"segment: entry {prev['seq'] + 1} is missing (found {e['seq']})")
-            if e["prev_hash"] != prev["hash"]:
-                raise Failed(f"segment: entry {e['seq']} does not link to entry {prev['seq']}")
-        if entry_hash(e["prev_hash"], e["body"]) != e["hash"]:
-            raise Failed(f"segment: the body of entry {e['seq']} does not hash to its hash")
-        if json.loads(e["body"]).get("seq") != e["seq"]:
-            raise Failed(f"segment: entry {e['seq']} holds the body of another entry")
-        prev = e
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def check_entries(entries: list[dict], segment: list[dict]) -> None:
-    by_seq = {e["seq"]: e for e in segment}
-    for e in entries:
-        if by_seq.get(e["seq"]) != e:
-            raise Failed(f"entries.jsonl: entry {e['seq']} is not in the chain segment as given")
+def root_from_inclusion(index: int, size: int, h: bytes, proof: list[bytes]) -> bytes:
+    """RFC 9162 §2.1.3.2."""
+    if not 0 <= index < size:
+        raise Failed(f"inclusion: leaf index {index} is not below the tree size {size}")
+    fn, sn, r = index, size - 1, h
+    for p in proof:
+        if len(p) != 32:
+            raise Failed(f"inclusion: leaf {index}: a proof element is not 32 bytes")
+        if sn == 0:
+            raise Failed(f"inclusion: leaf {index}: the proof is too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise Failed(f"inclusion: leaf {index}: the proof is too short")
+    return r
 
 
-def verify_signature(pem_path: str, message_path: str, signature: bytes) -> str:
+def verify_consistency(old: int, new: int, old_root: bytes, new_root: bytes,
+                       proof: list[bytes]) -> None:
+    """RFC 9162 §2.1.4.2."""
+    if not 0 < old <= new:
+        raise Failed(f"consistency: sizes {old} and {new} are not 0 < old <= new")
+    if old == new:
+        if proof or old_root != new_root:
+            raise Failed("consistency: equal sizes need equal roots and an empty proof")
+        return
+    if not proof:
+        raise Failed("consistency: the proof is empty")
+    path = ([old_root] if old & (old - 1) == 0 else []) + list(proof)
+    fn, sn = old - 1, new - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise Failed("consistency: the proof is too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise Failed("consistency: the proof is too short")
+    if fr != old_root:
+        raise Failed(f"consistency: expected the earlier root {old_root.hex()}, the proof "
+                     f"gives {fr.hex()}")
+    if sr != new_root:
+        raise Failed(f"consistency: expected the checkpoint's root {new_root.hex()}, the "
+                     f"proof gives {sr.hex()}")
+
+
+def check_leaves(doc: dict, entries: list[dict]) -> None:
+    root = base64.b64decode(doc["root_hash"])
+    size = doc["tree_size"]
+    for leaf in doc["leaves"]:
+        data = base64.b64decode(leaf["leaf"])
+        proof = [base64.b64decode(p) for p in leaf["proof"]]
+        got = root_from_inclusion(leaf["index"], size, leaf_hash(data), proof)
+        if got != root:
+            raise Failed(f"inclusion: leaf {leaf['index']} leads to root {got.hex()}, not to "
+                         f"the checkpoint's root {root.hex()}")
+        with open(f"proof/leaf-{leaf['index']}.bin", "rb") as f:
+            if f.read() != data:
+                raise Failed(f"proof/leaf-{leaf['index']}.bin differs from proof.json")
+    if [(e["index"], e["body"].encode("utf-8")) for e in entries] != [
+            (x["index"], base64.b64decode(x["leaf"])) for x in doc["leaves"]]:
+        raise Failed("entries.jsonl: its leaves are not exactly those of proof/proof.json")
+
+
+def parse_vkey(text: str) -> tuple[str, int, bytes]:
+    name, hexhash, b64 = text.strip().split("+", 2)
+    raw = base64.b64decode(b64)
+    if len(raw) != 33 or raw[0] != 1:
+        raise Failed("proof/vkey.txt is not an Ed25519 verifier key")
+    computed = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
+    if computed.hex() != hexhash:
+        raise Failed(f"proof/vkey.txt: key hash {hexhash} does not match its key "
+                     f"({computed.hex()})")
+    return name, int(hexhash, 16), raw[1:]
+
+
+def verify_signature(pub: bytes, text: bytes, sig: bytes) -> str:
     """'cryptography' or 'openssl' when the signature holds; Failed otherwise."""
     try:
         from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     except ImportError:
         openssl = shutil.which("openssl")
         if not openssl:
             raise Failed("checkpoint: neither the `cryptography` package nor openssl is "
                          "available to check the signature") from None
-        with tempfile.NamedTemporaryFile(delete=False) as sig:
-            sig.write(signature)
-        try:
-            r = subprocess.run([openssl, "pkeyutl", "-verify", "-pubin", "-inkey", pem_path,
-                                "-rawin", "-in", message_path, "-sigfile", sig.name],
-                               capture_output=True, text=True)
-        finally:
-            os.unlink(sig.name)
+        with tempfile.TemporaryDirectory() as d:
+            paths = {}
+            for name, data in (("msg", text), ("sig", sig)):
+                paths[name] = os.path.join(d, name)
+                with open(paths[name], "wb") as f:
+                    f.write(data)
+            r = subprocess.run([openssl, "pkeyutl", "-verify", "-pubin", "-inkey",
+                                "proof/public_key.pem", "-rawin", "-in", paths["msg"],
+                                "-sigfile", paths["sig"]], capture_output=True, text=True)
         if r.returncode != 0:
             raise Failed("checkpoint: openssl says the signature does not verify") from None
         return "openssl"
-    with open(pem_path, "rb") as f:
-        key = load_pem_public_key(f.read())
-    with open(message_path, "rb") as f:
-        message = f.read()
     try:
-        key.verify(signature, message)
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, text)
     except InvalidSignature:
         raise Failed("checkpoint: the Ed25519 signature does not verify") from None
     return "cryptography"
 
 
-def check_checkpoint(segment: list[dict]) -> tuple[dict, str]:
-    with open("chain/checkpoint.json", encoding="utf-8") as f:
-        doc = json.load(f)
-    with open("chain/checkpoint.msg", "rb") as f:
-        message = f.read()
-    if message != CHECKPOINT_PREFIX + doc["signed_body"].encode("utf-8"):
-        raise Failed("checkpoint: checkpoint.msg is not 0x01 followed by the signed body")
-    signed = json.loads(doc["signed_body"])
-    last = segment[-1]
-    if signed["seq"] != last["seq"] or signed["hash"] != last["hash"]:
-        raise Failed(f"checkpoint: it signs entry {signed['seq']} with hash {signed['hash']}, "
-                     f"but the segment ends at entry {last['seq']} with hash {last['hash']}")
-    if not os.path.exists("chain/public_key.pem"):
-        raise Failed("checkpoint: chain/public_key.pem is missing; obtain the signer's public "
-                     f"key (key id {signed['key_id']}) from the data controller")
-    with open("chain/public_key.pem", encoding="ascii") as f:
-        der = base64.b64decode("".join(line for line in f.read().splitlines()
-                                       if not line.startswith("-----")))
-    if not der.startswith(SPKI_ED25519) or len(der) != 44:
-        raise Failed("checkpoint: public_key.pem is not an Ed25519 public key")
-    if hashlib.sha256(der[-32:]).hexdigest() != signed["key_id"]:
-        raise Failed("checkpoint: the public key's id does not match the key id it names")
-    with open("chain/checkpoint.sig", "rb") as f:
-        signature = f.read()
-    if base64.b64encode(signature).decode() != doc["signature"]:
-        raise Failed("checkpoint: checkpoint.sig differs from the signature in checkpoint.json")
-    how = verify_signature("chain/public_key.pem", "chain/checkpoint.msg", signature)
-    return signed, how
+def check_checkpoint(doc: dict) -> tuple[str, str]:
+    with open("proof/checkpoint.note", encoding="utf-8") as f:
+        msg = f.read()
+    if msg != doc["checkpoint"]:
+        raise Failed("checkpoint: proof/checkpoint.note differs from proof.json's checkpoint")
+    cut = msg.rfind("\n\n")
+    if cut < 0:
+        raise Failed("checkpoint: not a signed note (no blank line before the signatures)")
+    text, sigs = msg[:cut + 1], msg[cut + 2:].splitlines()
+    lines = text.split("\n")
+    if len(lines) < 4:
+        raise Failed("checkpoint: its text is not origin, size and root hash")
+    origin, size, root = lines[0], lines[1], lines[2]
+    if size != str(doc["tree_size"]) or root != doc["root_hash"]:
+        raise Failed(f"checkpoint: it signs size {size} and root {root}, but the proofs are "
+                     f"for size {doc['tree_size']} and root {doc['root_hash']}")
+    if not os.path.exists("proof/vkey.txt"):
+        raise Failed("checkpoint: proof/vkey.txt is missing; obtain the log's verifier key "
+                     "from the data controller")
+    with open("proof/vkey.txt", encoding="ascii") as f:
+        name, khash, pub = parse_vkey(f.read())
+    if os.path.exists("proof/public_key.pem"):
+        with open("proof/public_key.pem", encoding="ascii") as f:
+            der = base64.b64decode("".join(x for x in f.read().splitlines()
+                                           if not x.startswith("-----")))
+        if der != SPKI_ED25519 + pub:
+            raise Failed("checkpoint: public_key.pem and vkey.txt hold different keys")
+    for line in sigs:
+        if not line.startswith(DASH + " "):
+            raise Failed(f"checkpoint: not a signature line: {line[:40]!r}")
+        signer, _, b64 = line[2:].partition(" ")
+        blob = base64.b64decode(b64)
+        if signer == name and int.from_bytes(blob[:4], "big") == khash:
+            with open("proof/checkpoint.txt", "rb") as f:
+                if f.read() != text.encode("utf-8"):
+                    raise Failed("checkpoint: proof/checkpoint.txt is not the note's text")
+            with open("proof/checkpoint.sig", "rb") as f:
+                if f.read() != blob[4:]:
+                    raise Failed("checkpoint: proof/checkpoint.sig is not the note's signature")
+            return origin, verify_signature(pub, text.encode("utf-8"), blob[4:])
+    raise Failed(f"checkpoint: no signature by {name}+{khash:08x} (proof/vkey.txt)")
+
+
+def check_consistency(doc: dict) -> str:
+    if not os.path.exists("proof/consistency.json"):
+        return ""
+    with open("proof/consistency.json", encoding="utf-8") as f:
+        c = json.load(f)
+    if c["new_size"] != doc["tree_size"] or c["new_root"] != doc["root_hash"]:
+        raise Failed("consistency: it does not end at this package's checkpoint")
+    verify_consistency(c["old_size"], c["new_size"], base64.b64decode(c["old_root"]),
+                       base64.b64decode(c["new_root"]),
+                       [base64.b64decode(p) for p in c["proof"]])
+    return (f"; the tree of {c['new_size']} extends the earlier tree of {c['old_size']} "
+            f"(root {c['old_root']}: compare it with the checkpoint you hold)")
 
 
 def hashes_named(entries: list[dict]) -> set[str]:
@@ -172,7 +274,7 @@ def check_audio(entries: list[dict]) -> int:
         if name != digest + ".wav":
             raise Failed(f"audio: {name} has SHA-256 {digest}, not the hash in its name")
         if digest not in named:
-            raise Failed(f"audio: {name} is not named by any of the call's entries")
+            raise Failed(f"audio: {name} is not named by any of the call's leaves")
         n += 1
     return n
 
@@ -189,7 +291,7 @@ def check_notices(entries: list[dict]) -> int:
             continue
         digest = sha256_file(os.path.join("notice", name))
         if digest not in versions:
-            raise Failed(f"notice: {name} has SHA-256 {digest}, which no entry records as its "
+            raise Failed(f"notice: {name} has SHA-256 {digest}, which no leaf records as its "
                          "notice version")
         n += 1
     return n
@@ -200,26 +302,26 @@ def main() -> int:
     os.chdir(here)
     try:
         files = check_sums()
-        segment = read_jsonl("chain/segment.jsonl")
+        with open("proof/proof.json", encoding="utf-8") as f:
+            doc = json.load(f)
         entries = read_jsonl("entries.jsonl")
-        if not segment:
-            raise Failed("segment: chain/segment.jsonl is empty")
-        check_segment(segment)
-        check_entries(entries, segment)
-        signed, how = check_checkpoint(segment)
+        if not doc["leaves"]:
+            raise Failed("proof/proof.json holds no leaves")
+        origin, how = check_checkpoint(doc)
+        check_leaves(doc, entries)
+        earlier = check_consistency(doc)
         audio = check_audio(entries)
         notices = check_notices(entries)
     except Failed as e:
         print(f"FAILED: {e}")
         return 1
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"FAILED: the package is incomplete or malformed: {e}")
         return 1
-    print(f"OK: {files} files intact; {len(entries)} call entries inside a chain segment of "
-          f"{len(segment)} entries ({segment[0]['seq']}..{segment[-1]['seq']}) whose hashes "
-          f"and links hold; checkpoint at seq {signed['seq']} signed {signed['at']} verifies "
-          f"({how}); {audio} audio file(s) and {notices} notice document(s) match their "
-          "recorded hashes.")
+    print(f"OK: {files} files intact; {len(entries)} leaves of this call are included in the "
+          f"tree of {doc['tree_size']} leaves whose root {doc['root_hash']} the checkpoint of "
+          f"{origin} signs ({how}){earlier}; {audio} audio file(s) and {notices} notice "
+          "document(s) match their recorded hashes.")
     return 0
 
 

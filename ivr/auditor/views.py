@@ -203,7 +203,7 @@ def call(call_sid: str):
         else:
             doc = call_timeline(s, call_sid, pii, flows())
             entries = fact_entries(s, call_sid)
-            status = verify_entries(s, [e.seq for e in entries])
+            status = verify_entries(s, [e.seq for e in entries], ref=call_sid)
             replay = _replay(s, call_sid)
             accesses = access_entries(s, call_sid)
             recordings = call_recordings(s, call_sid)
@@ -260,7 +260,8 @@ def evidence(call_sid: str):
     s = db_session()
     try:
         package = build_package(s, call_sid, registry=flows(), pii=personal_data(),
-                                index=audio_index(current_app), user=current_user())
+                                index=audio_index(current_app), user=current_user(),
+                                since=request.form.get("since", type=int))
     except EvidenceError as e:
         return _error(e.status, "Cannot build the evidence package", str(e))
     return Response(package.data, mimetype="application/zip", headers={

@@ -1,0 +1,311 @@
+"""The sequencer: integrates queued leaves into the Merkle tree and signs checkpoints.
+
+One sequencer runs at a time: on PostgreSQL the holder of a session advisory try-lock, on
+SQLite the single writer (every transaction is BEGIN IMMEDIATE). A pass takes every visible
+queued leaf in queue-id order, in short transactions of at most BATCH leaves: it gives them
+the next indexes, stores their leaf hashes and the tree's completed nodes, deletes them from
+the queue, and signs a checkpoint (a C2SP tlog-checkpoint in a signed note) when the tree
+has grown and the last one is CHECKPOINT_INTERVAL old, or when asked to.
+
+Every server process runs a pass each MMD / 2 in a background thread; whichever gets the
+lock integrates, the others skip. A dead leader's lock goes with its connection, so another
+process takes over within one MMD.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Flask
+from sqlalchemy import delete, event, func, insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from ..db import Database, database, utcnow
+from ..models import AuditEntry, AuditNode, AuditQueue, AuditTreeHead, Setting
+from . import checkpoint as cps
+from . import merkle, note, web
+from .chain import _PG_LOCK_KEY, QUEUED_FLAG
+from .errors import AuditError
+from .tree import StoredTree, latest_head
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+MMD_ENV = "IVR_AUDIT_MMD"
+INTERVAL_ENV = "IVR_AUDIT_CHECKPOINT_INTERVAL"
+ORIGIN_SETTING = "audit.log_origin"
+_DELETE_CHUNK = 1000
+
+
+def mmd(app: Flask) -> float:
+    """The maximum merge delay in seconds (IVR_AUDIT_MMD, default 1)."""
+    return float(app.config.get("AUDIT_MMD") or os.environ.get(MMD_ENV) or 1.0)
+
+
+def checkpoint_interval(app: Flask) -> float:
+    """Seconds between checkpoints while the tree grows (IVR_AUDIT_CHECKPOINT_INTERVAL)."""
+    return float(app.config.get("AUDIT_CHECKPOINT_INTERVAL") or os.environ.get(INTERVAL_ENV)
+                 or 60.0)
+
+
+def mode(app: Flask) -> str:
+    """'thread' (servers), 'inline' (tests: a pass after every commit that queued), or 'off'."""
+    return app.config.get("AUDIT_SEQUENCER") or ("inline" if app.testing else "thread")
+
+
+# --- the log's name -------------------------------------------------------------------
+
+
+def default_origin(app: Flask) -> str:
+    """This log's origin line: the public host, then /audit-log."""
+    host = urlsplit(app.config.get("PUBLIC_URL") or "").netloc or "ivr"
+    return f"{host}/audit-log"
+
+
+def log_origin(conn, app: Flask) -> str:
+    """The origin pinned by the first checkpoint, else the one the next would take."""
+    stored = conn.scalar(select(Setting.value).where(Setting.name == ORIGIN_SETTING))
+    return stored or default_origin(app)
+
+
+def note_verifier(app: Flask, origin: str, key: Ed25519PrivateKey | None = None) -> note.Verifier:
+    """The log's signed-note verifier: its origin as the key name, its Ed25519 key."""
+    key = key or cps.signing_key(app)
+    return note.verifier(origin, key)
+
+
+# --- one pass -------------------------------------------------------------------------
+
+
+@dataclass
+class PassResult:
+    """What one sequencer pass did."""
+
+    integrated: int = 0
+    tree_size: int = 0
+    checkpoint: AuditTreeHead | None = None
+
+
+def _integrate_batch(conn: Connection, now: datetime) -> tuple[int, int, StoredTree]:
+    tree = StoredTree(conn)
+    rows = conn.execute(select(AuditQueue.id, AuditQueue.kind, AuditQueue.ref, AuditQueue.body,
+                               AuditQueue.queued_at)
+                        .order_by(AuditQueue.id).limit(BATCH)).all()
+    n = conn.scalar(select(func.coalesce(func.max(AuditEntry.seq), 0)))
+    if not rows:
+        return 0, n, tree
+    compact = tree.compact(n)
+    leaves, nodes = [], []
+    for i, r in enumerate(rows):
+        h = merkle.leaf_hash(r.body.encode())
+        leaves.append({"seq": n + i + 1, "prev_hash": None, "body": r.body, "hash": None,
+                       "kind": r.kind, "ref": r.ref, "queued_at": r.queued_at,
+                       "integrated_at": now})
+        nodes.append({"level": 0, "idx": n + i, "hash": h})
+        compact.append(h, lambda level, idx, hh: nodes.append(
+            {"level": level, "idx": idx, "hash": hh}))
+    conn.execute(insert(AuditEntry), leaves)
+    conn.execute(insert(AuditNode), nodes)
+    ids = [r.id for r in rows]
+    for i in range(0, len(ids), _DELETE_CHUNK):
+        conn.execute(delete(AuditQueue).where(AuditQueue.id.in_(ids[i:i + _DELETE_CHUNK])))
+    tree._cache.update({(lv, i): h for (lv, i), h in
+                        zip(merkle.peak_ranges(compact.size), compact.peaks, strict=True)})
+    return len(rows), compact.size, tree
+
+
+def sign_checkpoint(conn: Connection, app: Flask, key: Ed25519PrivateKey, size: int,
+                    root: bytes, now: datetime) -> AuditTreeHead:
+    """Sign and store the checkpoint of the tree at `size` (pins the log's origin)."""
+    origin = conn.scalar(select(Setting.value).where(Setting.name == ORIGIN_SETTING))
+    if origin is None:
+        origin = default_origin(app)
+        conn.execute(insert(Setting).values(name=ORIGIN_SETTING, value=origin))
+    text = note.sign_checkpoint(note.Checkpoint(origin, size, root), origin, key)
+    row_id = conn.execute(insert(AuditTreeHead).values(
+        tree_size=size, root_hash=root.hex(), at=now, note=text)).inserted_primary_key[0]
+    return AuditTreeHead(id=row_id, tree_size=size, root_hash=root.hex(), at=now, note=text)
+
+
+def _due(conn: Connection, size: int, now: datetime, interval: float, force: bool) -> bool:
+    last = latest_head(conn)
+    if last is None:
+        return size > 0
+    if size <= last.tree_size:
+        return False
+    return force or now - last.at >= timedelta(seconds=interval)
+
+
+def _try_lock(conn: Connection, wait: float) -> bool:
+    if conn.dialect.name != "postgresql":
+        return True
+    deadline = time.monotonic() + wait
+    while True:
+        got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({_PG_LOCK_KEY})").scalar()
+        conn.commit()
+        if got or time.monotonic() >= deadline:
+            return bool(got)
+        time.sleep(0.02)
+
+
+def run_pass(app: Flask, *, force_checkpoint: bool = False, wait: float = 0.0,
+             key: Ed25519PrivateKey | None = None) -> PassResult | None:
+    """Integrate every visible queued leaf and sign a checkpoint when due; None when
+    another sequencer holds the lock (after waiting up to `wait` seconds)."""
+    db: Database = database(app)
+    result = PassResult()
+    with db.engine.connect() as conn:
+        if not _try_lock(conn, wait):
+            return None
+        try:
+            interval = checkpoint_interval(app)
+            while True:
+                with conn.begin():
+                    now = utcnow()
+                    count, size, tree = _integrate_batch(conn, now)
+                    result.integrated += count
+                    result.tree_size = size
+                    more = count == BATCH
+                    if not more and _due(conn, size, now, interval, force_checkpoint):
+                        key = key or cps.signing_key(app)
+                        result.checkpoint = sign_checkpoint(conn, app, key, size,
+                                                            tree.root(size), now)
+                if not more:
+                    return result
+        finally:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_LOCK_KEY})")
+                conn.commit()
+
+
+def queue_status(conn) -> tuple[int, float]:
+    """(queued leaves, age in seconds of the oldest one; 0 when the queue is empty)."""
+    depth, oldest = conn.execute(select(func.count(), func.min(AuditQueue.queued_at))).one()
+    if not depth or oldest is None:
+        return 0, 0.0
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return depth, max(0.0, (utcnow() - oldest).total_seconds())
+
+
+def queue_report(engine) -> tuple[float, float]:
+    """(queued leaves, oldest one's age in s) through this engine; NaNs when unreadable."""
+    try:
+        with engine.connect() as conn:
+            depth, age = queue_status(conn)
+    except SQLAlchemyError:
+        log.warning("audit queue status unavailable", exc_info=True)
+        return float("nan"), float("nan")
+    return float(depth), age
+
+
+def queue_check(app: Flask, engine) -> str:
+    """The /readyz line: always 'ok' (a slow sequencer must not stop calls), with the queue
+    depth and the oldest leaf's age, flagged when it exceeds the MMD."""
+    depth, age = queue_report(engine)
+    if depth != depth:  # NaN: the database check says why
+        return "ok (queue unreadable)"
+    late = "; over the MMD: is a sequencer running?" if age > mmd(app) else ""
+    return f"ok ({int(depth)} queued, oldest {age:.1f} s{late})"
+
+
+# --- running it -----------------------------------------------------------------------
+
+
+class SequencerThread(threading.Thread):
+    """The background sequencer of one server process. It holds its app weakly: it ends
+    when the app is gone (or on stop())."""
+
+    def __init__(self, app: Flask):
+        super().__init__(name="ivr-audit-sequencer", daemon=True)
+        self.app_ref = weakref.ref(app)
+        self.period = mmd(app) / 2
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        failing = ""
+        while not self.stopping.wait(self.period):
+            app = self.app_ref()
+            if app is None:
+                return
+            try:
+                run_pass(app)
+                failing = ""
+            except Exception as e:  # noqa: BLE001 - a failed pass is retried; leaves stay queued
+                # Log a failure once, not every MMD / 2, until a pass succeeds again.
+                if str(e) != failing:
+                    log.exception("audit sequencer pass failed; retrying every %.1f s",
+                                  self.period)
+                failing = str(e)
+            del app
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the thread (tests; a server's ends with its process)."""
+        self.stopping.set()
+        self.join(timeout)
+
+
+_THREAD = "ivr_audit_sequencer"
+_lock = threading.Lock()
+
+
+def ensure_thread(app: Flask) -> None:
+    """Start this process's sequencer thread for the app once (after a fork, the child
+    starts its own)."""
+    pid = os.getpid()
+    running = app.extensions.get(_THREAD)
+    if running is not None and running[0] == pid:
+        return
+    with _lock:
+        running = app.extensions.get(_THREAD)
+        if running is None or running[0] != pid:
+            t = SequencerThread(app)
+            t.start()
+            app.extensions[_THREAD] = (pid, t)
+
+
+def stop_thread(app: Flask) -> None:
+    """Stop the app's sequencer thread in this process, if it runs."""
+    running = app.extensions.pop(_THREAD, None)
+    if running is not None and running[0] == os.getpid():
+        running[1].stop()
+
+
+def _inline_after_commit(app: Flask):
+    def after_commit(session: Session) -> None:
+        if session.info.pop(QUEUED_FLAG, False):
+            try:
+                run_pass(app, wait=30.0)
+            except AuditError:
+                raise
+            except Exception:  # noqa: BLE001 - the leaves stay queued for the next pass
+                log.exception("inline audit sequencer pass failed")
+
+    return after_commit
+
+
+def _forget_queued(session: Session, *_args) -> None:
+    session.info.pop(QUEUED_FLAG, None)
+
+
+def init_app(app: Flask) -> None:
+    """Serve the latest checkpoint; start the sequencer as configured: a thread per server
+    process, or inline."""
+    app.register_blueprint(web.bp)
+    how = mode(app)
+    if how == "inline":
+        maker = database(app).sessionmaker
+        event.listen(maker, "after_commit", _inline_after_commit(app))
+        event.listen(maker, "after_rollback", _forget_queued)
+    elif how == "thread":
+        app.before_request(lambda: ensure_thread(app))

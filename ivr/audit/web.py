@@ -1,0 +1,22 @@
+"""`GET /audit/checkpoint`: the latest signed checkpoint, for anyone (it names no caller)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from ..db import session
+from .tree import latest_head
+
+bp = Blueprint("audit_log", __name__)
+
+
+@bp.get("/audit/checkpoint")
+def latest_checkpoint():
+    """The latest signed note, as text/plain; 404 before the first checkpoint."""
+    s = session()
+    head = latest_head(s)
+    s.rollback()
+    if head is None:
+        return Response("no checkpoint yet\n", status=404, mimetype="text/plain")
+    return Response(head.note, mimetype="text/plain",
+                    headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,130 @@
+"""audit log becomes a Merkle log: leaf queue, tree nodes, signed tree heads
+
+Every existing entry is kept, in seq order, as the first leaves: its leaf hash,
+SHA-256(0x00 || body), and the tree's complete nodes above them go to audit_tree. Its hash-chain
+columns (prev_hash, hash) and the old checkpoints stay, so the chain stays verifiable.
+
+Revision ID: 0004
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from ivr.audit import merkle
+from ivr.audit.chain import TRIGGERS, guard_statements
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+_BATCH = 5000
+
+
+def _drop_guard(bind) -> None:
+    dialect = bind.dialect.name
+    for name in TRIGGERS[dialect]:
+        bind.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}"
+                             + (" ON audit_log" if dialect == "postgresql" else ""))
+
+
+def upgrade() -> None:
+    """Add the queue, the tree and the tree heads; give every entry its leaf hash."""
+    bind = op.get_bind()
+    op.create_table(
+        "audit_queue",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                  autoincrement=True, nullable=False),
+        sa.Column("kind", sa.String(length=64), nullable=False),
+        sa.Column("ref", sa.String(length=64), nullable=True),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_queue")),
+    )
+    with op.batch_alter_table("audit_queue", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_audit_queue_ref"), ["ref"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_queue_queued_at"), ["queued_at"],
+                              unique=False)
+    op.create_table(
+        "audit_tree",
+        sa.Column("level", sa.SmallInteger(), autoincrement=False, nullable=False),
+        sa.Column("idx", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("hash", sa.LargeBinary(length=32), nullable=False),
+        sa.PrimaryKeyConstraint("level", "idx", name=op.f("pk_audit_tree")),
+    )
+    op.create_table(
+        "audit_tree_heads",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("tree_size", sa.BigInteger(), nullable=False),
+        sa.Column("root_hash", sa.String(length=64), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_tree_heads")),
+    )
+    with op.batch_alter_table("audit_tree_heads", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_audit_tree_heads_tree_size"), ["tree_size"],
+                              unique=False)
+
+    # The append-only guard refuses the table rebuild (SQLite): lift it meanwhile.
+    _drop_guard(bind)
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("queued_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("integrated_at", sa.DateTime(timezone=True),
+                                      nullable=True))
+        batch_op.alter_column("prev_hash", existing_type=sa.String(length=64), nullable=True)
+        batch_op.alter_column("hash", existing_type=sa.String(length=64), nullable=True)
+
+    log = sa.table("audit_log", sa.column("seq", sa.BigInteger), sa.column("body", sa.Text))
+    nodes = sa.table("audit_tree", sa.column("level", sa.SmallInteger),
+                     sa.column("idx", sa.BigInteger), sa.column("hash", sa.LargeBinary))
+    compact = merkle.CompactRange()
+    last = 0
+    while True:
+        rows = bind.execute(sa.select(log.c.seq, log.c.body).where(log.c.seq > last)
+                            .order_by(log.c.seq).limit(_BATCH)).all()
+        if not rows:
+            break
+        made = []
+        for seq, body in rows:
+            if seq != compact.size + 1:
+                raise RuntimeError(f"audit_log has a gap before seq {seq}: run `audit verify` "
+                                   "on the previous release and restore the log first")
+            h = merkle.leaf_hash(body.encode("utf-8"))
+            made.append({"level": 0, "idx": seq - 1, "hash": h})
+            compact.append(h, lambda lv, i, hh, out=made: out.append(
+                {"level": lv, "idx": i, "hash": hh}))
+        bind.execute(sa.insert(nodes), made)
+        last = rows[-1][0]
+
+    for stmt in guard_statements(bind.dialect.name):
+        bind.exec_driver_sql(stmt)
+
+
+def downgrade() -> None:
+    """Back to the hash chain alone (only while every entry is still a chain entry)."""
+    bind = op.get_bind()
+    merkle_only = bind.execute(sa.text("SELECT COUNT(*) FROM audit_log WHERE hash IS NULL")
+                               ).scalar()
+    queued = bind.execute(sa.text("SELECT COUNT(*) FROM audit_queue")).scalar()
+    if merkle_only or queued:
+        raise RuntimeError(f"{merkle_only} Merkle-only entries and {queued} queued leaves "
+                           "have no place in a hash chain: downgrade refused")
+    _drop_guard(bind)
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.alter_column("hash", existing_type=sa.String(length=64), nullable=False)
+        batch_op.alter_column("prev_hash", existing_type=sa.String(length=64), nullable=False)
+        batch_op.drop_column("integrated_at")
+        batch_op.drop_column("queued_at")
+    with op.batch_alter_table("audit_tree_heads", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_audit_tree_heads_tree_size"))
+    op.drop_table("audit_tree_heads")
+    op.drop_table("audit_tree")
+    with op.batch_alter_table("audit_queue", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_audit_queue_queued_at"))
+        batch_op.drop_index(batch_op.f("ix_audit_queue_ref"))
+    op.drop_table("audit_queue")
+    for stmt in guard_statements(bind.dialect.name):
+        bind.exec_driver_sql(stmt)
