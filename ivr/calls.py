@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from . import consents
 from .audit import chain
 from .db import utcnow
+from .domain.vocabulary import TERMINAL
 from .flow import Flow
 from .flow import engine as e
 from .models import Call, CallEvent, FlowRun, Recording, Turn
@@ -24,7 +25,6 @@ from .pii import PersonalData, normalise_phone
 if TYPE_CHECKING:  # the web layer parses Twilio's forms into these (ivr/voice/twilio_form.py)
     from .voice.twilio_form import CallFields, GatherInput, RecordingCallback, StatusCallback
 
-TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
 MAX_DIGITS = 32
 
 

@@ -37,6 +37,8 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 from werkzeug.serving import WSGIRequestHandler
 
+from .domain.vocabulary import DECISIONS, TERMINAL
+
 log = logging.getLogger("ivr.webhook")
 
 # --- metrics ------------------------------------------------------------------------------
@@ -57,8 +59,6 @@ WEBHOOK_LATENCY = Histogram(
     # Twilio waits 15 s at most; the buckets that matter are well under 1 s.
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0))
 
-DECISIONS = {"granted", "declined", "no_input", "withdrawn"}
-TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
 
 
 def count_signature_failure() -> None:

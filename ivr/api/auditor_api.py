@@ -16,7 +16,7 @@ from ..auditor.access import record_access, transaction
 from ..auditor.search import CALL_SID, SearchError, phone_fingerprint
 from ..consents import export_record
 from ..db import session
-from ..flow.model import DECISIONS
+from ..domain.vocabulary import DECISIONS
 from ..models import Call
 from ..pii import DataKeyError, personal_data
 from ..reports import call_timeline, consents_query

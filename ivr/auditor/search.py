@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from .. import inputs
 from ..calls import ordered_times
 from ..consents import export_record
-from ..flow.model import DECISIONS
+from ..domain.vocabulary import DECISIONS
 from ..models import Call, Consent
 from ..pii import PersonalData, normalise_phone
 from ..reports import call_duration, consents_query

@@ -14,7 +14,8 @@ import jsonschema
 import rfc8785
 import yaml
 
-from .model import DECISIONS, EXIT_ACTIONS, NODE_TYPES, Flow, Node, Option, Segment
+from ..domain.vocabulary import DECISIONS, Decision
+from .model import EXIT_ACTIONS, NODE_TYPES, Flow, Node, Option, Segment
 
 
 class InvalidFlow(Exception):
@@ -273,7 +274,7 @@ def _check_node_shape(flow: Flow, node: Node) -> None:
             raise InvalidFlow(src, "a menu needs at least one prompt", nid)
         if node.default is None and node.on_exhausted is None:
             raise InvalidFlow(src, "a menu needs 'default' or 'on_exhausted'", nid)
-        if node.on_exhausted and node.on_exhausted.decision == "granted":
+        if node.on_exhausted and node.on_exhausted.decision == Decision.GRANTED:
             raise InvalidFlow(src, "silence or invalid keys can never be 'granted'", nid)
         for o in node.options.values():
             if o.language and o.language not in flow.languages:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DECISIONS = ("granted", "declined", "no_input", "withdrawn")
 NODE_TYPES = ("play", "notice", "menu", "branch", "exit")
 EXIT_ACTIONS = ("hangup", "enqueue", "dial", "return")
 

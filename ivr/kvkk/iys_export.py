@@ -14,11 +14,12 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from ..audit import chain
+from ..domain.vocabulary import DECISIVE
 from ..models import Consent
 from ..pii import PersonalData
 from . import iys
 from .models import IysBatch, IysRecord
-from .status import CHANNELS, DECISIVE
+from .status import CHANNELS
 
 _PG_EXPORT_LOCK = 0x1FC0_1A5E
 _CHUNK = 500

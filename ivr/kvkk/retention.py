@@ -17,10 +17,10 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..audit import chain
+from ..domain.vocabulary import DECISIVE, Decision
 from ..models import Call, CallEvent, Consent, Recording, WebhookRequest
 from .models import DestructionLog, IysBatch, IysRecord, SubjectRequest
 from .policy import Policy
-from .status import DECISIVE
 
 _CHUNK = 500
 
@@ -38,7 +38,7 @@ def consent_expiry(events: list[Consent], proof) -> dict[int, datetime | None]:
     """
     out: dict[int, datetime | None] = {}
     for i, ev in enumerate(events):
-        if ev.decision != "granted":
+        if ev.decision != Decision.GRANTED:
             out[ev.id] = ev.captured_at + proof
             continue
         ends: list[datetime] | None = []

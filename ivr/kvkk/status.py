@@ -8,11 +8,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..domain.vocabulary import DECISIVE, Decision
 from ..models import Consent
 
 CHANNELS = ("ARAMA", "MESAJ", "EPOSTA")
-# Silence (no_input) is never a decision, so it changes nobody's status.
-DECISIVE = ("granted", "declined", "withdrawn")
 
 
 @dataclass(frozen=True)
@@ -52,4 +51,4 @@ def current_status(session: Session, phone_hmac: str) -> dict[str, ChannelStatus
 
 def has_granted_channel(session: Session, phone_hmac: str) -> bool:
     """True when at least one channel's latest decision is a grant."""
-    return any(s.status == "granted" for s in current_status(session, phone_hmac).values())
+    return any(s.status == Decision.GRANTED for s in current_status(session, phone_hmac).values())

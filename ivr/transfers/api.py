@@ -12,6 +12,7 @@ from ..accounts import bearer_user, require_token
 from ..api import bp
 from ..api.errors import bad_request, error_response
 from ..db import session
+from ..domain.vocabulary import TransferStatus
 from ..flowstore import flows
 from ..pii import personal_data
 from . import request as transfer_request
@@ -32,7 +33,7 @@ def _iso(dt):
 def document(t: Transfer) -> dict:
     """A transfer as the API shows it."""
     error = None
-    if t.status == "failed":
+    if t.status == TransferStatus.FAILED:
         error = {"reason": t.failure_reason, "message": t.failure_message,
                  "twilio_code": t.twilio_code}
     return {
@@ -49,7 +50,7 @@ def document(t: Transfer) -> dict:
 
 def _answer(t: Transfer, replayed: bool = False):
     """201 with the transfer, or the error that made it fail (the same on every retry)."""
-    if t.status == "failed":
+    if t.status == TransferStatus.FAILED:
         response = error_response(t.failure_status or 502, t.failure_message,
                                   reason=t.failure_reason, twilio_code=t.twilio_code,
                                   transfer_id=t.id, status_url=f"/api/transfers/{t.id}")

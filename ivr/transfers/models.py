@@ -8,8 +8,9 @@ from sqlalchemy import String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base
+from ..domain.vocabulary import TransferStatus
 
-STATUSES = ("requested", "in_flow", "decided", "returned", "failed")
+STATUSES = tuple(s.value for s in TransferStatus)
 
 
 class Transfer(Base):

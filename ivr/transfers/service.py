@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session
 from .. import calls
 from ..audit import chain
 from ..db import utcnow
+from ..domain.vocabulary import SETTLED, TERMINAL, TRANSFER_ACTIVE, transfer_move
+from ..domain.vocabulary import TransferStatus as S
 from ..flow import engine as e
 from ..models import Call, Consent, FlowRun
 from .models import Transfer
 from .request import TransferRequest
 from .twilio_rest import RedirectFailed
 
-DECIDED = ("granted", "declined")
 # A caller whose run has had no turn for this long has gone (no status callback said so).
 FLOW_IDLE = timedelta(minutes=15)
 # Any constant: the first half of the PostgreSQL advisory lock taken per call.
@@ -98,11 +99,11 @@ def _active(session: Session, call_sid: str, now: datetime, stale_after: timedel
     callback comes: a request Twilio never acted on, a caller who went silently.
     """
     for t in session.scalars(select(Transfer).where(
-            Transfer.call_sid == call_sid, Transfer.status.in_(("requested", "in_flow")))
+            Transfer.call_sid == call_sid, Transfer.status.in_(TRANSFER_ACTIVE))
             .order_by(Transfer.requested_at)):
-        if t.status == "requested" and t.requested_at > now - stale_after:
+        if t.status == S.REQUESTED and t.requested_at > now - stale_after:
             return t
-        if t.status == "in_flow":
+        if t.status == S.IN_FLOW:
             run = session.get(FlowRun, t.run_id) if t.run_id else None
             if (run.updated_at if run else t.in_flow_at) > now - FLOW_IDLE:
                 return t
@@ -111,7 +112,7 @@ def _active(session: Session, call_sid: str, now: datetime, stale_after: timedel
 
 def _decided(session: Session, call_sid: str) -> Consent | None:
     return session.scalar(select(Consent).where(Consent.call_sid == call_sid,
-                                                Consent.decision.in_(DECIDED))
+                                                Consent.decision.in_(SETTLED))
                           .order_by(Consent.captured_at.desc(), Consent.id.desc()).limit(1))
 
 
@@ -128,7 +129,7 @@ def request(session: Session, req: TransferRequest, agent: Agent, key: str, *, p
     if existing is not None:
         return check_retry(existing, req), False
     call = session.get(Call, req.call_sid)
-    if call is not None and call.status in calls.TERMINAL:
+    if call is not None and call.status in TERMINAL:
         raise Refused("call_ended", f"the call has already ended (status {call.status})",
                       call_status=call.status)
     active = _active(session, req.call_sid, now, stale_after)
@@ -147,7 +148,7 @@ def request(session: Session, req: TransferRequest, agent: Agent, key: str, *, p
     t = Transfer(id=uuid.uuid4().hex, call_sid=req.call_sid, agent_id=agent.id,
                  agent_name=agent.name, idempotency_key=key, request_hash=req.fingerprint(),
                  return_to=req.return_to, language=req.language, flow_id=req.flow_id,
-                 force=req.force, status="requested", requested_at=now)
+                 force=req.force, status=S.REQUESTED.value, requested_at=now)
     session.add(t)
     session.flush()
     chain.append(session, [("transfer.requested", t.call_sid, _facts(
@@ -158,7 +159,7 @@ def request(session: Session, req: TransferRequest, agent: Agent, key: str, *, p
 
 def _fail(t: Transfer, reason: str, message: str, http_status: int, code: int | None,
           now: datetime) -> tuple:
-    t.status, t.failed_at = "failed", now
+    t.status, t.failed_at = transfer_move(t.status, S.FAILED), now
     t.failure_reason, t.failure_message = reason, message
     t.twilio_code, t.failure_status = code, http_status
     return ("transfer.failed", t.call_sid, _facts(t, reason=reason, message=message,
@@ -183,7 +184,7 @@ def record_failure(session: Session, transfer_id: str, failure: RedirectFailed,
     """
     now = now or utcnow()
     t = session.get(Transfer, transfer_id, with_for_update=True)
-    if t.status == "requested":
+    if t.status == S.REQUESTED:
         entry = _fail(t, failure.reason, failure.message, failure.http_status,
                       failure.twilio_code, now)
     else:
@@ -195,7 +196,7 @@ def record_failure(session: Session, transfer_id: str, failure: RedirectFailed,
 
 def in_flight(t: Transfer) -> bool:
     """True while the request that created it may still be waiting for Twilio."""
-    return t.status == "requested" and t.redirected_at is None
+    return t.status == S.REQUESTED and t.redirected_at is None
 
 
 def expire(session: Session, transfer_id: str, stale_after: timedelta,
@@ -228,11 +229,11 @@ def enter_flow(session: Session, ctx: calls.Context, transfer_id: str, fields,
                             context={"return_to": t.return_to, "transfer_id": t.id},
                             language=t.language or _spoken(session, sid),
                             transfer_id=t.id, agent_id=t.agent_id, now=now)
-    if t.status in ("requested", "failed"):
+    if t.status in (S.REQUESTED, S.FAILED):
         # A "failed" transfer arriving here means Twilio acted although its answer to us
         # was lost (a timeout or 5xx): the caller is in the flow, so that is the truth.
-        after = t.failure_reason if t.status == "failed" else None
-        t.status, t.in_flow_at = "in_flow", now
+        after = t.failure_reason if t.status == S.FAILED else None
+        t.status, t.in_flow_at = transfer_move(t.status, S.IN_FLOW), now
         t.run_id = session.scalar(select(FlowRun.id).where(FlowRun.call_sid == sid,
                                                            FlowRun.origin == origin(t.id)))
         chain.append(session, [("transfer.in_flow", sid, _facts(
@@ -258,12 +259,13 @@ def run_progressed(session: Session, run: FlowRun, actions: list,
     for a in actions:
         if isinstance(a, e.Decide):
             t.consent_id = session.scalar(select(Consent.id).where(Consent.run_id == run.id))
-            t.status, t.decision, t.decided_at = "decided", a.decision, now
+            t.status = transfer_move(t.status, S.DECIDED)
+            t.decision, t.decided_at = a.decision, now
             t.in_flow_at = t.in_flow_at or now
             out.append(("transfer.decided", t.call_sid, _facts(
                 t, decision=a.decision, consent_id=t.consent_id, run=run.id)))
         elif isinstance(a, (e.Enqueue, e.Dial, e.Hangup)):
-            t.status, t.returned_at = "returned", now
+            t.status, t.returned_at = transfer_move(t.status, S.RETURNED), now
             t.in_flow_at = t.in_flow_at or now
             out.append(("transfer.returned", t.call_sid, _facts(
                 t, return_to=t.return_to["type"], run=run.id)))
@@ -274,9 +276,9 @@ def call_ended(session: Session, call_sid: str, now: datetime) -> list[tuple[str
     """The call ended: transfers still on their way fail; returns the audit entries."""
     out = []
     for t in session.scalars(select(Transfer).where(
-            Transfer.call_sid == call_sid, Transfer.status.in_(("requested", "in_flow")))
+            Transfer.call_sid == call_sid, Transfer.status.in_(TRANSFER_ACTIVE))
             .order_by(Transfer.requested_at).with_for_update()):
-        if t.status == "in_flow":
+        if t.status == S.IN_FLOW:
             out.append(_fail(t, "hung_up_in_flow", "the caller hung up in the consent flow, "
                              "before deciding", 409, None, now))
         else:
