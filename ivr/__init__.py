@@ -20,7 +20,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH") or 64 * 1024
     logging.basicConfig(level=app.config["LOG_LEVEL"])
 
-    from . import accounts, api, audio, db, flowstore, health, kvkk, pii, spool, transfers, voice
+    from . import (
+        account_model,  # noqa: F401 - register the accounts table
+        api,
+        audio,
+        db,
+        flowstore,
+        health,
+        kvkk,
+        pii,
+        spool,
+        transfers,
+        voice,
+    )
 
     db.init_app(app)
     pii.init_app(app)
@@ -30,7 +42,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     audio.init_app(app)
     voice.init_app(app)
     health.init_app(app)
-    accounts.init_app(app)
     api.init_app(app)
     transfers.init_app(app)
     from . import auditor  # last: its CSRF protection exempts the voice and api blueprints

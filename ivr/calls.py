@@ -5,27 +5,30 @@ fact and its audit entries always commit together.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import consents
 from .audit import chain
+from .call_hooks import CallListener
 from .db import utcnow
+from .domain.notice import notice_version
+from .domain.runs import digits_input, run_id_for
 from .domain.vocabulary import TERMINAL
 from .flow import Flow
 from .flow import engine as e
+from .flowstore import flows
 from .models import Call, CallEvent, FlowRun, Recording, Turn
-from .pii import PersonalData, normalise_phone
+from .pii import PersonalData, normalise_phone, personal_data
 
 if TYPE_CHECKING:  # the web layer parses Twilio's forms into these (ivr/voice/twilio_form.py)
     from .voice.twilio_form import CallFields, GatherInput, RecordingCallback, StatusCallback
 
-MAX_DIGITS = 32
 
 
 class UnknownRun(Exception):
@@ -37,31 +40,22 @@ class RunBehind(Exception):
     still in a spool somewhere): it must wait, never be dropped."""
 
 
-def run_id_for(call_sid: str, origin: str) -> str:
-    """A run's id, derived from the call and the origin so every retry (and the offline
-    path, which cannot ask the database) names the same run."""
-    return hashlib.sha256(f"{call_sid}\n{origin}".encode()).hexdigest()[:32]
-
-
 @dataclass
 class Context:
-    """What a verb needs from the app: flows, personal-data keys and a TwiML renderer."""
+    """What a verb needs from the app: flows, personal-data keys, a TwiML renderer (which
+    also names the URL of the next gather) and the listeners that follow each call."""
 
     flows: object
     pii: PersonalData
     renderer: object
+    listeners: tuple[CallListener, ...] = ()
 
-    def next_url(self, run_id: str, step: int, flow_version: str, state: e.State) -> str:
-        """Where Twilio posts the result of the gather in this turn.
 
-        The URL also carries the engine state, so that a call can go on while the
-        database is unreachable (see ivr/offline.py); Twilio signs the URL, so the state
-        cannot be forged.
-        """
-        from .offline import state_token
-
-        token = state_token(flow_version, state)
-        return self.renderer.url(f"/voice/gather?run={run_id}&step={step}&s={token}")
+def current_context() -> Context:
+    """The Context of the current app: its flows, keys, renderer and call listeners."""
+    return Context(flows=flows(), pii=personal_data(),
+                   renderer=current_app.extensions["ivr_renderer"],
+                   listeners=tuple(current_app.extensions.get("ivr_call_listeners", ())))
 
 
 def _clip(value: str | None, n: int = 64) -> str | None:
@@ -113,25 +107,12 @@ def _order_times(call: Call) -> None:
         call.started_at, call.answered_at, call.ended_at)
 
 
-def _transfers():
-    # Imported late: the transfers package builds on this module, and follows its runs.
-    from .transfers import service
-
-    return service
-
-
-def notice_version(language: str, prompts: list[tuple[str, str, str | None]]) -> str:
-    """SHA-256 over the exact notice text and audio played, for one language."""
-    doc = {"language": language,
-           "prompts": [{"id": p, "text": t, "audio": a} for p, t, a in prompts]}
-    return hashlib.sha256(chain.canonical(doc)).hexdigest()
-
-
 def _apply(session: Session, ctx: Context, flow: Flow, run: FlowRun, call: Call,
            state: e.State, actions: list, inp: e.Input | None, now: datetime):
     """Store one turn: its TwiML, the run's new state, the consent and the audit entries."""
     step = state.step
-    rendered = ctx.renderer.render(actions, ctx.next_url(run.id, step + 1, flow.version, state))
+    rendered = ctx.renderer.render(actions, ctx.renderer.next_url(run.id, step + 1,
+                                                                  flow.version, state))
     heard = dict(run.heard or {})
     heard.update(rendered.audio)
     run.heard = heard
@@ -174,8 +155,8 @@ def _apply(session: Session, ctx: Context, flow: Flow, run: FlowRun, call: Call,
                                                   flow, run, a.language),
                                               captured_at=now)
             audit.append(consents.audit_entry(record))
-    if run.transfer_id:
-        audit += _transfers().run_progressed(session, run, actions, now)
+    for listener in ctx.listeners:
+        audit += listener.on_turn(session, run, actions, now)
     return rendered.twiml, audit
 
 
@@ -277,11 +258,6 @@ def gather(session: Session, ctx: Context, run_id: str, step: int | None, result
     return twiml
 
 
-def digits_input(digits: str | None) -> e.Input:
-    """The engine's input for a gather's Digits: the keys, or silence when there are none."""
-    return e.Digits(digits[:MAX_DIGITS]) if digits else e.Timeout()
-
-
 _RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "answered": 3}
 
 
@@ -329,7 +305,8 @@ def status(session: Session, ctx: Context, cb: StatusCallback,
                                    "duration": duration, "applied": applied})]
     if st in TERMINAL:
         audit += _hang_up_runs(session, sid, now)
-        audit += _transfers().call_ended(session, sid, now)
+        for listener in ctx.listeners:
+            audit += listener.on_call_ended(session, sid, now)
     chain.append(session, audit, at=now)
     return "applied" if applied else "stored"
 

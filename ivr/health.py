@@ -88,7 +88,7 @@ def probe_engine(app: Flask) -> Engine:
 
 def check_database(app: Flask) -> str:
     """'ok ...' when the database answers and its schema is not behind this code."""
-    from .dbcli import current_revision, head_revision
+    from .migrate import current_revision, head_revision
 
     engine = probe_engine(app)
     try:
@@ -110,7 +110,7 @@ def check_database(app: Flask) -> str:
         return f"ok (schema {revision})"
     from alembic.script import ScriptDirectory
 
-    from .dbcli import MIGRATIONS
+    from .migrate import MIGRATIONS
 
     known = {r.revision for r in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
     if revision in known:

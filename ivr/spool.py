@@ -273,8 +273,6 @@ class Spool:
     def _quarantine(self, path: Path, record: dict | None, error: str,
                     report: DrainReport) -> None:
         """Move a record aside with its error, so the records behind it go on."""
-        from .offline import record_call_sid
-
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
         rid = path.name.split(".")[0]
         meta = {"id": rid, "error": error, "quarantined_at": datetime.now(UTC).isoformat(),
@@ -350,6 +348,13 @@ class Spool:
         _fsync_dir(self.quarantine_dir)
 
 
+def record_call_sid(record: dict) -> str | None:
+    """The call SID a spool record is about, for logs and the quarantine list."""
+    form = record.get("form") if isinstance(record, dict) else None
+    sid = form.get("CallSid") if isinstance(form, dict) else None
+    return sid[:64] if isinstance(sid, str) else None
+
+
 def _records(directory: Path) -> list[Path]:
     try:
         names = [e.name for e in os.scandir(directory)
@@ -370,25 +375,6 @@ def _fsync_dir(directory: Path) -> None:
 def spool() -> Spool:
     """The current app's spool."""
     return current_app.extensions["ivr_spool"]
-
-
-def drain_if_pending(wait: float = 0.2, budget: float = 0.5) -> DrainReport | None:
-    """Replay waiting records before serving a request (cheap when the spool is empty).
-
-    A caller is waiting, so this drains for at most about `budget` seconds (and waits at
-    most `wait` for another process's drain); the next requests go on where it stopped.
-    A request whose call still has records waiting is spooled behind them
-    (calls.RunBehind), so the order holds."""
-    sp = spool()
-    if not sp.pending():
-        return None
-    from .offline import apply_record
-
-    report = sp.drain(apply_record, wait=wait, budget=budget)
-    if report.applied or report.stopped or report.quarantined:
-        log.info("spool drain applied=%d waiting=%d quarantined=%d stopped=%s",
-                 report.applied, report.waiting, len(report.quarantined), report.stopped)
-    return report
 
 
 def max_wait(app: Flask) -> float:

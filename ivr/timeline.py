@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .calls import notice_version
+from .domain.notice import notice_version
 from .models import AuditEntry, FlowRun, Turn
 
 AUDITOR_KINDS = ("auditor.access", "auditor.login")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from ivr.audit import chain
-from ivr.cli import cli
+from ivr.cli.main import cli
 from ivr.db import database
 
 

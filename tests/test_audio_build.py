@@ -13,13 +13,13 @@ from click.testing import CliRunner
 
 from ivr.audio import manifest as manifest_module
 from ivr.audio.build import build
-from ivr.audio.cli import audio
 from ivr.audio.engines import Part
 from ivr.audio.errors import AudioBuildError, EngineError
 from ivr.audio.espeak_engine import EspeakEngine
 from ivr.audio.manifest import MANIFEST, content_name, read_manifest
 from ivr.audio.normalize import normalize
 from ivr.audio.processing import FORMAT, AudioSegment
+from ivr.cli.audio import audio
 from ivr.flow import load_flow
 from tests.audio_support import TINY_FLOW, check_prompt_file, wav_header, write_flow
 from tests.conftest import require_tools

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from ivr import create_app
-from ivr.accounts import User
+from ivr.account_model import User
 from ivr.auditor.login import LoginFailure, failures
 from ivr.db import database, utcnow
 from ivr.models import WebSession

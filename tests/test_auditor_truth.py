@@ -11,7 +11,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from ivr.cli import cli
+from ivr.cli.main import cli
 from ivr.db import database
 from ivr.models import Call
 

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ivr.cli import cli
+from ivr.cli.main import cli
 from ivr.flow import load_flow
 from tests.conftest import ROOT
 

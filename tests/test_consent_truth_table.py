@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ivr.cli import cli
+from ivr.cli.main import cli
 from ivr.flow import load_flow
 from tests.conftest import ROOT, verified_chain_length
 from tests.fake_iys import FakeIys

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ivr import create_app
-from ivr.cli import cli
+from ivr.cli.main import cli
 from ivr.flow import InvalidFlow, load_flow
 from ivr.flow import engine as e
 from tests.conftest import ROOT

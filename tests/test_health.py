@@ -14,7 +14,7 @@ import pytest
 from ivr import create_app
 from ivr.audio.manifest import MANIFEST, ManifestEntry, write_manifest
 from ivr.db import database
-from ivr.dbcli import upgrade
+from ivr.migrate import upgrade
 
 
 def render_all_prompts(app) -> int:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from ivr.accounts import add_user
 from ivr.audit import chain
-from ivr.cli import cli
+from ivr.cli.main import cli
 from ivr.db import database
 from ivr.models import Consent
 from ivr.pii import personal_data

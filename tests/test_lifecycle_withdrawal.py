@@ -110,7 +110,7 @@ def test_an_agent_records_a_withdrawal_through_the_api(app, client):
     assert event["channels"] == ["MESAJ"] and event["phone"] == PHONE
     assert event["reason"] == "Müşteri SMS istemediğini telefonda söyledi"
     s = session(app)
-    from ivr.accounts import User
+    from ivr.account_model import User
 
     user = s.scalar(select(User).where(User.name == "ayse"))
     assert event["agent_id"] == str(user.id) and body["agent"]["name"] == "ayse"

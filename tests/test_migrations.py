@@ -10,9 +10,9 @@ from sqlalchemy.exc import DBAPIError
 
 from ivr import create_app
 from ivr.audit.chain import TRIGGERS
-from ivr.cli import cli
+from ivr.cli.main import cli
 from ivr.db import Base, database
-from ivr.dbcli import (
+from ivr.migrate import (
     MIGRATIONS,
     MigrationError,
     current_revision,

@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import pytest
 from sqlalchemy import func, select
 
-from ivr.cli import cli
+from ivr.cli.main import cli
 from ivr.db import database, utcnow
 from ivr.flow import load_flow
 from ivr.models import AuditEntry, CallEvent, Consent

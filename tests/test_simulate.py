@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ivr.accounts import add_user
-from ivr.cli import cli
+from ivr.cli.main import cli
 from ivr.db import database, session
 from ivr.models import Call, CallEvent, Consent, Recording
 from ivr.simulate import Caller, flask_transport, manifest_seconds

@@ -16,15 +16,14 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from ivr.calls import Context
-from ivr.cli import cli
+from ivr.calls import Context, current_context
+from ivr.cli.main import cli
 from ivr.db import database, utcnow
-from ivr.flowstore import flows
 from ivr.models import AuditEntry, CallEvent, Consent
-from ivr.offline import apply_record, callback, gather, incoming
-from ivr.pii import personal_data
+from ivr.offline import callback, gather, incoming
 from ivr.simulate import Caller, flask_transport
 from ivr.spool import spool
+from ivr.spool_replay import apply_record
 from ivr.voice import twilio_form
 from tests.conftest import AUTH_TOKEN, verified_chain_length
 from tests.test_health import render_all_prompts
@@ -41,7 +40,7 @@ def ready_app(app):
 
 
 def _ctx(app) -> Context:
-    return Context(flows=flows(), pii=personal_data(), renderer=app.extensions["ivr_renderer"])
+    return current_context()
 
 
 def _legacy(app, record: dict) -> str:

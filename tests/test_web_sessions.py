@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from ivr import create_app
-from ivr.cli import cli
+from ivr.cli.main import cli
 from ivr.db import database, utcnow
 from ivr.models import WebSession
 

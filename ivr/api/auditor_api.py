@@ -11,7 +11,6 @@ from datetime import datetime
 from flask import jsonify, request
 
 from .. import inputs
-from ..accounts import bearer_user, require_token
 from ..auditor.access import record_access, transaction
 from ..auditor.search import CALL_SID, SearchError, phone_fingerprint
 from ..consents import export_record
@@ -20,6 +19,7 @@ from ..domain.vocabulary import DECISIONS
 from ..models import Call
 from ..pii import DataKeyError, personal_data
 from ..reports import call_timeline, consents_query
+from ..tokens import bearer_user, require_token
 from . import bp
 from .errors import bad_request, error_response
 

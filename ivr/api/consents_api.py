@@ -7,11 +7,11 @@ import logging
 from flask import current_app, jsonify, request
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ..accounts import bearer_user, require_token
 from ..db import session
 from ..kvkk import withdrawals as w
 from ..kvkk.status import CHANNELS, current_status
 from ..pii import personal_data
+from ..tokens import bearer_user, require_token
 from . import bp
 from .errors import bad_request, error_response
 

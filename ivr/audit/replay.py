@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..calls import notice_version
+from ..domain.notice import notice_version
 from ..flow import engine as e
 from ..models import AuditEntry, Call, Consent, FlowRun, Turn
 from .errors import AuditError

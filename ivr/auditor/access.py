@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session
 
-from ..accounts import User
+from ..account_model import User
 from ..audit import chain
 
 KIND = "auditor.access"

@@ -22,7 +22,7 @@ from flask import render_template
 from sqlalchemy.orm import Session
 
 from .. import calls, times
-from ..accounts import User
+from ..account_model import User
 from ..audit import chain
 from ..audit import checkpoint as cps
 from ..audit.errors import AuditError, VerificationError

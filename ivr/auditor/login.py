@@ -32,7 +32,8 @@ from sqlalchemy import String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .. import web_sessions
-from ..accounts import User, authenticate
+from ..account_model import User
+from ..accounts import authenticate
 from ..audit import chain
 from ..db import Base, utcnow
 from ..db import session as db_session

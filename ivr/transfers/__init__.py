@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from ..config import ConfigError
+from . import service
 from .twilio_rest import TwilioSettings
 
 
@@ -28,4 +29,5 @@ def init_app(app: Flask) -> None:
     from .pages import bp
 
     app.extensions["ivr_twilio_rest"] = twilio_settings(app.config)
+    app.extensions.setdefault("ivr_call_listeners", []).append(service.LISTENER)
     app.register_blueprint(bp)

@@ -8,13 +8,13 @@ from datetime import timedelta
 from flask import current_app, jsonify, request
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ..accounts import bearer_user, require_token
 from ..api import bp
 from ..api.errors import bad_request, error_response
 from ..db import session
 from ..domain.vocabulary import TransferStatus
 from ..flowstore import flows
 from ..pii import personal_data
+from ..tokens import bearer_user, require_token
 from . import request as transfer_request
 from . import service, twilio_rest
 from .models import Transfer

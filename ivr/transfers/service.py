@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from .. import calls
 from ..audit import chain
+from ..call_hooks import CallListener
 from ..db import utcnow
 from ..domain.vocabulary import SETTLED, TERMINAL, TRANSFER_ACTIVE, transfer_move
 from ..domain.vocabulary import TransferStatus as S
@@ -285,3 +286,11 @@ def call_ended(session: Session, call_sid: str, now: datetime) -> list[tuple[str
             out.append(_fail(t, "call_ended", "the call ended before the caller reached the "
                              "consent flow", 409, None, now))
     return out
+
+
+def _on_turn(session: Session, run: FlowRun, actions: list, now: datetime) -> list:
+    return run_progressed(session, run, actions, now) if run.transfer_id else []
+
+
+# Subscribed to the call verbs (ivr/call_hooks.py): a transfer follows its run and its call.
+LISTENER = CallListener(on_turn=_on_turn, on_call_ended=call_ended)

@@ -5,20 +5,20 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from twilio.twiml.voice_response import VoiceResponse
 
 from .. import calls, db_deadline, offline
+from ..calls import current_context
 from ..db import database, session, utcnow
-from ..flowstore import flows
 from ..models import WebhookRequest
 from ..observability import observe_webhook
 from ..offline import OfflineError
-from ..pii import personal_data
-from ..spool import drain_if_pending, spool
+from ..spool import spool
+from ..spool_replay import drain_if_pending
 from . import twilio_form
 from .signature import twilio_signed
 from .twiml import apology_twiml
@@ -35,11 +35,6 @@ def _xml(body: str, code: int = 200) -> Response:
 def _acknowledged() -> Response:
     """A callback was taken: 200 with an empty TwiML document, which any client accepts."""
     return _xml(EMPTY_TWIML)
-
-
-def _context() -> calls.Context:
-    return calls.Context(flows=flows(), pii=personal_data(),
-                         renderer=current_app.extensions["ivr_renderer"])
 
 
 def _bad_request(message: str) -> Response:
@@ -98,7 +93,7 @@ def _run_webhook(verb, twiml: bool, offline, sid: str, parsed):
                                 if twiml:
                                     return _xml(prior.response or apology_twiml())
                                 return _acknowledged()
-                        result = verb(s, _context(), parsed, now)
+                        result = verb(s, current_context(), parsed, now)
                         outcome = "ok" if twiml else result
                         s.add(WebhookRequest(path=request.path, call_sid=sid[:64],
                                              idempotency_token=token, received_at=now,
@@ -145,7 +140,7 @@ def _spool(offline, parsed, now, token, twiml: bool) -> Response:
     try:
         if offline is None:
             raise OfflineError("this webhook has no offline path")
-        body, record = offline(_context(), parsed, now)
+        body, record = offline(current_context(), parsed, now)
     except OfflineError as exc:
         log.error("cannot answer %s offline: %s", request.path, exc)
         if twiml:

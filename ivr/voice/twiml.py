@@ -9,6 +9,7 @@ from twilio.twiml.voice_response import Dial as DialVerb
 from twilio.twiml.voice_response import Gather as GatherVerb
 from twilio.twiml.voice_response import Start, VoiceResponse
 
+from ..domain.state_token import state_token
 from ..flow import engine as e
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,16 @@ class TwimlRenderer:
     def url(self, path: str) -> str:
         """An absolute URL under IVR_PUBLIC_URL."""
         return self.public_url + path
+
+    def next_url(self, run_id: str, step: int, flow_version: str, state: e.State) -> str:
+        """Where Twilio posts the result of the gather in this turn.
+
+        The URL also carries the engine state, so that a call can go on while the
+        database is unreachable (see ivr/offline.py); Twilio signs the URL, so the state
+        cannot be forged.
+        """
+        token = state_token(flow_version, state)
+        return self.url(f"/voice/gather?run={run_id}&step={step}&s={token}")
 
     def _prompt(self, verb, play: e.Play, out: Rendered) -> None:
         entry = self.audio.lookup(play.prompt, play.language, play.text)

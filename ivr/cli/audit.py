@@ -7,19 +7,23 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy import func, select
 
-from .errors import AuditError, VerificationError
+from ..audit import checkpoint as cps
+from ..audit.errors import AuditError, VerificationError
+from ..audit.replay import replay_call, replay_range
+from ..audit.verify import BATCH, segment, verify_chain
+from ..db import session
+from ..flowstore import flows
+from ..models import AuditEntry
+from .context import parse_when, with_app
 
 
 def _with_app(f):
-    from ..cli import with_app
-
     return with_app(f)
 
 
 def _read_checkpoints(paths) -> list:
-    from . import checkpoint as cps
-
     out = []
     for path in paths:
         try:
@@ -34,8 +38,6 @@ def _read_checkpoints(paths) -> list:
 
 
 def _read_public_keys(paths) -> dict:
-    from . import checkpoint as cps
-
     keys = cps.app_public_keys()
     for path in paths:
         try:
@@ -64,8 +66,6 @@ def verify(checkpoint_files, key_files, progress, as_json):
     Exits 0 with a one-line summary, or 1 naming the first bad sequence number and the
     problem (body modified, entry deleted, entry inserted, order changed, checkpoint mismatch).
     """
-    from ..db import session
-    from .verify import verify_chain
 
     @_with_app
     def run():
@@ -93,8 +93,6 @@ def verify(checkpoint_files, key_files, progress, as_json):
 @audit_cli.command("checkpoint")
 def checkpoint():
     """Sign the chain head (seq, hash, time) and print the checkpoint as JSON."""
-    from ..db import session
-    from . import checkpoint as cps
 
     @_with_app
     def run():
@@ -114,7 +112,6 @@ def checkpoint():
 @audit_cli.command("public-key")
 def public_key():
     """Print the checkpoint signing key's public half (PEM); its key id goes to stderr."""
-    from . import checkpoint as cps
 
     @_with_app
     def run():
@@ -134,11 +131,7 @@ def public_key():
 @click.option("--call", "call_sid", default=None, help="Only this call's entries.")
 def entries(first, last, call_sid):
     """Print entries as JSON lines {seq, prev_hash, body, hash}, for outside verification."""
-    from sqlalchemy import func, select
 
-    from ..db import session
-    from ..models import AuditEntry
-    from .verify import BATCH, segment
 
     @_with_app
     def run():
@@ -170,10 +163,6 @@ def replay(call_sid, since, until, verbose, as_json):
     Give a CALL_SID, or --since/--until for every call whose flow started in that range.
     Exits 1 if any replay differs from what was stored, naming where the paths diverge.
     """
-    from ..cli import parse_when
-    from ..db import session
-    from ..flowstore import flows
-    from .replay import replay_call, replay_range
 
     if bool(call_sid) == bool(since or until):
         raise click.UsageError("give either CALL_SID or --since/--until")

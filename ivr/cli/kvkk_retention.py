@@ -9,10 +9,11 @@ from flask import current_app
 from sqlalchemy import select
 
 from ..db import session, utcnow
-from .models import DestructionLog
-from .policy import PolicyError, load_policy
-from .runner import destroy
-from .twilio_recordings import TwilioAccount
+from ..kvkk.models import DestructionLog
+from ..kvkk.policy import PolicyError, load_policy
+from ..kvkk.runner import destroy
+from ..kvkk.twilio_recordings import TwilioAccount
+from .context import with_app
 
 
 def load():
@@ -54,7 +55,6 @@ def retention_cli():
 @click.option("--dry-run", is_flag=True, help="Show what is due; change nothing.")
 def run_cmd(dry_run):
     """Delete or anonymise personal data whose retention period has ended."""
-    from ..cli import with_app
 
     @with_app
     def run():
@@ -73,7 +73,6 @@ def run_cmd(dry_run):
 @retention_cli.command("policy")
 def policy_cmd():
     """Print the retention periods in force (days), and the file they come from."""
-    from ..cli import with_app
 
     @with_app
     def run():
@@ -89,7 +88,6 @@ def policy_cmd():
 @click.option("--run", "run_id", default=None, help="Only this run.")
 def log_cmd(limit, run_id):
     """The latest entries of the destruction log."""
-    from ..cli import with_app
 
     @with_app
     def run():

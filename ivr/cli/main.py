@@ -3,61 +3,27 @@
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import sys
-from datetime import UTC, datetime
 
 import click
 from flask import current_app
-from flask.cli import ScriptInfo
-from sqlalchemy.exc import SQLAlchemyError
 
-from . import create_app
-from .config import ConfigError
-from .db import database, session
-from .flow import InvalidFlow, load_flow, load_flows
-from .observability import RequestLogHandler
-from .pii import DataKeyError, personal_data
-
-
-def _app():
-    ctx = click.get_current_context(silent=True)
-    info = ctx.find_object(ScriptInfo) if ctx else None
-    if info is not None and info.create_app is not None:
-        return info.load_app()
-    return create_app()
-
-
-def with_app(f):
-    """Run the command inside an app context; configuration problems exit with one line."""
-
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        try:
-            app = _app()
-            with app.app_context():
-                return f(*args, **kwargs)
-        except (InvalidFlow, ConfigError, DataKeyError) as e:
-            raise click.ClickException(str(e)) from None
-        except SQLAlchemyError as e:
-            first = str(getattr(e, "orig", e)).splitlines()[0]
-            raise click.ClickException(
-                f"database error: {first}. Is the database reachable and set up "
-                "(.venv/bin/python -m ivr db upgrade)?") from None
-
-    return wrapper
-
-
-def parse_when(value: str | None) -> datetime | None:
-    """An ISO date or datetime from the command line, as UTC."""
-    if not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"not an ISO 8601 date or time: {value}") from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+from ..config import finalize, from_env
+from ..consents import EXPORT_FIELDS, export_record
+from ..db import init_db_command, session
+from ..flow import InvalidFlow, load_flow, load_flows
+from ..observability import RequestLogHandler
+from ..pii import personal_data
+from ..reports import call_timeline, consents_query, timeline_text
+from .audio import audio
+from .audit import audit_cli
+from .context import parse_when, with_app
+from .db import db_cli
+from .kvkk import register as kvkk_commands
+from .simulate import simulate
+from .spool import spool_cli
+from .users import users_cli
 
 
 @click.group()
@@ -91,7 +57,6 @@ def flows():
 @click.argument("files", nargs=-1, type=click.Path())
 def flows_check(files):
     """Validate flow files (default: IVR_FLOW and the flows folder)."""
-    from .config import finalize, from_env
 
     try:
         if files:
@@ -124,8 +89,6 @@ def consents():
 @with_app
 def consents_export(fmt, since, until, out):
     """Export consent records, one per line."""
-    from .consents import EXPORT_FIELDS, export_record
-    from .reports import consents_query
 
     fields = [*EXPORT_FIELDS, "transfer_id"]
     pii = personal_data()
@@ -153,7 +116,6 @@ def calls():
 @with_app
 def calls_show(call_sid, as_json):
     """The timeline of one call, as the auditor's call page shows it."""
-    from .reports import call_timeline, timeline_text
 
     data = call_timeline(session(), call_sid, personal_data())
     if data is None:
@@ -165,23 +127,12 @@ def calls_show(call_sid, as_json):
     click.echo(timeline_text(data))
 
 
-@cli.command("init-db")
-@with_app
-def init_db():
-    """Create the database schema if it is not there."""
-    database().create_all()
-    click.echo("Database ready.")
+# One init-db: the command Flask's own CLI gets (ivr/db.py), run inside our app context.
+cli.command("init-db", help="Create the database schema if it is not there.")(
+    with_app(init_db_command.callback))
 
 
 def _register() -> None:
-    from .accounts import users_cli
-    from .audio.cli import audio
-    from .audit.cli import audit_cli
-    from .dbcli import db_cli
-    from .kvkk.cli import register as kvkk_commands
-    from .simulate_cli import simulate
-    from .spool_cli import spool_cli
-
     cli.add_command(users_cli)
     cli.add_command(audio)
     cli.add_command(audit_cli)

@@ -7,9 +7,13 @@ import json
 import click
 
 from ..db import session
+from ..kvkk.status import current_status
+from ..kvkk.withdrawals import WithdrawalError, e164
 from ..pii import personal_data
-from .status import current_status
-from .withdrawals import WithdrawalError, e164
+from .context import with_app
+from .kvkk_iys import iys_cli
+from .kvkk_retention import retention_cli
+from .kvkk_subject import subject_cli
 
 
 @click.command("status")
@@ -17,7 +21,6 @@ from .withdrawals import WithdrawalError, e164
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def consents_status(phone, as_json):
     """A person's current consent status per channel (their latest decision for it)."""
-    from ..cli import with_app
 
     @with_app
     def run():
@@ -44,9 +47,6 @@ def consents_status(phone, as_json):
 
 def register(cli: click.Group) -> None:
     """Attach the lifecycle's commands to the `python -m ivr` group."""
-    from .cli_iys import iys_cli
-    from .cli_retention import retention_cli
-    from .cli_subject import subject_cli
 
     cli.commands["consents"].add_command(consents_status)
     cli.add_command(iys_cli)

@@ -10,13 +10,14 @@ from flask import current_app
 
 from ..audit import chain
 from ..db import session, utcnow
+from ..kvkk import subject_requests as sr
+from ..kvkk.businessdays import local_date
+from ..kvkk.runner import destroy
+from ..kvkk.subject_report import LANGS, build, render_text
+from ..kvkk.withdrawals import WithdrawalError, e164
 from ..pii import personal_data
-from . import subject_requests as sr
-from .businessdays import local_date
-from .cli_retention import load, print_plan, twilio_account
-from .runner import destroy
-from .subject_report import LANGS, build, render_text
-from .withdrawals import WithdrawalError, e164
+from .context import with_app
+from .kvkk_retention import load, print_plan, twilio_account
 
 
 def _phone(raw: str) -> str:
@@ -41,7 +42,6 @@ def subject_cli():
 def report_cmd(phone, fmt, lang, by, out):
     """Everything held about a phone number: calls, recordings, consents, the notice's
     purposes, legal bases and recipients, and how to use each right."""
-    from ..cli import with_app
 
     @with_app
     def run():
@@ -87,7 +87,6 @@ def _received(value: str | None) -> date:
 @click.option("--note", default=None, help="A note (stored encrypted).")
 def request_open(phone, kind, channel, received, note):
     """Log a request received from a data subject."""
-    from ..cli import with_app
 
     @with_app
     def run():
@@ -114,7 +113,6 @@ def request_open(phone, kind, channel, received, note):
               help="Erase the subject's data first (where no legal duty to keep applies).")
 def request_close(request_id, outcome, erase):
     """Close a request; with --erase, honour an erasure request first."""
-    from ..cli import with_app
 
     @with_app
     def run():
@@ -147,7 +145,6 @@ def request_close(request_id, outcome, erase):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def request_list(include_closed, as_json):
     """Requests by due date, flagging those due within 7 days or overdue (30-day limit)."""
-    from ..cli import with_app
 
     @with_app
     def run():
@@ -206,7 +203,6 @@ def _erase(phone: str, request_id: int | None, dry_run: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would be erased; change nothing.")
 def erase_cmd(phone, request_id, dry_run):
     """Erase a person's data where no legal duty to keep applies; say what is kept and why."""
-    from ..cli import with_app
 
     @with_app
     def run():

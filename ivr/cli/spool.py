@@ -7,8 +7,11 @@ import json
 
 import click
 
-from .cli import with_app
-from .spool import UnreadableRecord, spool
+from ..audit import chain
+from ..db import session
+from ..spool import UnreadableRecord, spool
+from ..spool_replay import apply_record
+from .context import with_app
 
 # Shown as "[phone]" by `quarantine show`: the operator needs the record's shape, not the
 # caller's number (the database keeps it encrypted, and so does the spool file).
@@ -32,8 +35,6 @@ def status():
 
 
 def _drain_and_report() -> int:
-    from .offline import apply_record
-
     sp = spool()
     report = sp.drain(apply_record)
     click.echo(f"applied {report.applied}, waiting {report.waiting}, "
@@ -128,8 +129,6 @@ def quarantine_retry(record_id: str):
 @with_app
 def quarantine_discard(record_id: str, reason: str):
     """Delete a quarantined record for good; the audit log keeps an entry saying so."""
-    from .audit import chain
-    from .db import session
 
     with spool().lock(5) as got:  # no retry or drain moves it meanwhile
         if not got:

@@ -19,10 +19,9 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from .cli import with_app
-from .db import database, session
-from .models import Call, Consent
-from .simulate import (
+from ..db import database, session
+from ..models import Call, Consent
+from ..simulate import (
     Caller,
     SimulationError,
     Turn,
@@ -31,8 +30,9 @@ from .simulate import (
     manifest_seconds,
     manifest_texts,
 )
-from .transfers import twilio_settings
-from .twilio_standin import TwilioStandIn
+from ..transfers import twilio_settings
+from ..twilio_standin import TwilioStandIn
+from .context import with_app
 
 PREFIX = ".venv/bin/python -m ivr"
 KEYS = re.compile(r"[0-9*#th]*")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from flask import current_app, has_app_context
 
-from .engines import ENGINE_CHOICES
+from ..audio.engines import ENGINE_CHOICES
 
 
 def _settings() -> dict:
@@ -35,10 +35,10 @@ def audio():
               help="Show a progress bar while rendering.")
 def build_command(engine: str, flow_files: tuple[Path, ...], progress: bool):
     """Render every prompt of every flow, in every language, into AUDIO_DIR."""
+    from ..audio.build import build
+    from ..audio.engines import gtts_url
+    from ..audio.errors import AudioError
     from ..flow import InvalidFlow, load_flows
-    from .build import build
-    from .engines import gtts_url
-    from .errors import AudioError
 
     cfg = _settings()
     try:

@@ -12,10 +12,11 @@ from sqlalchemy import select
 
 from .. import times
 from ..db import session, utcnow
+from ..kvkk import iys, iys_export, iys_push
+from ..kvkk.businessdays import HolidayConfigError, deadline_state, iys_deadline, load_calendar
+from ..kvkk.models import IysBatch
 from ..pii import personal_data
-from . import iys, iys_export, iys_push
-from .businessdays import HolidayConfigError, deadline_state, iys_deadline, load_calendar
-from .models import IysBatch
+from .context import parse_when, with_app
 
 
 def mask(phone: str | None) -> str:
@@ -106,7 +107,6 @@ def _push(url: str, only: list[str] | None = None, new: dict[str, bytes] | None 
               show_default=True)
 def export_cmd(since, out_dir, push_url, batch_size):
     """Write every pending consent decision as İYS batch files (JSON, ≤1000 records each)."""
-    from ..cli import parse_when, with_app
 
     @with_app
     def run():
@@ -154,7 +154,6 @@ def export_cmd(since, out_dir, push_url, batch_size):
               help="Push this batch (default: every batch whose push failed).")
 def push_cmd(url, batch_ids):
     """Send recorded batches to an İYS endpoint again (after a failed push)."""
-    from ..cli import with_app
 
     @with_app
     def run():
@@ -168,7 +167,6 @@ def push_cmd(url, batch_ids):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def pending_cmd(as_json):
     """List consent decisions not yet exported, with their 3-business-day deadlines."""
-    from ..cli import with_app
 
     @with_app
     def run():
@@ -218,7 +216,6 @@ def pending_cmd(as_json):
 @click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
 def batches_cmd(limit):
     """The latest İYS batches and what became of them."""
-    from ..cli import with_app
 
     @with_app
     def run():
