@@ -87,7 +87,7 @@ def fill(url: str, n: int) -> None:
     from sqlalchemy.orm import Session
 
     from ivr.audit import checkpoint as cps
-    from ivr.db import Database
+    from ivr.storage.db import Database
 
     db = Database(url)
     db.create_all()
@@ -125,7 +125,7 @@ def verify(url: str) -> dict:
 
     from ivr.audit import checkpoint as cps
     from ivr.audit.verify import verify_chain
-    from ivr.db import Database
+    from ivr.storage.db import Database
 
     keys = cps.public_keys(cps.load_private_key(os.environ["BENCH_SIGNING_KEY"]))
     db = Database(url)

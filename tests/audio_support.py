@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ivr.audio import processing  # imports pydub quietly and sets up ffmpeg
-from ivr.audio.espeak_engine import EspeakEngine
-from ivr.audio.processing import AudioSegment, silence
+from ivr.adapters.audio import processing  # imports pydub quietly and sets up ffmpeg
+from ivr.adapters.audio.espeak_engine import EspeakEngine
+from ivr.adapters.audio.processing import AudioSegment, silence
 
 TINY_FLOW = """\
 id: tiny

@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from ivr.audit import chain
 from ivr.cli.main import cli
-from ivr.db import database
+from ivr.storage.db import database
 
 
 def append_entries(app, count: int, *, per_transaction: int = 4, ref: str | None = "CAtest"):

@@ -20,8 +20,8 @@ from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
 from ivr import create_app
-from ivr.db import database
-from ivr.simulate import Caller, flask_transport, http_transport
+from ivr.adapters.simulate import Caller, flask_transport, http_transport
+from ivr.storage.db import database
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(

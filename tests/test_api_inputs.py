@@ -10,8 +10,8 @@ import json
 import pytest
 import yaml
 
-from ivr import inputs
-from ivr.flow import load_flow
+from ivr.domain import inputs
+from ivr.domain.flow import load_flow
 
 from .conftest import ROOT
 from .test_auditor_support import auditor, csrf_token, make_user, place_call

@@ -11,16 +11,16 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from ivr.audio import manifest as manifest_module
-from ivr.audio.build import build
-from ivr.audio.engines import Part
-from ivr.audio.errors import AudioBuildError, EngineError
-from ivr.audio.espeak_engine import EspeakEngine
-from ivr.audio.manifest import MANIFEST, content_name, read_manifest
-from ivr.audio.normalize import normalize
-from ivr.audio.processing import FORMAT, AudioSegment
+from ivr.adapters.audio import manifest as manifest_module
+from ivr.adapters.audio.build import build
+from ivr.adapters.audio.errors import AudioBuildError, EngineError
+from ivr.adapters.audio.espeak_engine import EspeakEngine
+from ivr.adapters.audio.manifest import MANIFEST, content_name, read_manifest
+from ivr.adapters.audio.normalize import normalize
+from ivr.adapters.audio.parts import Part
+from ivr.adapters.audio.processing import FORMAT, AudioSegment
 from ivr.cli.audio import audio
-from ivr.flow import load_flow
+from ivr.domain.flow import load_flow
 from tests.audio_support import TINY_FLOW, check_prompt_file, wav_header, write_flow
 from tests.conftest import require_tools
 

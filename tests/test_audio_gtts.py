@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from ivr.audio.build import build
-from ivr.audio.engines import DEFAULT_GTTS_URL, choose_engine, gtts_url
-from ivr.audio.errors import AudioBuildError, EngineError, EngineUnavailable
-from ivr.audio.gtts_engine import GttsEngine
-from ivr.audio.manifest import MANIFEST, read_manifest
+from ivr.adapters.audio.build import build
+from ivr.adapters.audio.engines import DEFAULT_GTTS_URL, choose_engine, gtts_url
+from ivr.adapters.audio.errors import AudioBuildError, EngineError, EngineUnavailable
+from ivr.adapters.audio.gtts_engine import GttsEngine
+from ivr.adapters.audio.manifest import MANIFEST, read_manifest
 from tests.audio_support import FakeGoogle, check_prompt_file, refusing_url, write_flow
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ivr.audio.normalize import normalize, number_tr, ordinal_tr
+from ivr.adapters.audio.normalize import normalize, number_tr, ordinal_tr
 
 
 @pytest.mark.parametrize("n, words", [

@@ -8,12 +8,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ivr.audio.build import build
-from ivr.audio.espeak_engine import EspeakEngine
-from ivr.audio.manifest import MANIFEST, content_name, parts_content_name, read_manifest
-from ivr.audio.normalize import normalize
-from ivr.audio.processing import FORMAT
-from ivr.flow import load_flow
+from ivr.adapters.audio.build import build
+from ivr.adapters.audio.espeak_engine import EspeakEngine
+from ivr.adapters.audio.manifest import MANIFEST, content_name, parts_content_name, read_manifest
+from ivr.adapters.audio.normalize import normalize
+from ivr.adapters.audio.processing import FORMAT
+from ivr.domain.flow import load_flow
 from tests.audio_support import check_prompt_file, decode, write_flow
 from tests.conftest import ROOT
 
@@ -107,8 +107,8 @@ def test_a_missing_part_file_renders_the_prompt_again(consent_audio, tmp_path):
 def test_the_turkish_call_plays_the_english_offer(consent_audio, app_config, tmp_path):
     """Through the webhook: the greeting turn plays the files whose parts are English."""
     from ivr import create_app
-    from ivr.db import database
-    from ivr.simulate import Caller, flask_transport
+    from ivr.adapters.simulate import Caller, flask_transport
+    from ivr.storage.db import database
     from tests.conftest import AUTH_TOKEN
 
     audio_dir, entries = consent_audio

@@ -9,9 +9,9 @@ import shutil
 import pytest
 
 from ivr import create_app
-from ivr.audio import AudioLibrary, catalog, library
-from ivr.audio.build import build
-from ivr.audio.manifest import MANIFEST, read_manifest
+from ivr.adapters.audio import AudioLibrary, catalog, library
+from ivr.adapters.audio.build import build
+from ivr.adapters.audio.manifest import MANIFEST, read_manifest
 from tests.audio_support import TINY_FLOW, write_flow
 
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
 from ivr.audit import checkpoint as cps
-from ivr.db import database
+from ivr.storage.db import database
 from tests.audit_support import append_entries, invoke, rows
 from tests.conftest import ROOT, require_tools
 

@@ -8,7 +8,7 @@ import multiprocessing
 
 from sqlalchemy import text
 
-from ivr.db import database
+from ivr.storage.db import database
 from tests.audit_support import invoke
 
 PROCESSES = 8
@@ -22,7 +22,7 @@ def _append_worker(url: str, worker: int, go, ready, rounds) -> None:
     Left alone, the OS may run one worker's appends in a single slice, so the workers meet at
     a barrier every ROUND transactions: every round starts with all eight contending at once."""
     from ivr.audit import chain
-    from ivr.db import Database
+    from ivr.storage.db import Database
 
     db = Database(url)
     with db.engine.connect():

@@ -12,10 +12,10 @@ from sqlalchemy import text
 
 from ivr import create_app
 from ivr.audit.replay import replay_call
-from ivr.db import database
-from ivr.flow import load_flow
-from ivr.flow.loader import parse_yaml
-from ivr.flowstore import FlowRegistry
+from ivr.domain.flow import load_flow
+from ivr.domain.flow.loader import parse_yaml
+from ivr.storage.db import database
+from ivr.storage.flowstore import FlowRegistry
 from tests.audit_support import invoke, tamper
 from tests.conftest import ROOT
 from tests.test_consent_call import SCENARIOS

@@ -16,7 +16,7 @@ from ivr.audit import chain
 from ivr.audit import checkpoint as cps
 from ivr.audit.errors import VerificationError
 from ivr.audit.verify import verify_call, verify_chain
-from ivr.db import database
+from ivr.storage.db import database
 from tests.audit_support import append_entries, invoke, rehash_from, rows, shift_up, tamper
 from tests.conftest import postgresql_only
 

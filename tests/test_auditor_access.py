@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import update
 
 from ivr import create_app
-from ivr.account_model import User
-from ivr.auditor.login import LoginFailure, failures
-from ivr.db import database, utcnow
-from ivr.models import WebSession
+from ivr.storage.accounts import LoginFailure, User
+from ivr.storage.db import database, utcnow
+from ivr.storage.models import WebSession
+from ivr.web.auditor.login import failures
 
 from .test_auditor_support import audit_bodies, csrf_token, login, make_user
 

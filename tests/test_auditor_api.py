@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ivr.consents import EXPORT_FIELDS
-from ivr.db import database
-from ivr.pii import personal_data
-from ivr.reports import call_timeline
+from ivr.services.consents import EXPORT_FIELDS
+from ivr.services.keys import personal_data
+from ivr.services.reports import call_timeline
+from ivr.storage.db import database
 
 from .test_auditor_support import audit_bodies, make_user, place_call
 

@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, select
 
-from ivr.db import database
-from ivr.models import AuditCheckpoint
+from ivr.storage.db import database
+from ivr.storage.models import AuditCheckpoint
 
 from .conftest import require_tools
 from .test_auditor_support import (

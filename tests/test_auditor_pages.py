@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import text
 
 from ivr.audit import chain
-from ivr.auditor.search import EXPORT_FIELDS
-from ivr.db import database
+from ivr.storage.db import database
+from ivr.web.auditor.search import EXPORT_FIELDS
 
 from .test_auditor_support import (
     audio_dir,

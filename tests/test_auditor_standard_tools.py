@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ivr import create_app
-from ivr.db import database
-from ivr.simulate import Caller, flask_transport
+from ivr.adapters.simulate import Caller, flask_transport
+from ivr.storage.db import database
 
 from .audit_support import invoke
 from .conftest import AUTH_TOKEN, ROOT, require_tools

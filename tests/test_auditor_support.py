@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ivr.accounts import add_user
-from ivr.db import database
-from ivr.models import AuditEntry
+from ivr.services.accounts import add_user
+from ivr.storage.db import database
+from ivr.storage.models import AuditEntry
 
 ROOT = Path(__file__).resolve().parent.parent
 RENDERED = ("greeting", "language_offer", "notice_intro", "goodbye")
@@ -40,7 +40,7 @@ def audio_flow_yaml() -> str:
 @pytest.fixture(scope="session")
 def rendered_audio(tmp_path_factory) -> Path:
     """Four consent prompts in both languages, rendered once with the offline engine."""
-    from ivr.audio.build import build
+    from ivr.adapters.audio.build import build
 
     folder = tmp_path_factory.mktemp("rendered-audio")
     flow = folder.parent / "auditor-test-audio.yaml"

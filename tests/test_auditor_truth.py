@@ -12,8 +12,8 @@ from email.utils import format_datetime
 import pytest
 
 from ivr.cli.main import cli
-from ivr.db import database
-from ivr.models import Call
+from ivr.storage.db import database
+from ivr.storage.models import Call
 
 from .test_auditor_support import (
     audio_dir,

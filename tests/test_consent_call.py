@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ivr.cli.main import cli
-from ivr.flow import load_flow
+from ivr.domain.flow import load_flow
 from tests.conftest import ROOT
 
 FLOW = load_flow(ROOT / "flows" / "consent.yaml")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from ivr.cli.main import cli
-from ivr.flow import load_flow
+from ivr.domain.flow import load_flow
 from tests.conftest import ROOT, verified_chain_length
 from tests.fake_iys import FakeIys
 

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from ivr.db import Database
-from ivr.db_deadline import deadline
+from ivr.storage.db import Database
+from ivr.storage.deadline import deadline
 from tests.conftest import postgresql_only
 
 pytestmark = postgresql_only

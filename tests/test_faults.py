@@ -14,11 +14,11 @@ import requests
 from sqlalchemy import func, select
 
 from ivr import create_app
+from ivr.adapters.simulate import Caller, http_transport
 from ivr.audit.chain import _PG_LOCK_KEY
-from ivr.db import database, utcnow
-from ivr.flow import load_flow
-from ivr.models import Call, CallEvent, Consent, FlowRun, Recording, Turn
-from ivr.simulate import Caller, http_transport
+from ivr.domain.flow import load_flow
+from ivr.storage.db import database, utcnow
+from ivr.storage.models import Call, CallEvent, Consent, FlowRun, Recording, Turn
 from tests.conftest import AUTH_TOKEN, ROOT, verified_chain_length
 from tests.gunicorn_server import Gunicorn
 

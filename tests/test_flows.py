@@ -11,8 +11,8 @@ import yaml
 
 from ivr import create_app
 from ivr.cli.main import cli
-from ivr.flow import InvalidFlow, load_flow
-from ivr.flow import engine as e
+from ivr.domain.flow import InvalidFlow, load_flow
+from ivr.domain.flow import engine as e
 from tests.conftest import ROOT
 
 SOURCE = (ROOT / "flows" / "consent.yaml").read_text(encoding="utf-8")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from ivr import create_app
-from ivr.audio.manifest import MANIFEST, ManifestEntry, write_manifest
-from ivr.db import database
-from ivr.migrate import upgrade
+from ivr.adapters.audio.manifest import MANIFEST, ManifestEntry, write_manifest
+from ivr.storage.db import database
+from ivr.storage.migrate import upgrade
 
 
 def render_all_prompts(app) -> int:

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from ivr import inputs
+from ivr.domain import inputs
 
 LATEST = inputs.LATEST
 EARLIEST = inputs.EARLIEST

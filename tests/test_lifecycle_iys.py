@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 from sqlalchemy import insert, select
 
-from ivr.kvkk import iys
-from ivr.kvkk.businessdays import (
+from ivr.domain.kvkk import iys
+from ivr.domain.kvkk.businessdays import (
     ISTANBUL,
     Calendar,
     HolidayConfigError,
@@ -21,9 +21,9 @@ from ivr.kvkk.businessdays import (
     iys_deadline,
     load_calendar,
 )
-from ivr.kvkk.models import IysBatch, IysPushAnswer, IysRecord
-from ivr.models import AuditEntry, Consent
-from ivr.pii import personal_data
+from ivr.services.keys import personal_data
+from ivr.storage.kvkk_models import IysBatch, IysPushAnswer, IysRecord
+from ivr.storage.models import AuditEntry, Consent
 from tests.fake_iys import FakeIys
 from tests.test_lifecycle_support import PHONE, add_consent, run_cli, session
 

@@ -10,8 +10,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import inspect, select, text, update
 
 from ivr import create_app
-from ivr.db import database
-from ivr.models import Consent, Setting
+from ivr.storage.db import database
+from ivr.storage.models import Consent, Setting
 from tests.test_lifecycle_support import PHONE, run_cli, session, token
 
 SECRET_NUMBER = "+905551237788"
@@ -94,7 +94,7 @@ def test_a_wrong_data_key_fails_loudly(app, app_config, local_caller, client):
                                        headers={"Authorization": "Bearer whatever"})
         assert api.status_code == 503 and "IVR_PII_KEY" in api.get_json()["message"]
         # A caller still hears valid TwiML (an apology), and nothing is stored.
-        from ivr.simulate import Caller, flask_transport
+        from ivr.adapters.simulate import Caller, flask_transport
         from tests.conftest import AUTH_TOKEN
 
         caller = Caller(wrong.config["PUBLIC_URL"], AUTH_TOKEN,

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from ivr.kvkk.models import DestructionLog, IysBatch, SubjectRequest
-from ivr.kvkk.policy import PolicyError, load_policy
-from ivr.models import AuditEntry, Call, Consent, Recording, WebhookRequest
+from ivr.domain.kvkk.policy import PolicyError, load_policy
+from ivr.storage.kvkk_models import DestructionLog, IysBatch, SubjectRequest
+from ivr.storage.models import AuditEntry, Call, Consent, Recording, WebhookRequest
 from tests.conftest import ROOT
 from tests.test_lifecycle_support import add_consent, run_cli, session
 

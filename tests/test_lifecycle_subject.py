@@ -9,9 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
-from ivr.kvkk.businessdays import local_date
-from ivr.kvkk.models import DestructionLog, SubjectRequest
-from ivr.models import AuditEntry, Call, Consent, Recording, WebhookRequest
+from ivr.domain.kvkk.businessdays import local_date
+from ivr.storage.kvkk_models import DestructionLog, SubjectRequest
+from ivr.storage.models import AuditEntry, Call, Consent, Recording, WebhookRequest
 from tests.test_lifecycle_support import PHONE, run_cli, session, token
 
 

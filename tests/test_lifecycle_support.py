@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from ivr.accounts import add_user
 from ivr.audit import chain
 from ivr.cli.main import cli
-from ivr.db import database
-from ivr.models import Consent
-from ivr.pii import personal_data
+from ivr.services.accounts import add_user
+from ivr.services.keys import personal_data
+from ivr.storage.db import database
+from ivr.storage.models import Consent
 
 PHONE = "+905321234567"
 CHANNELS = ["ARAMA", "MESAJ", "EPOSTA"]
@@ -29,7 +29,7 @@ def token(app, role: str, name: str | None = None) -> str:
 def add_consent(app, phone: str, decision: str, at: datetime, channels=None,
                 source: str = "ivr", call_sid: str | None = None) -> int:
     """Store one consent event directly (as a call or the API would), with its audit entry."""
-    from ivr.consents import audit_entry
+    from ivr.services.consents import audit_entry
 
     with app.app_context():
         pii = personal_data()

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from ivr.flow import load_flow
-from ivr.models import AuditEntry, Consent
+from ivr.domain.flow import load_flow
+from ivr.storage.models import AuditEntry, Consent
 from tests.conftest import ROOT
 from tests.test_lifecycle_support import PHONE, add_consent, run_cli, session, status, token
 
@@ -110,7 +110,7 @@ def test_an_agent_records_a_withdrawal_through_the_api(app, client):
     assert event["channels"] == ["MESAJ"] and event["phone"] == PHONE
     assert event["reason"] == "Müşteri SMS istemediğini telefonda söyledi"
     s = session(app)
-    from ivr.account_model import User
+    from ivr.storage.accounts import User
 
     user = s.scalar(select(User).where(User.name == "ayse"))
     assert event["agent_id"] == str(user.id) and body["agent"]["name"] == "ayse"

@@ -18,15 +18,10 @@ from urllib.parse import quote
 import pytest
 
 from ivr import create_app
-from ivr.db import database
-from ivr.observability import (
-    JsonLogFormatter,
-    RedactingFilter,
-    TextLogFormatter,
-    loggable_target,
-    redact,
-)
-from ivr.simulate import Caller, flask_transport
+from ivr.adapters.simulate import Caller, flask_transport
+from ivr.domain.redact import loggable_target, redact
+from ivr.storage.db import database
+from ivr.web.logs import JsonLogFormatter, RedactingFilter, TextLogFormatter
 
 from .conftest import AUTH_TOKEN, ROOT
 from .gunicorn_server import free_port

@@ -9,10 +9,11 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from ivr import create_app
+from ivr.adapters.simulate import Caller, flask_transport
 from ivr.audit.chain import TRIGGERS
 from ivr.cli.main import cli
-from ivr.db import Base, database
-from ivr.migrate import (
+from ivr.storage.db import Base, database
+from ivr.storage.migrate import (
     MIGRATIONS,
     MigrationError,
     current_revision,
@@ -21,7 +22,6 @@ from ivr.migrate import (
     schema_diff,
     upgrade,
 )
-from ivr.simulate import Caller, flask_transport
 
 from .conftest import AUTH_TOKEN
 

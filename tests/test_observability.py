@@ -19,10 +19,12 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from ivr.db import database, session
-from ivr.models import Consent
-from ivr.observability import JsonLogFormatter, RedactingFilter, redact, set_spool_depth_source
-from ivr.simulate import Caller, http_transport
+from ivr.adapters.simulate import Caller, http_transport
+from ivr.domain.redact import redact
+from ivr.storage.db import database, session
+from ivr.storage.models import Consent
+from ivr.web.logs import JsonLogFormatter, RedactingFilter
+from ivr.web.metrics import set_spool_depth_source
 
 from .conftest import AUTH_TOKEN, ROOT
 

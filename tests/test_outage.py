@@ -10,12 +10,12 @@ from email.utils import format_datetime
 import pytest
 from sqlalchemy import func, select
 
+from ivr.adapters.simulate import Caller, http_transport
 from ivr.cli.main import cli
-from ivr.db import database, utcnow
-from ivr.flow import load_flow
-from ivr.models import AuditEntry, CallEvent, Consent
-from ivr.simulate import Caller, http_transport
-from ivr.spool import spool
+from ivr.domain.flow import load_flow
+from ivr.storage.db import database, utcnow
+from ivr.storage.models import AuditEntry, CallEvent, Consent
+from ivr.storage.spool import spool
 from tests.conftest import AUTH_TOKEN, ROOT, LiveServer, postgresql_only, verified_chain_length
 from tests.tcp_proxy import TcpProxy
 

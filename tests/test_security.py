@@ -10,11 +10,11 @@ import pytest
 import requests
 
 from ivr import create_app
-from ivr.accounts import add_user
-from ivr.config import ConfigError
-from ivr.db import database, session
-from ivr.proxies import client_address, parse_networks
-from ivr.security import HSTS, HTML_CSP
+from ivr.domain.config import ConfigError
+from ivr.services.accounts import add_user
+from ivr.storage.db import database, session
+from ivr.web.proxies import client_address, parse_networks
+from ivr.web.security import HSTS, HTML_CSP
 
 from .conftest import AUTH_TOKEN
 
@@ -166,7 +166,7 @@ def test_the_api_limit_is_shared_by_every_worker(limited):
 
 def test_webhooks_are_never_rate_limited(limited):
     first, _ = limited
-    from ivr.simulate import Caller, flask_transport
+    from ivr.adapters.simulate import Caller, flask_transport
 
     client = first.test_client()
     for _ in range(5):

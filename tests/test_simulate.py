@@ -13,12 +13,12 @@ from email.utils import parsedate_to_datetime
 import pytest
 from sqlalchemy import func, select
 
-from ivr.accounts import add_user
+from ivr.adapters.simulate import Caller, flask_transport, manifest_seconds
 from ivr.cli.main import cli
-from ivr.db import database, session
-from ivr.models import Call, CallEvent, Consent, Recording
-from ivr.simulate import Caller, flask_transport, manifest_seconds
-from ivr.transfers.models import Transfer
+from ivr.services.accounts import add_user
+from ivr.storage.db import database, session
+from ivr.storage.models import Call, CallEvent, Consent, Recording
+from ivr.storage.transfer_models import Transfer
 from tests.conftest import AUTH_TOKEN, ROOT
 
 
@@ -32,7 +32,7 @@ def closed_port() -> int:
 @pytest.fixture(scope="session")
 def consent_audio(tmp_path_factory):
     """The consent flow's prompts, rendered once with the offline voice."""
-    from ivr.audio.build import build
+    from ivr.adapters.audio.build import build
 
     folder = tmp_path_factory.mktemp("consent-audio")
     build([ROOT / "flows" / "consent.yaml"], folder, engine="offline", progress=False)

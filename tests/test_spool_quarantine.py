@@ -16,15 +16,15 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from ivr.calls import Context, current_context
+from ivr.adapters.simulate import Caller, flask_transport
 from ivr.cli.main import cli
-from ivr.db import database, utcnow
-from ivr.models import AuditEntry, CallEvent, Consent
-from ivr.offline import callback, gather, incoming
-from ivr.simulate import Caller, flask_transport
-from ivr.spool import spool
-from ivr.spool_replay import apply_record
-from ivr.voice import twilio_form
+from ivr.domain import twilio_form
+from ivr.services.calls import Context, current_context
+from ivr.services.offline import callback, gather, incoming
+from ivr.services.spool_replay import apply_record
+from ivr.storage.db import database, utcnow
+from ivr.storage.models import AuditEntry, CallEvent, Consent
+from ivr.storage.spool import spool
 from tests.conftest import AUTH_TOKEN, verified_chain_length
 from tests.test_health import render_all_prompts
 from tests.test_observability import scrape, value
@@ -269,7 +269,7 @@ def test_unreachable_database_keeps_records_in_the_spool(app, app_config):
 @pytest.mark.parametrize("setting", ["soon", "-1", "inf", "nan"])
 def test_a_bad_max_wait_is_a_configuration_error(app_config, setting):
     from ivr import create_app
-    from ivr.config import ConfigError
+    from ivr.domain.config import ConfigError
 
     app_config["SPOOL_MAX_WAIT"] = setting
     with pytest.raises(ConfigError, match="IVR_SPOOL_MAX_WAIT"):

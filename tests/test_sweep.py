@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
 from ivr import create_app
-from ivr.accounts import add_user
-from ivr.db import database, session
-from ivr.simulate import Caller, flask_transport
+from ivr.adapters.simulate import Caller, flask_transport
+from ivr.services.accounts import add_user
+from ivr.storage.db import database, session
 
 from .conftest import AUTH_TOKEN
 from .test_health import render_all_prompts
@@ -247,7 +247,7 @@ def test_signed_webhooks_with_values_beyond_every_range(sweep_app):
     assert seen.get(200, 0) > WEBHOOK_EXAMPLES // 2, seen
     # The real call was stored through all of it.
     with app.app_context():
-        from ivr.models import Call
+        from ivr.storage.models import Call
 
         assert session().get(Call, caller.call_sid) is not None
 

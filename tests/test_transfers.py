@@ -11,9 +11,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from ivr.db import session
-from ivr.flow import load_flow
-from ivr.models import AuditEntry, Consent, FlowRun
+from ivr.domain.flow import load_flow
+from ivr.storage.db import session
+from ivr.storage.models import AuditEntry, Consent, FlowRun
 from tests.conftest import ROOT
 from tests.transfer_support import (
     ACCOUNT,

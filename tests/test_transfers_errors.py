@@ -11,8 +11,8 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from ivr.db import session
-from ivr.models import Consent, FlowRun
+from ivr.storage.db import session
+from ivr.storage.models import Consent, FlowRun
 from tests.conftest import AUTH_TOKEN
 from tests.fake_twilio import Failure, twilio_error
 from tests.transfer_support import (
@@ -373,7 +373,7 @@ def test_a_form_post_is_refused(app, client, twilio):
 
 def test_a_bad_timeout_setting_stops_start_up(app_config):
     from ivr import create_app
-    from ivr.config import ConfigError
+    from ivr.domain.config import ConfigError
 
     app_config["TWILIO_TIMEOUT"] = "soon"
     with pytest.raises(ConfigError, match="IVR_TWILIO_TIMEOUT"):
@@ -384,10 +384,10 @@ def test_a_transfer_left_hanging_without_a_status_callback_stops_blocking(app, c
                                                                           twilio, local_caller):
     from datetime import timedelta
 
-    from ivr.db import utcnow
-    from ivr.pii import personal_data
-    from ivr.transfers import request as transfer_request
-    from ivr.transfers import service
+    from ivr.services import transfer_request
+    from ivr.services import transfers as service
+    from ivr.services.keys import personal_data
+    from ivr.storage.db import utcnow
 
     _agent, token = make_user(app, "ayse", "agent")
     c = local_caller(account_sid=ACCOUNT)

@@ -1,4 +1,4 @@
-"""The edge parser of Twilio's forms (ivr/voice/twilio_form.py): ranges, absence, refusal."""
+"""The edge parser of Twilio's forms (ivr/domain/twilio_form.py): ranges, absence, refusal."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ivr.voice import twilio_form as tf
+from ivr.domain import twilio_form as tf
 
 SID = "CA" + "c" * 32
 HUGE = ["2147483648", str(2**53), str(2**63), str(2**64 + 1), str(2**70), "9" * 400,

@@ -11,8 +11,8 @@ from sqlalchemy import update
 
 from ivr import create_app
 from ivr.cli.main import cli
-from ivr.db import database, utcnow
-from ivr.models import WebSession
+from ivr.storage.db import database, utcnow
+from ivr.storage.models import WebSession
 
 from .test_auditor_support import audit_bodies, csrf_token, login, make_user
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-from ivr.db import database, utcnow
-from ivr.models import AuditEntry, Call, CallEvent, Consent, FlowRun, Recording, Turn
+from ivr.storage.db import database, utcnow
+from ivr.storage.models import AuditEntry, Call, CallEvent, Consent, FlowRun, Recording, Turn
 from tests.conftest import AUTH_TOKEN
 
 

@@ -7,10 +7,10 @@ import json
 import pytest
 from sqlalchemy import select
 
-from ivr.accounts import add_user
-from ivr.db import session
-from ivr.simulate import parse_twiml
-from ivr.transfers.models import Transfer
+from ivr.adapters.simulate import parse_twiml
+from ivr.services.accounts import add_user
+from ivr.storage.db import session
+from ivr.storage.transfer_models import Transfer
 from tests.conftest import AUTH_TOKEN
 from tests.fake_twilio import FakeTwilio
 

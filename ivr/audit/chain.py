@@ -15,8 +15,8 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ..db import utcnow
-from ..models import AuditEntry
+from ..storage.db import utcnow
+from ..storage.models import AuditEntry
 
 ENTRY_PREFIX = b"\x00"
 CHECKPOINT_PREFIX = b"\x01"

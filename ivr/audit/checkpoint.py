@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.orm import Session
 
-from ..db import utcnow
-from ..models import AuditCheckpoint
+from ..storage.db import utcnow
+from ..storage.models import AuditCheckpoint
 from . import chain
 from .errors import CHECKPOINT_MISMATCH, AuditError, VerificationError
 
@@ -92,9 +92,9 @@ def key_id(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
 
 def signing_key(app=None, *, create: bool = True) -> Ed25519PrivateKey | None:
     """The app's signing key: the environment, else instance/audit_signing_key (made if asked)."""
-    from flask import current_app
+    from flask import current_app  # late import: audit exception until the store split
 
-    from ..config import instance_secret
+    from ..domain.config import instance_secret  # late import: audit exception, as above
 
     app = app or current_app
     text = app.config.get("AUDIT_SIGNING_KEY") or os.environ.get(KEY_ENV)
@@ -232,7 +232,7 @@ def make_checkpoint(session: Session, key: Ed25519PrivateKey,
 
 def latest(session: Session, at_or_after: int = 0) -> AuditCheckpoint | None:
     """The first stored checkpoint at or after `at_or_after` (the newest if 0)."""
-    from sqlalchemy import select
+    from sqlalchemy import select  # late import: audit exception until the store split
 
     q = select(AuditCheckpoint)
     if at_or_after:

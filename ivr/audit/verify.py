@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..models import AuditEntry
+from ..storage.models import AuditEntry
 from . import checkpoint as cps
 from .chain import ENTRY_PREFIX, FIRST_PREV
 from .errors import (
@@ -200,7 +200,7 @@ def _embedded(seq: int, prev: str, body: str, keys) -> cps.Checkpoint:
 
 def _default_keys() -> dict:
     """The app's own public key when there is an app; outside one, no key is known."""
-    from flask import has_app_context
+    from flask import has_app_context  # late import: audit exception until the store split
 
     return cps.app_public_keys() if has_app_context() else {}
 

@@ -7,14 +7,17 @@ from pathlib import Path
 import click
 from flask import current_app, has_app_context
 
-from ..audio.engines import ENGINE_CHOICES
+from ..adapters.audio.build import build
+from ..adapters.audio.engines import ENGINE_CHOICES, gtts_url
+from ..adapters.audio.errors import AudioError
+from ..domain import config
+from ..domain.flow import InvalidFlow, load_flows
 
 
 def _settings() -> dict:
     """The app's configuration inside an app context, else the environment's."""
     if has_app_context():
         return current_app.config
-    from .. import config
 
     return config.from_env()
 
@@ -35,10 +38,6 @@ def audio():
               help="Show a progress bar while rendering.")
 def build_command(engine: str, flow_files: tuple[Path, ...], progress: bool):
     """Render every prompt of every flow, in every language, into AUDIO_DIR."""
-    from ..audio.build import build
-    from ..audio.engines import gtts_url
-    from ..audio.errors import AudioError
-    from ..flow import InvalidFlow, load_flows
 
     cfg = _settings()
     try:

@@ -13,9 +13,9 @@ from ..audit import checkpoint as cps
 from ..audit.errors import AuditError, VerificationError
 from ..audit.replay import replay_call, replay_range
 from ..audit.verify import BATCH, segment, verify_chain
-from ..db import session
-from ..flowstore import flows
-from ..models import AuditEntry
+from ..storage.db import session
+from ..storage.flowstore import flows
+from ..storage.models import AuditEntry
 from .context import parse_when, with_app
 
 

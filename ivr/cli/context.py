@@ -9,10 +9,10 @@ import click
 from flask.cli import ScriptInfo
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import create_app
-from ..config import ConfigError
-from ..flow import InvalidFlow
-from ..pii import DataKeyError
+from ..domain.config import ConfigError
+from ..domain.flow import InvalidFlow
+from ..domain.pii import DataKeyError
+from ..web.app import create_app
 
 
 def _app():

@@ -6,10 +6,10 @@ import json
 
 import click
 
-from ..db import session
-from ..kvkk.status import current_status
-from ..kvkk.withdrawals import WithdrawalError, e164
-from ..pii import personal_data
+from ..services.keys import personal_data
+from ..services.kvkk.status import current_status
+from ..services.kvkk.withdrawals import WithdrawalError, e164
+from ..storage.db import session
 from .context import with_app
 from .kvkk_iys import iys_cli
 from .kvkk_retention import retention_cli

@@ -10,12 +10,19 @@ import click
 from flask import current_app
 from sqlalchemy import select
 
-from .. import times
-from ..db import session, utcnow
-from ..kvkk import iys, iys_export, iys_push
-from ..kvkk.businessdays import HolidayConfigError, deadline_state, iys_deadline, load_calendar
-from ..kvkk.models import IysBatch
-from ..pii import personal_data
+from ..adapters import iys_push
+from ..domain import times
+from ..domain.kvkk import iys
+from ..domain.kvkk.businessdays import (
+    HolidayConfigError,
+    deadline_state,
+    iys_deadline,
+    load_calendar,
+)
+from ..services.keys import personal_data
+from ..services.kvkk import iys_export
+from ..storage.db import session, utcnow
+from ..storage.kvkk_models import IysBatch
 from .context import parse_when, with_app
 
 

@@ -8,11 +8,11 @@ import click
 from flask import current_app
 from sqlalchemy import select
 
-from ..db import session, utcnow
-from ..kvkk.models import DestructionLog
-from ..kvkk.policy import PolicyError, load_policy
-from ..kvkk.runner import destroy
-from ..kvkk.twilio_recordings import TwilioAccount
+from ..adapters.twilio_recordings import TwilioAccount
+from ..domain.kvkk.policy import PolicyError, load_policy
+from ..services.kvkk.runner import destroy
+from ..storage.db import session, utcnow
+from ..storage.kvkk_models import DestructionLog
 from .context import with_app
 
 

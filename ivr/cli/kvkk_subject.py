@@ -9,13 +9,13 @@ import click
 from flask import current_app
 
 from ..audit import chain
-from ..db import session, utcnow
-from ..kvkk import subject_requests as sr
-from ..kvkk.businessdays import local_date
-from ..kvkk.runner import destroy
-from ..kvkk.subject_report import LANGS, build, render_text
-from ..kvkk.withdrawals import WithdrawalError, e164
-from ..pii import personal_data
+from ..domain.kvkk.businessdays import local_date
+from ..services.keys import personal_data
+from ..services.kvkk import subject_requests as sr
+from ..services.kvkk.runner import destroy
+from ..services.kvkk.subject_report import LANGS, build, render_text
+from ..services.kvkk.withdrawals import WithdrawalError, e164
+from ..storage.db import session, utcnow
 from .context import with_app
 from .kvkk_retention import load, print_plan, twilio_account
 

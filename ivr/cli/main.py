@@ -9,13 +9,13 @@ import sys
 import click
 from flask import current_app
 
-from ..config import finalize, from_env
-from ..consents import EXPORT_FIELDS, export_record
-from ..db import init_db_command, session
-from ..flow import InvalidFlow, load_flow, load_flows
-from ..observability import RequestLogHandler
-from ..pii import personal_data
-from ..reports import call_timeline, consents_query, timeline_text
+from ..domain.config import finalize, from_env
+from ..domain.flow import InvalidFlow, load_flow, load_flows
+from ..services.consents import EXPORT_FIELDS, export_record
+from ..services.keys import personal_data
+from ..services.reports import call_timeline, consents_query, timeline_text
+from ..storage.db import init_db_command, session
+from ..web.logs import RequestLogHandler
 from .audio import audio
 from .audit import audit_cli
 from .context import parse_when, with_app
@@ -127,7 +127,7 @@ def calls_show(call_sid, as_json):
     click.echo(timeline_text(data))
 
 
-# One init-db: the command Flask's own CLI gets (ivr/db.py), run inside our app context.
+# One init-db: the command Flask's own CLI gets (ivr/storage/db.py), run inside our app context.
 cli.command("init-db", help="Create the database schema if it is not there.")(
     with_app(init_db_command.callback))
 

@@ -19,9 +19,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..db import database, session
-from ..models import Call, Consent
-from ..simulate import (
+from ..adapters.simulate import (
     Caller,
     SimulationError,
     Turn,
@@ -30,8 +28,10 @@ from ..simulate import (
     manifest_seconds,
     manifest_texts,
 )
-from ..transfers import twilio_settings
-from ..twilio_standin import TwilioStandIn
+from ..adapters.twilio_standin import TwilioStandIn
+from ..storage.db import database, session
+from ..storage.models import Call, Consent
+from ..web.transfers import twilio_settings
 from .context import with_app
 
 PREFIX = ".venv/bin/python -m ivr"

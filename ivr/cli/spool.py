@@ -8,9 +8,9 @@ import json
 import click
 
 from ..audit import chain
-from ..db import session
-from ..spool import UnreadableRecord, spool
-from ..spool_replay import apply_record
+from ..services.spool_replay import apply_record
+from ..storage.db import session
+from ..storage.spool import UnreadableRecord, spool
 from .context import with_app
 
 # Shown as "[phone]" by `quarantine show`: the operator needs the record's shape, not the

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import click
 from flask import current_app
 
-from ..accounts import (
+from ..services.accounts import (
     ROLES,
     AccountError,
     add_user,
@@ -16,7 +16,7 @@ from ..accounts import (
     rotate_secret,
     set_active,
 )
-from ..db import session, utcnow
+from ..storage.db import session, utcnow
 from .context import with_app
 
 

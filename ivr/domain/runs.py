@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ..flow import engine as e
+from .flow import engine as e
 
 MAX_DIGITS = 32
 

@@ -9,7 +9,7 @@ import base64
 import json
 import zlib
 
-from ..flow import engine as e
+from .flow import engine as e
 
 
 class StateTokenError(ValueError):
