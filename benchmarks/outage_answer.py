@@ -38,7 +38,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from ivr.adapters.simulate import Caller, http_transport, manifest_texts  # noqa: E402
 from ivr.domain.flow import load_flow  # noqa: E402
-from tests.tcp_proxy import TcpProxy  # noqa: E402
+from tests.support.tcp_proxy import TcpProxy  # noqa: E402
 
 CONFIRM = load_flow(ROOT / "flows" / "consent.yaml").text("confirm_granted", "tr")
 TEXTS = manifest_texts(os.environ.get("IVR_AUDIO_DIR", ROOT / "audio"))

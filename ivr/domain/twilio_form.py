@@ -181,6 +181,12 @@ class StatusCallback:
             "SequenceNumber": self.sequence_number, "Timestamp": self.timestamp_text,
             "CallDuration": self.call_duration, "CallbackSource": self.callback_source})}
 
+    def evidence(self) -> dict[str, str]:
+        """The fields a status event keeps as its evidence, under Twilio's names."""
+        return {k: v for k, v in self.form().items()
+                if k in ("CallStatus", "SequenceNumber", "Timestamp", "CallDuration",
+                         "CallbackSource", "Direction")}
+
 
 @dataclass(frozen=True)
 class RecordingCallback:
@@ -206,6 +212,11 @@ class RecordingCallback:
             "RecordingSource": self.source, "RecordingTrack": self.track,
             "RecordingStartTime": self.start_time_text, "RecordingUrl": self.url,
             "ErrorCode": self.error_code})}
+
+    def evidence(self) -> dict[str, str]:
+        """The fields a recording event keeps as its evidence, under Twilio's names."""
+        return {k: v for k, v in self.form().items()
+                if k.startswith("Recording") or k == "ErrorCode"}
 
 
 def _present(fields: dict) -> dict[str, str]:

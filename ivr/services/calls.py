@@ -278,9 +278,7 @@ def status(session: Session, ctx: Context, cb: StatusCallback,
                                                  CallEvent.dedupe_key == key[:200])):
         return "duplicate"
     duration = cb.call_duration
-    evidence = {k: v for k, v in cb.form().items()
-                if k in ("CallStatus", "SequenceNumber", "Timestamp", "CallDuration",
-                         "CallbackSource", "Direction")}
+    evidence = cb.evidence()
     session.add(CallEvent(call_sid=sid, kind="status", status=st, dedupe_key=key[:200],
                           sequence_number=seq, twilio_timestamp=ts, received_at=now,
                           data=evidence))
@@ -336,7 +334,7 @@ def recording(session: Session, ctx: Context, cb: RecordingCallback,
     if session.scalar(select(CallEvent.id).where(CallEvent.call_sid == sid,
                                                  CallEvent.dedupe_key == key[:200])):
         return "duplicate"
-    fields = {k: v for k, v in cb.form().items() if k.startswith("Recording") or k == "ErrorCode"}
+    fields = cb.evidence()
     session.add(CallEvent(call_sid=sid, kind="recording", status=st, dedupe_key=key[:200],
                           received_at=now, data=fields))
     rec = session.get(Recording, rsid, with_for_update=True)

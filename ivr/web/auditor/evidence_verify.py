@@ -90,10 +90,8 @@ def check_entries(entries: list[dict], segment: list[dict]) -> None:
 def verify_signature(pem_path: str, message_path: str, signature: bytes) -> str:
     """'cryptography' or 'openssl' when the signature holds; Failed otherwise."""
     try:
-        from cryptography.exceptions import InvalidSignature  # late import: optional here
-        from cryptography.hazmat.primitives.serialization import (  # late import: optional
-            load_pem_public_key,  # (the standalone verifier falls back to openssl)
-        )
+        from cryptography.exceptions import InvalidSignature  # late import: optional package
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key  # noqa: E501 late import: optional package (openssl otherwise)
     except ImportError:
         openssl = shutil.which("openssl")
         if not openssl:
