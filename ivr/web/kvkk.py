@@ -1,5 +1,8 @@
-"""The consent lifecycle under KVKK and İYS: withdrawals, per-channel status, İYS export,
-subject requests (Art. 11), retention and destruction, and the data-key guard.
+"""The KVKK and İYS part of the app: its settings (retention policy, holidays, İYS token
+and timeout), the data-key guard at first database use, and the answer to a wrong key.
+
+The lifecycle itself (withdrawals, status, subject requests, retention, İYS export) is in
+ivr/services/kvkk/; its rules are in ivr/domain/kvkk/.
 """
 
 from __future__ import annotations
