@@ -64,8 +64,10 @@ tools:
 test: setup-dev tools audio lint
 	$(PY) -m pytest
 
+# ruff, and the layer rules of pyproject.toml's [tool.importlinter] (imports point down only).
 lint: setup-dev
 	$(VENV)/bin/ruff check ivr tests benchmarks wsgi.py gunicorn.conf.py
+	$(VENV)/bin/lint-imports
 
 bench: setup-dev
 	$(PY) benchmarks/consent_calls.py

@@ -20,7 +20,7 @@ threads = _int("IVR_THREADS", 2)
 # Twilio gives up on a webhook after 15 s: a worker whose main loop is silent for 10 s is
 # killed and replaced well before that, and a restart waits at most 10 s for requests in
 # flight. (A gthread worker keeps beating while one request thread is slow: one webhook is
-# bounded by the database timeouts in ivr/db.py, not by this.)
+# bounded by the database timeouts in ivr/storage/db.py, not by this.)
 timeout = _int("IVR_TIMEOUT", 10)
 graceful_timeout = _int("IVR_GRACEFUL_TIMEOUT", 10)
 # Twilio (and a reverse proxy) reuse connections between webhooks of a call.

@@ -3,8 +3,8 @@
 import sys
 
 from ivr import create_app
-from ivr.config import ConfigError
-from ivr.flow import InvalidFlow
+from ivr.domain.config import ConfigError
+from ivr.domain.flow import InvalidFlow
 
 try:
     app = create_app()

@@ -76,7 +76,7 @@ def fill(url: str, instance: str, n: int) -> None:
     """Create the schema; insert n leaves, their tree nodes and one signed checkpoint."""
     from ivr.audit import checkpoint as cps
     from ivr.audit import merkle, sequencer
-    from ivr.db import database, utcnow
+    from ivr.storage.db import database, utcnow
 
     app = make_app(url, instance)
     db = database(app)
@@ -130,8 +130,8 @@ def integrate(url: str, instance: str, n: int, q: int) -> dict:
     from sqlalchemy import insert
 
     from ivr.audit import sequencer
-    from ivr.db import database, utcnow
-    from ivr.models import AuditQueue
+    from ivr.storage.db import database, utcnow
+    from ivr.storage.models import AuditQueue
 
     app = make_app(url, instance)
     db = database(app)
@@ -157,7 +157,7 @@ def integrate(url: str, instance: str, n: int, q: int) -> dict:
 def verify(url: str, instance: str) -> dict:
     """Time `audit verify` over the whole log; report speed and this process's memory."""
     from ivr.audit.verify import verify_log
-    from ivr.db import database
+    from ivr.storage.db import database
 
     app = make_app(url, instance)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -176,7 +176,7 @@ def verify(url: str, instance: str) -> dict:
 def prove(url: str, instance: str, n: int) -> dict:
     """The median time of `audit prove` for one call near the end of the log."""
     from ivr.audit.proofs import check_proof_document, prove_call
-    from ivr.db import database
+    from ivr.storage.db import database
 
     app = make_app(url, instance)
     call = sid(n // 4 - 2)

@@ -13,7 +13,7 @@ import os
 from flask import Flask, Response, request
 from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, func, insert
 
-from ivr.db import make_engine
+from ivr.storage.db import make_engine
 
 metadata = MetaData()
 commits = Table(

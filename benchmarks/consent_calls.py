@@ -145,7 +145,7 @@ async def _drive(cfg: dict) -> dict:
     import aiohttp
     from twilio.request_validator import RequestValidator
 
-    from ivr.voice.twiml import apology_twiml
+    from ivr.web.voice.twiml import apology_twiml
 
     stats = Stats(cfg["start"] + cfg["warmup"], cfg["start"] + cfg["warmup"] + cfg["duration"])
     validator = RequestValidator(cfg["auth_token"])

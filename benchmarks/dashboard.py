@@ -38,12 +38,12 @@ from werkzeug.serving import make_server  # noqa: E402
 
 from benchmarks.scratch_db import scratch_database  # noqa: E402
 from ivr import create_app  # noqa: E402
-from ivr.accounts import add_user  # noqa: E402
-from ivr.calls import notice_version, run_id_for  # noqa: E402
-from ivr.db import database  # noqa: E402
-from ivr.flow import engine as e  # noqa: E402
-from ivr.flow.loader import build_flow  # noqa: E402
-from ivr.models import Call, Consent, FlowRun, FlowVersion, Turn  # noqa: E402
+from ivr.domain.flow import engine as e  # noqa: E402
+from ivr.domain.flow.loader import build_flow  # noqa: E402
+from ivr.services.accounts import add_user  # noqa: E402
+from ivr.services.calls import notice_version, run_id_for  # noqa: E402
+from ivr.storage.db import database  # noqa: E402
+from ivr.storage.models import Call, Consent, FlowRun, FlowVersion, Turn  # noqa: E402
 
 BATCH = 5000
 AGENTS = 20

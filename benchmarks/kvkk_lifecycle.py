@@ -44,11 +44,11 @@ def main() -> None:
     from sqlalchemy import insert
 
     from ivr import create_app
-    from ivr.db import database
-    from ivr.kvkk import iys_export, retention, subject_report
-    from ivr.kvkk.policy import load_policy
-    from ivr.models import Consent
-    from ivr.pii import personal_data
+    from ivr.domain.kvkk.policy import load_policy
+    from ivr.services.keys import personal_data
+    from ivr.services.kvkk import iys_export, retention, subject_report
+    from ivr.storage.db import database
+    from ivr.storage.models import Consent
 
     tmp = Path(tempfile.mkdtemp(prefix="kvkk-bench-"))
     scratch = ExitStack()

@@ -36,9 +36,9 @@ from consent_calls import (  # noqa: E402 - after the path set-up
 )
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from ivr.flow import load_flow  # noqa: E402
-from ivr.simulate import Caller, http_transport, manifest_texts  # noqa: E402
-from tests.tcp_proxy import TcpProxy  # noqa: E402
+from ivr.adapters.simulate import Caller, http_transport, manifest_texts  # noqa: E402
+from ivr.domain.flow import load_flow  # noqa: E402
+from tests.support.tcp_proxy import TcpProxy  # noqa: E402
 
 CONFIRM = load_flow(ROOT / "flows" / "consent.yaml").text("confirm_granted", "tr")
 TEXTS = manifest_texts(os.environ.get("IVR_AUDIO_DIR", ROOT / "audio"))

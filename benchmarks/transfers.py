@@ -31,10 +31,10 @@ from werkzeug.serving import make_server  # noqa: E402
 
 from benchmarks.scratch_db import scratch_database  # noqa: E402
 from ivr import create_app  # noqa: E402
-from ivr.accounts import add_user  # noqa: E402
-from ivr.db import database, session  # noqa: E402
-from ivr.simulate import Caller, http_transport, parse_twiml  # noqa: E402
-from tests.fake_twilio import FakeTwilio  # noqa: E402
+from ivr.adapters.simulate import Caller, http_transport, parse_twiml  # noqa: E402
+from ivr.services.accounts import add_user  # noqa: E402
+from ivr.storage.db import database, session  # noqa: E402
+from tests.support.fake_twilio import FakeTwilio  # noqa: E402
 
 AUTH_TOKEN = "bench-auth-token-" + secrets.token_hex(8)
 ACCOUNT = "AC" + "7" * 32

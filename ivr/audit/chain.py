@@ -17,8 +17,8 @@ import rfc8785
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ..db import utcnow
-from ..models import AuditQueue
+from ivr.storage.db import utcnow
+from ivr.storage.models import AuditQueue
 
 ENTRY_PREFIX = b"\x00"
 CHECKPOINT_PREFIX = b"\x01"

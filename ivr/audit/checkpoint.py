@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.orm import Session
 
-from ..models import AuditCheckpoint
+from ivr.storage.models import AuditCheckpoint
+
 from . import chain
 from .errors import CHECKPOINT_MISMATCH, AuditError, VerificationError
 
@@ -96,7 +97,7 @@ def signing_key(app=None, *, create: bool = True) -> Ed25519PrivateKey | None:
     """The app's signing key: the environment, else instance/audit_signing_key (made if asked)."""
     from flask import current_app
 
-    from ..config import instance_secret
+    from ivr.domain.config import instance_secret
 
     app = app or current_app
     text = app.config.get("AUDIT_SIGNING_KEY") or os.environ.get(KEY_ENV)

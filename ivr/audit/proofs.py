@@ -8,7 +8,8 @@ import base64
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..models import AuditEntry, AuditQueue, Call
+from ivr.storage.models import AuditEntry, AuditQueue, Call
+
 from . import merkle
 from .errors import AuditError
 from .tree import StoredTree, latest_head, size

@@ -15,9 +15,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..calls import notice_version
-from ..flow import engine as e
-from ..models import AuditEntry, Call, Consent, FlowRun, Turn
+from ..domain.flow import engine as e
+from ..domain.notice import notice_version
+from ..storage.models import AuditEntry, Call, Consent, FlowRun, Turn
 from .errors import AuditError
 from .verify import EntriesStatus, verify_entries
 

@@ -30,8 +30,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ..db import Database, database, utcnow
-from ..models import AuditEntry, AuditNode, AuditQueue, AuditTreeHead, Setting
+from ivr.storage.db import Database, database, utcnow
+from ivr.storage.models import AuditEntry, AuditNode, AuditQueue, AuditTreeHead, Setting
+
 from . import checkpoint as cps
 from . import merkle, note, web
 from .chain import _PG_LOCK_KEY, QUEUED_FLAG

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from ..models import AuditEntry, AuditNode, AuditTreeHead
+from ivr.storage.models import AuditEntry, AuditNode, AuditTreeHead
+
 from . import merkle
 
 

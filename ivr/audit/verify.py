@@ -23,8 +23,9 @@ from flask import current_app, has_app_context
 from sqlalchemy import String, and_, cast, exists, literal, or_, select
 from sqlalchemy.orm import Session
 
-from ..models import AuditEntry, AuditNode, AuditQueue, Call, Consent, FlowRun
-from ..transfers.models import Transfer
+from ivr.storage.models import AuditEntry, AuditNode, AuditQueue, Call, Consent, FlowRun
+from ivr.storage.transfer_models import Transfer
+
 from . import checkpoint as cps
 from . import legacy, merkle, note
 from .errors import (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from ..db import session
+from ivr.storage.db import session
+
 from .tree import latest_head
 
 bp = Blueprint("audit_log", __name__)

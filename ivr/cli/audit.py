@@ -1,0 +1,363 @@
+"""`python -m ivr audit ...`: integrate, verify, prove, checkpoints, the public key, replay."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ivr.audit.errors import AuditError, VerificationError
+
+
+def _with_app(f):
+    from ivr.cli.main import with_app
+
+    return with_app(f)
+
+
+def _read_checkpoints(paths) -> tuple[list, list[str]]:
+    """Checkpoints kept outside the database: hash-chain JSON documents and signed notes."""
+    from ivr.audit import checkpoint as cps
+
+    chain, notes = [], []
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, ValueError) as e:
+            raise click.ClickException(f"{path}: cannot read a checkpoint: {e}") from None
+        if not text.lstrip().startswith("{"):
+            notes.append(text)
+            continue
+        try:
+            chain.append(cps.from_document(json.loads(text), f"checkpoint file {path}"))
+        except (AuditError, ValueError) as e:
+            raise click.ClickException(f"{path}: {e}") from None
+    return chain, notes
+
+
+def _read_public_keys(paths) -> tuple[dict, list | None]:
+    """PEM keys for the hash chain's checkpoints, vkeys for the Merkle log's (plus the app's)."""
+    from ivr.audit import checkpoint as cps
+    from ivr.audit import note
+
+    keys = cps.app_public_keys()
+    vkeys = []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+            if data.lstrip().startswith(b"-----BEGIN"):
+                keys.update(cps.public_keys(cps.load_public_key(data)))
+            else:
+                vkeys.append(note.parse_vkey(data.decode()))
+        except (OSError, AuditError, note.NoteError, UnicodeDecodeError) as e:
+            raise click.ClickException(f"{path}: {e}") from None
+    return keys, vkeys
+
+
+@click.group("audit")
+def audit_cli():
+    """The verifiable audit log: integrate, verify, prove, checkpoints, public key, replay."""
+
+
+@audit_cli.command("verify")
+@click.option("--checkpoint", "checkpoint_files", multiple=True,
+              type=click.Path(dir_okay=False),
+              help="A checkpoint kept outside the database: a signed note, or a hash-chain "
+                   "checkpoint JSON (repeatable).")
+@click.option("--public-key", "key_files", multiple=True, type=click.Path(dir_okay=False),
+              help="A signer's key besides the app's own: a signed-note vkey, or a PEM public "
+                   "key for hash-chain checkpoints (repeatable).")
+@click.option("--max-queue-age", type=float, default=None,
+              help="Fail if a leaf has been queued longer than this many seconds "
+                   "(default: 60, or 10 MMD if longer).")
+@click.option("--progress", is_flag=True, help="Report progress on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def verify(checkpoint_files, key_files, max_queue_age, progress, as_json):
+    """Recompute the Merkle tree from every leaf and check every signed checkpoint, the hash
+    chain from before the Merkle log, the queue, and that every fact has its leaf.
+
+    Exits 0 with a summary of both parts, or 1 naming the first bad leaf index (or seq of the
+    hash chain) and the kind of tampering.
+    """
+    from flask import current_app
+
+    from ivr.audit.sequencer import log_origin, mmd, note_verifier
+    from ivr.audit.verify import max_queue_age_default, verify_log
+    from ivr.storage.db import session
+
+    @_with_app
+    def run():
+        chain, notes = _read_checkpoints(checkpoint_files)
+        keys, vkeys = _read_public_keys(key_files)
+        s = session()
+        origin = log_origin(s, current_app)
+        s.rollback()
+        own = [note_verifier(current_app, origin, k) for k in [_own_key()] if k is not None]
+        report = (lambda n: click.echo(f"  verified up to leaf {n}", err=True)) \
+            if progress else None
+        bound = max_queue_age if max_queue_age is not None else \
+            max_queue_age_default(mmd(current_app))
+        try:
+            summary = verify_log(s, public_keys=keys, verifiers=own + vkeys, origin=origin,
+                                 progress=report, checkpoints=chain, notes=notes,
+                                 max_queue_age=bound)
+        except VerificationError as e:
+            if as_json:
+                click.echo(json.dumps({"ok": False, **e.to_dict()}))
+            else:
+                click.echo(f"FAILED at {e.unit} {e.seq}: {e.problem}: expected {e.expected}, "
+                           f"found {e.found}" + (f" ({e.detail})" if e.detail else ""))
+            sys.exit(1)
+        except AuditError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(json.dumps(summary.to_dict()) if as_json else summary.line())
+
+    run()
+
+
+def _own_key():
+    from ivr.audit import checkpoint as cps
+
+    try:
+        return cps.signing_key(create=False)
+    except AuditError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@audit_cli.command("integrate")
+@click.option("--once", is_flag=True,
+              help="One pass (then sign a checkpoint if the tree grew) and exit.")
+def integrate(once):
+    """Run the sequencer: integrate queued leaves into the tree and sign checkpoints.
+
+    Without --once it runs until interrupted, a pass every MMD / 2, like the servers' threads;
+    only one sequencer works at a time.
+    """
+    import time
+
+    from flask import current_app
+
+    from ivr.audit.sequencer import mmd, run_pass
+
+    @_with_app
+    def run():
+        app = current_app._get_current_object()
+        while True:
+            try:
+                result = run_pass(app, force_checkpoint=once, wait=10.0 if once else 0.0)
+            except AuditError as e:
+                raise click.ClickException(str(e)) from None
+            if result is None and once:
+                raise click.ClickException("another sequencer holds the lock; try again")
+            if result is not None and (once or result.integrated or result.checkpoint):
+                cp = (f"; signed checkpoint #{result.checkpoint.id} at size "
+                      f"{result.checkpoint.tree_size}" if result.checkpoint else "")
+                click.echo(f"integrated {result.integrated} leaves; tree size "
+                           f"{result.tree_size}{cp}")
+            if once:
+                return
+            time.sleep(mmd(app) / 2)
+
+    run()
+
+
+@audit_cli.command("checkpoint")
+def checkpoint():
+    """Integrate the queue, sign a checkpoint of the tree now, and print its signed note."""
+    from flask import current_app
+
+    from ivr.audit.sequencer import run_pass
+    from ivr.audit.tree import latest_head
+
+    @_with_app
+    def run():
+        try:
+            run_pass(current_app._get_current_object(), force_checkpoint=True, wait=10.0)
+        except AuditError as e:
+            raise click.ClickException(str(e)) from None
+        from ivr.storage.db import session
+
+        head = latest_head(session())
+        if head is None:
+            raise click.ClickException("the audit log is empty: there is nothing to checkpoint")
+        click.echo(head.note, nl=False)
+
+    run()
+
+
+@audit_cli.command("checkpoints")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, each with the whole note.")
+def checkpoints(as_json):
+    """List the signed checkpoints, oldest first: id, tree size, time and root hash."""
+    from sqlalchemy import select
+
+    from ivr.audit.chain import iso
+    from ivr.audit.proofs import b64
+    from ivr.storage.db import session
+    from ivr.storage.models import AuditTreeHead
+
+    @_with_app
+    def run():
+        for h in session().scalars(select(AuditTreeHead).order_by(AuditTreeHead.tree_size,
+                                                                  AuditTreeHead.id)):
+            root = b64(bytes.fromhex(h.root_hash))
+            if as_json:
+                click.echo(json.dumps({"id": h.id, "tree_size": h.tree_size, "at": iso(h.at),
+                                       "root_hash": root, "note": h.note}))
+            else:
+                click.echo(f"#{h.id}\t{h.tree_size}\t{iso(h.at)}\t{root}")
+
+    run()
+
+
+@audit_cli.command("public-key")
+@click.option("--note", "as_note", is_flag=True,
+              help="The signed-note verifier key: <name>+<hex key hash>+<base64 key>.")
+def public_key(as_note):
+    """Print the checkpoint signing key's public half (PEM, or --note for the vkey)."""
+    from flask import current_app
+
+    from ivr.audit import checkpoint as cps
+    from ivr.audit.sequencer import log_origin, note_verifier
+    from ivr.storage.db import session
+
+    @_with_app
+    def run():
+        try:
+            key = cps.signing_key()
+        except AuditError as e:
+            raise click.ClickException(str(e)) from None
+        if as_note:
+            click.echo(note_verifier(current_app, log_origin(session(), current_app), key).vkey())
+            return
+        click.echo(f"key id {cps.key_id(key)}", err=True)
+        click.echo(cps.public_key_pem(key), nl=False)
+
+    run()
+
+
+@audit_cli.command("prove")
+@click.argument("call_sid")
+@click.option("--json", "as_json", is_flag=True, help="The proof document (the public contract).")
+def prove(call_sid, as_json):
+    """The call's leaves with inclusion proofs to the latest signed checkpoint.
+
+    Exits 1 for an unknown call, or while its leaves are not yet in a checkpoint.
+    """
+    from ivr.audit.proofs import prove_call
+    from ivr.storage.db import session
+
+    @_with_app
+    def run():
+        try:
+            doc = prove_call(session(), call_sid)
+        except AuditError as e:
+            raise click.ClickException(str(e)) from None
+        if as_json:
+            click.echo(json.dumps(doc))
+            return
+        click.echo(doc["checkpoint"], nl=False)
+        click.echo(f"\ntree size {doc['tree_size']}, root {doc['root_hash']}")
+        for leaf in doc["leaves"]:
+            click.echo(f"leaf {leaf['index']}: {len(leaf['proof'])} proof hashes")
+
+    run()
+
+
+@audit_cli.command("consistency")
+@click.argument("old_size", type=int)
+@click.argument("new_size", type=int)
+def consistency(old_size, new_size):
+    """Print the RFC 9162 consistency proof between two tree sizes, as JSON."""
+    from ivr.audit.proofs import consistency as make
+    from ivr.storage.db import session
+
+    @_with_app
+    def run():
+        try:
+            doc = make(session(), old_size, new_size)
+        except AuditError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(json.dumps(doc))
+
+    run()
+
+
+@audit_cli.command("entries")
+@click.option("--from", "first", type=int, default=1, show_default=True, help="First seq.")
+@click.option("--to", "last", type=int, default=None, help="Last seq (default: the head).")
+@click.option("--call", "call_sid", default=None, help="Only this call's entries.")
+def entries(first, last, call_sid):
+    """Print leaves as JSON lines {seq, index, body}, for outside verification."""
+    from sqlalchemy import select
+
+    from ivr.storage.db import session
+    from ivr.storage.models import AuditEntry
+
+    @_with_app
+    def run():
+        q = (select(AuditEntry.seq, AuditEntry.body).order_by(AuditEntry.seq)
+             .execution_options(yield_per=5000))
+        if call_sid:
+            q = q.where(AuditEntry.ref == call_sid)
+        else:
+            q = q.where(AuditEntry.seq >= first)
+            if last is not None:
+                q = q.where(AuditEntry.seq <= last)
+        for r in session().execute(q):
+            click.echo(json.dumps({"seq": r.seq, "index": r.seq - 1, "body": r.body},
+                                  ensure_ascii=False))
+
+    run()
+
+
+@audit_cli.command("replay")
+@click.argument("call_sid", required=False)
+@click.option("--since", default=None, help="ISO date/time (UTC), inclusive.")
+@click.option("--until", default=None, help="ISO date/time (UTC), exclusive.")
+@click.option("--verbose", "-v", is_flag=True, help="With --since/--until: every path in full.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON lines).")
+def replay(call_sid, since, until, verbose, as_json):
+    """Re-run a call's recorded inputs through the engine and compare with the record.
+
+    Give a CALL_SID, or --since/--until for every call whose flow started in that range.
+    Exits 1 if any replay differs from what was stored, naming where the paths diverge.
+    """
+    from ivr.audit.replay import replay_call, replay_range
+    from ivr.cli.main import parse_when
+    from ivr.storage.db import session
+    from ivr.storage.flowstore import flows
+
+    if bool(call_sid) == bool(since or until):
+        raise click.UsageError("give either CALL_SID or --since/--until")
+    start, end = parse_when(since), parse_when(until)
+
+    @_with_app
+    def run():
+        s = session()
+        try:
+            if call_sid:
+                results = [replay_call(s, flows(), call_sid)]
+            else:
+                results = replay_range(s, flows(), start, end)
+            bad = total = 0
+            for r in results:
+                total += 1
+                bad += not r.ok
+                if as_json:
+                    click.echo(json.dumps(r.to_dict(), ensure_ascii=False))
+                elif call_sid or verbose:
+                    click.echo(r.render())
+                else:
+                    click.echo(r.summary())
+                s.rollback()  # read-only; on SQLite this also lets writers in between calls
+        except AuditError as e:
+            raise click.ClickException(str(e)) from None
+        if not call_sid and not as_json:
+            click.echo(f"replayed {total} calls: {total - bad} ok, {bad} mismatched")
+        if bad:
+            sys.exit(1)
+
+    run()

@@ -1,0 +1,150 @@
+"""`python -m ivr`: serve, simulate, and the operator's and auditor's commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import click
+from flask import current_app
+
+from ..domain.config import finalize, from_env
+from ..domain.flow import InvalidFlow, load_flow, load_flows
+from ..services.consents import EXPORT_FIELDS, export_record
+from ..services.keys import personal_data
+from ..services.reports import call_timeline, consents_query, timeline_text
+from ..storage.db import init_db_command, session
+from ..web.logs import RequestLogHandler
+from .audio import audio
+from .audit import audit_cli
+from .context import parse_when, with_app
+from .db import db_cli
+from .kvkk import register as kvkk_commands
+from .simulate import simulate
+from .spool import spool_cli
+from .users import users_cli
+
+
+@click.group()
+def cli():
+    """IVR voice-flow engine for KVKK notices and marketing consent."""
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@with_app
+def serve(host, port):
+    """Start the service (development server; production uses gunicorn on wsgi:app)."""
+    app = current_app._get_current_object()
+    if app.config.get("TWILIO_AUTH_TOKEN_GENERATED"):
+        click.echo(f"Development Twilio auth token (kept in {app.config['INSTANCE_DIR']}): "
+                   f"{app.config['TWILIO_AUTH_TOKEN']}")
+    click.echo(f"Public URL: {app.config['PUBLIC_URL']}  "
+               f"(webhooks: /voice/incoming, /voice/status, /voice/recording)")
+    # The request log shows paths and allow-listed parameters only: never a phone number.
+    app.run(host=host, port=port, threaded=True, debug=False, use_reloader=False,
+            request_handler=RequestLogHandler)
+
+
+@cli.group()
+def flows():
+    """Flow files."""
+
+
+@flows.command("check")
+@click.argument("files", nargs=-1, type=click.Path())
+def flows_check(files):
+    """Validate flow files (default: IVR_FLOW and the flows folder)."""
+
+    try:
+        if files:
+            loaded = [load_flow(f) for f in files]
+        else:
+            cfg = finalize(from_env())
+            loaded = [load_flow(cfg["FLOW"]), *load_flows(cfg["FLOWS_DIR"]).values()]
+    except InvalidFlow as e:
+        raise click.ClickException(str(e)) from None
+    seen = set()
+    for f in loaded:
+        if f.source in seen:
+            continue
+        seen.add(f.source)
+        click.echo(f"ok  {f.source}  id={f.id}  version={f.version}  nodes={len(f.nodes)}  "
+                   f"languages={','.join(f.languages)}")
+
+
+@cli.group()
+def consents():
+    """Consent records."""
+
+
+@consents.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
+              show_default=True)
+@click.option("--since", default=None, help="ISO date/time (UTC), inclusive.")
+@click.option("--until", default=None, help="ISO date/time (UTC), exclusive.")
+@click.option("--out", type=click.File("w", encoding="utf-8"), default="-")
+@with_app
+def consents_export(fmt, since, until, out):
+    """Export consent records, one per line."""
+
+    fields = [*EXPORT_FIELDS, "transfer_id"]
+    pii = personal_data()
+    q = consents_query(parse_when(since), parse_when(until))
+    writer = None
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+    for rec in session().scalars(q.execution_options(yield_per=500)):
+        row = {k: export_record(rec, pii)[k] for k in fields}
+        if writer:
+            writer.writerow({**row, "channels": json.dumps(row["channels"])})
+        else:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+@cli.group()
+def calls():
+    """Calls and their transaction-security data."""
+
+
+@calls.command("show")
+@click.argument("call_sid")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@with_app
+def calls_show(call_sid, as_json):
+    """The timeline of one call, as the auditor's call page shows it."""
+
+    data = call_timeline(session(), call_sid, personal_data())
+    if data is None:
+        click.echo(f"Unknown call: {call_sid}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    click.echo(timeline_text(data))
+
+
+# One init-db: the command Flask's own CLI gets (ivr/storage/db.py), run inside our app context.
+cli.command("init-db", help="Create the database schema if it is not there.")(
+    with_app(init_db_command.callback))
+
+
+def _register() -> None:
+    cli.add_command(users_cli)
+    cli.add_command(audio)
+    cli.add_command(audit_cli)
+    cli.add_command(db_cli)
+    cli.add_command(spool_cli)
+    cli.add_command(simulate)
+    kvkk_commands(cli)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point of `python -m ivr`."""
+    cli(prog_name=".venv/bin/python -m ivr")

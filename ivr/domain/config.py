@@ -1,0 +1,91 @@
+"""Configuration: defaults, the environment, and secrets kept under instance/."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: ivr/domain/config.py
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong."""
+
+
+# (environment variable, config key, default)
+ENVIRONMENT = [
+    ("IVR_DATABASE_URL", "DATABASE_URL", None),
+    ("TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN", None),
+    ("TWILIO_ACCOUNT_SID", "TWILIO_ACCOUNT_SID", None),
+    ("IVR_TWILIO_API_URL", "TWILIO_API_URL", "https://api.twilio.com"),
+    ("IVR_TWILIO_TIMEOUT", "TWILIO_TIMEOUT", "5"),
+    ("IVR_PUBLIC_URL", "PUBLIC_URL", "http://127.0.0.1:5000"),
+    ("IVR_FLOW", "FLOW", str(ROOT / "flows" / "consent.yaml")),
+    ("IVR_FLOWS_DIR", "FLOWS_DIR", str(ROOT / "flows")),
+    ("IVR_AUDIO_DIR", "AUDIO_DIR", str(ROOT / "audio")),
+    ("IVR_INSTANCE_DIR", "INSTANCE_DIR", str(ROOT / "instance")),
+    ("IVR_SECRET_KEY", "SECRET_KEY", None),
+    ("IVR_PII_KEY", "PII_KEY", None),
+    ("IVR_HMAC_KEY", "HMAC_KEY", None),
+    ("IVR_LOG_LEVEL", "LOG_LEVEL", "INFO"),
+    ("IVR_SPOOL_DIR", "SPOOL_DIR", None),
+    ("IVR_GTTS_URL", "GTTS_URL", None),
+    ("IVR_AUDIT_SIGNING_KEY", "AUDIT_SIGNING_KEY", None),
+    ("IVR_DB_CONNECT_TIMEOUT", "DB_CONNECT_TIMEOUT", "1.5"),
+    ("IVR_SPOOL_MAX_WAIT", "SPOOL_MAX_WAIT", None),
+]
+
+
+def from_env(environ=os.environ) -> dict:
+    """Settings read from the environment, with defaults."""
+    cfg = {}
+    for var, key, default in ENVIRONMENT:
+        value = environ.get(var)
+        cfg[key] = value if value not in (None, "") else default
+    return cfg
+
+
+def instance_secret(instance_dir: Path, name: str, make) -> str:
+    """A secret kept in instance/NAME, created on first use (embedded default only)."""
+    path = Path(instance_dir) / name
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def finalize(cfg: dict) -> dict:
+    """Fill the settings that have instance/ fallbacks, and check the rest."""
+    inst = Path(cfg["INSTANCE_DIR"])
+    if not cfg.get("DATABASE_URL"):
+        inst.mkdir(parents=True, exist_ok=True)
+        cfg["DATABASE_URL"] = f"sqlite:///{inst / 'ivr.db'}"
+    if cfg["DATABASE_URL"].startswith("postgresql://"):
+        cfg["DATABASE_URL"] = "postgresql+psycopg://" + cfg["DATABASE_URL"][len("postgresql://"):]
+    if not cfg.get("TWILIO_AUTH_TOKEN"):
+        cfg["TWILIO_AUTH_TOKEN"] = instance_secret(inst, "twilio_auth_token",
+                                                   lambda: secrets.token_hex(16))
+        cfg["TWILIO_AUTH_TOKEN_GENERATED"] = True
+    if not cfg.get("TWILIO_ACCOUNT_SID"):
+        cfg["TWILIO_ACCOUNT_SID"] = "AC" + "0" * 32
+    for key, name, make in [
+        ("SECRET_KEY", "secret_key", lambda: secrets.token_hex(32)),
+        ("PII_KEY", "pii.key", lambda: Fernet.generate_key().decode()),
+        ("HMAC_KEY", "hmac.key", lambda: secrets.token_hex(32)),
+    ]:
+        if not cfg.get(key):
+            cfg[key] = instance_secret(inst, name, make)
+    try:
+        Fernet(cfg["PII_KEY"].encode())
+    except ValueError:
+        raise ConfigError(
+            "IVR_PII_KEY must be a Fernet key (32 url-safe base64-encoded bytes)") from None
+    cfg["PUBLIC_URL"] = cfg["PUBLIC_URL"].rstrip("/")
+    return cfg

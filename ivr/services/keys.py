@@ -1,0 +1,19 @@
+"""The app's personal-data keys: one PersonalData per app, from IVR_PII_KEY and IVR_HMAC_KEY."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from ..domain.pii import PersonalData
+
+
+def personal_data() -> PersonalData:
+    """The current app's PersonalData."""
+    return current_app.extensions["ivr_pii"]
+
+
+def init_app(app: Flask) -> None:
+    """Set up encryption from IVR_PII_KEY and IVR_HMAC_KEY (see config)."""
+    app.extensions["ivr_pii"] = PersonalData(
+        app.config["PII_KEY"].encode(), app.config["HMAC_KEY"].encode()
+    )

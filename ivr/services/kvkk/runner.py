@@ -1,0 +1,41 @@
+"""Running a destruction: plan, delete recordings at Twilio, then apply under one lock."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from ...adapters.twilio_recordings import TwilioAccount, delete_recordings
+from ...domain.kvkk.policy import Policy
+from . import retention
+
+
+def destroy(session: Session, policy: Policy, account: TwilioAccount, *, now: datetime,
+            dry_run: bool, reason: str, kind: str, subject: str | None = None,
+            ref: str | None = None, audit: dict | None = None) \
+        -> tuple[retention.Plan, retention.Outcome | None]:
+    """Plan what is due and (unless a dry run) destroy it; returns the plan and outcome.
+
+    Twilio is asked outside any transaction (a slow API must not hold the database's write
+    lock); the plan is then made again under the lock and applied.
+    """
+    with session.begin():
+        first = retention.plan(session, policy, now, subject)
+    if dry_run:
+        return first, None
+    # With delete_at_twilio, metadata goes only once its recording is gone at Twilio.
+    gone: set[str] | None = set() if policy.delete_at_twilio else None
+    failures: dict[str, str] = {}
+    if gone is not None and first.recordings:
+        at_twilio = [r for r in first.recordings if r.startswith("RE")]
+        # Metadata without a real recording SID has nothing at Twilio to delete.
+        gone |= {r for r in first.recordings if not r.startswith("RE")}
+        if at_twilio:
+            deleted, failures = delete_recordings(account, at_twilio)
+            gone |= deleted
+    with session.begin():
+        p = retention.plan(session, policy, now, subject)
+        outcome = retention.apply(session, p, now, reason=reason, kind=kind, ref=ref,
+                                  gone_at_twilio=gone, failures=failures, audit=audit)
+    return p, outcome

@@ -1,0 +1,56 @@
+"""Calls go on while the database is unreachable.
+
+Every gather URL carries the engine state (signed by Twilio together with the URL), so a
+webhook can step the pure engine without reading the database. The turn is answered at
+once and the request is spooled to local disk (ivr/storage/spool.py); when the database is back,
+the spool is replayed through the normal verbs, in order (ivr/services/spool_replay.py), so
+consents and the audit chain come out exactly as if nothing had happened.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..domain.flow import engine as e
+from ..domain.runs import digits_input, run_id_for
+from ..domain.state_token import StateTokenError, read_state_token
+
+
+class OfflineError(Exception):
+    """The request cannot be answered without the database."""
+
+
+def incoming(ctx, fields, now: datetime) -> tuple[str, dict]:
+    """Answer an incoming call without the database; returns (TwiML, spool record)."""
+    flow = ctx.flows.default
+    context: dict = {}  # who the caller is cannot be looked up now: no withdrawal offer
+    state, actions = e.start(flow, context, None)
+    run_id = run_id_for(fields.call_sid, "incoming")
+    rendered = ctx.renderer.render(actions, ctx.renderer.next_url(run_id, 1, flow.version,
+                                                                  state))
+    return rendered.twiml, {"kind": "incoming", "form": fields.form(), "context": context}
+
+
+def gather(ctx, target, result, now: datetime) -> tuple[str, dict]:
+    """Step the engine from the state in the URL; returns (TwiML, spool record)."""
+    if not target.token or target.step is None:
+        raise OfflineError("no state token in the gather URL")
+    try:
+        version, state = read_state_token(target.token)
+    except StateTokenError as exc:
+        raise OfflineError(str(exc)) from None
+    flow = ctx.flows.in_memory(version)
+    if flow is None:
+        raise OfflineError(f"flow version {version[:12]} is not loaded")
+    if state.ended:
+        raise OfflineError("the run had already ended")
+    state, actions = e.advance(flow, state, digits_input(result.digits))
+    rendered = ctx.renderer.render(actions, ctx.renderer.next_url(target.run, target.step + 1,
+                                                                  flow.version, state))
+    record = {"kind": "gather", "run": target.run, "step": target.step, "form": result.form()}
+    return rendered.twiml, record
+
+
+def callback(kind: str, parsed) -> dict:
+    """A status or recording callback to keep until the database is back."""
+    return {"kind": kind, "form": parsed.form()}

@@ -1,0 +1,151 @@
+"""The database: declarative base, engine set-up per backend, and the request session."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+from flask import Flask, current_app, g
+from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from . import deadline as db_deadline
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: every stored time must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Base class of every model."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict: JSON, list: JSON}
+
+
+def utcnow() -> datetime:
+    """The current time, in UTC, timezone-aware."""
+    return datetime.now(UTC)
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    """An engine tuned for the backend: SQLite in WAL mode with real write locks."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):
+            # Let SQLAlchemy's "begin" hook below emit BEGIN, so every write
+            # transaction takes the write lock up front (no deadlocked upgrades).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("pool_timeout", 5)
+    return create_engine(url, **kwargs)
+
+
+class Database:
+    """The app's engine and session factory."""
+
+    def __init__(self, url: str, connect_timeout: float = 1.5):
+        self.url = url
+        self.connect_timeout = connect_timeout
+        kwargs = {}
+        postgresql = url.startswith("postgresql")
+        if postgresql:
+            # A caller waits on us: give up on an unreachable database quickly and
+            # answer from the spool path instead (see ivr/offline.py). Webhooks also
+            # bound a database that stops answering (ivr/db_deadline.py), which pings.
+            kwargs["connect_args"] = {"connect_timeout": max(2, round(connect_timeout))}
+            kwargs["pool_timeout"] = max(1.0, connect_timeout)
+            kwargs["pool_pre_ping"] = False
+        self.engine = make_engine(url, **kwargs)
+        if postgresql:
+            db_deadline.install(self.engine)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_all(self) -> None:
+        """Create the schema (tests and the embedded default; production uses migrations)."""
+        from . import models  # noqa: F401 - late import: the tables need Base (audit exception)
+
+        Base.metadata.create_all(self.engine)
+        from ..audit.chain import install_append_only_guard  # late import: audit exception
+
+        install_append_only_guard(self.engine)
+
+
+def database(app: Flask | None = None) -> Database:
+    """The Database of the given or current app."""
+    return (app or current_app).extensions["ivr_db"]
+
+
+def session() -> Session:
+    """The session for this request or CLI command, closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = database().sessionmaker()
+    return g.db_session
+
+
+def _close_session(_exc=None) -> None:
+    s = g.pop("db_session", None)
+    if s is not None:
+        s.close()
+
+
+@click.command("init-db")
+def init_db_command():
+    """Create the database schema."""
+    database().create_all()
+    click.echo("Database ready.")
+
+
+def init_app(app: Flask) -> None:
+    """Attach the database to the app and close sessions after each request."""
+    app.extensions["ivr_db"] = Database(app.config["DATABASE_URL"],
+                                        float(app.config.get("DB_CONNECT_TIMEOUT") or 1.5))
+    app.teardown_appcontext(_close_session)
+    app.cli.add_command(init_db_command)
+    # The audit log's sequencer needs the engine above; it lives with the audit code.
+    # late import: ivr.audit.sequencer imports this module (the audit → storage exception)
+    from ivr.audit import sequencer
+
+    sequencer.init_app(app)

@@ -1,0 +1,16 @@
+"""The JSON API for agents, auditors and other systems (bearer tokens)."""
+
+from flask import Flask
+
+from . import (
+    auditor_api,  # noqa: F401 - GET /api/calls/<sid>, GET /api/consents
+    consents_api,  # noqa: F401 - POST /api/consents/withdrawals
+    routes,  # noqa: F401 - attach the views to bp
+    transfers,  # noqa: F401 - POST/GET /api/transfers
+)
+from .blueprint import bp
+
+
+def init_app(app: Flask) -> None:
+    """Register the API blueprint with its routes."""
+    app.register_blueprint(bp)

@@ -1,0 +1,56 @@
+"""The app factory: settings from the environment, then one init_app per part, in order."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from ..domain import config
+from ..services import keys
+from ..storage import accounts as _accounts  # noqa: F401 - register the accounts table
+from ..storage import db, flowstore, spool
+from . import (
+    api,
+    audio_files,
+    auditor,
+    health,
+    kvkk,
+    logs,
+    metrics,
+    metrics_endpoint,
+    security,
+    transfers,
+    voice,
+)
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: settings from the environment, then one init_app per subsystem."""
+    # Named for the package: templates and static files are found in ivr/.
+    app = Flask("ivr", instance_relative_config=False)
+    settings = config.from_env()
+    if test_config:
+        settings.update(test_config)
+    app.config.update(config.finalize(settings))
+    # Twilio's forms are a few kB; nothing we accept needs more than this.
+    app.config["MAX_CONTENT_LENGTH"] = app.config.get("MAX_CONTENT_LENGTH") or 64 * 1024
+    logging.basicConfig(level=app.config["LOG_LEVEL"])
+
+    db.init_app(app)
+    keys.init_app(app)
+    kvkk.init_app(app)
+    spool.init_app(app)
+    flowstore.init_app(app)
+    audio_files.init_app(app)
+    voice.init_app(app)
+    health.init_app(app)
+    api.init_app(app)
+    transfers.init_app(app)
+    auditor.init_app(app)  # last: its CSRF protection exempts the voice and api blueprints
+    # After every blueprint: headers and limits see all.
+    logs.configure_logging(app)
+    metrics_endpoint.init_app(app)
+    metrics.init_app(app)
+    security.init_app(app)
+    return app

@@ -1,0 +1,23 @@
+"""Who has seen a call: the auditor access entries shown on the call page. (The call's
+own timeline is ivr.timeline, shared with `calls show` and the API.)"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ...storage.models import AuditEntry
+from .access import KIND as ACCESS_KIND
+
+
+def access_entries(s: Session, call_sid: str) -> list[dict]:
+    """Earlier auditor views and exports of this call."""
+    out = []
+    for e in s.scalars(select(AuditEntry).where(AuditEntry.ref == call_sid,
+                                                AuditEntry.kind == ACCESS_KIND)
+                       .order_by(AuditEntry.seq)):
+        body = json.loads(e.body)
+        out.append({"seq": e.seq, "at": body["at"], **body["data"]})
+    return out

@@ -1,0 +1,133 @@
+"""The dashboard page: consent outcomes and the notice drop-off, with links to the calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import current_app, render_template, request, url_for
+
+from ivr.adapters.audio.errors import AudioError
+from ivr.adapters.audio.manifest import MANIFEST, read_manifest
+from ivr.domain.vocabulary import DECISIONS
+from ivr.storage.db import session as db_session
+from ivr.storage.flowstore import flows
+
+from .access import record_access, transaction
+from .blueprint import bp
+from .dashboard import (
+    DIMENSIONS,
+    PeriodError,
+    day_text,
+    local_today,
+    outcomes,
+    parse_period,
+)
+from .dropoff import AFTER, BEFORE, hang_ups, notice_dropoff
+from .login import current_user, workspace_required
+from .svgchart import Bar, Series, stacked_bars
+
+COLOURS = {"granted": "#1b7a3d", "declined": "#b3261e", "no_input": "#c98a00",
+           "withdrawn": "#5b2e91"}
+LABELS = {"granted": "granted", "declined": "declined", "no_input": "no input",
+          "withdrawn": "withdrawn"}
+TITLES = {"language": "By language", "origin": "By origin", "agent": "By agent",
+          "flow_version": "By flow version", "notice_version": "By notice version"}
+HEADS = {"language": "Language", "origin": "Origin", "agent": "Agent",
+         "flow_version": "Flow version", "notice_version": "Notice version"}
+SERIES = [Series(d, LABELS[d], COLOURS[d]) for d in DECISIONS]
+
+
+def audio_seconds(audio_dir: str) -> dict[str, float]:
+    """Each rendered prompt's length in seconds, by the SHA-256 of its file."""
+    try:
+        entries = read_manifest(Path(audio_dir) / MANIFEST)
+    except AudioError:
+        return {}
+    return {e.sha256: e.duration_ms / 1000 for e in entries}
+
+
+def search_url(criteria: dict, decision: str | None = None) -> str:
+    """The search page listing the calls behind one number."""
+    args = dict(criteria)
+    if decision:
+        args["decision"] = decision
+    return url_for("auditor.search", **args)
+
+
+def _chart(title: str, rows, short: bool = False, width: int = 760) -> object:
+    bars = [Bar((r.label[:12] if short else r.label) or "none", r.counts,
+                {d: search_url(r.criteria, d) for d in r.counts}) for r in rows]
+    return stacked_bars(title, SERIES, bars, width=width)
+
+
+@bp.get("/dashboard")
+@workspace_required
+def dashboard():
+    """Consent outcomes per day or week, their breakdowns, and the notice drop-off."""
+    today = local_today()
+    errors: dict[str, str] = {}
+    try:
+        period = parse_period(request.args, today)
+    except PeriodError as e:
+        errors = e.errors
+        period = parse_period({}, today)
+    s = db_session()
+    lo, hi = period.bounds()
+    with transaction(s):
+        result = outcomes(s, period)
+        drop = notice_dropoff(s, lo, hi, flows().default.notice_prompts(),
+                              audio_seconds(current_app.config["AUDIO_DIR"]))
+    title = "Consent outcomes per week" if period.step == "week" else "Consent outcomes per day"
+    charts = {"series": _chart(title, result.series)}
+    for name in DIMENSIONS:
+        # Drawn half as wide: the breakdowns sit two to a row.
+        charts[name] = _chart(TITLES[name], result.breakdowns[name],
+                              short=name.endswith("_version"), width=480)
+    days = {"since": period.since.isoformat(), "until": period.until.isoformat()}
+    return render_template(
+        "auditor/dashboard.html", period=period, errors=errors, args=request.args,
+        result=result, drop=drop, charts=charts, decisions=DECISIONS, labels=LABELS,
+        dimensions=DIMENSIONS, titles=TITLES, heads=HEADS, search_url=search_url,
+        hangups_url=lambda **kw: url_for("auditor.hangups", **days, **kw),
+        since_text=day_text(period.since), until_text=day_text(period.until)), \
+        (400 if errors else 200)
+
+
+LIST_LIMIT = 200
+
+
+def phase_text(phase: str) -> str:
+    """A notice phase as the pages name it."""
+    if phase == BEFORE:
+        return "before the notice"
+    if phase == AFTER:
+        return "after the notice"
+    return f"during {phase}"
+
+
+@bp.get("/dashboard/hangups")
+@workspace_required
+def hangups():
+    """The calls behind one drop-off number: hung up in one phase, in one language."""
+    try:
+        period = parse_period(request.args, local_today())
+    except PeriodError as e:
+        return render_template("auditor/error.html", code=400, title="Cannot list the calls",
+                               message="; ".join(e.errors.values())), 400
+    language = (request.args.get("language") or "")[:100]
+    phase = (request.args.get("phase") or "")[:100]
+    lo, hi = period.bounds()
+    s = db_session()
+    with transaction(s):
+        found = [h for h in hang_ups(s, lo, hi, audio_seconds(current_app.config["AUDIO_DIR"]))
+                 if h.language == language and (not phase or h.phase == phase)]
+        found.sort(key=lambda h: h.started_at, reverse=True)
+        record_access(s, current_user(), "view.hangups", via="web",
+                      query={"since": period.since.isoformat(),
+                             "until": period.until.isoformat(), "language": language,
+                             "phase": phase},
+                      call_sids=[h.call_sid for h in found])
+    return render_template("auditor/hangups.html", calls=found[:LIST_LIMIT], total=len(found),
+                           language=language, phase=phase_text(phase) if phase else "",
+                           since_text=day_text(period.since), until_text=day_text(period.until),
+                           phase_text=phase_text)

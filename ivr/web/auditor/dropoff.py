@@ -1,0 +1,177 @@
+"""Where callers hang up during the privacy notice, from the stored runs and turns.
+
+A turn's prompts are played one after another from the moment its TwiML was served
+(`flow_turns.created_at`). A run that hung up without a decision ended at the call's end
+time (Twilio's timestamp, else when we heard of the hang-up); the prompt playing at that
+offset into its last turn is where the caller left. Prompt lengths come from the audio
+manifest (by the SHA-256 the run recorded for each prompt); a prompt spoken by <Say> is
+timed at SAY_WORDS_PER_SECOND, as the call simulator times it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Text, and_, cast, exists, func, select
+from sqlalchemy.orm import Session, aliased
+
+from ivr.storage.models import Call, Consent, FlowRun, Turn
+
+SAY_WORDS_PER_SECOND = 2.5
+UNKNOWN_PLAY_SECONDS = 4.0
+BEFORE = "before"  # hung up before the notice began (greeting, language offer)
+AFTER = "after"  # hung up after the whole notice (at the consent question or later)
+
+
+@dataclass
+class LanguageDropoff:
+    """One language: its runs in the period, and the hang-ups per phase of the notice."""
+
+    language: str
+    runs: int
+    hangups: dict[str, int] = field(default_factory=dict)
+
+    def count(self, phase: str) -> int:
+        """Hang-ups during this phase."""
+        return self.hangups.get(phase, 0)
+
+    def share(self, phase: str) -> float:
+        """Hang-ups during this phase as a share of the language's runs."""
+        return self.count(phase) / self.runs if self.runs else 0.0
+
+
+@dataclass
+class Dropoff:
+    """The notice drop-off of a period: the notice parts in order, and each language."""
+
+    parts: list[str]
+    languages: list[LanguageDropoff]
+
+    @property
+    def phases(self) -> list[str]:
+        """Before the notice, each notice part, after the notice."""
+        return [BEFORE, *self.parts, AFTER]
+
+
+def _plays(actions: list[dict]) -> list[dict]:
+    out = []
+    for a in actions:
+        if a.get("kind") == "play":
+            out.append(a)
+        elif a.get("kind") == "gather":
+            out += a.get("prompts", [])
+    return out
+
+
+def prompt_seconds(play: dict, audio_hash: str | None, durations: dict[str, float]) -> float:
+    """How long one prompt plays: its rendered file's length, else an estimate."""
+    if audio_hash:
+        return durations.get(audio_hash, UNKNOWN_PLAY_SECONDS)
+    return max(1.0, len((play.get("text") or "").split()) / SAY_WORDS_PER_SECOND)
+
+
+def phase_at(actions: list[dict], heard: dict, elapsed: float, notice_heard: bool,
+             durations: dict[str, float]) -> str:
+    """The phase of the notice a caller was in `elapsed` seconds into this turn."""
+    notice = [p for a in actions if a.get("kind") == "noticeplayed" for p in a["prompts"]]
+    offset = 0.0
+    seen_notice = notice_heard
+    for play in _plays(actions):
+        prompt = play.get("prompt")
+        offset += prompt_seconds(play, heard.get(prompt), durations)
+        if elapsed < offset:
+            if prompt in notice:
+                return prompt
+            return AFTER if seen_notice else BEFORE
+        if prompt in notice:
+            seen_notice = True
+    return AFTER if seen_notice or notice else BEFORE
+
+
+def _language():
+    return FlowRun.state["language"].as_string()
+
+
+def _key(column, dialect: str):
+    """A short key of a JSON column's stored text (identical documents, identical keys)."""
+    as_text = cast(column, Text)
+    return func.md5(as_text) if dialect == "postgresql" else as_text
+
+
+def _notice_in_earlier_turn():
+    earlier = aliased(Turn)
+    return exists().where(earlier.run_id == FlowRun.id, earlier.step < FlowRun.step,
+                          cast(earlier.actions, Text).like('%"noticeplayed"%'))
+
+
+def _samples(s: Session, examples: dict[tuple, str]) -> dict[tuple, tuple[list, dict]]:
+    """(actions key, heard key) → (actions, heard), read from one run that has them."""
+    runs = {run_id: key for key, run_id in examples.items()}
+    out = {}
+    for run_id, actions, heard in s.execute(
+            select(FlowRun.id, Turn.actions, FlowRun.heard)
+            .join(Turn, and_(Turn.run_id == FlowRun.id, Turn.step == FlowRun.step))
+            .where(FlowRun.id.in_(list(runs)))):
+        out[runs[run_id]] = (actions, heard or {})
+    return out
+
+
+@dataclass(frozen=True)
+class HangUp:
+    """One run that hung up without a decision, and where in the notice."""
+
+    call_sid: str
+    started_at: datetime
+    language: str
+    phase: str
+    seconds: float  # into the turn that was playing
+
+
+def hang_ups(s: Session, lo: datetime, hi: datetime,
+             durations: dict[str, float]) -> list[HangUp]:
+    """The runs started in [lo, hi) that hung up without a decision, each with its phase.
+
+    They share a handful of distinct last turns (same flow version, language and path),
+    so each distinct turn is read and timed once, and every hang-up is placed on its
+    turn's timeline by its own elapsed time.
+    """
+    dialect = s.get_bind().dialect.name
+    turn_key, heard_key = _key(Turn.actions, dialect), _key(FlowRun.heard, dialect)
+    rows = list(s.execute(
+        select(_language(), FlowRun.hangup_at, Call.ended_at, Turn.created_at, turn_key,
+               heard_key, _notice_in_earlier_turn(), FlowRun.id, FlowRun.call_sid,
+               FlowRun.created_at)
+        .join(Turn, and_(Turn.run_id == FlowRun.id, Turn.step == FlowRun.step))
+        .join(Call, Call.call_sid == FlowRun.call_sid, isouter=True)
+        .where(FlowRun.created_at >= lo, FlowRun.created_at < hi,
+               FlowRun.hangup_at.is_not(None), ~exists().where(Consent.run_id == FlowRun.id))))
+    examples: dict[tuple, str] = {}
+    for r in rows:
+        examples.setdefault((r[4], r[5]), r[7])
+    samples = _samples(s, examples)
+    out = []
+    for language, hangup_at, ended_at, served_at, tk, hk, earlier, _run, sid, at in rows:
+        actions, heard = samples[(tk, hk)]
+        elapsed = ((ended_at or hangup_at) - served_at).total_seconds()
+        out.append(HangUp(sid, at, language or "",
+                          phase_at(actions, heard, elapsed, bool(earlier), durations), elapsed))
+    return out
+
+
+def notice_dropoff(s: Session, lo: datetime, hi: datetime, parts: Iterable[str],
+                   durations: dict[str, float]) -> Dropoff:
+    """Hang-ups per notice phase and language, for the runs started in [lo, hi)."""
+    lang = _language()
+    by_lang = {language or "": LanguageDropoff(language or "", n) for language, n in
+               s.execute(select(lang, func.count())
+                         .where(FlowRun.created_at >= lo, FlowRun.created_at < hi)
+                         .group_by(lang))}
+    order = list(parts)
+    for h in hang_ups(s, lo, hi, durations):
+        if h.phase not in (BEFORE, AFTER) and h.phase not in order:
+            order.append(h.phase)
+        row = by_lang.setdefault(h.language, LanguageDropoff(h.language, 0))
+        row.hangups[h.phase] = row.hangups.get(h.phase, 0) + 1
+    return Dropoff(order, sorted(by_lang.values(), key=lambda r: (-r.runs, r.language)))

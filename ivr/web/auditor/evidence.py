@@ -1,0 +1,334 @@
+"""The evidence package of one call: a ZIP a third party can check with standard tools.
+
+It holds the call's own leaves of the Merkle log and their RFC 9162 inclusion proofs to a
+signed checkpoint (the sequencer integrates and signs one first when none covers them), the
+checkpoint note with its signed text, signature and public key, optionally a consistency
+proof from an earlier checkpoint the auditor holds, the notice text and documents whose
+SHA-256 is the recorded notice version, the audio files the caller heard (named by their
+SHA-256), the replay output, a README and a standard-library verify script. It holds no
+entry about any other call, and its size does not grow with the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flask import current_app, render_template
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ivr.audit import chain, merkle, note, proofs, sequencer
+from ivr.audit import checkpoint as cps
+from ivr.audit.errors import AuditError
+from ivr.audit.tree import StoredTree, latest_head
+from ivr.domain import times
+from ivr.domain.pii import PersonalData
+from ivr.services import calls
+from ivr.services.accounts import User
+from ivr.services.reports import call_timeline
+from ivr.services.timeline import fact_entries, run_versions
+from ivr.storage.db import utcnow
+from ivr.storage.models import AuditEntry, AuditQueue, AuditTreeHead, Call
+
+from .access import record_access, transaction
+from .audiofiles import AudioIndex, file_sha256
+
+VERIFY_SCRIPT = Path(__file__).with_name("evidence_verify.py")
+
+
+class EvidenceError(Exception):
+    """The package cannot be built; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Package:
+    """A built evidence package."""
+
+    filename: str
+    data: bytes
+    files: dict[str, str] = field(default_factory=dict)  # name in the ZIP -> sha256
+    tree_size: int = 0
+    leaves: list[int] = field(default_factory=list)
+
+
+def _line(e: AuditEntry) -> dict:
+    return {"index": e.seq - 1, "body": e.body}
+
+
+def _jsonl(rows) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+
+
+def ensure_checkpoint(s: Session, call_sid: str) -> None:
+    """Have the call's leaves integrated and covered by a signed checkpoint (the sequencer
+    runs a pass and signs one when they are not)."""
+    with transaction(s):
+        queued = s.scalar(select(AuditQueue.id).where(AuditQueue.ref == call_sid).limit(1))
+        entries = fact_entries(s, call_sid)
+        head = latest_head(s)
+        covered = head is not None and (not entries or entries[-1].seq <= head.tree_size)
+    if queued is None and covered:
+        return
+    try:
+        done = sequencer.run_pass(current_app._get_current_object(), force_checkpoint=True,
+                                  wait=10.0)
+    except AuditError as e:
+        raise EvidenceError(f"cannot sign a checkpoint: {e}", 500) from e
+    if done is None:
+        raise EvidenceError("the audit sequencer is busy; try again in a few seconds", 503)
+
+
+def _earlier(s: Session, since: int | None, head: AuditTreeHead):
+    """The consistency proof from an earlier tree size the auditor holds a checkpoint of."""
+    if since is None:
+        return None
+    if not 0 < since <= head.tree_size:
+        raise EvidenceError(f"the earlier checkpoint's tree size must be between 1 and "
+                            f"{head.tree_size}; got {since}")
+    tree = StoredTree(s)
+    proof = tree.consistency(since, head.tree_size)
+    return {"old_size": since, "new_size": head.tree_size,
+            "old_root": proofs.b64(tree.root(since)), "new_root": proofs.b64(
+                bytes.fromhex(head.root_hash)), "proof": [proofs.b64(p) for p in proof]}
+
+
+def _notice_doc(flow, lang: str, items: list[tuple[str, str | None]]) -> tuple[bytes, str]:
+    parts = [(p, flow.text(p, lang), a) for p, a in items]
+    doc = {"language": lang, "prompts": [{"id": p, "text": t, "audio": a} for p, t, a in parts]}
+    return chain.canonical(doc), calls.notice_version(lang, parts)
+
+
+def _notices(bodies: list[dict], versions: dict[str, str], registry, s: Session) -> list[dict]:
+    """Each run's notice per language as the caller heard it, with canonical documents whose
+    SHA-256 is a recorded notice version: the whole notice when a decision was made in that
+    language (the decision records its version), else one document per notice.played entry."""
+    heard: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+    played: dict[tuple[str, str], list[dict]] = {}
+    for b in bodies:
+        if b["kind"] != "notice.played":
+            continue
+        d = b["data"]
+        played.setdefault((d["run"], d["language"]), []).append(b)
+        items = heard.setdefault((d["run"], d["language"]), [])
+        for p, a in zip(d.get("prompts") or [], d.get("audio") or [], strict=False):
+            if (p, a) not in items:
+                items.append((p, a))
+    decided = {(b["data"].get("run"), b["data"].get("language")): b["data"].get("notice_version")
+               for b in bodies if b["kind"] in ("consent.decided", "consent.withdrawn")}
+    runs = list(dict.fromkeys(run for run, _ in heard))
+    out = []
+    for (run, lang), items in heard.items():
+        flow = registry.version(s, versions[run])
+        stem = lang if len(runs) == 1 else f"run{runs.index(run) + 1}-{lang}"
+        canonical, version = _notice_doc(flow, lang, items)
+        recorded = decided.get((run, lang))
+        if recorded is not None:
+            docs = [(f"{stem}.json", canonical, version, recorded)]
+        else:
+            docs = []
+            for b in played[(run, lang)]:
+                d = b["data"]
+                c, v = _notice_doc(flow, lang, list(zip(d["prompts"], d["audio"], strict=False)))
+                docs.append((f"{stem}-leaf{b['index']}.json", c, v, d.get("notice_version")))
+        out.append({"run": run, "language": lang, "stem": stem,
+                    "text": "\n\n".join(flow.text(p, lang) for p, _a in items) + "\n",
+                    "docs": docs})
+    return out
+
+
+def _replay_text(s: Session, registry, call_sid: str) -> str:
+    from ivr.audit.replay import replay_call
+
+    return replay_call(s, registry, call_sid).render()
+
+
+def _summary(doc: dict, phone_hmac: str | None) -> dict:
+    """The call's summary without the phone number (the entries carry its keyed HMAC)."""
+    out = {k: v for k, v in doc.items() if k != "from"}
+    out["caller_hmac"] = phone_hmac
+    out["consents"] = [{k: v for k, v in c.items() if k != "phone"} for c in doc["consents"]]
+    out["consent"] = out["consents"][-1] if out["consents"] else None
+    return out
+
+
+def build_package(s: Session, call_sid: str, *, registry, pii: PersonalData,
+                  index: AudioIndex, user: User, since: int | None = None) -> Package:
+    """Build the ZIP for one call and record the export as an auditor.access entry.
+
+    `since` is the tree size of an earlier checkpoint the auditor holds: the package then
+    carries the consistency proof from it to the checkpoint its proofs lead to."""
+    ensure_checkpoint(s, call_sid)
+    now = utcnow()
+    with transaction(s):
+        call = s.get(Call, call_sid)
+        entries = fact_entries(s, call_sid)
+        if call is None or not entries:
+            record_access(s, user, "export.evidence", via="web", call_sid=call_sid, found=False)
+            missing = True
+        else:
+            missing = False
+            package = _build(s, call, entries, registry, pii, index, now, since)
+            record_access(s, user, "export.evidence", via="web", call_sid=call_sid,
+                          phone_hmac=call.phone_hmac)
+    if missing:
+        raise EvidenceError(f"No audit entries refer to call {call_sid}.", 404)
+    return package
+
+
+def _proof_files(s: Session, entries: list[AuditEntry], since: int | None):
+    head = latest_head(s)
+    if head is None or entries[-1].seq > head.tree_size:
+        raise EvidenceError("no checkpoint covers this call yet; try again", 503)
+    tree = StoredTree(s)
+    n = head.tree_size
+    root = bytes.fromhex(head.root_hash)
+    doc = {"checkpoint": head.note, "tree_size": n, "root_hash": proofs.b64(root),
+           "leaves": []}
+    files: dict[str, bytes] = {}
+    for e in entries:
+        i = e.seq - 1
+        path = tree.inclusion(i, n)
+        doc["leaves"].append({"index": i, "leaf": proofs.b64(e.body.encode()),
+                              "proof": [proofs.b64(p) for p in path]})
+        files[f"proof/leaf-{i}.bin"] = e.body.encode()
+        files[f"proof/path-{i}.txt"] = "".join(
+            f"{side} {h.hex()}\n" for side, h in _sides(i, n, path)).encode()
+    parsed = note.parse_note(head.note)
+    files["proof/proof.json"] = (json.dumps(doc, indent=1) + "\n").encode()
+    files["proof/checkpoint.note"] = head.note.encode()
+    files["proof/checkpoint.txt"] = parsed.text.encode()
+    files["proof/checkpoint.sig"] = parsed.signatures[0].signature
+    key = cps.signing_key(create=False)
+    origin = sequencer.log_origin(s, current_app)
+    if key is not None:
+        files["proof/public_key.pem"] = cps.public_key_pem(key).encode()
+        files["proof/vkey.txt"] = (sequencer.note_verifier(current_app, origin, key).vkey()
+                                   + "\n").encode()
+    earlier = _earlier(s, since, head)
+    if earlier is not None:
+        files["proof/consistency.json"] = (json.dumps(earlier, indent=1) + "\n").encode()
+    try:
+        proofs.check_proof_document(doc)
+        verifiers = ([sequencer.note_verifier(current_app, origin, key)] if key else [])
+        note.open_checkpoint(head.note, verifiers, origin)
+        result = (f"OK: {len(entries)} leaves of this call are included (RFC 9162 inclusion "
+                  f"proofs) in the tree of {n} leaves whose root checkpoint #{head.id} signs; "
+                  "the signature verifies.")
+    except merkle.VerificationError as e:
+        result = f"FAILED: {e}"
+    return files, head, result
+
+
+def _sides(index: int, size: int, path: list[bytes]) -> list[tuple[str, bytes]]:
+    """Each proof hash with the side it joins on (L: hash = H(0x01||p||r)), as RFC 9162
+    §2.1.3.2 derives them from the index and the tree size."""
+    out, fn, sn = [], index, size - 1
+    for p in path:
+        if fn & 1 or fn == sn:
+            out.append(("L", p))
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            out.append(("R", p))
+        fn >>= 1
+        sn >>= 1
+    return out
+
+
+def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, index, now,
+           since: int | None = None):
+    sid = call.call_sid
+    proof_files, head, chain_result = _proof_files(s, entries, since)
+    bodies = [{**json.loads(e.body), "index": e.seq - 1} for e in entries]
+    versions = run_versions(s, sid, bodies)
+    notices = _notices(bodies, versions, registry, s)
+    hashes = []
+    for b in bodies:
+        for p in (b["data"].get("played") or []) if b["kind"] == "prompts.played" else []:
+            if p.get("audio") and p["audio"] not in hashes:
+                hashes.append(p["audio"])
+    found = index.find(hashes)
+    try:
+        replay = _replay_text(s, registry, sid)
+    except Exception as e:  # noqa: BLE001 - a failed replay is itself evidence, and is shown
+        replay = f"REPLAY FAILED: {type(e).__name__}: {e}\n"
+
+    files: dict[str, bytes] = dict(proof_files)
+    files["entries.jsonl"] = _jsonl(_line(e) for e in entries)
+    prompt_lines = []
+    for b in bodies:
+        if b["kind"] != "prompts.played":
+            continue
+        flow = registry.version(s, versions[b["data"]["run"]]) if b["data"].get("run") in versions \
+            else None
+        for p in b["data"].get("played") or []:
+            text = flow.text(p["prompt"], p["language"]) if flow else "(unknown flow version)"
+            prompt_lines.append(f"{times.text(b['at'])}  leaf {b['index']}  {p['prompt']} "
+                                f"({p['language']})  "
+                                f"audio {p.get('audio') or 'none (spoken by <Say>)'}\n"
+                                f"    {text}\n")
+    files["prompts.txt"] = "".join(prompt_lines).encode("utf-8")
+    for n in notices:
+        files[f"notice/{n['stem']}.txt"] = n["text"].encode("utf-8")
+        for name, canonical, _v, _r in n["docs"]:
+            files[f"notice/{name}"] = canonical
+    missing_audio = []
+    for h in hashes:
+        name = found.get(h)
+        path = index.path(name) if name else None
+        if path is None or file_sha256(path) != h:
+            missing_audio.append(h)
+            continue
+        files[f"audio/{h}.wav"] = path.read_bytes()
+    files["replay.txt"] = replay.encode("utf-8")
+    files["call.json"] = (json.dumps(_summary(call_timeline(s, sid, pii), call.phone_hmac),
+                                     ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    checks = [f"Log: {chain_result}"]
+    for n in notices:
+        for name, canonical, version, recorded in n["docs"]:
+            # A decision records the notice version (every part heard in the language); a
+            # notice.played entry records the hash of the part it played.
+            what = "notice version" if name == f"{n['stem']}.json" else "part hash"
+            agree = (f"equals the recorded {what}" if recorded == version
+                     else f"DIFFERS from the recorded {what} {recorded}")
+            checks.append(f"Notice notice/{name}: SHA-256 "
+                          f"{hashlib.sha256(canonical).hexdigest()}, recomputed {what} "
+                          f"{version}, {agree}.")
+    for h in missing_audio:
+        checks.append(f"Audio {h}: the file is no longer in the audio folder; not included.")
+    files["verification.txt"] = ("Checked by the server when the package was built "
+                                 f"({times.text(now)}):\n" + "\n".join(checks) + "\n").encode()
+    files["verify.py"] = VERIFY_SCRIPT.read_bytes()
+    files["README.txt"] = render_template(
+        "auditor/evidence_readme.txt", call_sid=sid, now=times.text(now), head=head,
+        head_at=times.text(head.at),
+        entries=entries, notices=notices, has_key="proof/public_key.pem" in files,
+        has_consistency="proof/consistency.json" in files,
+        audio=[h for h in hashes if h not in missing_audio], missing_audio=missing_audio,
+    ).encode("utf-8")
+    sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    files["SHA256SUMS"] = "".join(f"{sums[n]}  {n}\n" for n in sorted(sums)).encode()
+
+    folder = f"evidence-{sid}"
+    buf = io.BytesIO()
+    stamp = now.timetuple()[:6]
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in ["README.txt", "SHA256SUMS", *sorted(n for n in files
+                                                        if n not in ("README.txt", "SHA256SUMS"))]:
+            info = zipfile.ZipInfo(f"{folder}/{name}", date_time=stamp)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (0o755 if name == "verify.py" else 0o644) << 16
+            z.writestr(info, files[name])
+    return Package(filename=f"{folder}.zip", data=buf.getvalue(), files=sums,
+                   tree_size=head.tree_size, leaves=[e.seq - 1 for e in entries])

@@ -1,0 +1,121 @@
+"""A stored flow drawn as a graph: DOT written from the flow's nodes, laid out by Graphviz.
+
+Graphviz's `dot` (Debian package graphviz) turns the DOT text into SVG, which the page
+embeds inline. Every label is a DOT quoted string with its backslashes and quotes escaped,
+so a prompt id or a key cannot inject DOT; `dot` escapes the text it writes into the SVG.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+
+from markupsafe import Markup
+
+from ivr.domain.flow.model import Flow, Node
+
+DOT_TIMEOUT_SECONDS = 10
+SHAPES = {"play": "box", "notice": "note", "menu": "component", "branch": "diamond",
+          "exit": "doubleoctagon"}
+FILLS = {"play": "#eef3fa", "notice": "#fff1d6", "menu": "#e2ecf8", "branch": "#f4f6f9",
+         "exit": "#fde4e1"}
+
+
+class GraphError(RuntimeError):
+    """Graphviz is missing or could not draw the graph."""
+
+
+def quote(text: str) -> str:
+    """A DOT quoted string: backslashes and quotes escaped, line breaks as DOT's \\n."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\r", "").replace("\n", "\\n") + '"'
+
+
+def _node_label(node: Node) -> str:
+    lines = [node.id, f"[{node.type}]"]
+    if node.prompts:
+        lines.append(", ".join(node.prompts))
+    if node.type == "exit":
+        target = node.queue or node.number or node.client
+        lines.append(f"{node.action}{' ' + target if target else ''}")
+    if node.record:
+        lines.append("starts recording")
+    return "\n".join(lines)
+
+
+def _option_label(key: str, option) -> str:
+    parts = [f"key {key}"]
+    if option.decision:
+        parts.append(f"→ {option.decision}")
+    if option.language:
+        parts.append(f"language {option.language}")
+    if option.when:
+        parts.append(f"if {option.when}")
+    return " ".join(parts)
+
+
+def _edges(node: Node) -> list[tuple[str, str]]:
+    out = []
+    if node.next:
+        out.append((node.next, ""))
+    for key, option in node.options.items():
+        out.append((option.next, _option_label(key, option)))
+    if node.default:
+        out.append((node.default, "any other key"))
+    if node.on_exhausted:
+        label = "no valid key"
+        if node.on_exhausted.decision:
+            label += f" → {node.on_exhausted.decision}"
+        out.append((node.on_exhausted.next, label))
+    if node.then:
+        out.append((node.then, f"if {node.condition}"))
+    if node.otherwise:
+        out.append((node.otherwise, f"if not {node.condition}"))
+    return out
+
+
+def flow_dot(flow: Flow) -> str:
+    """The flow as a DOT digraph: one node per flow node, one edge per transition."""
+    lines = ["digraph flow {", "  rankdir=TB;",
+             '  node [fontname="DejaVu Sans", fontsize=10, style=filled];',
+             '  edge [fontname="DejaVu Sans", fontsize=9];',
+             f"  start [shape=circle, label={quote('start')}, fillcolor=\"#17324d\", "
+             'fontcolor="#ffffff"];',
+             f"  start -> {quote(flow.start)};"]
+    for node in flow.nodes.values():
+        lines.append(f"  {quote(node.id)} [shape={SHAPES.get(node.type, 'box')}, "
+                     f"fillcolor=\"{FILLS.get(node.type, '#ffffff')}\", "
+                     f"label={quote(_node_label(node))}];")
+        for target, label in _edges(node):
+            lines.append(f"  {quote(node.id)} -> {quote(target)} [label={quote(label)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+_PROLOG = re.compile(r"^.*?(?=<svg\b)", re.S)
+
+
+@functools.lru_cache(maxsize=64)
+def dot_to_svg(dot: str) -> str:
+    """SVG drawn by Graphviz's `dot` from DOT text, without its XML prolog."""
+    exe = shutil.which("dot")
+    if exe is None:
+        raise GraphError("Graphviz is not installed (Debian package graphviz): "
+                         "the flow diagram cannot be drawn.")
+    try:
+        done = subprocess.run([exe, "-Tsvg"], input=dot.encode(), capture_output=True,
+                              timeout=DOT_TIMEOUT_SECONDS, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise GraphError(f"Graphviz could not draw the flow: {e}") from e
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip()[:300]
+        raise GraphError(f"Graphviz could not draw the flow: {message}")
+    return _PROLOG.sub("", done.stdout.decode())
+
+
+def flow_svg(flow: Flow) -> Markup:
+    """The flow's diagram as inline SVG."""
+    # dot writes every label XML-escaped, and the labels went in as escaped DOT strings.
+    return Markup(dot_to_svg(flow_dot(flow)))  # noqa: S704

@@ -1,0 +1,222 @@
+"""Login for the web pages: one-time secret as password, a server-side session, and a
+login throttle kept in the database so every worker and machine shares it.
+
+Sessions: the cookie (signed, HttpOnly) holds a random token naming a row of web_sessions
+(ivr/storage/web_sessions.py). Every request checks the row, so logout, a disabled account or a
+rotated secret end the session at once, a copied cookie included. A session also ends after
+PERMANENT_SESSION_LIFETIME without use (30 minutes) and AUDITOR_SESSION_MAX_AGE after
+login (8 hours).
+
+Throttle, as identity servers keep it (no account can be locked out from elsewhere):
+- a known account slows down per (account, client address): after
+  AUDITOR_LOGIN_MAX_PER_NAME failures in the window, each further try waits
+  AUDITOR_LOGIN_DELAY_SECONDS, doubling per failure up to AUDITOR_LOGIN_MAX_DELAY_SECONDS;
+  a correct secret from another address is never slowed by these failures;
+- names that are no account share one budget per address, AUDITOR_LOGIN_MAX_PER_ADDRESS
+  failures in the window, which never slows a known account down.
+
+Why the database and not Flask-Limiter: Flask-Limiter keeps counts in process memory
+(one count per gunicorn worker, lost on restart) unless it is given Redis, Memcached or
+MongoDB, none of which this service runs. Every worker already shares the database.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from ...audit import chain
+from ...services.accounts import authenticate
+from ...storage import web_sessions
+from ...storage.accounts import LoginFailure, User
+from ...storage.db import session as db_session
+from ...storage.db import utcnow
+from .access import transaction
+from .roles import WORKSPACE_ROLES, area_message, forbidden, home_url, may_open
+
+bp = Blueprint("auth", __name__)
+
+# The failures of names that are no account are counted under this name, per address.
+UNKNOWN = ""
+
+
+def _setting(key: str, default: int) -> int:
+    return int(current_app.config.get(key, default))
+
+
+def _window() -> timedelta:
+    return timedelta(seconds=_setting("AUDITOR_LOGIN_WINDOW_SECONDS", 900))
+
+
+def _recent(s: Session, name: str, address: str, now: datetime, limit: int) -> list[datetime]:
+    return list(s.scalars(select(LoginFailure.at).where(
+        LoginFailure.name == name, LoginFailure.address == address,
+        LoginFailure.at > now - _window()).order_by(LoginFailure.at.desc()).limit(limit)))
+
+
+def slow_down(failed: int) -> timedelta:
+    """How long a known account waits at one address after `failed` failures there."""
+    free = _setting("AUDITOR_LOGIN_MAX_PER_NAME", 5)
+    if failed < free:
+        return timedelta(0)
+    step = _setting("AUDITOR_LOGIN_DELAY_SECONDS", 30)
+    cap = _setting("AUDITOR_LOGIN_MAX_DELAY_SECONDS", 900)
+    return timedelta(seconds=min(cap, step * 2 ** min(failed - free, 32)))
+
+
+def throttled_for(s: Session, name: str, address: str, now: datetime) -> int:
+    """Seconds until this name may try again from this address; 0 when it may try now.
+
+    `name` is the failure key: an account's lowercased name, or UNKNOWN for a name that is
+    no account.
+    """
+    if name == UNKNOWN:
+        limit = _setting("AUDITOR_LOGIN_MAX_PER_ADDRESS", 20)
+        times = _recent(s, UNKNOWN, address, now, limit)
+        # Refused while `limit` failures lie in the window: until the oldest of them expires.
+        until = times[-1] + _window() if len(times) >= limit else None
+    else:
+        times = _recent(s, name, address, now, 64)
+        wait = slow_down(len(times))
+        until = times[0] + wait if wait else None
+    if until is None or until <= now:
+        return 0
+    return max(1, math.ceil((until - now).total_seconds()))
+
+
+def record_failure(s: Session, name: str, address: str, now: datetime) -> None:
+    """Count one refused login, and forget the ones older than the window."""
+    s.execute(delete(LoginFailure).where(LoginFailure.at <= now - _window()))
+    s.add(LoginFailure(name=name, address=address, at=now))
+
+
+def failures(s: Session, name: str, address: str) -> int:
+    """Failures currently counted against this name and address (for tests and operators)."""
+    return s.scalar(select(func.count()).select_from(LoginFailure).where(
+        LoginFailure.name == name, LoginFailure.address == address))
+
+
+def _idle() -> timedelta:
+    return current_app.config["PERMANENT_SESSION_LIFETIME"]
+
+
+def _max_age() -> timedelta:
+    return current_app.config["AUDITOR_SESSION_MAX_AGE"]
+
+
+def current_user() -> User | None:
+    """The logged-in user of this request, or None (ended, expired, disabled or anonymous)."""
+    if "web_user" in g:
+        return g.web_user
+    user = None
+    token = session.get("sid")
+    if token is not None:
+        s, now = db_session(), utcnow()
+        row = web_sessions.alive(s, token, now, _idle(), _max_age())
+        user = s.get(User, row.user_id) if row is not None else None
+        if user is None or not user.active:
+            user = None
+            session.clear()
+        elif web_sessions.needs_touch(row, now):
+            # The idle limit counts from the last use the server saw, in a write of its own
+            # (the view that follows opens its own transaction).
+            with transaction(s):
+                web_sessions.touch(s, row.id, now)
+    g.web_user = user
+    return user
+
+
+def workspace_required(view):
+    """Protect a page: log in first (redirect), and hold the auditor or admin role (403)."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        user = current_user()
+        if user is None:
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        if user.role not in WORKSPACE_ROLES:
+            return forbidden(user, area_message(WORKSPACE_ROLES, "the auditor workspace"))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def safe_next(target: str | None, user: User | None = None) -> str:
+    """A local path to go to after login that the user's role may open; else their home."""
+    default = home_url(user)
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    if user is not None and not may_open(user, parts.path):
+        return default
+    return target
+
+
+def _address() -> str:
+    return (request.remote_addr or "unknown")[:64]
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """The login form; on success a fresh session, on failure a counted refusal."""
+    next_url = request.values.get("next", "")
+    if request.method == "GET":
+        return render_template("auditor/login.html", next=next_url, name="", error=None)
+    name = (request.form.get("name") or "").strip()[:100]
+    secret = request.form.get("secret") or ""
+    address, now = _address(), utcnow()
+    s = db_session()
+    with transaction(s):
+        known = bool(name) and s.scalar(select(User.id).where(User.name == name)) is not None
+        key = name.lower() if known else UNKNOWN
+        # A slowed-down name and address are refused before the secret is even looked at.
+        wait = throttled_for(s, key, address, now)
+        user = None if wait else authenticate(s, secret, name)
+        if user is None and not wait:
+            record_failure(s, key, address, now)
+        elif user is not None:
+            s.execute(delete(LoginFailure).where(LoginFailure.name == key,
+                                                 LoginFailure.address == address))
+            # A cookie from before this login names no session afterwards (no fixation).
+            web_sessions.end(s, session.get("sid"), now, "replaced")
+            web_sessions.forget_old(s, now, _max_age())
+            token = web_sessions.start(s, user.id, now)
+            chain.append(s, [("auditor.login", None, {"user_id": user.id, "user": user.name,
+                                                      "role": user.role})], at=now)
+    if wait:
+        minutes = max(1, round(wait / 60))
+        response = current_app.make_response((render_template(
+            "auditor/login.html", next=next_url, name=name,
+            error=f"Too many failed logins. Try again in about {minutes} minute(s)."), 429))
+        response.headers["Retry-After"] = str(wait)
+        return response
+    if user is None:
+        return render_template("auditor/login.html", next=next_url, name=name,
+                               error="Wrong name or secret."), 401
+    session.clear()
+    session.permanent = True
+    session["sid"] = token
+    return redirect(safe_next(next_url, user))
+
+
+@bp.post("/logout")
+def logout():
+    """End the session on the server (every copy of its cookie) and clear the cookie."""
+    user, token, now = current_user(), session.get("sid"), utcnow()
+    if token is not None:
+        s = db_session()
+        with transaction(s):
+            ended = web_sessions.end(s, token, now, "logout")
+            if ended and user is not None:
+                chain.append(s, [("auditor.logout", None, {"user_id": user.id,
+                                                           "user": user.name})], at=now)
+    session.clear()
+    return redirect(url_for("auth.login"))

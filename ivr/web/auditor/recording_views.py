@@ -1,0 +1,49 @@
+"""Playing a call's recording: fetched from Twilio per request, streamed, each play audited."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, render_template, stream_with_context
+from werkzeug.exceptions import NotFound
+
+from ivr.adapters.twilio_recordings import TwilioAccount
+from ivr.audit import chain
+from ivr.storage.db import session as db_session
+
+from .access import access_entry, transaction
+from .blueprint import bp
+from .login import current_user, workspace_required
+from .recordings import RECORDING_SID, MediaUnavailable, open_media, playable
+from .search import CALL_SID
+
+
+@bp.get("/calls/<call_sid>/recordings/<recording_sid>.wav")
+@workspace_required
+def recording(call_sid: str, recording_sid: str):
+    """A recording's audio, from Twilio to the browser; an auditor.access entry per play."""
+    if not CALL_SID.fullmatch(call_sid) or not RECORDING_SID.fullmatch(recording_sid):
+        raise NotFound()
+    s = db_session()
+    with transaction(s):
+        known = playable(s, call_sid, recording_sid)
+    if not known:
+        raise NotFound()
+    try:
+        media = open_media(TwilioAccount.from_config(current_app.config), recording_sid)
+    except MediaUnavailable as e:
+        return render_template("auditor/error.html", code=e.status,
+                               title="The recording cannot be played",
+                               message=e.message), e.status
+    try:
+        with transaction(s):
+            kind, ref, data = access_entry(current_user(), "play.recording", via="web",
+                                           call_sid=call_sid)
+            chain.append(s, [(kind, ref, {**data, "recording_sid": recording_sid})])
+    except Exception:
+        media.close()  # no audit entry, no audio
+        raise
+    headers = {"Accept-Ranges": "none", "Content-Disposition":
+               f'inline; filename="{recording_sid}.wav"'}
+    if media.length:
+        headers["Content-Length"] = media.length
+    return Response(stream_with_context(media.chunks()), mimetype=media.content_type,
+                    headers=headers)

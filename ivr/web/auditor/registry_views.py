@@ -1,0 +1,81 @@
+"""The flow and notice registry pages: the list, one version with its diagram, and a diff."""
+
+from __future__ import annotations
+
+from flask import render_template, request
+from werkzeug.exceptions import NotFound
+
+from ivr.storage.db import session as db_session
+from ivr.storage.flowstore import flows
+
+from .access import transaction
+from .blueprint import bp
+from .flowgraph import GraphError, flow_svg
+from .login import workspace_required
+from .registry import (
+    describe_node,
+    diff_nodes,
+    diff_prompts,
+    recorded_audio,
+    resolve,
+    versions,
+)
+
+
+def _error(code: int, title: str, message: str):
+    return render_template("auditor/error.html", code=code, title=title, message=message), code
+
+
+@bp.get("/flows", endpoint="flows")
+@workspace_required
+def flow_list():
+    """Every flow version ever used, with its use and its notice versions."""
+    s = db_session()
+    with transaction(s):
+        rows = versions(s)
+    return render_template("auditor/flows.html", versions=rows,
+                           a=request.args.get("a", ""), b=request.args.get("b", ""))
+
+
+@bp.get("/flows/<version>")
+@workspace_required
+def flow_version(version: str):
+    """One flow version: its use, its diagram, its prompts and its nodes."""
+    s = db_session()
+    with transaction(s):
+        full = resolve(s, version)
+        if full is None:
+            raise NotFound()
+        use = next(v for v in versions(s) if v.version == full)
+        flow = flows().version(s, full)
+        audio = recorded_audio(s, full)
+    try:
+        graph, graph_error = flow_svg(flow), None
+    except GraphError as e:
+        graph, graph_error = None, str(e)
+    prompts = diff_prompts(flow, flow, audio, audio)
+    nodes = [(n.id, describe_node(n)) for n in flow.nodes.values()]
+    return render_template("auditor/flow.html", use=use, flow=flow, graph=graph,
+                           graph_error=graph_error, prompts=prompts, nodes=nodes)
+
+
+@bp.get("/flows/diff")
+@workspace_required
+def flow_diff():
+    """Two flow versions side by side: prompts (words and audio hash) and nodes."""
+    s = db_session()
+    with transaction(s):
+        a, b = resolve(s, request.args.get("a", "")), resolve(s, request.args.get("b", ""))
+        if a is None or b is None:
+            missing = "first" if a is None else "second"
+            return _error(400, "Cannot compare",
+                          f"The {missing} version is not a stored flow version. "
+                          "Choose two versions from the list.")
+        flow_a, flow_b = flows().version(s, a), flows().version(s, b)
+        audio_a, audio_b = recorded_audio(s, a), recorded_audio(s, b)
+    prompts = diff_prompts(flow_a, flow_b, audio_a, audio_b)
+    nodes = diff_nodes(flow_a, flow_b)
+    return render_template("auditor/flow_diff.html", a=flow_a, b=flow_b, prompts=prompts,
+                           nodes=nodes,
+                           changed=sum(1 for p in prompts if p.state != "same")
+                           + sum(1 for n in nodes if n.state != "same"))

@@ -1,0 +1,38 @@
+"""Times for auditors: shown in Europe/Istanbul, with the exact UTC instant on hover."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+from markupsafe import Markup, escape
+
+from ...domain.times import LABEL, LOCAL, form_value, local_day, local_text, parse_utc, utc_iso
+
+__all__ = ["LOCAL", "local_day_bounds", "parse_utc", "register_filters", "time_tag", "utc_iso"]
+
+
+def time_tag(value) -> Markup:
+    """<time> in Istanbul time with the UTC instant as its title (shown on hover)."""
+    dt = parse_utc(value)
+    if dt is None:
+        return Markup('<span class="none">—</span>')
+    iso = utc_iso(dt)
+    return Markup('<time datetime="{0}" title="UTC {0}">{1}</time>').format(
+        escape(iso), escape(local_text(dt)))
+
+
+def local_day_bounds(since: date | None, until: date | None):
+    """UTC instants for Istanbul calendar days: [start of `since`, end of `until`)."""
+    lo = datetime.combine(since, time(), LOCAL).astimezone(UTC) if since else None
+    hi = (datetime.combine(until + timedelta(days=1), time(), LOCAL).astimezone(UTC)
+          if until else None)
+    return lo, hi
+
+
+def register_filters(app) -> None:
+    """Make the time filters available to every template."""
+    app.jinja_env.filters["istanbul"] = time_tag
+    app.jinja_env.filters["utc_iso"] = lambda v: utc_iso(parse_utc(v)) if parse_utc(v) else ""
+    app.jinja_env.filters["day"] = local_day
+    app.jinja_env.filters["day_field"] = lambda v: form_value(v) if v else ""
+    app.jinja_env.globals["TIME_ZONE"] = LABEL

@@ -1,0 +1,22 @@
+"""The transfer webhook: Twilio fetches it when an agent's redirect takes the caller."""
+
+from __future__ import annotations
+
+from flask import request
+
+from ...domain import twilio_form
+from ...services import transfers as service
+from .routes import bp
+from .signature import twilio_signed
+from .webhook import webhook
+
+
+@bp.post("/transfer")
+@twilio_signed
+def transfer():
+    """A transferred caller arrives: the notice and the consent question, as for an inbound
+    call; the flow's end sends them back where the agent asked."""
+    transfer_id = request.args.get("transfer", "")[:32]
+    return webhook(lambda s, ctx, fields, now=None: service.enter_flow(s, ctx, transfer_id,
+                                                                        fields, now),
+                    twilio_form.call_fields, twiml=True)

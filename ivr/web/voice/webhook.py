@@ -1,0 +1,148 @@
+"""The webhook unit of work: one Twilio webhook, one transaction, once per idempotency token,
+and the answer from the spool path when the database cannot be reached."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Response, request
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
+from twilio.twiml.voice_response import VoiceResponse
+
+from ...domain import twilio_form
+from ...services import calls
+from ...services.calls import current_context
+from ...services.offline import OfflineError
+from ...services.spool_replay import drain_if_pending
+from ...storage import deadline as db_deadline
+from ...storage.db import database, session, utcnow
+from ...storage.spool import spool
+from ...storage.webhooks import prior_answer, record_webhook
+from ..metrics import observe_webhook
+from .twiml import apology_twiml
+
+log = logging.getLogger("ivr.voice.routes")  # the name logs have always carried
+EMPTY_TWIML = str(VoiceResponse())
+
+
+def xml_response(body: str, code: int = 200) -> Response:
+    """A TwiML (XML) answer."""
+    return Response(body, status=code, mimetype="text/xml")
+
+
+def _acknowledged() -> Response:
+    """A callback was taken: 200 with an empty TwiML document, which any client accepts."""
+    return xml_response(EMPTY_TWIML)
+
+
+def _bad_request(message: str) -> Response:
+    return Response(message + "\n", status=400, mimetype="text/plain")
+
+
+def _unreachable(exc: SQLAlchemyError) -> bool:
+    """True for "the database cannot be reached now", as opposed to a bug or bad schema."""
+    if isinstance(exc, (InterfaceError, SATimeoutError)):
+        return True
+    if isinstance(exc, OperationalError):
+        message = str(exc.orig).lower()
+        return not any(m in message for m in ("no such table", "no such column", "syntax"))
+    return False
+
+
+def webhook(verb, parse, *, twiml: bool, offline=None):
+    """Run one webhook in one transaction, once per idempotency token.
+
+    `parse(form)` turns Twilio's form into the typed value the verb and the spool take
+    (ivr/domain/twilio_form.py); a form it refuses gets a 400.
+
+    A Twilio retry (same I-Twilio-Idempotency-Token) gets the stored answer and stores
+    nothing new. A concurrent duplicate that loses the race is retried and then finds the
+    winner's answer. If the database cannot be reached, or does not answer within
+    IVR_DB_CONNECT_TIMEOUT, `offline(ctx, parsed, now)` answers from the state in the URL
+    and the parsed request is spooled to disk for later.
+    """
+    try:
+        sid = twilio_form.call_sid(request.form)
+        parsed = parse(request.form)
+    except twilio_form.BadWebhook as exc:
+        log.warning("webhook refused on %s: %s", request.path, exc)
+        return _bad_request(str(exc))
+    with db_deadline.deadline(database().connect_timeout):
+        return _run_webhook(verb, twiml, offline, sid, parsed)
+
+
+def _run_webhook(verb, twiml: bool, offline, sid: str, parsed):
+    started = time.perf_counter()
+    now = utcnow()
+    token = (request.headers.get("I-Twilio-Idempotency-Token") or "")[:200] or None
+    outcome = "error"
+    try:
+        try:
+            drain_if_pending()
+            for attempt in range(3):
+                s = session()
+                try:
+                    with s.begin():
+                        if token:
+                            prior = prior_answer(s, token)
+                            if prior is not None:
+                                outcome = "retry"
+                                if twiml:
+                                    return xml_response(prior.response or apology_twiml())
+                                return _acknowledged()
+                        result = verb(s, current_context(), parsed, now)
+                        outcome = "ok" if twiml else result
+                        record_webhook(s, path=request.path, call_sid=sid, token=token,
+                                       received_at=now, outcome=outcome,
+                                       response=result if twiml else None)
+                    return xml_response(result) if twiml else _acknowledged()
+                except IntegrityError:
+                    s.rollback()
+                    if attempt == 2:
+                        raise
+        except SQLAlchemyError as exc:
+            if not _unreachable(exc):
+                raise
+            session().rollback()
+            log.error("database unreachable on %s call_sid=%s: %s; spooling", request.path,
+                      sid[:64], type(exc).__name__)
+            outcome = "spooled"
+            return _spool(offline, parsed, now, token, twiml)
+        except calls.RunBehind:
+            outcome = "spooled-behind"
+            return _spool(offline, parsed, now, token, twiml)
+    except calls.UnknownRun:
+        if spool().pending():  # the run may start in a record still waiting there
+            outcome = "spooled-behind"
+            return _spool(offline, parsed, now, token, twiml)
+        outcome = "unknown-run"
+        return xml_response(apology_twiml()) if twiml else _bad_request("Unknown run.")
+    except SQLAlchemyError as exc:
+        outcome = "db-error"
+        log.error("database error on %s call_sid=%s: %s", request.path, sid[:64],
+                  type(exc).__name__)
+        session().rollback()
+        if twiml:
+            return xml_response(apology_twiml())
+        return Response("Service unavailable: database error\n", status=503,
+                        mimetype="text/plain")
+    finally:
+        observe_webhook(request.path, sid[:64], outcome, time.perf_counter() - started)
+
+
+def _spool(offline, parsed, now, token, twiml: bool) -> Response:
+    """Answer without the database and keep the request on disk until it is back."""
+    try:
+        if offline is None:
+            raise OfflineError("this webhook has no offline path")
+        body, record = offline(current_context(), parsed, now)
+    except OfflineError as exc:
+        log.error("cannot answer %s offline: %s", request.path, exc)
+        if twiml:
+            return xml_response(apology_twiml())
+        return Response("Service unavailable\n", status=503, mimetype="text/plain")
+    record.update(received_at=now.isoformat(), token=token, path=request.path)
+    spool().write(record)
+    return xml_response(body) if twiml else _acknowledged()

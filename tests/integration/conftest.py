@@ -1,0 +1,229 @@
+"""Fixtures: an app with a fresh database per test, on SQLite and on PostgreSQL, a live
+HTTP server, and a Twilio caller that signs requests and follows TwiML.
+
+Tests that take the `app` fixture run once per backend. PostgreSQL is at
+127.0.0.1:5432 (user postgres, database test); each test gets its own schema. If it is
+unreachable the PostgreSQL half is skipped loudly, except in CI (CI=true), where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from werkzeug.serving import make_server
+
+from ivr import create_app
+from ivr.adapters.simulate import Caller, flask_transport, http_transport
+from ivr.audit.sequencer import run_pass
+from ivr.audit.verify import verify_log
+from ivr.storage.db import database
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_ADMIN_URL = os.environ.get(
+    "IVR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+_pg_state: dict = {}
+
+# For the tests that only make sense on PostgreSQL (TRUNCATE, a networked database going
+# away): they run on that backend alone instead of being skipped on SQLite.
+postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def require_tools(*tools: str, what: str) -> None:
+    """Stop a test that needs programs from outside the venv when one is missing: a loud
+    skip on a developer's machine, a failure in CI (where `make test` installs them)."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        msg = (f"!!! {', '.join(missing)} not installed: {what} did NOT run "
+               "(`make tools` installs it as root)")
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def chromium(what: str) -> str:
+    """The path of Debian's chromium, or the loud skip / CI failure of `require_tools`."""
+    require_tools("chromium", what=what)
+    return shutil.which("chromium")
+
+
+def pg_available() -> bool:
+    """True when the test PostgreSQL answers (checked once)."""
+    if "ok" not in _pg_state:
+        try:
+            eng = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+            with eng.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            eng.dispose()
+            _pg_state["ok"] = True
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+            _pg_state["ok"] = False
+            _pg_state["why"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return _pg_state["ok"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh, empty database URL for one test, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ivr.db'}"
+        return
+    if not pg_available():
+        msg = f"PostgreSQL not reachable at {PG_ADMIN_URL}: {_pg_state.get('why')}"
+        if IN_CI:
+            pytest.fail(msg + " (CI=true: the PostgreSQL half must run)")
+        warnings.warn(msg, stacklevel=1)
+        pytest.skip(msg)
+    schema = "t_" + secrets.token_hex(6)
+    admin = create_engine(PG_ADMIN_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_ADMIN_URL else "?"
+    yield f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"
+    drop_schema(admin, schema)
+    admin.dispose()
+
+
+def drop_schema(admin, schema: str) -> None:
+    """Drop a test schema, ending any connection that still holds a lock in it (a test
+    that left a transaction open must not hang the teardown)."""
+    holders = text(
+        "SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = :schema AND l.pid <> pg_backend_pid()")
+    for _ in range(5):
+        with admin.begin() as conn:
+            for (pid,) in conn.execute(holders, {"schema": schema}):
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        try:
+            with admin.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            return
+        except Exception:  # noqa: BLE001 - a lock appeared again: end it and retry
+            continue
+    raise RuntimeError(f"could not drop test schema {schema}")
+
+
+def verified_chain_length(app) -> int:
+    """Integrate the audit queue, then verify the whole log as `audit verify` does; raises
+    on any problem. The number of leaves."""
+    with app.app_context():
+        run_pass(app, wait=30.0)
+        with database(app).sessionmaker() as s:
+            return verify_log(s).entries
+
+
+@pytest.fixture
+def backend(database_url) -> str:
+    """'sqlite' or 'postgresql'."""
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+@pytest.fixture
+def audio_dir(tmp_path) -> Path:
+    """An empty audio folder (prompts fall back to <Say>) unless a test renders into it."""
+    d = tmp_path / "audio"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def app_config(database_url, tmp_path, audio_dir) -> dict:
+    """The settings a test app starts with; tests may change them before `app` is built."""
+    return {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "INSTANCE_DIR": str(tmp_path / "instance"),
+        "AUDIO_DIR": str(audio_dir),
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+        "PUBLIC_URL": "http://ivr.test",
+        "FLOW": str(ROOT / "flows" / "consent.yaml"),
+        "FLOWS_DIR": str(ROOT / "flows"),
+    }
+
+
+@pytest.fixture
+def app(app_config):
+    """The app with a fresh schema."""
+    application = create_app(app_config)
+    database(application).create_all()
+    yield application
+    database(application).engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class LiveServer:
+    """The app built from `app_config`, served over real HTTP on 127.0.0.1 in a thread.
+
+    Its IVR_PUBLIC_URL is the server's own address: the socket is bound before the app is
+    built, so the URL that signatures are checked against is known.
+    """
+
+    def __init__(self, app_config: dict):
+        self.server = make_server("127.0.0.1", 0, None, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        app_config["PUBLIC_URL"] = self.url
+        self.app = self.server.app = create_app(app_config)
+        database(self.app).create_all()
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.thread.join(5)
+        database(self.app).engine.dispose()
+
+
+@pytest.fixture
+def live_app(app_config):
+    """An app served over real HTTP."""
+    server = LiveServer(app_config).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def caller(live_app):
+    """A factory of simulated Twilio callers against the live server."""
+
+    def make(**kwargs) -> Caller:
+        return Caller(live_app.url, AUTH_TOKEN, http_transport(), **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def local_caller(app, client):
+    """A factory of simulated callers against the app in-process (no socket)."""
+
+    def make(**kwargs) -> Caller:
+        return Caller(app.config["PUBLIC_URL"], AUTH_TOKEN, flask_transport(client), **kwargs)
+
+    return make
