@@ -144,7 +144,8 @@ verify_entries() {
     "$computed, but the checkpoint signs $root (a leaf was modified, deleted, inserted or" \
     "moved)"
   if [ "$n" -gt "$size" ]; then
-    echo "note: leaves $size..$((n - 1)) follow; a later checkpoint covers them, not this one"
+    echo "note: leaves $size..$((n - 1)) follow the checkpoint and are not checked; check" \
+      "them against a later checkpoint"
   fi
   echo "OK: leaves 0..$((size - 1)) of $input hash to the root that $signer signed for" \
     "$origin (tree size $size)"
