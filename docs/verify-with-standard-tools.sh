@@ -58,25 +58,25 @@ node() {  # RFC 9162: a node's hash is SHA-256(0x01 || left || right)
 # 1. The checkpoint. Its signed message is the note's text up to and including the newline
 #    before the blank line. A signature line is "— <name> <base64(key hash || signature)>",
 #    where the key hash is the first 4 bytes of SHA-256(<name> || 0x0A || 0x01 || key).
-open_note() {
-  local note=$1 blank line rest name blob stated want found=
-  [ -s "$note" ] || fail "$note is empty: it holds no signed checkpoint"
+open_note() {  # FILE [NAME]: NAME is what the messages call it
+  local note=$1 label=${2:-$1} blank line rest name stated want found=
+  [ -s "$note" ] || fail "$label is empty: it holds no signed checkpoint"
   openssl pkey -pubin -in "$key" -noout -text_pub 2>/dev/null | grep -q '^ED25519 Public-Key' \
     || fail "$key is not an Ed25519 public key (PEM)"
   openssl pkey -pubin -in "$key" -outform DER 2>/dev/null | tail -c 32 > "$tmp/key.raw"
   blank=$(grep -n -m 1 '^$' "$note" | cut -d: -f1)
   [ -n "$blank" ] && [ "$blank" -gt 1 ] \
-    || fail "$note is not a signed note (text, a blank line, signature lines)"
+    || fail "$label is not a signed note (text, a blank line, signature lines)"
   head -n $((blank - 1)) "$note" > "$tmp/note.txt"
   tail -n +$((blank + 1)) "$note" > "$tmp/note.sigs"
-  [ -s "$tmp/note.sigs" ] || fail "$note carries no signature"
+  [ -s "$tmp/note.sigs" ] || fail "$label carries no signature"
   while IFS= read -r line; do
-    [[ $line == "— "* ]] || fail "$note: not a signature line: ${line:0:40}"
+    [[ $line == "— "* ]] || fail "$label: not a signature line: ${line:0:40}"
     rest=${line#"— "} name=${line#"— "}
     name=${name%% *} rest=${rest#* }
     printf '%s' "$rest" | base64 -d > "$tmp/sig.blob" 2>/dev/null \
       && [ "$(wc -c < "$tmp/sig.blob")" -eq 68 ] \
-      || fail "$note: the signature of $name is not base64 of a key hash and 64 bytes"
+      || fail "$label: the signature of $name is not base64 of a key hash and 64 bytes"
     stated=$(head -c 4 "$tmp/sig.blob" | hex)
     want=$({ printf '%s\n\001' "$name"; cat "$tmp/key.raw"; } | sha256sum | cut -c1-8)
     if [ "$stated" = "$want" ]; then found=$name; break; fi
@@ -157,7 +157,7 @@ verify_proof() {
   local n=0 last=-1 idx leaf proof fn sn h p ref
   jq -j '.checkpoint | strings' "$input" > "$tmp/proof.note" 2> "$tmp/jq-errors" \
     || fail "$input is not a proof document: $(head -n 1 "$tmp/jq-errors")"
-  open_note "$tmp/proof.note"
+  open_note "$tmp/proof.note" "the checkpoint in $input"
   [ "$(jq -r '.tree_size' "$input")" = "$size" ] \
     || fail "$input says tree_size $(jq -r '.tree_size' "$input"), but the signed checkpoint" \
       "says $size (edited)"
