@@ -110,7 +110,8 @@ def test_package_contents_and_recorded_hashes(app, auditor, local_caller):
     assert caller.from_number not in files["call.json"].decode()
     assert json.loads(files["call.json"])["consent"]["decision"] == "granted"
     readme = files["README.txt"].decode()
-    assert "openssl pkeyutl -verify -pubin -inkey proof/public_key.pem -rawin" in readme
+    assert 'openssl pkeyutl -verify -pubin -inkey "$key" -rawin' in readme
+    assert "key=controller-public.pem" in readme
     assert "sha256sum -c --quiet SHA256SUMS" in readme and "python3 verify.py" in readme
     assert SHELL_STEPS.search(readme)
 
@@ -165,7 +166,7 @@ def _run_verify(folder):
                           text=True, timeout=60)
 
 
-def test_bundled_script_and_openssl_verify_the_package(auditor, local_caller, tmp_path):
+def test_bundled_script_and_openssl_verify_the_package(app, auditor, local_caller, tmp_path):
     # Caller switches to English: the Turkish notice was heard without a decision in it.
     caller = place_call(local_caller, ["0", "2"])
     folder = _extract(download(auditor, caller.call_sid).data, caller.call_sid, tmp_path)
@@ -174,29 +175,35 @@ def test_bundled_script_and_openssl_verify_the_package(auditor, local_caller, tm
     r = _run_verify(folder)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith("OK: ")
-    require_tools("openssl", "sha256sum", "bash", "od", "sed",
+    require_tools("openssl", "sha256sum", "bash", "od", "sed", "jq",
                   what="the README's shell steps")
-    r = _run_shell_steps(folder)
+    r = _run_shell_steps(app, folder)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Signature Verified Successfully" in r.stdout
-    assert r.stdout.rstrip().endswith("OK: every leaf of this call is in the signed tree")
+    size = json.loads((folder / "proof" / "proof.json").read_text())["tree_size"]
+    assert r.stdout.rstrip().endswith(f"OK: every leaf of this call is in the tree of {size} "
+                                      "leaves signed with controller-public.pem")
 
 
-def _run_shell_steps(folder):
+def _run_shell_steps(app, folder):
+    """The README's steps, with the controller's key saved beside the package."""
+    out = invoke(app, "audit", "public-key").output
+    (folder / "controller-public.pem").write_text(out[out.index("-----BEGIN"):])
     script = SHELL_STEPS.search((folder / "README.txt").read_text()).group(1)
     return subprocess.run(["bash", "-c", script], cwd=folder, capture_output=True, text=True,
                           timeout=60)
 
 
-def test_shell_steps_catch_a_changed_leaf(auditor, local_caller, tmp_path):
-    require_tools("openssl", "sha256sum", "bash", "od", "sed", what="the README's shell steps")
+def test_shell_steps_catch_a_changed_leaf(app, auditor, local_caller, tmp_path):
+    require_tools("openssl", "sha256sum", "bash", "od", "sed", "jq",
+                  what="the README's shell steps")
     caller = place_call(local_caller, ["2"])
     folder = _extract(download(auditor, caller.call_sid).data, caller.call_sid, tmp_path)
     leaf = next(p for p in (folder / "proof").glob("leaf-*.bin")
                 if b"consent.decided" in p.read_bytes())
     leaf.write_bytes(leaf.read_bytes().replace(b'"declined"', b'"granted"'))
     _resum(folder)
-    r = _run_shell_steps(folder)
+    r = _run_shell_steps(app, folder)
     assert r.returncode == 1 and f"FAILED: leaf {leaf.stem[5:]} leads to" in r.stdout
 
 

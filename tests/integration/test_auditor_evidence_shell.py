@@ -1,123 +1,213 @@
-"""The evidence ZIP's README shell steps, extracted from the README and run as written,
-against every tamper vector of verification_support (the attacker also rewrites
-entries.jsonl, public_key.pem, checkpoint.msg/.sig and SHA256SUMS to match)."""
+"""The evidence ZIP's README shell steps, extracted from a real package's README and run as
+written, against Merkle tamper vectors of the package (the attacker also rewrites
+SHA256SUMS); the data controller's key is given separately as controller-public.pem."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..support.audit import invoke
-from ..support.auditor import audio_dir, auditor, place_call, rendered_audio
-from ..support.verification import TOOLS, VECTORS, Export, indented_block_after, run_script
-from .conftest import ROOT, require_tools
-from .test_auditor_evidence import download, open_package
+from tests.support.auditor import audio_dir, auditor, place_call, rendered_audio
+from tests.support.verification import (
+    TOOLS,
+    flip_decision,
+    note_parts,
+    pem,
+    resigned,
+    root_from_inclusion,
+    run_script,
+)
+
+from .conftest import require_tools
+from .test_auditor_evidence import SHELL_STEPS, download, open_package
+from .test_auditor_standard_tools import public_key
 
 __all__ = ["audio_dir", "auditor", "rendered_audio"]  # fixtures, so pytest finds them
 
-HEADING = "CHECK WITH A SHELL"
+Files = dict[str, bytes]
 
 
-def _is_fact(line: dict, sid: str) -> bool:
-    body = json.loads(line["body"])
-    return body.get("ref") == sid and not body["kind"].startswith("auditor.")
+def _consent_index(files: Files) -> int:
+    return next(int(n[len("proof/leaf-"):-len(".bin")]) for n, data in files.items()
+                if n.startswith("proof/leaf-") and b'"consent.decided"' in data)
 
 
-def write_package(files: dict[str, bytes], ex: Export, sid: str, trusted_pem: str,
-                  folder: Path) -> None:
-    """The package as the attacker hands it over, plus the controller's key beside it."""
+def _flip_entry(files: Files, i: int) -> None:
+    lines = [json.loads(x) for x in files["entries.jsonl"].decode().splitlines()]
+    for e in lines:
+        if e["index"] == i:
+            e["body"] = flip_decision(e["body"].encode()).decode()
+    files["entries.jsonl"] = "".join(json.dumps(e, ensure_ascii=False) + "\n"
+                                     for e in lines).encode()
+
+
+def _path(files: Files, i: int) -> list[bytes]:
+    return [bytes.fromhex(line.split()[1])
+            for line in files[f"proof/path-{i}.txt"].decode().splitlines()]
+
+
+def untouched(files: Files) -> Files:
+    """The package as built."""
+    return files
+
+
+def leaf_modified(files: Files) -> Files:
+    """The consent flipped in its leaf file and in entries.jsonl."""
+    i = _consent_index(files)
+    files[f"proof/leaf-{i}.bin"] = flip_decision(files[f"proof/leaf-{i}.bin"])
+    _flip_entry(files, i)
+    return files
+
+
+def entries_modified(files: Files) -> Files:
+    """The consent flipped in entries.jsonl only."""
+    _flip_entry(files, _consent_index(files))
+    return files
+
+
+def leaf_file_deleted(files: Files) -> Files:
+    """The consent's leaf file and its proof removed (entries.jsonl still lists it)."""
+    i = _consent_index(files)
+    del files[f"proof/leaf-{i}.bin"], files[f"proof/path-{i}.txt"]
+    return files
+
+
+def proof_hash_changed(files: Files) -> Files:
+    """One bit of the consent leaf's first proof hash flipped."""
+    name = f"proof/path-{_consent_index(files)}.txt"
+    first, rest = files[name].decode().split("\n", 1)
+    side, h = first.split()
+    files[name] = f"{side} {bytes([int(h[:2], 16) ^ 1]).hex()}{h[2:]}\n{rest}".encode()
+    return files
+
+
+def checkpoint_resigned_key_swapped(files: Files) -> Files:
+    """The consent flipped, the root it then leads to signed by the attacker's key, and the
+    package's key files replaced by the attacker's."""
+    leaf_modified(files)
+    i = _consent_index(files)
+    _text, _name, size, _root = note_parts(files["proof/checkpoint.note"].decode())
+    root = root_from_inclusion(i, size, files[f"proof/leaf-{i}.bin"], _path(files, i))
+    key = Ed25519PrivateKey.generate()
+    note = resigned(files["proof/checkpoint.note"].decode(), key, root=root)
+    text, _name, _size, _b64 = note_parts(note)
+    files["proof/checkpoint.note"] = note.encode()
+    files["proof/checkpoint.txt"] = text.encode()
+    files["proof/checkpoint.sig"] = base64.b64decode(note.rsplit(" ", 1)[1])[4:]
+    files["proof/public_key.pem"] = pem(key).encode()
+    return files
+
+
+def checkpoint_text_edited(files: Files) -> Files:
+    """The note's tree size raised by one, its signature kept."""
+    note = files["proof/checkpoint.note"].decode()
+    text, _name, size, _root = note_parts(note)
+    files["proof/checkpoint.note"] = note.replace(
+        text, text.replace(f"\n{size}\n", f"\n{size + 1}\n", 1), 1).encode()
+    return files
+
+
+def package_key_swapped(files: Files) -> Files:
+    """Only the package's own public key replaced."""
+    files["proof/public_key.pem"] = pem(Ed25519PrivateKey.generate()).encode()
+    return files
+
+
+def no_leaves(files: Files) -> Files:
+    """Every leaf, proof and entry removed."""
+    for name in [n for n in files if n.startswith(("proof/leaf-", "proof/path-"))]:
+        del files[name]
+    files["entries.jsonl"] = b""
+    return files
+
+
+def audio_replaced(files: Files) -> Files:
+    """One audio file's bytes replaced by another's, names kept."""
+    wavs = sorted(n for n in files if n.startswith("audio/"))
+    files[wavs[0]] = files[wavs[1]]
+    return files
+
+
+# name -> (vector, accepted, what the failure says)
+VECTORS: dict[str, tuple[Callable[[Files], Files], bool, str]] = {
+    "untouched": (untouched, True, ""),
+    "leaf_modified": (leaf_modified, False, "leads to"),
+    "entries_modified": (entries_modified, False, "differs from proof/leaf-"),
+    "leaf_file_deleted": (leaf_file_deleted, False, "hold different leaves"),
+    "proof_hash_changed": (proof_hash_changed, False, "leads to"),
+    "checkpoint_resigned_key_swapped": (checkpoint_resigned_key_swapped, False,
+                                        "the checkpoint is not signed by controller-public.pem"),
+    "checkpoint_text_edited": (checkpoint_text_edited, False, "signature does not verify"),
+    "package_key_swapped": (package_key_swapped, False,
+                            "proof/public_key.pem is not the key in controller-public.pem"),
+    "no_leaves": (no_leaves, False, "the package holds no leaves"),
+    "audio_replaced": (audio_replaced, False, "is not the file its name says"),
+}
+
+
+def write_package(files: Files, trusted_pem: str | None, folder: Path, resum=True) -> None:
+    """The package as the attacker hands it over (SHA256SUMS rewritten to match), plus the
+    controller's key the auditor saved beside it."""
     out = dict(files)
-    out["chain/segment.jsonl"] = ex.jsonl().encode()
-    out["entries.jsonl"] = "".join(json.dumps(e, ensure_ascii=False) + "\n"
-                                   for e in ex.lines if _is_fact(e, sid)).encode()
-    out["chain/checkpoint.json"] = (json.dumps(ex.checkpoint, indent=2) + "\n").encode()
-    out["chain/checkpoint.msg"] = b"\x01" + ex.checkpoint["signed_body"].encode()
-    out["chain/checkpoint.sig"] = base64.b64decode(ex.checkpoint["signature"])
-    out["chain/public_key.pem"] = ex.checkpoint["public_key"].encode()
-    del out["SHA256SUMS"]
-    out["SHA256SUMS"] = "".join(f"{hashlib.sha256(out[n]).hexdigest()}  {n}\n"
-                                for n in sorted(out)).encode()
+    if resum:
+        out["SHA256SUMS"] = "".join(f"{hashlib.sha256(out[n]).hexdigest()}  {n}\n"
+                                    for n in sorted(out) if n != "SHA256SUMS").encode()
     for name, data in out.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
-    (folder / "controller-public.pem").write_text(trusted_pem)
-
-
-def resum(folder: Path) -> None:
-    """Rewrite SHA256SUMS for the files now in the package, as an attacker would."""
-    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
-                   and p.name not in ("SHA256SUMS", "controller-public.pem"))
-    (folder / "SHA256SUMS").write_text("".join(
-        f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  {n}\n" for n in names))
+    if trusted_pem is not None:
+        (folder / "controller-public.pem").write_text(trusted_pem)
 
 
 @pytest.fixture
 def package(app, auditor, local_caller):
-    """A real evidence package of a granted consent call, with the controller's key."""
+    """A real evidence package of a granted consent call, and the controller's key."""
+    place_call(local_caller, ["2"])
     sid = place_call(local_caller, ["1"]).call_sid
     r = download(auditor, sid)
     assert r.status_code == 200
-    files = open_package(r.data, sid)
-    trusted = invoke(app, "audit", "public-key").output.split("\n", 1)[1]
-    segment = tuple(json.loads(x) for x in files["chain/segment.jsonl"].decode().splitlines())
-    checkpoint = json.loads(files["chain/checkpoint.json"])
-    return sid, files, Export(lines=segment, checkpoint=checkpoint, public_key=trusted)
+    return open_package(r.data, sid), public_key(app)
 
 
-def test_the_package_ships_the_published_script(package):
-    _sid, files, _ex = package
-    assert files["verify.sh"] == (ROOT / "docs" / "verify-with-standard-tools.sh").read_bytes()
-
-
-def test_the_published_script_and_the_packaged_copy_are_equal():
-    assert (ROOT / "ivr" / "web" / "auditor" / "verify_chain.sh").read_bytes() == (
-        ROOT / "docs" / "verify-with-standard-tools.sh").read_bytes()
+def steps(files: Files) -> str:
+    """The README's shell steps, as written."""
+    m = SHELL_STEPS.search(files["README.txt"].decode())
+    assert m is not None
+    return m.group(1)
 
 
 @pytest.mark.parametrize("name", list(VECTORS))
 def test_the_readme_steps_fail_exactly_on_every_tamper_vector(package, tmp_path, name):
     require_tools(*TOOLS, what="the evidence README's shell steps")
-    sid, files, ex = package
-    steps = indented_block_after(files["README.txt"].decode(), HEADING)
-    assert steps is not None and "verify.sh" in steps
-    vector, accepted = VECTORS[name]
+    files, trusted = package
+    vector, accepted, reason = VECTORS[name]
     folder = tmp_path / "package"  # tmp_path/audio is the app's own audio folder
-    write_package(files, vector(ex), sid, ex.public_key, folder)
-    r = run_script(steps, folder)
+    write_package(vector(dict(files)), trusted, folder)
+    r = run_script(steps(files), folder)
     out = r.stdout + r.stderr
     if accepted:
         assert r.returncode == 0, out
-        assert r.stdout.splitlines()[-1] == ("OK: the package agrees with the audit log signed "
-                                             "by controller-public.pem")
+        size = json.loads(files["proof/proof.json"])["tree_size"]
+        assert r.stdout.splitlines()[-1] == (f"OK: every leaf of this call is in the tree of "
+                                             f"{size} leaves signed with controller-public.pem")
     else:
-        assert r.returncode != 0, out
-        assert "FAILED" in out and "OK: the package" not in out, out
+        assert r.returncode == 1, out
+        assert "FAILED: " in r.stdout and reason in r.stdout, out
+        assert "OK: " not in out
 
 
-@pytest.mark.parametrize("damage", ["entry_only_in_entries", "audio_replaced", "sums_not_updated"])
-def test_the_readme_steps_catch_package_only_changes(package, tmp_path, damage):
+def test_the_steps_need_the_controllers_key_and_untouched_sums(package, tmp_path):
     require_tools(*TOOLS, what="the evidence README's shell steps")
-    sid, files, ex = package
-    steps = indented_block_after(files["README.txt"].decode(), HEADING)
-    tmp_path = tmp_path / "package"  # tmp_path/audio is the app's own audio folder
-    write_package(files, ex, sid, ex.public_key, tmp_path)
-    if damage == "entry_only_in_entries":
-        text = (tmp_path / "entries.jsonl").read_text()
-        forged = text.replace('\\"decision\\":\\"granted\\"', '\\"decision\\":\\"declined\\"')
-        assert forged != text
-        (tmp_path / "entries.jsonl").write_text(forged)
-        resum(tmp_path)
-    elif damage == "audio_replaced":
-        wavs = sorted((tmp_path / "audio").glob("*.wav"))
-        assert wavs, "the package should hold rendered audio"
-        wavs[0].write_bytes(wavs[1].read_bytes())
-        resum(tmp_path)
-    else:
-        seg = tmp_path / "chain" / "segment.jsonl"
-        seg.write_text(seg.read_text() + "\n")
-    r = run_script(steps, tmp_path)
-    assert r.returncode != 0 and "FAILED" in r.stdout + r.stderr, r.stdout + r.stderr
+    files, trusted = package
+    write_package(files, None, tmp_path / "nokey")
+    r = run_script(steps(files), tmp_path / "nokey")
+    assert r.returncode == 1 and "save the data controller's published public key" in r.stdout
+    write_package(entries_modified(dict(files)), trusted, tmp_path / "sums", resum=False)
+    r = run_script(steps(files), tmp_path / "sums")
+    assert r.returncode == 1 and "FAILED: a file differs from SHA256SUMS" in r.stdout
