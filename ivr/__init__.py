@@ -35,6 +35,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     transfers.init_app(app)
     from . import auditor  # last: its CSRF protection exempts the voice and api blueprints
     auditor.init_app(app)
+    from . import i18n  # after the login pages: a user's stored language needs them
+    i18n.init_app(app)
     from . import observability, security  # after every blueprint: headers and limits see all
     observability.init_app(app)
     security.init_app(app)

@@ -1,0 +1,118 @@
+"""The web pages in Turkish (the default) and English: Flask-Babel, each request's language,
+and the switch that stores a user's choice on their account.
+
+The language of a request:
+- a logged-in user: the language stored on their account (users.language), Turkish if none;
+- before login: `?lang=tr|en` (the login form carries it on), else the browser's
+  Accept-Language, else Turkish.
+Dates stay written 30.11.2026 and times in Europe/Istanbul in both languages.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, redirect, request, url_for
+from flask_babel import Babel, get_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+
+from .auditor.access import transaction
+from .auditor.login import current_user, safe_next
+from .db import session as db_session
+
+LANGUAGES = {"tr": "Türkçe", "en": "English"}
+DEFAULT = "tr"
+
+# Stored codes as the pages name them. English shows the code itself, as the pages always
+# have (tests and auditors match on it); Turkish shows the team's own words.
+ROLES = {"auditor": _l("auditor"), "admin": _l("admin"), "agent": _l("agent")}
+DECISIONS = {"granted": _l("granted"), "declined": _l("declined"), "no_input": _l("no_input"),
+             "withdrawn": _l("withdrawn")}
+ORIGINS = {"inbound": _l("inbound"), "transfer": _l("transfer"), "api": _l("api")}
+TRANSFER_STATUSES = {"requested": _l("requested"), "in_flow": _l("in_flow"),
+                     "decided": _l("decided"), "returned": _l("returned"),
+                     "failed": _l("failed")}
+DIFF_STATES = {"added": _l("added"), "removed": _l("removed"), "changed": _l("changed"),
+               "same": _l("same")}
+
+babel = Babel()
+bp = Blueprint("i18n", __name__)
+
+
+def chosen(value: object) -> str | None:
+    """A supported language code from a form or query value, or None."""
+    return value if isinstance(value, str) and value in LANGUAGES else None
+
+
+def select_locale() -> str:
+    """The language of this request (see the module's docstring)."""
+    user = current_user()
+    if user is not None:
+        return chosen(user.language) or DEFAULT
+    return (chosen(request.values.get("lang"))
+            or request.accept_languages.best_match(list(LANGUAGES))
+            or DEFAULT)
+
+
+def current_language() -> str:
+    """The language code the current request is rendered in."""
+    return str(get_locale() or DEFAULT)
+
+
+@bp.post("/language")
+def switch():
+    """Store the chosen language on the logged-in user's account; then back to the page."""
+    lang = chosen(request.form.get("lang"))
+    user = current_user()
+    target = safe_next(request.form.get("next"), user)
+    if user is None:
+        # Before login there is no account to store it on: the login page keeps it in its URL.
+        return redirect(url_for("auth.login", lang=lang, next=request.form.get("next") or None)
+                        if lang else target)
+    if lang is not None and lang != user.language:
+        s = db_session()
+        with transaction(s):
+            user.language = lang
+            s.add(user)
+    return redirect(target)
+
+
+def name_of(table: dict, code: object) -> str:
+    """A stored code in the page's language; an unknown code as it is."""
+    return str(table[code]) if code in table else ("" if code is None else str(code))
+
+
+def client_texts() -> dict:
+    """The words the desk's and the transfer page's scripts write, in the page's language."""
+    return {
+        "queue": _("queue %(name)s", name="{name}"),
+        "dial": _("dial %(target)s", target="{target}"),
+        "end": _("end of call"),
+        "details": _("Details"),
+        "none": _("No transfers yet."),
+        "updated": _("Updated %(when)s.", when="{when}"),
+        "token_refused": _("That token was not accepted."),
+        "server_answered": _("The server answered %(status)s.", status="{status}"),
+        "unreachable": _("The server cannot be reached; trying again."),
+        "twilio_error": _("(Twilio error %(code)s)", code="{code}"),
+        "statuses": {k: str(v) for k, v in TRANSFER_STATUSES.items()},
+        "decisions": {k: str(v) for k, v in DECISIONS.items()},
+        "progress": {"requested": _("Requested — waiting for the caller to reach the flow"),
+                     "in_flow": _("The caller is in the consent flow"),
+                     "decided": _("The caller decided"), "returned": _("The caller is back"),
+                     "failed": _("Failed")},
+    }
+
+
+def init_app(app: Flask) -> None:
+    """Register Flask-Babel, the language switch and the template globals."""
+    app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT)
+    app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "Europe/Istanbul")
+    babel.init_app(app, locale_selector=select_locale)
+    app.register_blueprint(bp)
+    app.jinja_env.globals.update(
+        LANGUAGES=LANGUAGES, current_language=current_language, client_texts=client_texts,
+        role_name=lambda code: name_of(ROLES, code),
+        decision_name=lambda code: name_of(DECISIONS, code),
+        origin_name=lambda code: name_of(ORIGINS, code),
+        transfer_status=lambda code: name_of(TRANSFER_STATUSES, code),
+        diff_state=lambda code: name_of(DIFF_STATES, code))
