@@ -81,6 +81,32 @@ def name_of(table: dict, code: object) -> str:
     return str(table[code]) if code in table else ("" if code is None else str(code))
 
 
+# The search form's field errors come from code the JSON API shares (and keeps in English);
+# the pages show them through this table.
+FORM_ERRORS = {
+    "not a phone number (try +905321234567 or 0532 123 45 67)":
+        _l("not a phone number (try +905321234567 or 0532 123 45 67)"),
+    "a CallSid is letters and digits only (CA followed by 32 hex digits)":
+        _l("a CallSid is letters and digits only (CA followed by 32 hex digits)"),
+    "must not be before the start date": _l("must not be before the start date"),
+    "call or consent": _l("call or consent"),
+    "calls without a decision have no consent to match consent criteria or consent days":
+        _l("calls without a decision have no consent to match consent criteria or consent days"),
+    "too long": _l("too long"),
+    "not a date (YYYY-MM-DD)": _l("not a date (YYYY-MM-DD)"),
+}
+
+
+def form_error(message: object) -> str:
+    """A field error of a shared validator in the page's language (unknown ones as they are)."""
+    text = "" if message is None else str(message)
+    if text in FORM_ERRORS:
+        return str(FORM_ERRORS[text])
+    if text.startswith("one of "):
+        return _("one of %(choices)s", choices=text[len("one of "):])
+    return text
+
+
 def client_texts() -> dict:
     """The words the desk's and the transfer page's scripts write, in the page's language."""
     return {
@@ -109,6 +135,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "Europe/Istanbul")
     babel.init_app(app, locale_selector=select_locale)
     app.register_blueprint(bp)
+    app.jinja_env.filters["form_error"] = form_error
     app.jinja_env.globals.update(
         LANGUAGES=LANGUAGES, current_language=current_language, client_texts=client_texts,
         role_name=lambda code: name_of(ROLES, code),

@@ -211,7 +211,8 @@ def call(call_sid: str):
             record_access(s, user, "view.call", via="web", call_sid=call_sid,
                           phone_hmac=row.phone_hmac)
     if doc is None:
-        return _error(404, _("Unknown call"), _("No call with CallSid %(sid)s is stored.", sid=call_sid))
+        return _error(404, _("Unknown call"),
+                      _("No call with CallSid %(sid)s is stored.", sid=call_sid))
     index = audio_index(current_app)
     hashes = [p["audio"] for ev in doc["timeline"] for p in ev["prompts"]]
     hashes += [p["audio"] for n in doc["notices"] for p in n["parts"]]
