@@ -10,6 +10,8 @@ Dates stay written 30.11.2026 and times in Europe/Istanbul in both languages.
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Flask, redirect, request, url_for
 from flask_babel import Babel, get_locale
 from flask_babel import gettext as _
@@ -107,6 +109,71 @@ def form_error(message: object) -> str:
     return text
 
 
+# A call's timeline is described in English by the code the CLI, the API and the evidence
+# package share (ivr/timeline.py). The call page puts each title, and each " · " or "; "
+# separated piece of a detail, through these patterns; a piece none matches stays as it is.
+TITLES = [
+    (re.compile(r"Call started"), lambda m: _("Call started")),
+    (re.compile(r"Key pressed: (.*)"), lambda m: _("Key pressed: %(keys)s", keys=m[1])),
+    (re.compile(r"No key pressed \(timeout\)"), lambda m: _("No key pressed (timeout)")),
+    (re.compile(r"Caller hung up"), lambda m: _("Caller hung up")),
+    (re.compile(r"Prompts played"), lambda m: _("Prompts played")),
+    (re.compile(r"Notice part played \((.*?)\): (.*)"),
+     lambda m: _("Notice part played (%(language)s): %(parts)s", language=m[1], parts=m[2])),
+    (re.compile(r"Decision: (.*)"),
+     lambda m: _("Decision: %(decision)s", decision=name_of(DECISIONS, m[1]))),
+    (re.compile(r"Call status: (.*)"), lambda m: _("Call status: %(status)s", status=m[1])),
+    (re.compile(r"Recording (.*)"), lambda m: _("Recording %(status)s", status=m[1])),
+]
+PIECES = [
+    (re.compile(r"(inbound|transfer|api)"), lambda m: name_of(ORIGINS, m[1])),
+    (re.compile(r"flow (\S+) \((\S+)\)"),
+     lambda m: _("flow %(flow)s (%(version)s)", flow=m[1], version=m[2])),
+    (re.compile(r"language (\S+)"), lambda m: _("language %(language)s", language=m[1])),
+    (re.compile(r"step (\S+)"), lambda m: _("step %(step)s", step=m[1])),
+    (re.compile(r"recording started"), lambda m: _("recording started")),
+    (re.compile(r"waited up to (\S+) s for a key"),
+     lambda m: _("waited up to %(seconds)s s for a key", seconds=m[1])),
+    (re.compile(r"waited for a key"), lambda m: _("waited for a key")),
+    (re.compile(r"sent to a queue"), lambda m: _("sent to a queue")),
+    (re.compile(r"connected onward"), lambda m: _("connected onward")),
+    (re.compile(r"hung up"), lambda m: _("hung up")),
+    (re.compile(r"part hash (\S+)"), lambda m: _("part hash %(hash)s", hash=m[1])),
+    (re.compile(r"the notice version is the hash over every part heard in (\S+)"),
+     lambda m: _("the notice version is the hash over every part heard in %(language)s",
+                 language=m[1])),
+    (re.compile(r"keys (\S+)"), lambda m: _("keys %(keys)s", keys=m[1])),
+    (re.compile(r"purpose (\S+)"), lambda m: _("purpose %(purpose)s", purpose=m[1])),
+    (re.compile(r"channels (.*)"), lambda m: _("channels %(channels)s", channels=m[1])),
+    (re.compile(r"notice version (\S+)"),
+     lambda m: _("notice version %(version)s", version=m[1])),
+    (re.compile(r"Twilio sequence (\S+)"), lambda m: _("Twilio sequence %(n)s", n=m[1])),
+    (re.compile(r"duration (\S+) s"), lambda m: _("duration %(seconds)s s", seconds=m[1])),
+    (re.compile(r"arrived out of order"), lambda m: _("arrived out of order")),
+    (re.compile(r"(\S+) channel\(s\)"), lambda m: _("%(n)s channel(s)", n=m[1])),
+]
+
+
+def _match(table, text: str) -> str:
+    for pattern, say in table:
+        m = pattern.fullmatch(text)
+        if m:
+            return say(m)
+    return text
+
+
+def event_title(title: object) -> str:
+    """A timeline event's title in the page's language."""
+    return _match(TITLES, "" if title is None else str(title))
+
+
+def event_detail(detail: object) -> str:
+    """A timeline event's detail in the page's language, piece by piece."""
+    text = "" if detail is None else str(detail)
+    return "; ".join(" · ".join(_match(PIECES, piece) for piece in part.split(" · "))
+                     for part in text.split("; "))
+
+
 def client_texts() -> dict:
     """The words the desk's and the transfer page's scripts write, in the page's language."""
     return {
@@ -136,6 +203,8 @@ def init_app(app: Flask) -> None:
     babel.init_app(app, locale_selector=select_locale)
     app.register_blueprint(bp)
     app.jinja_env.filters["form_error"] = form_error
+    app.jinja_env.filters["event_title"] = event_title
+    app.jinja_env.filters["event_detail"] = event_detail
     app.jinja_env.globals.update(
         LANGUAGES=LANGUAGES, current_language=current_language, client_texts=client_texts,
         role_name=lambda code: name_of(ROLES, code),

@@ -294,3 +294,62 @@ def test_the_csv_export_keeps_its_documented_column_names(app, local_caller, lan
 
     header = next(csv.reader(io.StringIO(r.get_data(as_text=True))))
     assert header == EXPORT_FIELDS
+
+
+# The timeline's English, as ivr/timeline.py writes it, and the call page's Turkish of it.
+TIMELINE = [
+    ("title", "Call started", "Arama başladı"),
+    ("title", "Key pressed: 1", "Basılan tuş: 1"),
+    ("title", "No key pressed (timeout)", "Tuşa basılmadı (süre doldu)"),
+    ("title", "Caller hung up", "Arayan kişi kapattı"),
+    ("title", "Prompts played", "Anonslar dinletildi"),
+    ("title", "Notice part played (tr): notice_intro, notice_body",
+     "Aydınlatma metni bölümü dinletildi (tr): notice_intro, notice_body"),
+    ("title", "Decision: granted", "Karar: Onay"),
+    ("title", "Decision: no_input", "Karar: Yanıt yok"),
+    ("title", "Call status: completed", "Arama durumu: completed"),
+    ("title", "Recording completed", "Ses kaydı: completed"),
+    ("title", "telepathy.sent", "telepathy.sent"),
+    ("detail", "inbound · flow consent (0be5dc303424) · language tr",
+     "gelen arama · akış consent (0be5dc303424) · dil tr"),
+    ("detail", "step 2", "adım 2"),
+    ("detail", "recording started; waited up to 5 s for a key",
+     "ses kaydı başladı; tuş için en fazla 5 sn beklendi"),
+    ("detail", "waited for a key; sent to a queue; connected onward; hung up",
+     "tuş beklendi; kuyruğa gönderildi; bağlantı aktarıldı; kapatıldı"),
+    ("detail", "part hash 0be5dc303424 · the notice version is the hash over every part "
+               "heard in en",
+     "bölüm özeti 0be5dc303424 · aydınlatma metni sürümü, en dilinde dinletilen tüm "
+     "bölümlerin özetidir"),
+    ("detail", "keys 1 · tr · purpose marketing · channels ARAMA, SMS · notice version ab12",
+     "tuşlar 1 · tr · amaç marketing · kanallar ARAMA, SMS · aydınlatma metni sürümü ab12"),
+    ("detail", "Twilio sequence 3 · duration 12 s · arrived out of order",
+     "Twilio sıra no 3 · süre 12 sn · sırasız geldi"),
+    ("detail", "RE0123 · 1 s · 2 channel(s) · StartCallRecordingTwiML",
+     "RE0123 · 1 s · 2 kanal · StartCallRecordingTwiML"),
+]
+
+
+@pytest.mark.parametrize("part,english,turkish", TIMELINE)
+def test_the_call_pages_timeline_reads_in_both_languages(app, part, english, turkish):
+    from flask_babel import force_locale
+
+    from ivr.i18n import event_detail, event_title
+
+    say = event_title if part == "title" else event_detail
+    with app.test_request_context("/"):
+        with force_locale("en"):
+            assert say(english) == english
+        with force_locale("tr"):
+            assert say(english) == turkish
+
+
+def test_the_call_page_tells_its_timeline_in_turkish(app, workspace):
+    client, _old, _new, sid = workspace
+    text = visible(client.get(f"/auditor/calls/{sid}").get_data(as_text=True))
+    for words in ("Arama başladı", "Anonslar dinletildi", "Aydınlatma metni bölümü dinletildi",
+                  "Karar: Onay", "Basılan tuş: 1"):
+        assert words in text, words
+    for words in ("Call started", "Prompts played", "Notice part played", "Decision: granted",
+                  "Key pressed"):
+        assert words not in text, words
