@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from babel.messages.extract import extract_from_dir
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.pofile import read_po
 from babel.support import Translations
 
@@ -50,7 +50,7 @@ def extracted() -> set:
             section = pattern.strip()
             method_map.append((section, method.strip()))
             options_map[section] = {}
-    keywords = {"_": None, "gettext": None, "ngettext": (1, 2), "_l": None}
+    keywords = {**DEFAULT_KEYWORDS, "_l": None}  # what `pybabel extract -k _l` looks for
     ids = set()
     for _file, _line, message, _comments, _context in extract_from_dir(
             str(ROOT), method_map, options_map, keywords=keywords):
