@@ -19,14 +19,15 @@ from flask_babel import lazy_gettext as _l
 
 from .auditor.access import transaction
 from .auditor.login import current_user, safe_next
+from .auditor.roles import ROLE_NAMES as ROLES
 from .db import session as db_session
 
 LANGUAGES = {"tr": "Türkçe", "en": "English"}
 DEFAULT = "tr"
 
-# Stored codes as the pages name them. English shows the code itself, as the pages always
-# have (tests and auditors match on it); Turkish shows the team's own words.
-ROLES = {"auditor": _l("auditor"), "admin": _l("admin"), "agent": _l("agent")}
+# Stored codes as the pages name them (the roles' names live in roles.py). English shows
+# the code itself, as the pages always have (tests and auditors match on it); Turkish shows
+# the team's own words.
 DECISIONS = {"granted": _l("granted"), "declined": _l("declined"), "no_input": _l("no_input"),
              "withdrawn": _l("withdrawn")}
 ORIGINS = {"inbound": _l("inbound"), "transfer": _l("transfer"), "api": _l("api")}

@@ -22,7 +22,9 @@ AREAS = {"/auditor": (WORKSPACE_ROLES, "the auditor workspace"),
          # A transfer's page: the agent who made it (the page checks which), and auditors.
          "/agent/transfers/": (("agent", "auditor", "admin"), "a transfer's page"),
          "/agent/": (DESK_ROLES, "the agent desk")}
-TITLES = {"auditor.search": _l("the auditor workspace"), "agent.desk": _l("the agent desk")}
+# The refusal page's link home, a whole phrase so each language words it its own way.
+TITLES = {"auditor.search": _l("Go to the auditor workspace"),
+          "agent.desk": _l("Go to the agent desk")}
 # Whole sentences per area, so each language words them its own way.
 AREA_SENTENCES = {"the auditor workspace": _l("The auditor workspace is for the %(roles)s roles."),
                   "a transfer's page": _l("A transfer's page is for the %(roles)s roles."),
