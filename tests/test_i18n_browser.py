@@ -13,8 +13,10 @@ from ivr.db import database
 
 from .conftest import CHROMIUM_ARGS, chromium
 from .test_auditor_support import audio_dir, make_user, rendered_audio
+from .transfer_support import ACCOUNT, follow, transfers, twilio
 
-__all__ = ["audio_dir", "rendered_audio"]  # fixtures, so pytest finds them
+# Fixtures, so pytest finds them (twilio, the fake Twilio REST API, is autouse here).
+__all__ = ["audio_dir", "rendered_audio", "twilio"]
 
 pytestmark = pytest.mark.browser
 
@@ -136,3 +138,49 @@ def test_the_workspace_is_turkish_by_default_and_switches_to_english(live_app, c
     assert "Arama ve onay kayıtlarını ara" in other.inner_text("main")
     assert stored_language(app, "elif") == "tr"
     context.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_agent_desk_follows_a_transfer_in_turkish(live_app, caller, twilio, browser):
+    """The desk's and the transfer page's scripts write their words in the page's language."""
+    app = live_app.app
+    secret = make_user(app, "ayse", "agent", language=None)
+    c = caller(account_sid=ACCOUNT)
+    twilio.calls[c.call_sid] = "in-progress"
+    page = browser.new_context(locale="en-US").new_page()
+    problems = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(f"{live_app.url}/login?lang=tr")
+    page.fill("input[name=name]", "ayse")
+    page.fill("input[name=secret]", secret)
+    page.click("form[action='/login'] button[type=submit]")
+    assert page.url == f"{live_app.url}/agent/"
+    assert page.inner_text("h1") == "Canlı bir aramayı onay akışına gönder"
+
+    page.fill("input[name=call_sid]", c.call_sid)
+    page.check("input[name=return_type][value=queue]")
+    page.fill("input[name=queue]", "sales")
+    page.click("#transfer-form button[type=submit]")
+    assert page.locator(".note.ok").inner_text() == f"{c.call_sid} aramasının aktarımı başladı."
+    [t] = transfers(app)
+    row = f"tr[data-transfer='{t.id}']"
+    assert page.inner_text(f"{row} td:nth-child(3)") == "sales kuyruğu"
+    assert page.inner_text(f"{row} .status") == "istendi"
+
+    # The caller decides; the script redraws the row, in Turkish.
+    first = follow(c, twilio.updates()[0].form["Url"])
+    assert c.press(first, "1").end == "enqueue:sales"
+    page.wait_for_selector(f"{row}[data-status=returned]", timeout=15000)
+    assert page.inner_text(f"{row} .status") == "geri döndü"
+    assert page.inner_text(f"{row} .decision") == "Onay"
+    assert page.inner_text(f"{row} td:nth-child(3)") == "sales kuyruğu"
+    assert page.inner_text(f"{row} a") == "Ayrıntılar"
+    assert page.inner_text("#updated").startswith("Güncellendi: ")
+
+    page.click(f"{row} a")
+    page.wait_for_selector("#status[data-status=returned]")
+    assert page.inner_text("#status") == "Arayan kişi geri döndü"
+    assert page.inner_text("#decision") == "Onay"
+    assert page.inner_text("#return_to") == "sales kuyruğu"
+    assert page.inner_text("#updated").startswith("Güncellendi: ")
+    assert problems == []
