@@ -64,4 +64,7 @@ def area_message(roles: tuple[str, ...], area: str) -> str:
     names = [str(ROLE_NAMES.get(r, r)) for r in roles]
     listed = _("%(first)s and %(last)s", first=", ".join(names[:-1]), last=names[-1]) \
         if len(names) > 1 else names[0]
-    return str(AREA_SENTENCES[area]) % {"roles": listed}
+    if area in AREA_SENTENCES:
+        return str(AREA_SENTENCES[area]) % {"roles": listed}
+    return _("%(area)s is for the %(roles)s roles.", area=area[:1].upper() + area[1:],
+             roles=listed)
