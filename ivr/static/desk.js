@@ -7,6 +7,13 @@
   var rows = document.getElementById("transfer-rows");
   if (!section || !rows) return;
   var source = section.dataset.source;
+  // The page's language: its words come from the server, which translated them.
+  var T = JSON.parse(section.dataset.texts || "{}");
+  function say(key, args) {
+    var s = T[key] || key;
+    Object.keys(args || {}).forEach(function (k) { s = s.replace("{" + k + "}", args[k]); });
+    return s;
+  }
 
   function when(iso) {
     var t = document.createElement("time");
@@ -17,9 +24,9 @@
     return t;
   }
   function where(r) {
-    if (r.type === "queue") return "queue " + r.name;
-    if (r.type === "dial") return "dial " + (r.number || r.client);
-    return "end of call";
+    if (r.type === "queue") return say("queue", {name: r.name});
+    if (r.type === "dial") return say("dial", {target: r.number || r.client});
+    return say("end");
   }
   function cell(tr, content, cls) {
     var td = document.createElement("td");
@@ -34,19 +41,19 @@
     cell(tr, when(t.requested_at));
     cell(tr, t.call_sid, "sid");
     cell(tr, where(t.return_to));
-    cell(tr, t.status + (t.error ? ": " + t.error.message : ""),
+    cell(tr, ((T.statuses || {})[t.status] || t.status) + (t.error ? ": " + t.error.message : ""),
          "status" + (t.status === "failed" ? " failed" : ""));
     var decision = document.createElement("span");
     if (t.decision) {
       decision.className = "decision " + t.decision;
-      decision.textContent = t.decision;
+      decision.textContent = (T.decisions || {})[t.decision] || t.decision;
       cell(tr, decision, "decision-cell");
     } else {
       cell(tr, "—", "decision-cell");
     }
     var link = document.createElement("a");
     link.href = t.page_url;
-    link.textContent = "Details";
+    link.textContent = say("details");
     cell(tr, link);
     return tr;
   }
@@ -61,13 +68,13 @@
     if (!list.length) {
       var tr = document.createElement("tr");
       tr.className = "none-row";
-      cell(tr, "No transfers yet.", "none");
+      cell(tr, say("none"), "none");
       tr.firstChild.colSpan = 6;
       fresh.appendChild(tr);
     }
     rows.replaceChildren(fresh);
-    document.getElementById("updated").textContent = "Updated " +
-      new Date().toLocaleString("tr-TR", {timeZone: "Europe/Istanbul"}) + ".";
+    document.getElementById("updated").textContent = say("updated", {
+      when: new Date().toLocaleString("tr-TR", {timeZone: "Europe/Istanbul"})});
   }
   function poll() {
     fetch(source, {headers: {"Accept": "application/json"}, cache: "no-store",

@@ -8,10 +8,14 @@
   var SESSION = box.dataset.mode === "session";
   var URL = box.dataset.source;
   var ORDER = ["requested", "in_flow", "decided", "returned"];
-  var LABEL = {requested: "Requested — waiting for the caller to reach the flow",
-               in_flow: "The caller is in the consent flow",
-               decided: "The caller decided", returned: "The caller is back",
-               failed: "Failed"};
+  // The page's language: its words come from the server, which translated them.
+  var T = JSON.parse(box.dataset.texts || "{}");
+  var LABEL = T.progress || {};
+  function say(key, args) {
+    var s = T[key] || key;
+    Object.keys(args || {}).forEach(function (k) { s = s.replace("{" + k + "}", args[k]); });
+    return s;
+  }
   var timer = null;
   function $(id) { return document.getElementById(id); }
   function text(id, value) { $(id).textContent = value == null ? "—" : String(value); }
@@ -20,9 +24,9 @@
   }
   function where(r) {
     if (!r) return null;
-    if (r.type === "queue") return "queue " + r.name;
-    if (r.type === "dial") return "dial " + (r.number || r.client);
-    return "end of call";
+    if (r.type === "queue") return say("queue", {name: r.name});
+    if (r.type === "dial") return say("dial", {target: r.number || r.client});
+    return say("end");
   }
   function ask(message) {
     clearTimeout(timer);
@@ -37,7 +41,7 @@
     text("status", LABEL[t.status] || t.status);
     $("status").className = t.status === "failed" ? "failed" : "";
     $("status").dataset.status = t.status;
-    text("decision", t.decision);
+    text("decision", t.decision && ((T.decisions || {})[t.decision] || t.decision));
     text("call_sid", t.call_sid);
     text("return_to", where(t.return_to));
     ["requested_at", "redirected_at", "in_flow_at", "decided_at", "returned_at",
@@ -52,9 +56,9 @@
     $("error").hidden = !t.error;
     if (t.error) {
       text("error", t.error.message + (t.error.twilio_code ?
-           " (Twilio error " + t.error.twilio_code + ")" : ""));
+           " " + say("twilio_error", {code: t.error.twilio_code}) : ""));
     }
-    text("updated", "Updated " + when(new Date().toISOString()) + ".");
+    text("updated", say("updated", {when: when(new Date().toISOString())}));
   }
   function request() {
     if (SESSION) {
@@ -77,11 +81,11 @@
         if (res.status === 401) {
           if (SESSION) { window.location.reload(); return; }
           sessionStorage.removeItem(KEY);
-          ask("That token was not accepted.");
+          ask(say("token_refused"));
           return;
         }
         if (res.status !== 200) {
-          ask(res.body.message || ("The server answered " + res.status + "."));
+          ask(res.body.message || say("server_answered", {status: res.status}));
           return;
         }
         show(res.body);
@@ -90,7 +94,7 @@
         }
       })
       .catch(function () {
-        text("message", "The server cannot be reached; trying again.");
+        text("message", say("unreachable"));
         timer = setTimeout(poll, 5000);
       });
   }

@@ -22,6 +22,8 @@ class User(Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The workspace language the user chose ("tr" or "en"); none chosen means Turkish.
+    language: Mapped[str | None] = mapped_column(String(8), default=None)
 
 
 class LoginFailure(Base):

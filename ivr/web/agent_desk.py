@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -148,7 +149,7 @@ def create():
         req = transfer_request.parse(body, flows())
     except transfer_request.InvalidRequest as exc:
         field = FIELD_OF.get(exc.field or "", "call_sid")
-        return _desk(typed, {field: exc.message}, 400, "The transfer was not started.")
+        return _desk(typed, {field: exc.message}, 400, _("The transfer was not started."))
     s = db_session()
     _end_read(s)
     url = current_app.extensions["ivr_renderer"].url
@@ -158,18 +159,20 @@ def create():
                              settings=current_app.extensions["ivr_twilio_rest"],
                              twiml_url=lambda tid: url(f"/voice/transfer?transfer={tid}"))
     except service.Refused as exc:
-        return _desk(typed, {}, REFUSALS[exc.reason], f"The transfer was not started: "
-                     f"{exc.message}.")
+        return _desk(typed, {}, REFUSALS[exc.reason], _(
+            "The transfer was not started: %(reason)s.", reason=exc.message))
     except start.StillWaiting:
-        return _desk(typed, {}, 409, "This form was already sent and is still waiting for "
-                     "Twilio. Wait a moment; the transfer appears below.")
+        return _desk(typed, {}, 409, _("This form was already sent and is still waiting for "
+                                        "Twilio. Wait a moment; the transfer appears below."))
     except SQLAlchemyError:
         s.rollback()
-        return _desk(typed, {}, 503, "The database is unavailable. Send the form again.")
+        return _desk(typed, {}, 503, _("The database is unavailable. Send the form again."))
     if t.status == "failed":
-        flash(f"The transfer of {t.call_sid} failed: {t.failure_message}.", "error")
+        flash(_("The transfer of %(sid)s failed: %(reason)s.", sid=t.call_sid,
+                reason=t.failure_message), "error")
     elif new:
-        flash(f"The transfer of {t.call_sid} has started.", "ok")
+        flash(_("The transfer of %(sid)s has started.", sid=t.call_sid), "ok")
     else:
-        flash(f"This form was already sent: the transfer of {t.call_sid} is below.", "ok")
+        flash(_("This form was already sent: the transfer of %(sid)s is below.",
+                sid=t.call_sid), "ok")
     return redirect(url_for("agent.desk"), 303)

@@ -15,6 +15,7 @@ from . import (
     audio_files,
     auditor,
     health,
+    i18n,
     kvkk,
     logs,
     metrics,
@@ -48,6 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     api.init_app(app)
     transfers.init_app(app)
     auditor.init_app(app)  # last: its CSRF protection exempts the voice and api blueprints
+    i18n.init_app(app)  # after the login pages: a user's stored language needs them
     # After every blueprint: headers and limits see all.
     logs.configure_logging(app)
     metrics_endpoint.init_app(app)

@@ -168,7 +168,11 @@ def app(app_config):
 
 @pytest.fixture
 def client(app):
-    return app.test_client()
+    """A test client whose browser asks for English (the pages' tests check English words;
+    tests/integration/test_i18n.py checks the Turkish default)."""
+    c = app.test_client()
+    c.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    return c
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ def test_an_auditor_works_the_queues_and_plays_a_recording(live_app, caller, twi
     row.locator("button[type=submit]").click()
     due = (NOW - timedelta(days=33)).date() + timedelta(days=30)
     assert page.locator(".note.ok").inner_text() == \
-        f"Request #{late} is closed. It was due on {due}."
+        f"Request #{late} is closed. It was due on {due:%d.%m.%Y}."
     assert page.locator(f"#requests tr[data-request='{late}']").count() == 0
     s = session(app)
     assert s.get(SubjectRequest, late).status == "closed"

@@ -77,12 +77,17 @@ def auditor(app, client):
     return client
 
 
-def make_user(app, name: str, role: str) -> str:
-    """Create an account; returns its secret."""
+def make_user(app, name: str, role: str, language: str | None = "en") -> str:
+    """Create an account; returns its secret.
+
+    The account has chosen English (the pages' tests check English words), unless `language`
+    says otherwise; None leaves the default, Turkish.
+    """
     with app.app_context():
         s = database(app).sessionmaker()
         with s.begin():
-            _user, secret = add_user(s, name, role)
+            user, secret = add_user(s, name, role)
+            user.language = language
         s.close()
     return secret
 
@@ -95,11 +100,11 @@ def csrf_token(client, path: str = "/login") -> str:
     return m.group(1)
 
 
-def login(client, name: str, secret: str, next_url: str = ""):
-    """Log in through the form, token and all; returns the response."""
+def login(client, name: str, secret: str, next_url: str = "", lang: str = "en"):
+    """Log in through the form, token and all, the login page in `lang`; returns the response."""
     token = csrf_token(client)
     return client.post("/login", data={"csrf_token": token, "name": name, "secret": secret,
-                                       "next": next_url})
+                                       "next": next_url, "lang": lang})
 
 
 def audit_bodies(app, kind: str | None = None) -> list[dict]:

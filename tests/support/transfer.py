@@ -32,11 +32,13 @@ def twilio(app_config):
 
 
 def make_user(app, name: str, role: str) -> tuple[str, str]:
-    """Create an account; returns (its id as agent_id, its bearer token)."""
+    """Create an account (English chosen: the pages' tests check English words); returns
+    (its id as agent_id, its bearer token)."""
     with app.app_context():
         s = session()
         with s.begin():
             user, secret = add_user(s, name, role)
+            user.language = "en"
         return str(user.id), secret
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Flask, render_template
+from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from . import (  # noqa: F401 - attach the views and the login model
@@ -61,9 +62,10 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def _csrf_error(exc):
-        return render_template("auditor/error.html", code=400, title="Form expired",
-                               message="The form was missing its security token or the token "
-                                       "had expired. Go back, reload the page and try again."), 400
+        return render_template("auditor/error.html", code=400, title=_("Form expired"),
+                               message=_("The form was missing its security token or the token "
+                                         "had expired. Go back, reload the page and try "
+                                         "again.")), 400
 
     if "index" not in app.view_functions:
         app.add_url_rule("/", "index", index)

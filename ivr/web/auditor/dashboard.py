@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from flask_babel import gettext as _
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
@@ -90,17 +91,17 @@ def parse_period(args: Mapping[str, str], today: date) -> Period:
         try:
             days[name] = parse_day(raw) if raw else default
         except ValueError:
-            errors[name] = "Write the day as dd.mm.yyyy, for example 01.03.2026."
+            errors[name] = _("Write the day as dd.mm.yyyy, for example 01.03.2026.")
             days[name] = default
     step = (args.get("step") or "day").strip()
     if step not in STEPS:
-        errors["step"] = "Choose per day or per week."
+        errors["step"] = _("Choose per day or per week.")
         step = "day"
     if not errors and days["since"] > days["until"]:
-        errors["until"] = "The last day must not be before the first day."
+        errors["until"] = _("The last day must not be before the first day.")
     if not errors and (days["until"] - days["since"]).days >= MAX_DAYS[step]:
-        errors["since"] = ("The period is too long for this step: at most 366 days per day, "
-                           "or about three years per week.")
+        errors["since"] = _("The period is too long for this step: at most 366 days per day, "
+                             "or about three years per week.")
     if errors:
         raise PeriodError(errors)
     return Period(days["since"], days["until"], step)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import current_app, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from ivr.adapters.audio.errors import AudioError
 from ivr.adapters.audio.manifest import MANIFEST, read_manifest
@@ -28,12 +30,12 @@ from .svgchart import Bar, Series, stacked_bars
 
 COLOURS = {"granted": "#1b7a3d", "declined": "#b3261e", "no_input": "#c98a00",
            "withdrawn": "#5b2e91"}
-LABELS = {"granted": "granted", "declined": "declined", "no_input": "no input",
-          "withdrawn": "withdrawn"}
-TITLES = {"language": "By language", "origin": "By origin", "agent": "By agent",
-          "flow_version": "By flow version", "notice_version": "By notice version"}
-HEADS = {"language": "Language", "origin": "Origin", "agent": "Agent",
-         "flow_version": "Flow version", "notice_version": "Notice version"}
+LABELS = {"granted": _l("granted"), "declined": _l("declined"), "no_input": _l("no input"),
+          "withdrawn": _l("withdrawn")}
+TITLES = {"language": _l("By language"), "origin": _l("By origin"), "agent": _l("By agent"),
+          "flow_version": _l("By flow version"), "notice_version": _l("By notice version")}
+HEADS = {"language": _l("Language"), "origin": _l("Origin"), "agent": _l("Agent"),
+         "flow_version": _l("Flow version"), "notice_version": _l("Notice version")}
 SERIES = [Series(d, LABELS[d], COLOURS[d]) for d in DECISIONS]
 
 
@@ -99,10 +101,10 @@ LIST_LIMIT = 200
 def phase_text(phase: str) -> str:
     """A notice phase as the pages name it."""
     if phase == BEFORE:
-        return "before the notice"
+        return _("before the notice")
     if phase == AFTER:
-        return "after the notice"
-    return f"during {phase}"
+        return _("after the notice")
+    return _("during %(part)s", part=phase)
 
 
 @bp.get("/dashboard/hangups")
@@ -112,7 +114,7 @@ def hangups():
     try:
         period = parse_period(request.args, local_today())
     except PeriodError as e:
-        return render_template("auditor/error.html", code=400, title="Cannot list the calls",
+        return render_template("auditor/error.html", code=400, title=_("Cannot list the calls"),
                                message="; ".join(e.errors.values())), 400
     language = (request.args.get("language") or "")[:100]
     phase = (request.args.get("phase") or "")[:100]

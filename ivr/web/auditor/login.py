@@ -28,6 +28,8 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -195,12 +197,14 @@ def login():
         minutes = max(1, round(wait / 60))
         response = current_app.make_response((render_template(
             "auditor/login.html", next=next_url, name=name,
-            error=f"Too many failed logins. Try again in about {minutes} minute(s)."), 429))
+            error=ngettext("Too many failed logins. Try again in about %(num)d minute.",
+                           "Too many failed logins. Try again in about %(num)d minutes.",
+                           minutes)), 429))
         response.headers["Retry-After"] = str(wait)
         return response
     if user is None:
         return render_template("auditor/login.html", next=next_url, name=name,
-                               error="Wrong name or secret."), 401
+                               error=_("Wrong name or secret.")), 401
     session.clear()
     session.permanent = True
     session["sid"] = token

@@ -7,6 +7,7 @@ the same transaction, and answers with a redirect back to the page and a one-lin
 from __future__ import annotations
 
 from flask import current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 
 from ivr.adapters import iys_push
 from ivr.domain.kvkk.businessdays import HolidayConfigError, load_calendar, local_date
@@ -35,8 +36,9 @@ def queues_page():
     try:
         cal = load_calendar(current_app.config.get("HOLIDAYS_FILE"))
     except HolidayConfigError as e:
-        return render_template("auditor/error.html", code=500, title="Holiday calendar",
-                               message=f"The İYS deadlines cannot be computed: {e}"), 500
+        return render_template("auditor/error.html", code=500, title=_("Holiday calendar"),
+                               message=_("The İYS deadlines cannot be computed: %(problem)s",
+                                         problem=e)), 500
     with transaction(s):
         pending = q.iys_pending(s, pii, cal, now)
         failed = q.failed_batches(s)
@@ -62,8 +64,9 @@ def close_request(request_id: int):
                                   request.form.get("outcome", ""), utcnow())
     except q.QueueError as e:
         return _back(str(e), ok=False)
-    late = "" if local_date(req.closed_at) <= req.due_on else f" It was due on {req.due_on}."
-    return _back(f"Request #{req.id} is closed.{late}")
+    late = "" if local_date(req.closed_at) <= req.due_on else " " + _(
+        "It was due on %(day)s.", day=req.due_on.strftime("%d.%m.%Y"))
+    return _back(_("Request #%(id)s is closed.", id=req.id) + late)
 
 
 @bp.post("/queues/iys/<batch_id>/push")
@@ -72,11 +75,11 @@ def retry_push(batch_id: str):
     """Push a failed İYS batch again, to the endpoint of its last push."""
     token = current_app.config.get("IYS_TOKEN")
     if not token:
-        return _back("IVR_IYS_TOKEN is not set, so nothing can be pushed to İYS.", ok=False)
+        return _back(_("IVR_IYS_TOKEN is not set, so nothing can be pushed to İYS."), ok=False)
     try:
         timeout = float(current_app.config.get("IYS_TIMEOUT") or 30)
     except ValueError:
-        return _back("IVR_IYS_TIMEOUT must be a number of seconds.", ok=False)
+        return _back(_("IVR_IYS_TIMEOUT must be a number of seconds."), ok=False)
     s, pii = db_session(), personal_data()
     try:
         with transaction(s):
@@ -88,11 +91,12 @@ def retry_push(batch_id: str):
     with transaction(s):
         outcome = q.record_push(s, current_user(), target, answer, utcnow())
     if outcome == "accepted":
-        return _back(f"Batch {target.batch_id} was accepted by İYS "
-                     f"(transactionId {answer.transaction_id}).")
+        return _back(_("Batch %(batch)s was accepted by İYS (transactionId %(tid)s).",
+                       batch=target.batch_id, tid=answer.transaction_id))
     codes = ", ".join(e["code"] for e in answer.errors)
-    return _back(f"Batch {target.batch_id} was {outcome} again (HTTP "
-                 f"{answer.http_status or '-'}: {codes}).", ok=False)
+    return _back(_("Batch %(batch)s was %(outcome)s again (HTTP %(status)s: %(codes)s).",
+                   batch=target.batch_id, outcome=outcome, status=answer.http_status or "-",
+                   codes=codes), ok=False)
 
 
 @bp.post("/queues/spool/<record_id>/retry")
@@ -107,7 +111,8 @@ def retry_spool(record_id: str):
         outcome = q.retry_quarantined(s, spool(), user, record_id, apply_record, utcnow())
     except q.QueueError as e:
         return _back(str(e), ok=False)
-    return _back(f"Record {record_id} was retried: {outcome}.", ok=outcome == "applied")
+    return _back(_("Record %(id)s was retried: %(outcome)s.", id=record_id, outcome=outcome),
+                 ok=outcome == "applied")
 
 
 @bp.post("/queues/spool/<record_id>/discard")
@@ -123,4 +128,4 @@ def discard_spool(record_id: str):
                               utcnow())
     except q.QueueError as e:
         return _back(str(e), ok=False)
-    return _back(f"Record {record_id} was discarded.")
+    return _back(_("Record %(id)s was discarded.", id=record_id))

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -106,11 +107,11 @@ def close_request(s: Session, pii: PersonalData, user: User, request_id: int, ou
     """Close a subject request (`subject request close`), noting who closed it."""
     outcome = outcome.strip()
     if not outcome:
-        raise QueueError("Write what was done or answered before closing the request.")
+        raise QueueError(_("Write what was done or answered before closing the request."))
     try:
         req = sr.close_request(s, pii, request_id, outcome=outcome[:2000], now=now)
     except sr.RequestError as e:
-        raise QueueError(f"The request cannot be closed: {e}.") from None
+        raise QueueError(_("The request cannot be closed: %(problem)s.", problem=e)) from None
     chain.append(s, [_who(user, "close.subject_request", request=req.id,
                           on_time=local_date(now) <= req.due_on)], at=now)
     return req
@@ -129,14 +130,15 @@ def push_target(s: Session, pii: PersonalData, batch_id: str) -> PushTarget:
     """A failed batch's bytes and the endpoint it was last pushed to (`iys push URL --batch`)."""
     batch = s.get(IysBatch, batch_id[:40])
     if batch is None:
-        raise QueueError(f"There is no İYS batch {batch_id}.")
+        raise QueueError(_("There is no İYS batch %(batch)s.", batch=batch_id))
     if batch.status != "push_failed":
-        raise QueueError(f"Batch {batch.id} is {batch.status}; only a failed push is retried.")
+        raise QueueError(_("Batch %(batch)s is %(status)s; only a failed push is retried.",
+                           batch=batch.id, status=batch.status))
     url = s.scalar(select(IysPushAnswer.url).where(IysPushAnswer.batch_id == batch.id)
                    .order_by(IysPushAnswer.id.desc()).limit(1))
     if not url:
-        raise QueueError(f"Batch {batch.id} was never pushed, so there is no endpoint to "
-                         "retry; push it with `python -m ivr iys push URL`.")
+        raise QueueError(_("Batch %(batch)s was never pushed, so there is no endpoint to "
+                           "retry; push it with `python -m ivr iys push URL`.", batch=batch.id))
     try:
         body = iys_export.rebuild(s, pii, batch)
     except iys_export.BatchUnavailable as e:
@@ -164,10 +166,10 @@ def retry_quarantined(s: Session, spool: Spool, user: User, rid: str, apply,
     try:
         q, _path = spool.quarantine_entry(rid)
     except KeyError:
-        raise QueueError(f"There is no quarantined record {rid}.") from None
+        raise QueueError(_("There is no quarantined record %(id)s.", id=rid)) from None
     with spool.lock(5) as got:
         if not got:
-            raise QueueError("Another process is draining the spool; try again in a moment.")
+            raise QueueError(_("Another process is draining the spool; try again in a moment."))
         spool.release(rid)
     report = spool.drain(apply)
     if rid in {x.id for x in spool.quarantined()}:
@@ -189,11 +191,11 @@ def discard_quarantined(s: Session, spool: Spool, user: User, rid: str, reason: 
     """Delete a quarantined record for good (`spool quarantine discard`), with its entry."""
     with spool.lock(5) as got:  # no retry or drain moves it meanwhile
         if not got:
-            raise QueueError("Another process is draining the spool; try again in a moment.")
+            raise QueueError(_("Another process is draining the spool; try again in a moment."))
         try:
             q, path = spool.quarantine_entry(rid)
         except KeyError:
-            raise QueueError(f"There is no quarantined record {rid}.") from None
+            raise QueueError(_("There is no quarantined record %(id)s.", id=rid)) from None
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         with s.begin():
             chain.append(s, [("spool.discarded", q.call_sid, {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Response, current_app, render_template, stream_with_context
+from flask_babel import gettext as _
 from werkzeug.exceptions import NotFound
 
 from ivr.adapters.twilio_recordings import TwilioAccount
@@ -31,7 +32,7 @@ def recording(call_sid: str, recording_sid: str):
         media = open_media(TwilioAccount.from_config(current_app.config), recording_sid)
     except MediaUnavailable as e:
         return render_template("auditor/error.html", code=e.status,
-                               title="The recording cannot be played",
+                               title=_("The recording cannot be played"),
                                message=e.message), e.status
     try:
         with transaction(s):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import render_template, request
+from flask_babel import gettext as _
 from werkzeug.exceptions import NotFound
 
 from ivr.storage.db import session as db_session
@@ -67,10 +68,10 @@ def flow_diff():
     with transaction(s):
         a, b = resolve(s, request.args.get("a", "")), resolve(s, request.args.get("b", ""))
         if a is None or b is None:
-            missing = "first" if a is None else "second"
-            return _error(400, "Cannot compare",
-                          f"The {missing} version is not a stored flow version. "
-                          "Choose two versions from the list.")
+            missing = (_("The first version is not a stored flow version.") if a is None
+                       else _("The second version is not a stored flow version."))
+            return _error(400, _("Cannot compare"),
+                          missing + " " + _("Choose two versions from the list."))
         flow_a, flow_b = flows().version(s, a), flows().version(s, b)
         audio_a, audio_b = recorded_audio(s, a), recorded_audio(s, b)
     prompts = diff_prompts(flow_a, flow_b, audio_a, audio_b)

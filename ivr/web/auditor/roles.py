@@ -8,6 +8,8 @@ role and page combination can send someone round in a loop.
 from __future__ import annotations
 
 from flask import render_template, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from ivr.services.accounts import User
 
@@ -20,7 +22,14 @@ AREAS = {"/auditor": (WORKSPACE_ROLES, "the auditor workspace"),
          # A transfer's page: the agent who made it (the page checks which), and auditors.
          "/agent/transfers/": (("agent", "auditor", "admin"), "a transfer's page"),
          "/agent/": (DESK_ROLES, "the agent desk")}
-TITLES = {"auditor.search": "the auditor workspace", "agent.desk": "the agent desk"}
+# The refusal page's link home, a whole phrase so each language words it its own way.
+TITLES = {"auditor.search": _l("Go to the auditor workspace"),
+          "agent.desk": _l("Go to the agent desk")}
+# Whole sentences per area, so each language words them its own way.
+AREA_SENTENCES = {"the auditor workspace": _l("The auditor workspace is for the %(roles)s roles."),
+                  "a transfer's page": _l("A transfer's page is for the %(roles)s roles."),
+                  "the agent desk": _l("The agent desk is for the %(roles)s roles.")}
+ROLE_NAMES = {"auditor": _l("auditor"), "admin": _l("admin"), "agent": _l("agent")}
 
 
 def home_endpoint(user: User | None) -> str:
@@ -44,11 +53,18 @@ def may_open(user: User, path: str) -> bool:
 def forbidden(user: User, message: str):
     """The 403 page: why, and a link to the user's own home (never the refusing page)."""
     home = home_endpoint(user)
-    return render_template("auditor/forbidden.html", code=403, title="Not allowed",
-                           message=f"Your account has the {user.role} role. {message}",
+    return render_template("auditor/forbidden.html", code=403, title=_("Not allowed"),
+                           message=_("Your account has the %(role)s role.",
+                                     role=ROLE_NAMES.get(user.role, user.role)) + " " + message,
                            home=url_for(home), home_title=TITLES[home]), 403
 
 
 def area_message(roles: tuple[str, ...], area: str) -> str:
     """The sentence saying which roles an area is for."""
-    return f"{area[0].upper()}{area[1:]} is for the {' and '.join(roles)} roles."
+    names = [str(ROLE_NAMES.get(r, r)) for r in roles]
+    listed = _("%(first)s and %(last)s", first=", ".join(names[:-1]), last=names[-1]) \
+        if len(names) > 1 else names[0]
+    if area in AREA_SENTENCES:
+        return str(AREA_SENTENCES[area]) % {"roles": listed}
+    return _("%(area)s is for the %(roles)s roles.", area=area[:1].upper() + area[1:],
+             roles=listed)

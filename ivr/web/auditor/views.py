@@ -9,6 +9,7 @@ import io
 import json
 
 from flask import Response, current_app, g, render_template, request, stream_with_context
+from flask_babel import gettext as _
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound
 
@@ -65,12 +66,12 @@ def _no_store(response):
 
 @bp.errorhandler(DataKeyError)
 def _data_key(exc):
-    return _error(500, "Personal data cannot be decrypted", str(exc))
+    return _error(500, _("Personal data cannot be decrypted"), str(exc))
 
 
 @bp.errorhandler(NotFound)
 def _not_found(exc):
-    return _error(404, "Not found", "There is no such page in the auditor workspace.")
+    return _error(404, _("Not found"), _("There is no such page in the auditor workspace."))
 
 
 @bp.get("/", endpoint="search")
@@ -100,7 +101,7 @@ def _search():
         ctx["errors"] = e.errors
         return render_template("auditor/search.html", **ctx), 400
     if crit.empty:
-        ctx["message"] = "Give a phone number, a CallSid, a date range or a decision."
+        ctx["message"] = _("Give a phone number, a CallSid, a date range or a decision.")
         return render_template("auditor/search.html", **ctx)
     s = db_session()
     with transaction(s):
@@ -122,9 +123,9 @@ def export(fmt: str):
     try:
         crit = parse_search(_iso_days(request.form), personal_data())
     except SearchError as e:
-        return _error(400, "Cannot export", f"The search is not valid: {e}")
+        return _error(400, _("Cannot export"), _("The search is not valid: %(problem)s", problem=e))
     if crit.empty:
-        return _error(400, "Cannot export", "Give at least one search criterion to export.")
+        return _error(400, _("Cannot export"), _("Give at least one search criterion to export."))
     s = db_session()
     with transaction(s):
         sids, ids = export_subjects(s, crit)
@@ -133,9 +134,9 @@ def export(fmt: str):
             record_access(s, current_user(), f"export.{fmt}", via="web",
                           phone_hmac=crit.phone_hmac, query=crit.audit_query(), call_sids=sids)
     if too_many:
-        return _error(400, "Too many results", f"An export holds at most {EXPORT_LIMIT} calls. "
-                      "Narrow the date range, or use `.venv/bin/python -m ivr consents export` "
-                      "for bulk.")
+        return _error(400, _("Too many results"), _(
+            "An export holds at most %(limit)s calls. Narrow the date range, or use "
+            "`.venv/bin/python -m ivr consents export` for bulk.", limit=EXPORT_LIMIT))
     pii = personal_data()
     parts = [(sids[i:i + CHUNK], []) for i in range(0, len(sids), CHUNK)]
     parts += [([], ids[i:i + CHUNK]) for i in range(0, len(ids), CHUNK)]
@@ -212,7 +213,8 @@ def call(call_sid: str):
             record_access(s, user, "view.call", via="web", call_sid=call_sid,
                           phone_hmac=row.phone_hmac)
     if doc is None:
-        return _error(404, "Unknown call", f"No call with CallSid {call_sid} is stored.")
+        return _error(404, _("Unknown call"),
+                      _("No call with CallSid %(sid)s is stored.", sid=call_sid))
     index = audio_index(current_app)
     hashes = [p["audio"] for ev in doc["timeline"] for p in ev["prompts"]]
     hashes += [p["audio"] for n in doc["notices"] for p in n["parts"]]
@@ -245,10 +247,11 @@ def _replay(s, call_sid: str) -> dict:
     except (AuditError, LookupError) as e:
         return {"ok": False, "message": str(e)}
     if result.ok:
-        return {"ok": True, "message": "the recorded keys, re-run through the flow engine "
-                                       "under the call's flow version, give the same prompts, "
-                                       "path and decision as stored"}
-    return {"ok": False, "message": f"the paths diverge at {result.mismatches[0]}"}
+        return {"ok": True, "message": _("the recorded keys, re-run through the flow engine "
+                                         "under the call's flow version, give the same prompts, "
+                                         "path and decision as stored")}
+    return {"ok": False, "message": _("the paths diverge at %(where)s",
+                                               where=result.mismatches[0])}
 
 
 @bp.post("/calls/<call_sid>/evidence.zip")
@@ -264,6 +267,6 @@ def evidence(call_sid: str):
                                 index=audio_index(current_app), user=current_user(),
                                 since=request.form.get("since", type=int))
     except EvidenceError as e:
-        return _error(e.status, "Cannot build the evidence package", str(e))
+        return _error(e.status, _("Cannot build the evidence package"), str(e))
     return Response(package.data, mimetype="application/zip", headers={
         "Content-Disposition": f'attachment; filename="{package.filename}"'})
