@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ivr.audit import merkle
+
 from ..domain.notice import notice_version
 from ..storage.models import AuditEntry, FlowRun, Turn
 
@@ -187,7 +189,9 @@ def build(s: Session, call_sid: str, registry, entries: list[AuditEntry] | None 
     for e, b in zip(entries, bodies, strict=True):
         d = b.get("data") or {}
         title, detail, css = _describe(b["kind"], d, timeouts.get((d.get("run"), d.get("step"))))
-        ev = Event(seq=e.seq, hash=e.hash, kind=b["kind"], at=b["at"], title=title,
+        # Entries from before the Merkle log carry their chain hash; a leaf, its leaf hash.
+        digest = e.hash or merkle.leaf_hash(e.body.encode()).hex()
+        ev = Event(seq=e.seq, hash=digest, kind=b["kind"], at=b["at"], title=title,
                    detail=detail, data=d, category=css)
         version = versions.get(d.get("run"))
         if b["kind"] == "prompts.played":

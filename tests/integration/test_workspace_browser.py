@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ivr.services.kvkk.subject_requests import open_request
 from ivr.services.spool_replay import apply_record
 from ivr.storage.kvkk_models import SubjectRequest
 from ivr.storage.spool import spool
@@ -17,6 +16,7 @@ from tests.integration.conftest import CHROMIUM_ARGS, chromium
 from tests.integration.test_agent_desk import users  # noqa: F401 - a fixture
 from tests.integration.test_lifecycle_retention import backdate_call
 from tests.integration.test_recordings_play import RSID, recorded_call
+from tests.integration.test_work_queues import open_request
 from tests.support.auditor import audit_bodies, make_user
 from tests.support.lifecycle import add_consent, run_cli, session
 from tests.support.transfer import ACCOUNT, follow, transfers, twilio
