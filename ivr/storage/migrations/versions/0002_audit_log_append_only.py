@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from ivr.audit.chain import TRIGGERS, guard_statements
+from ivr.storage.audit_store import TRIGGERS, guard_statements
 
 revision = "0002"
 down_revision = "0001"
