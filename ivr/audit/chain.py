@@ -5,7 +5,7 @@ canonical JSON of {"at", "data", "kind", "ref"}. ivr/storage/audit_store.py queu
 caller's transaction; the sequencer (ivr/services/audit_sequencer.py) gives it its index
 later. Entries from before the Merkle log were a hash chain: SHA-256(0x00 ||
 previous hash || body), the first linking to 32 zero bytes (`FIRST_PREV`); they stay as
-the first leaves and their chain stays verifiable (ivr/audit/verify.py).
+the first leaves and their chain stays verifiable (ivr/audit/legacy.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The log's Ed25519 signing key, and the checkpoints of the former hash chain.
 
-The Merkle log's checkpoints are signed notes (ivr/audit/note.py, ivr/audit/sequencer.py)
-made with the same key. The hash chain's checkpoints below are kept only to verify the
-entries from before the Merkle log.
+The Merkle log's checkpoints are signed notes (ivr/audit/note.py, signed by
+ivr/services/audit_sequencer.py) made with the same key. The hash chain's checkpoints below
+are kept only to verify the entries from before the Merkle log.
 
 The signing key comes from IVR_AUDIT_SIGNING_KEY, which holds either a PKCS#8 PEM private key
 (`openssl genpkey -algorithm ed25519`) or the standard base64 of the raw 32-byte Ed25519 seed.

@@ -2,7 +2,8 @@
 
 Entries from before the upgrade keep their chain columns (prev_hash, hash); `scan` streams
 them in constant memory and raises VerificationError at the first problem. They are also the
-first leaves of the Merkle log, which ivr/audit/verify.py checks.
+first leaves of the Merkle log, which ivr/audit/verify.py checks (ivr/services/audit_verify.py
+reads both from the database).
 
 Bodies are canonical JSON (RFC 8785) whose top-level keys sort as at, data, kind, ref, seq, so
 every body ends with `,"kind":K,"ref":R,"seq":N}`. The fast path checks that suffix instead of
