@@ -74,8 +74,8 @@ def make_app(url: str, instance: str):
 
 def fill(url: str, instance: str, n: int) -> None:
     """Create the schema; insert n leaves, their tree nodes and one signed checkpoint."""
-    from ivr.audit import checkpoint as cps
-    from ivr.audit import merkle, sequencer
+    from ivr.audit import merkle
+    from ivr.services import audit_keys, audit_sequencer
     from ivr.storage.db import database, utcnow
 
     app = make_app(url, instance)
@@ -106,7 +106,8 @@ def fill(url: str, instance: str, n: int) -> None:
     finally:
         raw.close()
     with app.app_context(), db.engine.begin() as conn:
-        sequencer.sign_checkpoint(conn, app, cps.signing_key(app), n, compact.root(), utcnow())
+        audit_sequencer.sign_checkpoint(conn, app, audit_keys.signing_key(app), n, compact.root(),
+                                        utcnow())
     print(f"filled {n} leaves in {time.perf_counter() - t0:.1f} s", flush=True)
     db.engine.dispose()
 
@@ -129,7 +130,7 @@ def integrate(url: str, instance: str, n: int, q: int) -> dict:
     """Queue q leaves after the n stored ones, then time one sequencer pass over them."""
     from sqlalchemy import insert
 
-    from ivr.audit import sequencer
+    from ivr.services import audit_sequencer
     from ivr.storage.db import database, utcnow
     from ivr.storage.models import AuditQueue
 
@@ -147,7 +148,7 @@ def integrate(url: str, instance: str, n: int, q: int) -> dict:
             conn.execute(insert(AuditQueue), batch)
     with app.app_context():
         t0 = time.perf_counter()
-        result = sequencer.run_pass(app, force_checkpoint=True)
+        result = audit_sequencer.run_pass(app, force_checkpoint=True)
         seconds = time.perf_counter() - t0
     db.engine.dispose()
     return {"integrated": result.integrated, "seconds": round(seconds, 2),
@@ -156,7 +157,7 @@ def integrate(url: str, instance: str, n: int, q: int) -> dict:
 
 def verify(url: str, instance: str) -> dict:
     """Time `audit verify` over the whole log; report speed and this process's memory."""
-    from ivr.audit.verify import verify_log
+    from ivr.services.audit_verify import verify_log
     from ivr.storage.db import database
 
     app = make_app(url, instance)
@@ -175,7 +176,8 @@ def verify(url: str, instance: str) -> dict:
 
 def prove(url: str, instance: str, n: int) -> dict:
     """The median time of `audit prove` for one call near the end of the log."""
-    from ivr.audit.proofs import check_proof_document, prove_call
+    from ivr.audit.proofs import check_proof_document
+    from ivr.storage.audit_tree import prove_call
     from ivr.storage.db import database
 
     app = make_app(url, instance)

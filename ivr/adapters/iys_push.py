@@ -11,7 +11,8 @@ import requests
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ..audit import chain
+from ivr.storage import audit_store
+
 from ..storage.kvkk_models import IysBatch, IysPushAnswer, IysRecord
 
 log = logging.getLogger("ivr.kvkk.iys_push")  # the name logs have always carried
@@ -109,7 +110,7 @@ def record_answer(session: Session, batch: IysBatch, answer: Answer, url: str,
         if requeue:
             session.execute(delete(IysRecord).where(IysRecord.id.in_(requeue)))
     session.flush()
-    chain.append(session, [("iys.pushed", None, {
+    audit_store.append(session, [("iys.pushed", None, {
         "batch": batch.id, "url": safe_url(url), "http_status": answer.http_status,
         "outcome": answer.outcome, "transaction_id": answer.transaction_id,
         "error_codes": sorted({e["code"] for e in answer.errors if e.get("code")}),

@@ -1,11 +1,11 @@
-"""Audit entries: canonical bodies, queued with their fact, and the append-only guard.
+"""Audit entries: canonical bodies and the entry hash (pure; no database here).
 
 A new entry is a leaf of the Merkle log (ivr/audit/merkle.py): its bytes are the RFC 8785
-canonical JSON of {"at", "data", "kind", "ref"}. `append` only queues it, in the caller's
-transaction, with no head read and no lock; the sequencer (ivr/audit/sequencer.py) gives it
-its index later. Entries from before the Merkle log were a hash chain: SHA-256(0x00 ||
+canonical JSON of {"at", "data", "kind", "ref"}. ivr/storage/audit_store.py queues it in the
+caller's transaction; the sequencer (ivr/services/audit_sequencer.py) gives it its index
+later. Entries from before the Merkle log were a hash chain: SHA-256(0x00 ||
 previous hash || body), the first linking to 32 zero bytes (`FIRST_PREV`); they stay as
-the first leaves and their chain stays verifiable (ivr/audit/verify.py).
+the first leaves and their chain stays verifiable (ivr/audit/legacy.py).
 """
 
 from __future__ import annotations
@@ -14,18 +14,10 @@ import hashlib
 from datetime import UTC, datetime
 
 import rfc8785
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
-
-from ivr.storage.db import utcnow
-from ivr.storage.models import AuditQueue
 
 ENTRY_PREFIX = b"\x00"
 CHECKPOINT_PREFIX = b"\x01"
 FIRST_PREV = "00" * 32
-# Any constant: the key of the PostgreSQL advisory lock that one sequencer holds at a time.
-_PG_LOCK_KEY = 0x1FC0_AD17
-QUEUED_FLAG = "ivr_audit_queued"
 
 
 def canonical(data) -> bytes:
@@ -46,82 +38,3 @@ def iso(dt: datetime) -> str:
 def leaf_body(kind: str, ref: str | None, data: dict, stamp: str) -> bytes:
     """The leaf bytes of one entry."""
     return canonical({"kind": kind, "at": stamp, "ref": ref, "data": data})
-
-
-def append(session: Session, entries: list[tuple[str, str | None, dict]],
-           at: datetime | None = None) -> list[AuditQueue]:
-    """Queue (kind, ref, data) entries as leaves in this transaction: they commit with the
-    fact or not at all. No head is read and no lock is taken; order within the call is kept."""
-    if not entries:
-        return []
-    now = utcnow()
-    stamp = iso(at or now)
-    rows = [AuditQueue(kind=kind, ref=ref, body=leaf_body(kind, ref, data, stamp).decode(),
-                       queued_at=now) for kind, ref, data in entries]
-    session.add_all(rows)
-    # Tells an inline sequencer (tests, `AUDIT_SEQUENCER=inline`) to run after the commit.
-    session.info[QUEUED_FLAG] = True
-    return rows
-
-
-# UPDATE, DELETE and TRUNCATE are refused outright; an INSERT must take the next seq, so even
-# a buggy writer cannot leave a gap. Only the sequencer inserts here (one at a time).
-_PG_GUARD = """
-CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger AS $$
-BEGIN
-  RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: ' || TG_OP || ' is not allowed';
-END;
-$$ LANGUAGE plpgsql;
-CREATE OR REPLACE FUNCTION audit_log_extend_head() RETURNS trigger AS $$
-DECLARE
-  head_seq bigint := 0;
-BEGIN
-  SELECT seq INTO head_seq FROM audit_log ORDER BY seq DESC LIMIT 1;
-  IF NOT FOUND THEN
-    head_seq := 0;
-  END IF;
-  IF NEW.seq IS DISTINCT FROM head_seq + 1 THEN
-    RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: entry ' || NEW.seq
-      || ' must extend the head (seq ' || head_seq || ')';
-  END IF;
-  RETURN NEW;
-END;
-$$ LANGUAGE plpgsql;
-DROP TRIGGER IF EXISTS audit_log_extend_head ON audit_log;
-CREATE TRIGGER audit_log_extend_head BEFORE INSERT ON audit_log
-  FOR EACH ROW EXECUTE FUNCTION audit_log_extend_head();
-DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log;
-CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
-  FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
-DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log;
-CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
-  FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
-"""
-
-_SQLITE_GUARD = [
-    """CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE is not allowed'); END""",
-    """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE is not allowed'); END""",
-    """CREATE TRIGGER IF NOT EXISTS audit_log_extend_head BEFORE INSERT ON audit_log
-       WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log)
-       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: an entry must extend the head');
-       END""",
-]
-
-# The trigger names, so tests that play the attacker (who has the database) can drop them.
-TRIGGERS = {"postgresql": ["audit_log_append_only", "audit_log_no_truncate",
-                           "audit_log_extend_head"],
-            "sqlite": ["audit_log_no_update", "audit_log_no_delete", "audit_log_extend_head"]}
-
-
-def guard_statements(dialect: str) -> list[str]:
-    """SQL that makes the audit table reject UPDATE and DELETE on this backend."""
-    return [_PG_GUARD] if dialect == "postgresql" else list(_SQLITE_GUARD)
-
-
-def install_append_only_guard(engine: Engine) -> None:
-    """Install the append-only triggers on the audit table."""
-    with engine.begin() as conn:
-        for stmt in guard_statements(engine.dialect.name):
-            conn.exec_driver_sql(stmt)

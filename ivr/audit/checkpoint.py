@@ -1,12 +1,14 @@
 """The log's Ed25519 signing key, and the checkpoints of the former hash chain.
 
-The Merkle log's checkpoints are signed notes (ivr/audit/note.py, ivr/audit/sequencer.py)
-made with the same key. The hash chain's checkpoints below are kept only to verify the
-entries from before the Merkle log.
+The Merkle log's checkpoints are signed notes (ivr/audit/note.py, signed by
+ivr/services/audit_sequencer.py) made with the same key. The hash chain's checkpoints below
+are kept only to verify the entries from before the Merkle log.
 
 The signing key comes from IVR_AUDIT_SIGNING_KEY, which holds either a PKCS#8 PEM private key
 (`openssl genpkey -algorithm ed25519`) or the standard base64 of the raw 32-byte Ed25519 seed.
-Without it, a key is generated once and kept in instance/audit_signing_key (PKCS#8 PEM).
+Without it, a key is generated once and kept in instance/audit_signing_key (PKCS#8 PEM);
+ivr/services/audit_keys.py finds the app's key, every function here takes its keys as
+arguments.
 
 The signed message is 0x01 || canonical JSON (RFC 8785) of {"at", "hash", "key_id", "seq"};
 entries hash with 0x00 first, so a checkpoint can never pass for an entry. key_id is the
@@ -19,21 +21,16 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy.orm import Session
-
-from ivr.storage.models import AuditCheckpoint
 
 from . import chain
 from .errors import CHECKPOINT_MISMATCH, AuditError, VerificationError
 
 KEY_ENV = "IVR_AUDIT_SIGNING_KEY"
-KEY_FILE = "audit_signing_key"
 ENTRY_KIND = "audit.checkpoint"
 
 
@@ -93,24 +90,6 @@ def key_id(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def signing_key(app=None, *, create: bool = True) -> Ed25519PrivateKey | None:
-    """The app's signing key: the environment, else instance/audit_signing_key (made if asked)."""
-    from flask import current_app
-
-    from ivr.domain.config import instance_secret
-
-    app = app or current_app
-    text = app.config.get("AUDIT_SIGNING_KEY") or os.environ.get(KEY_ENV)
-    if text:
-        return load_private_key(text)
-    path = os.path.join(app.config["INSTANCE_DIR"], KEY_FILE)
-    if not create and not os.path.exists(path):
-        return None
-    pem = instance_secret(app.config["INSTANCE_DIR"], KEY_FILE,
-                          lambda: private_key_pem(Ed25519PrivateKey.generate()).strip())
-    return load_private_key(pem)
-
-
 def public_keys(*keys: Ed25519PublicKey | Ed25519PrivateKey) -> dict[str, Ed25519PublicKey]:
     """Public keys by key id, for the verifier."""
     out = {}
@@ -118,12 +97,6 @@ def public_keys(*keys: Ed25519PublicKey | Ed25519PrivateKey) -> dict[str, Ed2551
         pub = k.public_key() if isinstance(k, Ed25519PrivateKey) else k
         out[key_id(pub)] = pub
     return out
-
-
-def app_public_keys(app=None) -> dict[str, Ed25519PublicKey]:
-    """The app's own public key by id (none if no key was ever made); never creates a key."""
-    key = signing_key(app, create=False)
-    return public_keys(key) if key else {}
 
 
 # --- checkpoints ----------------------------------------------------------------------
@@ -174,11 +147,12 @@ class Checkpoint:
                 "an invalid signature", self.source) from None
 
 
-def from_row(row: AuditCheckpoint | tuple) -> Checkpoint:
-    """The signed content of a stored checkpoint; its columns must agree with its signed body."""
+def from_row(row) -> Checkpoint:
+    """The signed content of a stored checkpoint (a row object or its (id, seq, hash, key_id,
+    signature, body) tuple); its columns must agree with its signed body."""
     cp_id, seq, h, kid, signature, body = (
-        (row.id, row.seq, row.hash, row.key_id, row.signature, row.body)
-        if isinstance(row, AuditCheckpoint) else row)
+        row if isinstance(row, tuple)
+        else (row.id, row.seq, row.hash, row.key_id, row.signature, row.body))
     source = f"stored checkpoint #{cp_id}"
     try:
         doc = json.loads(body)
@@ -209,15 +183,3 @@ def from_entry_data(data: dict, seq: int) -> Checkpoint:
     return Checkpoint(int(data["seq"]), str(data["hash"]), str(data["at"]), str(data["key_id"]),
                       str(data["signature"]), f"audit entry {seq}")
 
-
-def latest(session: Session, at_or_after: int = 0) -> AuditCheckpoint | None:
-    """The first stored checkpoint at or after `at_or_after` (the newest if 0)."""
-    from sqlalchemy import select
-
-    q = select(AuditCheckpoint)
-    if at_or_after:
-        q = q.where(AuditCheckpoint.seq >= at_or_after).order_by(AuditCheckpoint.seq,
-                                                                AuditCheckpoint.id)
-    else:
-        q = q.order_by(AuditCheckpoint.seq.desc(), AuditCheckpoint.id.desc())
-    return session.scalars(q.limit(1)).first()

@@ -2,7 +2,8 @@
 
 Entries from before the upgrade keep their chain columns (prev_hash, hash); `scan` streams
 them in constant memory and raises VerificationError at the first problem. They are also the
-first leaves of the Merkle log, which ivr/audit/verify.py checks.
+first leaves of the Merkle log, which ivr/audit/verify.py checks (ivr/services/audit_verify.py
+reads both from the database).
 
 Bodies are canonical JSON (RFC 8785) whose top-level keys sort as at, data, kind, ref, seq, so
 every body ends with `,"kind":K,"ref":R,"seq":N}`. The fast path checks that suffix instead of
@@ -12,12 +13,11 @@ problem.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 
 from . import checkpoint as cps
-from .chain import ENTRY_PREFIX, FIRST_PREV
+from .chain import FIRST_PREV, entry_hash
 from .errors import (
     BODY_MODIFIED,
     CHECKPOINT_MISMATCH,
@@ -38,7 +38,7 @@ Row = tuple  # (seq, prev_hash, body, hash, kind, ref)
 
 
 def _sha(prev_hash: str, body: str) -> str:
-    return hashlib.sha256(ENTRY_PREFIX + bytes.fromhex(prev_hash) + body.encode()).hexdigest()
+    return entry_hash(prev_hash, body.encode())
 
 
 def _body_seq(body: str):
@@ -171,9 +171,6 @@ def _embedded(seq: int, prev: str, body: str, keys) -> cps.Checkpoint:
 def scan(rows: Iterator[Row], marks: Checkpoints, keys, progress) -> tuple[int, str, set]:
     """The hot loop: returns (next expected seq, head hash, signatures of the checkpoints
     carried by audit.checkpoint entries)."""
-    sha = hashlib.sha256
-    fromhex = bytes.fromhex
-    prefix = ENTRY_PREFIX
     n, prev, embedded = 1, FIRST_PREV, set()
     next_cp = marks.next_seq
     report = BATCH * 20
@@ -184,7 +181,7 @@ def scan(rows: Iterator[Row], marks: Checkpoints, keys, progress) -> tuple[int, 
         else:
             tail = f',"kind":"{kind}","ref":"{ref}","seq":{s}}}'
         if (s != n or p != prev or not b.endswith(tail)
-                or sha(prefix + fromhex(p) + b.encode()).hexdigest() != h):
+                or entry_hash(p, b.encode()) != h):
             diagnose(row, n, prev, lambda: next(rows, None))
         if s == next_cp:
             marks.meet(s, h)

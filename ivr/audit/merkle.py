@@ -1,7 +1,7 @@
 """The Merkle tree of RFC 9162 §2.1: hashes, tree heads, inclusion and consistency proofs.
 
 Pure: no database, no Flask. Proof generation takes a `subtree(lo, hi)` function that gives
-the Merkle tree hash of leaves lo..hi-1, so that a stored tree (ivr/audit/tree.py) and an
+the Merkle tree hash of leaves lo..hi-1, so that a stored tree (ivr/storage/audit_tree.py) and an
 in-memory list of leaf hashes (`MemoryTree`) produce the same proofs. Verification follows
 the algorithms of RFC 9162 §2.1.3.2 and §2.1.4.2 step by step and raises VerificationError.
 """

@@ -3,23 +3,20 @@ flow version recorded for the call, and compared step by step with what was stor
 
 Three records must agree: the engine's recomputed path, the stored turns and consent (mutable
 tables), and the call's audit entries (the hash chain, which is what an auditor trusts).
+
+This is the pure core: it takes the records as arguments. ivr/services/audit_replay.py reads
+them from the database.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from ..domain.flow import engine as e
 from ..domain.notice import notice_version
-from ..storage.models import AuditEntry, Call, Consent, FlowRun, Turn
-from .errors import AuditError
-from .verify import EntriesStatus, verify_entries
+from .verify import EntriesStatus
 
 AUDIT = ("audit log:", "replayed:")
 
@@ -209,7 +206,7 @@ def _first_difference(stored: list, replayed: list) -> tuple[int, object, object
     return i, stored[i] if i < len(stored) else None, replayed[i] if i < len(replayed) else None
 
 
-class _Audit:
+class CallEntries:
     """A call's audit entries, indexed by run and step."""
 
     def __init__(self, entries: list[tuple[int, dict]]):
@@ -234,33 +231,10 @@ class _Audit:
                 self.decided.setdefault(d.get("run"), []).append(body)
 
 
-def replay_call(session: Session, registry, call_sid: str, *, public_keys=None) -> ReplayResult:
-    """Replay every flow run of one call and compare it with the record."""
-    runs = list(session.scalars(select(FlowRun).where(FlowRun.call_sid == call_sid)
-                                .order_by(FlowRun.created_at, FlowRun.id)))
-    if not runs and session.get(Call, call_sid) is None:
-        raise AuditError(f"unknown call: {call_sid}")
-    result = ReplayResult(call_sid)
-    rows = list(session.execute(select(AuditEntry.seq, AuditEntry.body)
-                                .where(AuditEntry.ref == call_sid).order_by(AuditEntry.seq)))
-    result.chain = verify_entries(session, [r.seq for r in rows], public_keys=public_keys)
-    if not result.chain.ok:
-        p = result.chain.problem
-        result.mismatches.append(Mismatch(None, None, f"the call's audit entries do not verify "
-                                          f"({p.unit} {p.seq}: {p.problem})", p.expected, p.found,
-                                          ("expected", "found")))
-    audit = _Audit([(r.seq, json.loads(r.body)) for r in rows])
-    for orphan in sorted(set(audit.started) - {r.id for r in runs}):
-        result.mismatches.append(Mismatch(orphan, None, "the audit log records a run that is "
-                                          "not stored", "no flow run", f"run {orphan}",
-                                          ("flow_runs:", "audit log:")))
-    for run in runs:
-        result.runs.append(_replay_run(session, registry, run, audit, result.mismatches))
-    return result
-
-
-def _replay_run(session: Session, registry, run: FlowRun, audit: _Audit,
-                problems: list[Mismatch]) -> RunReplay:
+def replay_run(run, audit: CallEntries, problems: list[Mismatch], load_flow: Callable,
+               turns: list, consents: list) -> RunReplay:
+    """Replay one flow run (a FlowRun row) from its stored turns and consents, loading its
+    recorded flow version with `load_flow`; each disagreement is appended to `problems`."""
     def mismatch(step, what, stored, replayed, labels=("stored", "replayed")):
         problems.append(Mismatch(run.id, step, what, stored, replayed, labels))
 
@@ -276,12 +250,11 @@ def _replay_run(session: Session, registry, run: FlowRun, audit: _Audit,
         mismatch(0, "flow version", run.flow_version, info.get("flow_version"),
                  ("flow_runs:", "audit log:"))
     try:
-        flow = registry.version(session, info.get("flow_version") or run.flow_version)
+        flow = load_flow(info.get("flow_version") or run.flow_version)
     except LookupError as exc:
         mismatch(0, "the recorded flow version cannot be loaded", run.flow_version, str(exc),
                  ("version", "error"))
         return rr
-    turns = list(session.scalars(select(Turn).where(Turn.run_id == run.id).order_by(Turn.step)))
     if [t.step for t in turns] != list(range(run.step + 1)):
         mismatch(None, f"stored turns are not steps 0..{run.step}",
                  [t.step for t in turns], list(range(run.step + 1)), ("found", "expected"))
@@ -349,11 +322,11 @@ def _replay_run(session: Session, registry, run: FlowRun, audit: _Audit,
     _check_hang_up(run, flow, turns, audit, rr, state, mismatch, diverged)
     rr.decision = decisions[-1] if decisions else None
     if not diverged:
-        _check_decisions(session, run, decisions, audit, mismatch)
+        _check_decisions(consents, run, decisions, audit, mismatch)
     return rr
 
 
-def _compare_audit(run, k, at, inp, actions, audit: _Audit, mismatch) -> Step:
+def _compare_audit(run, k, at, inp, actions, audit: CallEntries, mismatch) -> Step:
     """The step as played, checked against its prompts.played and notice.played entries."""
     plays = _plays(actions)
     played_entries = audit.played.get((run.id, k), [])
@@ -383,7 +356,7 @@ def _compare_audit(run, k, at, inp, actions, audit: _Audit, mismatch) -> Step:
     return step
 
 
-def _check_hang_up(run, flow, turns, audit: _Audit, rr: RunReplay, state, mismatch,
+def _check_hang_up(run, flow, turns, audit: CallEntries, rr: RunReplay, state, mismatch,
                    diverged) -> None:
     """A hang-up is the last input: the run's mark and the audit entry must agree."""
     after = len(turns)
@@ -412,11 +385,9 @@ def _check_hang_up(run, flow, turns, audit: _Audit, rr: RunReplay, state, mismat
         rr.steps.append(Step(after, hang[0]["at"], {"type": "hangup"}))
 
 
-def _check_decisions(session: Session, run: FlowRun, decisions: list[dict], audit: _Audit,
+def _check_decisions(stored: list, run, decisions: list[dict], audit: CallEntries,
                      mismatch) -> None:
     fields = ("decision", "digits", "language", "notice_version", "flow_version")
-    stored = list(session.scalars(select(Consent).where(Consent.run_id == run.id)
-                                  .order_by(Consent.id)))
     stored_rows = [{f: getattr(c, f) for f in fields} for c in stored]
     if stored_rows != decisions:
         mismatch(run.step, "decision", stored_rows or None, decisions or None,
@@ -424,16 +395,3 @@ def _check_decisions(session: Session, run: FlowRun, decisions: list[dict], audi
     entries = [{f: d["data"].get(f) for f in fields} for d in audit.decided.get(run.id, [])]
     if entries != decisions:
         mismatch(run.step, "decision", entries or None, decisions or None, AUDIT)
-
-
-def replay_range(session: Session, registry, since: datetime | None,
-                 until: datetime | None, *, public_keys=None) -> Iterator[ReplayResult]:
-    """Replay every call whose first flow run started in [since, until)."""
-    first = func.min(FlowRun.created_at)
-    q = select(FlowRun.call_sid).group_by(FlowRun.call_sid)
-    if since is not None:
-        q = q.having(first >= since)
-    if until is not None:
-        q = q.having(first < until)
-    for sid in list(session.scalars(q.order_by(first, FlowRun.call_sid))):
-        yield replay_call(session, registry, sid, public_keys=public_keys)

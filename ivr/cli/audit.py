@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
+from flask import current_app
+from sqlalchemy import select
 
+from ivr.audit import checkpoint as cps
+from ivr.audit import note
+from ivr.audit.chain import iso
 from ivr.audit.errors import AuditError, VerificationError
-
-
-def _with_app(f):
-    from ivr.cli.main import with_app
-
-    return with_app(f)
+from ivr.audit.proofs import b64
+from ivr.audit.verify import max_queue_age_default
+from ivr.cli.context import parse_when, with_app
+from ivr.services import audit_keys
+from ivr.services.audit_replay import replay_call, replay_range
+from ivr.services.audit_sequencer import log_origin, mmd, note_verifier, run_pass
+from ivr.services.audit_verify import verify_log
+from ivr.storage.audit_tree import consistency as consistency_proof
+from ivr.storage.audit_tree import latest_head, prove_call
+from ivr.storage.db import session
+from ivr.storage.flowstore import flows
+from ivr.storage.models import AuditEntry, AuditTreeHead
 
 
 def _read_checkpoints(paths) -> tuple[list, list[str]]:
     """Checkpoints kept outside the database: hash-chain JSON documents and signed notes."""
-    from ivr.audit import checkpoint as cps
-
     chain, notes = [], []
     for path in paths:
         try:
@@ -39,10 +49,7 @@ def _read_checkpoints(paths) -> tuple[list, list[str]]:
 
 def _read_public_keys(paths) -> tuple[dict, list | None]:
     """PEM keys for the hash chain's checkpoints, vkeys for the Merkle log's (plus the app's)."""
-    from ivr.audit import checkpoint as cps
-    from ivr.audit import note
-
-    keys = cps.app_public_keys()
+    keys = audit_keys.app_public_keys()
     vkeys = []
     for path in paths:
         try:
@@ -81,13 +88,8 @@ def verify(checkpoint_files, key_files, max_queue_age, progress, as_json):
     Exits 0 with a summary of both parts, or 1 naming the first bad leaf index (or seq of the
     hash chain) and the kind of tampering.
     """
-    from flask import current_app
 
-    from ivr.audit.sequencer import log_origin, mmd, note_verifier
-    from ivr.audit.verify import max_queue_age_default, verify_log
-    from ivr.storage.db import session
-
-    @_with_app
+    @with_app
     def run():
         chain, notes = _read_checkpoints(checkpoint_files)
         keys, vkeys = _read_public_keys(key_files)
@@ -118,10 +120,8 @@ def verify(checkpoint_files, key_files, max_queue_age, progress, as_json):
 
 
 def _own_key():
-    from ivr.audit import checkpoint as cps
-
     try:
-        return cps.signing_key(create=False)
+        return audit_keys.signing_key(create=False)
     except AuditError as e:
         raise click.ClickException(str(e)) from None
 
@@ -135,13 +135,9 @@ def integrate(once):
     Without --once it runs until interrupted, a pass every MMD / 2, like the servers' threads;
     only one sequencer works at a time.
     """
-    import time
 
-    from flask import current_app
 
-    from ivr.audit.sequencer import mmd, run_pass
-
-    @_with_app
+    @with_app
     def run():
         app = current_app._get_current_object()
         while True:
@@ -166,18 +162,13 @@ def integrate(once):
 @audit_cli.command("checkpoint")
 def checkpoint():
     """Integrate the queue, sign a checkpoint of the tree now, and print its signed note."""
-    from flask import current_app
 
-    from ivr.audit.sequencer import run_pass
-    from ivr.audit.tree import latest_head
-
-    @_with_app
+    @with_app
     def run():
         try:
             run_pass(current_app._get_current_object(), force_checkpoint=True, wait=10.0)
         except AuditError as e:
             raise click.ClickException(str(e)) from None
-        from ivr.storage.db import session
 
         head = latest_head(session())
         if head is None:
@@ -191,14 +182,8 @@ def checkpoint():
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, each with the whole note.")
 def checkpoints(as_json):
     """List the signed checkpoints, oldest first: id, tree size, time and root hash."""
-    from sqlalchemy import select
 
-    from ivr.audit.chain import iso
-    from ivr.audit.proofs import b64
-    from ivr.storage.db import session
-    from ivr.storage.models import AuditTreeHead
-
-    @_with_app
+    @with_app
     def run():
         for h in session().scalars(select(AuditTreeHead).order_by(AuditTreeHead.tree_size,
                                                                   AuditTreeHead.id)):
@@ -217,16 +202,11 @@ def checkpoints(as_json):
               help="The signed-note verifier key: <name>+<hex key hash>+<base64 key>.")
 def public_key(as_note):
     """Print the checkpoint signing key's public half (PEM, or --note for the vkey)."""
-    from flask import current_app
 
-    from ivr.audit import checkpoint as cps
-    from ivr.audit.sequencer import log_origin, note_verifier
-    from ivr.storage.db import session
-
-    @_with_app
+    @with_app
     def run():
         try:
-            key = cps.signing_key()
+            key = audit_keys.signing_key()
         except AuditError as e:
             raise click.ClickException(str(e)) from None
         if as_note:
@@ -246,10 +226,7 @@ def prove(call_sid, as_json):
 
     Exits 1 for an unknown call, or while its leaves are not yet in a checkpoint.
     """
-    from ivr.audit.proofs import prove_call
-    from ivr.storage.db import session
-
-    @_with_app
+    @with_app
     def run():
         try:
             doc = prove_call(session(), call_sid)
@@ -271,13 +248,10 @@ def prove(call_sid, as_json):
 @click.argument("new_size", type=int)
 def consistency(old_size, new_size):
     """Print the RFC 9162 consistency proof between two tree sizes, as JSON."""
-    from ivr.audit.proofs import consistency as make
-    from ivr.storage.db import session
-
-    @_with_app
+    @with_app
     def run():
         try:
-            doc = make(session(), old_size, new_size)
+            doc = consistency_proof(session(), old_size, new_size)
         except AuditError as e:
             raise click.ClickException(str(e)) from None
         click.echo(json.dumps(doc))
@@ -291,12 +265,8 @@ def consistency(old_size, new_size):
 @click.option("--call", "call_sid", default=None, help="Only this call's entries.")
 def entries(first, last, call_sid):
     """Print leaves as JSON lines {seq, index, body}, for outside verification."""
-    from sqlalchemy import select
 
-    from ivr.storage.db import session
-    from ivr.storage.models import AuditEntry
-
-    @_with_app
+    @with_app
     def run():
         q = (select(AuditEntry.seq, AuditEntry.body).order_by(AuditEntry.seq)
              .execution_options(yield_per=5000))
@@ -325,16 +295,11 @@ def replay(call_sid, since, until, verbose, as_json):
     Give a CALL_SID, or --since/--until for every call whose flow started in that range.
     Exits 1 if any replay differs from what was stored, naming where the paths diverge.
     """
-    from ivr.audit.replay import replay_call, replay_range
-    from ivr.cli.main import parse_when
-    from ivr.storage.db import session
-    from ivr.storage.flowstore import flows
-
     if bool(call_sid) == bool(since or until):
         raise click.UsageError("give either CALL_SID or --since/--until")
     start, end = parse_when(since), parse_when(until)
 
-    @_with_app
+    @with_app
     def run():
         s = session()
         try:

@@ -8,7 +8,8 @@ from datetime import date
 import click
 from flask import current_app
 
-from ..audit import chain
+from ivr.storage import audit_store
+
 from ..domain.kvkk.businessdays import local_date
 from ..services.keys import personal_data
 from ..services.kvkk import subject_requests as sr
@@ -51,7 +52,7 @@ def report_cmd(phone, fmt, lang, by, out):
         with s.begin():
             report = build(s, pii, number, policy, lang, now)
             # Who saw whose data, and when: the report is itself an audit fact.
-            chain.append(s, [("subject.report", None, {
+            audit_store.append(s, [("subject.report", None, {
                 "phone": pii.fingerprint(number), "format": fmt, "language": lang,
                 "by": (by or "")[:100] or None, "calls": len(report["calls"]),
                 "consent_events": sum(len(v) for v in report["consents"]["history"].values()),

@@ -7,7 +7,8 @@ import json
 
 import click
 
-from ..audit import chain
+from ivr.storage import audit_store
+
 from ..services.spool_replay import apply_record
 from ..storage.db import session
 from ..storage.spool import UnreadableRecord, spool
@@ -137,7 +138,7 @@ def quarantine_discard(record_id: str, reason: str):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         s = session()
         with s.begin():
-            chain.append(s, [("spool.discarded", q.call_sid, {
+            audit_store.append(s, [("spool.discarded", q.call_sid, {
                 "record": q.id, "kind": q.kind, "call_sid": q.call_sid, "error": q.error,
                 "received_at": q.received_at, "quarantined_at": q.quarantined_at,
                 "file_sha256": digest, "reason": reason[:500]})])

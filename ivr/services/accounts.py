@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..audit import chain
+from ivr.storage import audit_store
+
 from ..storage import web_sessions
 from ..storage.accounts import User
 
@@ -70,7 +71,8 @@ def set_active(s: Session, user: User, active: bool, now: datetime,
     user.active = active
     ended = 0 if active else web_sessions.end_all(s, user.id, now, "disabled")
     kind = "account.enabled" if active else "account.disabled"
-    chain.append(s, [(kind, f"user:{user.id}", _facts(user, by, sessions_ended=ended))], at=now)
+    audit_store.append(s, [(kind, f"user:{user.id}", _facts(user, by, sessions_ended=ended))],
+                       at=now)
     return ended
 
 
@@ -84,8 +86,8 @@ def rotate_secret(s: Session, user: User, now: datetime,
     secret = "ivr_" + secrets.token_urlsafe(32)
     user.secret_hash = hash_secret(secret)
     ended = web_sessions.end_all(s, user.id, now, "rotated")
-    chain.append(s, [("account.rotated", f"user:{user.id}",
-                      _facts(user, by, sessions_ended=ended))], at=now)
+    audit_store.append(s, [("account.rotated", f"user:{user.id}",
+                            _facts(user, by, sessions_ended=ended))], at=now)
     return secret, ended
 
 
@@ -94,7 +96,7 @@ def list_users(s: Session, now: datetime, idle: timedelta, max_age: timedelta,
     """Every account with its number of live web sessions; the listing is an audit entry."""
     users = list(s.scalars(select(User).order_by(User.id)))
     rows = [(u, web_sessions.open_count(s, u.id, now, idle, max_age)) for u in users]
-    chain.append(s, [("account.listed", None, {"by": (by or "")[:100] or None,
+    audit_store.append(s, [("account.listed", None, {"by": (by or "")[:100] or None,
                                                 "count": len(users)})], at=now)
     return rows
 

@@ -12,7 +12,9 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..audit import chain
+from ivr.audit import chain
+from ivr.storage import audit_store
+
 from ..domain.flow import Flow
 from ..domain.flow import engine as e
 from ..domain.notice import notice_version
@@ -209,7 +211,7 @@ def start_run(session: Session, ctx: Context, call: Call, flow: Flow, *, origin:
                "flow_id": flow.id, "flow_version": flow.version, "language": state.language,
                "context": ctx_data, "transfer_id": transfer_id, "agent_id": agent_id})]
     twiml, more = _apply(session, ctx, flow, run, call, state, actions, None, now)
-    chain.append(session, audit + more, at=now)
+    audit_store.append(session, audit + more, at=now)
     return twiml
 
 
@@ -251,7 +253,7 @@ def gather(session: Session, ctx: Context, run_id: str, step: int | None, result
     state, actions = e.advance(flow, state, inp)
     call = session.get(Call, run.call_sid)
     twiml, audit = _apply(session, ctx, flow, run, call, state, actions, inp, now)
-    chain.append(session, audit, at=now)
+    audit_store.append(session, audit, at=now)
     return twiml
 
 
@@ -302,7 +304,7 @@ def status(session: Session, ctx: Context, cb: StatusCallback,
         audit += _hang_up_runs(session, sid, now)
         for listener in ctx.listeners:
             audit += listener.on_call_ended(session, sid, now)
-    chain.append(session, audit, at=now)
+    audit_store.append(session, audit, at=now)
     return "applied" if applied else "stored"
 
 
@@ -351,7 +353,7 @@ def recording(session: Session, ctx: Context, cb: RecordingCallback,
         rec.url = cb.url
         rec.error_code = cb.error_code
         rec.updated_at = now
-    chain.append(session, [("recording.status", sid, {
+    audit_store.append(session, [("recording.status", sid, {
         "call_sid": sid, "recording_sid": rsid, "status": st, "duration": cb.duration,
         "channels": cb.channels, "source": cb.source, "track": cb.track,
         "start_time": cb.start_time_text, "url": cb.url, "error_code": cb.error_code})],

@@ -16,8 +16,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from ivr.audit import chain
+from ivr.storage import audit_store
+
 from ..adapters.twilio_rest import RedirectFailed
-from ..audit import chain
 from ..domain.flow import engine as e
 from ..domain.vocabulary import SETTLED, TERMINAL, TRANSFER_ACTIVE, transfer_move
 from ..domain.vocabulary import TransferStatus as S
@@ -152,7 +154,7 @@ def request(session: Session, req: TransferRequest, agent: Agent, key: str, *, p
                  force=req.force, status=S.REQUESTED.value, requested_at=now)
     session.add(t)
     session.flush()
-    chain.append(session, [("transfer.requested", t.call_sid, _facts(
+    audit_store.append(session, [("transfer.requested", t.call_sid, _facts(
         t, agent_name=agent.name, return_to=_return_to_for_audit(t.return_to, pii),
         language=t.language, flow_id=t.flow_id, force=t.force))], at=now)
     return t, True
@@ -172,7 +174,7 @@ def record_redirect(session: Session, transfer_id: str, now: datetime | None = N
     now = now or utcnow()
     t = session.get(Transfer, transfer_id, with_for_update=True)
     t.redirected_at = now
-    chain.append(session, [("transfer.redirected", t.call_sid, _facts(t))], at=now)
+    audit_store.append(session, [("transfer.redirected", t.call_sid, _facts(t))], at=now)
     return t
 
 
@@ -191,7 +193,7 @@ def record_failure(session: Session, transfer_id: str, failure: RedirectFailed,
     else:
         entry = ("transfer.redirect_error", t.call_sid, _facts(
             t, reason=failure.reason, message=failure.message, twilio_code=failure.twilio_code))
-    chain.append(session, [entry], at=now)
+    audit_store.append(session, [entry], at=now)
     return t
 
 
@@ -206,7 +208,7 @@ def expire(session: Session, transfer_id: str, stale_after: timedelta,
     now = now or utcnow()
     t = session.get(Transfer, transfer_id, with_for_update=True)
     if in_flight(t) and t.requested_at <= now - stale_after:
-        chain.append(session, [_fail(
+        audit_store.append(session, [_fail(
             t, "interrupted", "the request was interrupted before Twilio's answer was "
             "recorded; the call may or may not have been redirected", 502, None, now)], at=now)
     return t
@@ -237,7 +239,7 @@ def enter_flow(session: Session, ctx: calls.Context, transfer_id: str, fields,
         t.status, t.in_flow_at = transfer_move(t.status, S.IN_FLOW), now
         t.run_id = session.scalar(select(FlowRun.id).where(FlowRun.call_sid == sid,
                                                            FlowRun.origin == origin(t.id)))
-        chain.append(session, [("transfer.in_flow", sid, _facts(
+        audit_store.append(session, [("transfer.in_flow", sid, _facts(
             t, run=t.run_id, after_failure=after))], at=now)
     return twiml
 

@@ -105,11 +105,10 @@ class Database:
 
     def create_all(self) -> None:
         """Create the schema (tests and the embedded default; production uses migrations)."""
-        from . import models  # noqa: F401 - late import: the tables need Base (audit exception)
+        from . import models  # noqa: F401 - late import: the tables import Base from here
+        from .audit_store import install_append_only_guard  # late import: it imports utcnow
 
         Base.metadata.create_all(self.engine)
-        from ..audit.chain import install_append_only_guard  # late import: audit exception
-
         install_append_only_guard(self.engine)
 
 
@@ -144,8 +143,3 @@ def init_app(app: Flask) -> None:
                                         float(app.config.get("DB_CONNECT_TIMEOUT") or 1.5))
     app.teardown_appcontext(_close_session)
     app.cli.add_command(init_db_command)
-    # The audit log's sequencer needs the engine above; it lives with the audit code.
-    # late import: ivr.audit.sequencer imports this module (the audit → storage exception)
-    from ivr.audit import sequencer
-
-    sequencer.init_app(app)

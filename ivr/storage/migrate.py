@@ -20,7 +20,8 @@ from flask import Flask
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from ..audit.chain import install_append_only_guard
+from ivr.storage.audit_store import install_append_only_guard
+
 from .db import Base, database
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

@@ -7,12 +7,13 @@ import logging
 from flask import Flask
 
 from ..domain import config
-from ..services import keys
+from ..services import audit_sequencer, keys
 from ..storage import accounts as _accounts  # noqa: F401 - register the accounts table
 from ..storage import db, flowstore, spool
 from . import (
     api,
     audio_files,
+    audit_checkpoint,
     auditor,
     health,
     i18n,
@@ -39,6 +40,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     logging.basicConfig(level=app.config["LOG_LEVEL"])
 
     db.init_app(app)
+    audit_checkpoint.init_app(app)
+    audit_sequencer.init_app(app)  # needs the engine above
     keys.init_app(app)
     kvkk.init_app(app)
     spool.init_app(app)

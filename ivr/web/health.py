@@ -22,7 +22,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from ..audit import sequencer
+from ivr.services import audit_sequencer
+
 from ..storage.db import database
 from ..storage.migrate import MIGRATIONS, current_revision, head_revision
 
@@ -47,7 +48,7 @@ def readyz():
                        else "not loaded")
     checks["audio"] = check_audio(registry, app.extensions.get("ivr_audio"))
     checks["spool"] = check_spool(app)
-    checks["audit_queue"] = sequencer.queue_check(app, probe_engine(app))
+    checks["audit_queue"] = audit_sequencer.queue_check(app, probe_engine(app))
     ready = all(v.startswith("ok") for v in checks.values())
     # A quarantined record needs an operator, but this server still takes calls well:
     # failing readiness for it would take every server out of rotation over one record.

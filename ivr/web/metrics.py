@@ -25,7 +25,8 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
-from ..audit.sequencer import queue_report
+from ivr.storage.audit_store import queue_report
+
 from ..domain.redact import safe_sid
 from ..domain.vocabulary import DECISIONS, TERMINAL
 from ..storage.models import Call, Consent, FlowRun, Turn

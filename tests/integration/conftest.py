@@ -21,8 +21,8 @@ from werkzeug.serving import make_server
 
 from ivr import create_app
 from ivr.adapters.simulate import Caller, flask_transport, http_transport
-from ivr.audit.sequencer import run_pass
-from ivr.audit.verify import verify_log
+from ivr.services.audit_sequencer import run_pass
+from ivr.services.audit_verify import verify_log
 from ivr.storage.db import database
 
 ROOT = Path(__file__).resolve().parents[2]

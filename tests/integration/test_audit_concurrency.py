@@ -10,8 +10,8 @@ import multiprocessing
 import pytest
 from sqlalchemy import text
 
-from ivr.audit import chain
-from ivr.audit.chain import _PG_LOCK_KEY
+from ivr.storage import audit_store
+from ivr.storage.audit_store import _PG_LOCK_KEY
 from ivr.storage.db import database
 from tests.integration.conftest import postgresql_only
 from tests.support.audit import invoke
@@ -32,7 +32,7 @@ def _append_worker(url: str, worker: int, go, ready, rounds) -> None:
 
     Left alone, the OS may run one worker's appends in a single slice, so the workers meet at
     a barrier every ROUND transactions: every round starts with all eight contending at once."""
-    from ivr.audit import chain
+    from ivr.storage import audit_store
     from ivr.storage.db import Database
 
     db = Database(url)
@@ -44,8 +44,8 @@ def _append_worker(url: str, worker: int, go, ready, rounds) -> None:
         if i and i % ROUND == 0:
             rounds.wait(120)
         with db.sessionmaker() as s, s.begin():
-            chain.append(s, [("test.concurrent", f"w{worker}",
-                              {"worker": worker, "i": i, "part": part})
+            audit_store.append(s, [("test.concurrent", f"w{worker}",
+                                    {"worker": worker, "i": i, "part": part})
                              for part in range(1 + (worker + i) % 3)])
     db.engine.dispose()
 
@@ -115,7 +115,7 @@ def test_appends_take_no_lock_and_commit_while_the_sequencer_is_held(app):
         pids = []
         for n, s in enumerate(sessions):
             s.begin()
-            chain.append(s, [("call.status", f"CAcall{n}", {"status": "ringing"})])
+            audit_store.append(s, [("call.status", f"CAcall{n}", {"status": "ringing"})])
             s.flush()
             pids.append(s.execute(text("SELECT pg_backend_pid()")).scalar())
         with db.engine.connect() as probe:

@@ -11,9 +11,9 @@ import yaml
 from sqlalchemy import text
 
 from ivr import create_app
-from ivr.audit.replay import replay_call
 from ivr.domain.flow import load_flow
 from ivr.domain.flow.loader import parse_yaml
+from ivr.services.audit_replay import replay_call
 from ivr.storage.db import database
 from ivr.storage.flowstore import FlowRegistry
 from tests.integration.conftest import ROOT

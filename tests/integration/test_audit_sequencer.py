@@ -11,9 +11,8 @@ from sqlalchemy import select, text
 
 from ivr import create_app
 from ivr.adapters.simulate import Caller, http_transport
-from ivr.audit import checkpoint as cps
-from ivr.audit import sequencer
-from ivr.audit.chain import _PG_LOCK_KEY
+from ivr.services import audit_keys, audit_sequencer
+from ivr.storage.audit_store import _PG_LOCK_KEY
 from ivr.storage.db import database
 from ivr.storage.models import AuditEntry
 from tests.integration.conftest import AUTH_TOKEN, postgresql_only
@@ -53,7 +52,7 @@ def test_queue_in_metrics_and_readyz(app, client):
     check = client.get("/readyz").get_json()["checks"]["audit_queue"]
     assert check.startswith("ok (3 queued, oldest ")
     with app.app_context():
-        sequencer.run_pass(app)
+        audit_sequencer.run_pass(app)
     assert metric(client, "ivr_audit_queue_depth") == 0
     assert client.get("/readyz").get_json()["checks"]["audit_queue"] == \
         "ok (0 queued, oldest 0.0 s)"
@@ -65,16 +64,16 @@ def test_checkpoint_interval(app_config):
     try:
         with app.app_context():
             append_entries(app, 2)
-            assert sequencer.run_pass(app).checkpoint is not None  # the first one at once
+            assert audit_sequencer.run_pass(app).checkpoint is not None  # the first one at once
             append_entries(app, 2)
-            result = sequencer.run_pass(app)
+            result = audit_sequencer.run_pass(app)
             assert result.integrated == 2 and result.checkpoint is None  # not due yet
-            assert sequencer.run_pass(app, force_checkpoint=True).checkpoint.tree_size == 4
+            assert audit_sequencer.run_pass(app, force_checkpoint=True).checkpoint.tree_size == 4
             app.config["AUDIT_CHECKPOINT_INTERVAL"] = 0.001
             append_entries(app, 1)
             time.sleep(0.01)  # longer than the interval since the last checkpoint
-            assert sequencer.run_pass(app).checkpoint.tree_size == 5  # due: the tree grew
-            assert sequencer.run_pass(app).checkpoint is None  # it did not grow since
+            assert audit_sequencer.run_pass(app).checkpoint.tree_size == 5  # due: the tree grew
+            assert audit_sequencer.run_pass(app).checkpoint is None  # it did not grow since
     finally:
         database(app).engine.dispose()
 
@@ -94,7 +93,7 @@ def threaded(app_config):
     app = create_app({**app_config, "AUDIT_SEQUENCER": "thread", "AUDIT_MMD": 0.2})
     database(app).create_all()
     yield app
-    sequencer.stop_thread(app)
+    audit_sequencer.stop_thread(app)
     database(app).engine.dispose()
 
 
@@ -132,7 +131,7 @@ def test_two_servers_share_one_sequencer_and_survive_a_kill(app, app_config):
     threads. SIGKILL one server's workers, and the other keeps integrating: every leaf is
     integrated exactly once, and verify is green."""
     with app.app_context():
-        cps.signing_key(app)  # one key file, made before either server could race for it
+        audit_keys.signing_key(app)  # one key file, made before either server could race for it
     config = {**app_config, "AUDIT_SEQUENCER": "thread"}
     a, b = Gunicorn(config, workers=2), Gunicorn(config, workers=2)
     try:

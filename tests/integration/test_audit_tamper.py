@@ -14,7 +14,8 @@ from sqlalchemy import text
 
 from ivr.audit import chain, merkle, note
 from ivr.audit.errors import VerificationError
-from ivr.audit.verify import verify_log
+from ivr.services.audit_verify import verify_log
+from ivr.storage import audit_store
 from ivr.storage.db import database, utcnow
 from ivr.storage.models import Call, Consent
 from ivr.storage.transfer_models import Transfer
@@ -64,10 +65,10 @@ def bodies(app) -> list[str]:
 
 def sign(app, size: int, root: bytes, key=None) -> str:
     """A checkpoint note signed with the log's own key (or another)."""
-    from ivr.audit import checkpoint as cps
+    from ivr.services import audit_keys
 
     with app.app_context():
-        key = key or cps.signing_key(app)
+        key = key or audit_keys.signing_key(app)
     return note.sign_checkpoint(note.Checkpoint(ORIGIN, size, root), ORIGIN, key)
 
 
@@ -127,7 +128,7 @@ def test_deleted_queued_leaf(filled):
     # A call and its queued leaf commit together; the attacker deletes the queued leaf.
     with database(filled).sessionmaker() as s, s.begin():
         s.add(Call(call_sid="CAqueued", status="ringing"))
-        chain.append(s, [("call.status", "CAqueued", {"status": "ringing"})])
+        audit_store.append(s, [("call.status", "CAqueued", {"status": "ringing"})])
     tamper(filled, "DELETE FROM audit_queue WHERE ref = 'CAqueued'")
     assert_detected(filled, -1, "fact without leaf")
 

@@ -16,7 +16,8 @@ import zipfile
 import pytest
 from sqlalchemy import func, select
 
-from ivr.audit import chain, merkle, note
+from ivr.audit import merkle, note
+from ivr.storage import audit_store
 from ivr.storage.db import database
 from ivr.storage.models import AuditTreeHead
 from tests.support.audit import invoke
@@ -143,8 +144,8 @@ def test_package_of_a_call_in_a_log_of_10000_calls(app, auditor, local_caller):
     # Ten thousand other calls' leaves, then one more real call: the package stays small.
     for start in range(0, 10_000, 2_500):
         with database(app).sessionmaker() as s, s.begin():
-            chain.append(s, [("call.status", f"CA{n:032d}", {"status": "completed"})
-                             for n in range(start, start + 2_500)])
+            audit_store.append(s, [("call.status", f"CA{n:032d}", {"status": "completed"})
+                                   for n in range(start, start + 2_500)])
     caller = place_call(local_caller, ["1"])
     files = open_package(download(auditor, caller.call_sid).data, caller.call_sid)
     without_audio = sum(len(v) for k, v in files.items() if not k.startswith("audio/"))

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from ivr.audit import chain
+from ivr.storage import audit_store
 from ivr.storage.db import database
 from ivr.web.auditor.search import EXPORT_FIELDS
 
@@ -181,7 +182,7 @@ def test_call_page_names_a_tampered_entry(app, auditor, local_caller, backend):
     with engine.begin() as conn:  # the attacker has the database and drops the guard
         seq = conn.execute(text("SELECT seq FROM audit_log WHERE kind = 'consent.decided' "
                                 "AND ref = :r"), {"r": caller.call_sid}).scalar()
-        for name in chain.TRIGGERS[backend]:
+        for name in audit_store.TRIGGERS[backend]:
             conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"
                               + (" ON audit_log" if backend == "postgresql" else "")))
         conn.execute(text("UPDATE audit_log SET body = replace(body, '\"declined\"', "

@@ -10,8 +10,8 @@ from sqlalchemy.exc import DBAPIError
 
 from ivr import create_app
 from ivr.adapters.simulate import Caller, flask_transport
-from ivr.audit.chain import TRIGGERS
 from ivr.cli.main import cli
+from ivr.storage.audit_store import TRIGGERS
 from ivr.storage.db import Base, database
 from ivr.storage.migrate import (
     MIGRATIONS,

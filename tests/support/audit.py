@@ -6,6 +6,7 @@ from sqlalchemy import text
 
 from ivr.audit import chain
 from ivr.cli.main import cli
+from ivr.storage import audit_store
 from ivr.storage.db import database
 
 
@@ -19,7 +20,7 @@ def append_entries(app, count: int, *, per_transaction: int = 4, ref: str | None
             for _ in range(min(per_transaction, count - n)):
                 n += 1
                 batch.append(("test.fact", ref, {"n": n, "digits": "1", "note": "çağrı"}))
-            chain.append(s, batch)
+            audit_store.append(s, batch)
 
 
 def rows(app) -> list[tuple]:
@@ -34,7 +35,7 @@ def drop_guards(app) -> None:
     engine = database(app).engine
     dialect = engine.dialect.name
     with engine.begin() as conn:
-        for name in chain.TRIGGERS[dialect]:
+        for name in audit_store.TRIGGERS[dialect]:
             on = " ON audit_log" if dialect == "postgresql" else ""
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}{on}")
 
@@ -79,11 +80,12 @@ def make_legacy_log(app, count: int, checkpoint_at: int | None = None,
     import base64
 
     from ivr.audit import checkpoint as cps
+    from ivr.services import audit_keys
     from ivr.storage.migrate import upgrade
 
     upgrade(app, "0002")
     with app.app_context():
-        key = cps.signing_key(app)
+        key = audit_keys.signing_key(app)
     prev, seq, rows_ = chain.FIRST_PREV, 0, []
     cps_rows = []
 

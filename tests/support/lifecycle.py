@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from ivr.audit import chain
 from ivr.cli.main import cli
 from ivr.services.accounts import add_user
 from ivr.services.keys import personal_data
+from ivr.storage import audit_store
 from ivr.storage.db import database
 from ivr.storage.models import Consent
 
@@ -42,7 +42,7 @@ def add_consent(app, phone: str, decision: str, at: datetime, channels=None,
                           language="tr", captured_at=at, source=source, audio={})
             s.add(rec)
             s.flush()
-            chain.append(s, [audit_entry(rec)], at=at)
+            audit_store.append(s, [audit_entry(rec)], at=at)
             rid = rec.id
         s.close()
     return rid

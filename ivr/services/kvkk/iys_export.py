@@ -13,7 +13,8 @@ from pathlib import Path
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
-from ...audit import chain
+from ivr.storage import audit_store
+
 from ...domain.kvkk import iys
 from ...domain.pii import PersonalData
 from ...domain.vocabulary import DECISIVE
@@ -181,7 +182,7 @@ def export(session: Session, pii: PersonalData, *, now: datetime, since: datetim
             session.execute(insert(IysRecord), part)
         session.flush()
         if result.decisions:
-            chain.append(session, [("iys.export", None, {
+            audit_store.append(session, [("iys.export", None, {
                 "batches": [{"id": b.id, "records": b.count, "sha256": _batch_sha(b.body)}
                             for b in result.batches],
                 "exported": len(to_send), "skipped": result.count("skipped"),

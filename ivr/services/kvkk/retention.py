@@ -16,7 +16,8 @@ from pathlib import Path
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from ...audit import chain
+from ivr.storage import audit_store
+
 from ...domain.kvkk.policy import Policy
 from ...domain.vocabulary import DECISIVE, Decision
 from ...storage.kvkk_models import DestructionLog, IysBatch, IysRecord, SubjectRequest
@@ -240,7 +241,7 @@ def apply(session: Session, p: Plan, now: datetime, *, reason: str, kind: str,
     counts: dict[str, int] = {k: 0 for k in p.counts()}
     for e in log:
         counts[e["category"]] += 1
-    chain.append(session, [(kind, ref or f"retention:{run_id}", {
+    audit_store.append(session, [(kind, ref or f"retention:{run_id}", {
         "run_id": run_id, "counts": counts, "pruned_destruction_log": pruned,
         "not_done": sorted(failures), **(audit or {}),
     })], at=now)

@@ -7,7 +7,8 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...audit import chain
+from ivr.storage import audit_store
+
 from ...domain.kvkk.businessdays import local_date
 from ...domain.pii import PersonalData
 from ...storage.kvkk_models import SubjectRequest
@@ -38,7 +39,7 @@ def open_request(session: Session, pii: PersonalData, *, phone: str, kind: str, 
                          note_enc=pii.encrypt(note) if note else None, opened_at=now)
     session.add(req)
     session.flush()
-    chain.append(session, [("subject.request.opened", f"request:{req.id}", {
+    audit_store.append(session, [("subject.request.opened", f"request:{req.id}", {
         "request": req.id, "phone": req.phone_hmac, "kind": kind, "channel": channel,
         "received_on": received_on.isoformat(), "due_on": req.due_on.isoformat()})], at=now)
     return req
@@ -55,7 +56,7 @@ def close_request(session: Session, pii: PersonalData, request_id: int, *, outco
     req.status, req.closed_at = "closed", now
     req.outcome_enc = pii.encrypt(outcome) if outcome else None
     on_time = local_date(now) <= req.due_on
-    chain.append(session, [("subject.request.closed", f"request:{req.id}", {
+    audit_store.append(session, [("subject.request.closed", f"request:{req.id}", {
         "request": req.id, "phone": req.phone_hmac, "kind": req.kind,
         "closed_on": local_date(now).isoformat(), "due_on": req.due_on.isoformat(),
         "on_time": on_time})], at=now)

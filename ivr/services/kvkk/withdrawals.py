@@ -11,7 +11,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...audit import chain
+from ivr.storage import audit_store
+
 from ...domain.inputs import InvalidInput, note
 from ...domain.pii import PersonalData, normalise_phone
 from ...storage.db import utcnow
@@ -98,6 +99,6 @@ def withdraw(session: Session, pii: PersonalData, *, phone: str, channels: list[
     session.flush()
     kind, ref, data = consents.audit_entry(record)
     # The free-text reason may name people, so the chain keeps only that one was given.
-    chain.append(session, [(kind, f"consent:{record.id}", {**data, "reason_given": bool(reason)})],
-                 at=now)
+    audit_store.append(session, [(kind, f"consent:{record.id}",
+                                  {**data, "reason_given": bool(reason)})], at=now)
     return record

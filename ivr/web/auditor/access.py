@@ -7,7 +7,8 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session
 
-from ...audit import chain
+from ivr.storage import audit_store
+
 from ...storage.accounts import User
 
 KIND = "auditor.access"
@@ -46,4 +47,4 @@ def access_entry(user: User, action: str, *, via: str, call_sid: str | None = No
 
 def record_access(s: Session, user: User, action: str, **kwargs) -> None:
     """Append one access entry; call it last in the view's own transaction."""
-    chain.append(s, [access_entry(user, action, **kwargs)])
+    audit_store.append(s, [access_entry(user, action, **kwargs)])

@@ -22,16 +22,17 @@ from flask import current_app, render_template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ivr.audit import chain, merkle, note, proofs, sequencer
+from ivr.audit import chain, merkle, note, proofs
 from ivr.audit import checkpoint as cps
 from ivr.audit.errors import AuditError
-from ivr.audit.tree import StoredTree, latest_head
 from ivr.domain import times
 from ivr.domain.pii import PersonalData
-from ivr.services import calls
+from ivr.services import audit_keys, audit_sequencer, calls
 from ivr.services.accounts import User
+from ivr.services.audit_replay import replay_call
 from ivr.services.reports import call_timeline
 from ivr.services.timeline import fact_entries, run_versions
+from ivr.storage.audit_tree import StoredTree, latest_head
 from ivr.storage.db import utcnow
 from ivr.storage.models import AuditEntry, AuditQueue, AuditTreeHead, Call
 
@@ -79,8 +80,8 @@ def ensure_checkpoint(s: Session, call_sid: str) -> None:
     if queued is None and covered:
         return
     try:
-        done = sequencer.run_pass(current_app._get_current_object(), force_checkpoint=True,
-                                  wait=10.0)
+        done = audit_sequencer.run_pass(current_app._get_current_object(), force_checkpoint=True,
+                                        wait=10.0)
     except AuditError as e:
         raise EvidenceError(f"cannot sign a checkpoint: {e}", 500) from e
     if done is None:
@@ -146,8 +147,6 @@ def _notices(bodies: list[dict], versions: dict[str, str], registry, s: Session)
 
 
 def _replay_text(s: Session, registry, call_sid: str) -> str:
-    from ivr.audit.replay import replay_call
-
     return replay_call(s, registry, call_sid).render()
 
 
@@ -207,18 +206,18 @@ def _proof_files(s: Session, entries: list[AuditEntry], since: int | None):
     files["proof/checkpoint.note"] = head.note.encode()
     files["proof/checkpoint.txt"] = parsed.text.encode()
     files["proof/checkpoint.sig"] = parsed.signatures[0].signature
-    key = cps.signing_key(create=False)
-    origin = sequencer.log_origin(s, current_app)
+    key = audit_keys.signing_key(create=False)
+    origin = audit_sequencer.log_origin(s, current_app)
     if key is not None:
         files["proof/public_key.pem"] = cps.public_key_pem(key).encode()
-        files["proof/vkey.txt"] = (sequencer.note_verifier(current_app, origin, key).vkey()
+        files["proof/vkey.txt"] = (audit_sequencer.note_verifier(current_app, origin, key).vkey()
                                    + "\n").encode()
     earlier = _earlier(s, since, head)
     if earlier is not None:
         files["proof/consistency.json"] = (json.dumps(earlier, indent=1) + "\n").encode()
     try:
         proofs.check_proof_document(doc)
-        verifiers = ([sequencer.note_verifier(current_app, origin, key)] if key else [])
+        verifiers = ([audit_sequencer.note_verifier(current_app, origin, key)] if key else [])
         note.open_checkpoint(head.note, verifiers, origin)
         result = (f"OK: {len(entries)} leaves of this call are included (RFC 9162 inclusion "
                   f"proofs) in the tree of {n} leaves whose root checkpoint #{head.id} signs; "

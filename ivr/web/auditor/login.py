@@ -33,7 +33,8 @@ from flask_babel import ngettext
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from ...audit import chain
+from ivr.storage import audit_store
+
 from ...services.accounts import authenticate
 from ...storage import web_sessions
 from ...storage.accounts import LoginFailure, User
@@ -191,8 +192,8 @@ def login():
             web_sessions.end(s, session.get("sid"), now, "replaced")
             web_sessions.forget_old(s, now, _max_age())
             token = web_sessions.start(s, user.id, now)
-            chain.append(s, [("auditor.login", None, {"user_id": user.id, "user": user.name,
-                                                      "role": user.role})], at=now)
+            audit_store.append(s, [("auditor.login", None, {"user_id": user.id, "user": user.name,
+                                                            "role": user.role})], at=now)
     if wait:
         minutes = max(1, round(wait / 60))
         response = current_app.make_response((render_template(
@@ -220,7 +221,7 @@ def logout():
         with transaction(s):
             ended = web_sessions.end(s, token, now, "logout")
             if ended and user is not None:
-                chain.append(s, [("auditor.logout", None, {"user_id": user.id,
-                                                           "user": user.name})], at=now)
+                audit_store.append(s, [("auditor.logout", None, {"user_id": user.id,
+                                                                 "user": user.name})], at=now)
     session.clear()
     return redirect(url_for("auth.login"))

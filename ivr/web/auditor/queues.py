@@ -18,13 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ivr.adapters import iys_push
-from ivr.audit import chain
 from ivr.domain.kvkk import iys
 from ivr.domain.kvkk.businessdays import Calendar, deadline_state, iys_deadline, local_date
 from ivr.domain.pii import PersonalData
 from ivr.services.accounts import User
 from ivr.services.kvkk import iys_export
 from ivr.services.kvkk import subject_requests as sr
+from ivr.storage import audit_store
 from ivr.storage.kvkk_models import DestructionLog, IysBatch, IysPushAnswer
 from ivr.storage.models import AuditEntry
 from ivr.storage.spool import Spool
@@ -112,8 +112,8 @@ def close_request(s: Session, pii: PersonalData, user: User, request_id: int, ou
         req = sr.close_request(s, pii, request_id, outcome=outcome[:2000], now=now)
     except sr.RequestError as e:
         raise QueueError(_("The request cannot be closed: %(problem)s.", problem=e)) from None
-    chain.append(s, [_who(user, "close.subject_request", request=req.id,
-                          on_time=local_date(now) <= req.due_on)], at=now)
+    audit_store.append(s, [_who(user, "close.subject_request", request=req.id,
+                                on_time=local_date(now) <= req.due_on)], at=now)
     return req
 
 
@@ -151,8 +151,8 @@ def record_push(s: Session, user: User, target: PushTarget, answer: iys_push.Ans
     """Store a retried push's answer (the `iys.pushed` entry) and who retried it."""
     batch = s.get(IysBatch, target.batch_id, with_for_update=True)
     iys_push.record_answer(s, batch, answer, target.url, now)
-    chain.append(s, [_who(user, "retry.iys_push", batch=batch.id, outcome=answer.outcome,
-                          http_status=answer.http_status)], at=now)
+    audit_store.append(s, [_who(user, "retry.iys_push", batch=batch.id, outcome=answer.outcome,
+                                http_status=answer.http_status)], at=now)
     return answer.outcome
 
 
@@ -179,7 +179,7 @@ def retry_quarantined(s: Session, spool: Spool, user: User, rid: str, apply,
     else:
         outcome = "applied"
     with s.begin():
-        chain.append(s, [("spool.retried", q.call_sid, {
+        audit_store.append(s, [("spool.retried", q.call_sid, {
             "record": q.id, "kind": q.kind, "call_sid": q.call_sid, "error": q.error,
             "outcome": outcome, "user_id": user.id, "user": user.name, "via": "web"})],
             at=now)
@@ -198,7 +198,7 @@ def discard_quarantined(s: Session, spool: Spool, user: User, rid: str, reason: 
             raise QueueError(_("There is no quarantined record %(id)s.", id=rid)) from None
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         with s.begin():
-            chain.append(s, [("spool.discarded", q.call_sid, {
+            audit_store.append(s, [("spool.discarded", q.call_sid, {
                 "record": q.id, "kind": q.kind, "call_sid": q.call_sid, "error": q.error,
                 "received_at": q.received_at, "quarantined_at": q.quarantined_at,
                 "file_sha256": digest, "reason": reason[:500]}),

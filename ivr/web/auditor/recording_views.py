@@ -7,7 +7,7 @@ from flask_babel import gettext as _
 from werkzeug.exceptions import NotFound
 
 from ivr.adapters.twilio_recordings import TwilioAccount
-from ivr.audit import chain
+from ivr.storage import audit_store
 from ivr.storage.db import session as db_session
 
 from .access import access_entry, transaction
@@ -38,7 +38,7 @@ def recording(call_sid: str, recording_sid: str):
         with transaction(s):
             kind, ref, data = access_entry(current_user(), "play.recording", via="web",
                                            call_sid=call_sid)
-            chain.append(s, [(kind, ref, {**data, "recording_sid": recording_sid})])
+            audit_store.append(s, [(kind, ref, {**data, "recording_sid": recording_sid})])
     except Exception:
         media.close()  # no audit entry, no audio
         raise

@@ -13,9 +13,10 @@ from flask_babel import gettext as _
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound
 
+from ivr.services.audit_replay import replay_call
+from ivr.services.audit_verify import verify_entries
+
 from ...audit.errors import AuditError
-from ...audit.replay import replay_call
-from ...audit.verify import verify_entries
 from ...domain.pii import DataKeyError
 from ...domain.times import DAY_PATTERN, form_day
 from ...services.keys import personal_data

@@ -1,6 +1,6 @@
 """audit_log append-only triggers
 
-The same SQL that Database.create_all() installs (ivr.audit.chain.guard_statements):
+The same SQL that Database.create_all() installs (ivr.storage.audit_store.guard_statements):
 UPDATE, DELETE and TRUNCATE of audit_log are refused, and an INSERT must extend the head.
 The statements are idempotent; a later change to the guard gets its own revision that runs
 them again.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from ivr.audit.chain import TRIGGERS, guard_statements
+from ivr.storage.audit_store import TRIGGERS, guard_statements
 
 revision = "0002"
 down_revision = "0001"

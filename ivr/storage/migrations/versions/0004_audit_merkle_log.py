@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from ivr.audit import merkle
-from ivr.audit.chain import TRIGGERS, guard_statements
+from ivr.storage.audit_store import TRIGGERS, guard_statements
 
 revision = "0004"
 down_revision = "0003"

@@ -20,24 +20,23 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from sqlalchemy import delete, event, func, insert, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from ivr.audit import merkle, note
+from ivr.audit.errors import AuditError
+from ivr.storage.audit_store import _PG_LOCK_KEY, QUEUED_FLAG, queue_report
+from ivr.storage.audit_tree import StoredTree, latest_head
 from ivr.storage.db import Database, database, utcnow
 from ivr.storage.models import AuditEntry, AuditNode, AuditQueue, AuditTreeHead, Setting
 
-from . import checkpoint as cps
-from . import merkle, note, web
-from .chain import _PG_LOCK_KEY, QUEUED_FLAG
-from .errors import AuditError
-from .tree import StoredTree, latest_head
+from . import audit_keys
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ def log_origin(conn, app: Flask) -> str:
 
 def note_verifier(app: Flask, origin: str, key: Ed25519PrivateKey | None = None) -> note.Verifier:
     """The log's signed-note verifier: its origin as the key name, its Ed25519 key."""
-    key = key or cps.signing_key(app)
+    key = key or audit_keys.signing_key(app)
     return note.verifier(origin, key)
 
 
@@ -178,7 +177,7 @@ def run_pass(app: Flask, *, force_checkpoint: bool = False, wait: float = 0.0,
                     result.tree_size = size
                     more = count == BATCH
                     if not more and _due(conn, size, now, interval, force_checkpoint):
-                        key = key or cps.signing_key(app)
+                        key = key or audit_keys.signing_key(app)
                         result.checkpoint = sign_checkpoint(conn, app, key, size,
                                                             tree.root(size), now)
                 if not more:
@@ -187,27 +186,6 @@ def run_pass(app: Flask, *, force_checkpoint: bool = False, wait: float = 0.0,
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_LOCK_KEY})")
                 conn.commit()
-
-
-def queue_status(conn) -> tuple[int, float]:
-    """(queued leaves, age in seconds of the oldest one; 0 when the queue is empty)."""
-    depth, oldest = conn.execute(select(func.count(), func.min(AuditQueue.queued_at))).one()
-    if not depth or oldest is None:
-        return 0, 0.0
-    if oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)
-    return depth, max(0.0, (utcnow() - oldest).total_seconds())
-
-
-def queue_report(engine) -> tuple[float, float]:
-    """(queued leaves, oldest one's age in s) through this engine; NaNs when unreadable."""
-    try:
-        with engine.connect() as conn:
-            depth, age = queue_status(conn)
-    except SQLAlchemyError:
-        log.warning("audit queue status unavailable", exc_info=True)
-        return float("nan"), float("nan")
-    return float(depth), age
 
 
 def queue_check(app: Flask, engine) -> str:
@@ -300,9 +278,7 @@ def _forget_queued(session: Session, *_args) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Serve the latest checkpoint; start the sequencer as configured: a thread per server
-    process, or inline."""
-    app.register_blueprint(web.bp)
+    """Start the sequencer as configured: a thread per server process, or inline."""
     how = mode(app)
     if how == "inline":
         maker = database(app).sessionmaker

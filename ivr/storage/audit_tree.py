@@ -1,4 +1,5 @@
-"""The stored Merkle tree: leaf hashes and complete interior nodes, by position, in audit_tree.
+"""The stored Merkle tree: leaf hashes and complete interior nodes, by position, in audit_tree,
+and the proofs handed to outside parties (hashes and leaf bytes in standard base64).
 
 Reads work on a Session or a Connection alike. A subtree that is not a complete node (the
 right edge of a tree whose size is not a power of two) is hashed from complete nodes, so a
@@ -8,10 +9,13 @@ proof costs O(log² n) point reads at worst and never a scan.
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from ivr.storage.models import AuditEntry, AuditNode, AuditTreeHead
+from ivr.audit import merkle
+from ivr.audit.errors import AuditError
+from ivr.audit.proofs import b64
 
-from . import merkle
+from .models import AuditEntry, AuditNode, AuditQueue, AuditTreeHead, Call
 
 
 def size(conn) -> int:
@@ -79,3 +83,45 @@ def latest_head(conn, at_least: int = 0) -> AuditTreeHead | None:
 def _head_from_row(row) -> AuditTreeHead:
     return AuditTreeHead(id=row.id, tree_size=row.tree_size, root_hash=row.root_hash,
                          at=row.at, note=row.note)
+
+
+def prove_call(session: Session, call_sid: str) -> dict:
+    """The call's leaves with RFC 9162 inclusion proofs to the latest signed checkpoint.
+
+    Raises AuditError for an unknown call, or when a leaf is not yet in a checkpoint.
+    """
+    rows = session.execute(select(AuditEntry.seq, AuditEntry.body)
+                           .where(AuditEntry.ref == call_sid).order_by(AuditEntry.seq)).all()
+    queued = session.scalar(select(AuditQueue.id).where(AuditQueue.ref == call_sid).limit(1))
+    if not rows and queued is None:
+        known = session.get(Call, call_sid) is not None
+        raise AuditError(f"no audit leaves refer to call {call_sid}" if known
+                         else f"unknown call: {call_sid}")
+    if queued is not None:
+        raise AuditError(f"call {call_sid} has leaves still queued: they are integrated "
+                         "within the MMD (or run `python -m ivr audit integrate --once`)")
+    head = latest_head(session)
+    if head is None or rows[-1].seq > head.tree_size:
+        raise AuditError(f"call {call_sid} has leaves beyond the latest checkpoint: the next "
+                         "one covers them (or run `python -m ivr audit integrate --once`)")
+    tree = StoredTree(session)
+    n = head.tree_size
+    return {
+        "checkpoint": head.note,
+        "tree_size": n,
+        "root_hash": b64(bytes.fromhex(head.root_hash)),
+        "leaves": [{"index": r.seq - 1, "leaf": b64(r.body.encode()),
+                    "proof": [b64(p) for p in tree.inclusion(r.seq - 1, n)]} for r in rows],
+    }
+
+
+def consistency(session: Session, old: int, new: int) -> dict:
+    """The RFC 9162 consistency proof from `old` to `new` leaves, with both roots."""
+    have = size(session)
+    if not 0 < old <= new <= have:
+        raise AuditError(f"sizes must satisfy 0 < OLD_SIZE <= NEW_SIZE <= {have} (the tree "
+                         f"size); got {old} and {new}")
+    tree = StoredTree(session)
+    return {"old_size": old, "new_size": new, "old_root": b64(tree.root(old)),
+            "new_root": b64(tree.root(new)),
+            "proof": [b64(p) for p in tree.consistency(old, new)]}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from ivr.storage.db import session
-
-from .tree import latest_head
+from ..storage.audit_tree import latest_head
+from ..storage.db import session
 
 bp = Blueprint("audit_log", __name__)
 
@@ -21,3 +20,8 @@ def latest_checkpoint():
         return Response("no checkpoint yet\n", status=404, mimetype="text/plain")
     return Response(head.note, mimetype="text/plain",
                     headers={"Cache-Control": "no-cache"})
+
+
+def init_app(app) -> None:
+    """Serve the latest checkpoint."""
+    app.register_blueprint(bp)

@@ -1,0 +1,129 @@
+"""The audit store: the queue an entry joins with its fact, the append-only triggers on the
+integrated log, the sequencer's lock key, and the queue's status.
+
+`append` only queues an entry (ivr/audit/chain.py makes its bytes), in the caller's
+transaction, with no head read and no lock; the sequencer (ivr/services/audit_sequencer.py)
+gives it its index later.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from ivr.audit.chain import iso, leaf_body
+
+from .db import utcnow
+from .models import AuditQueue
+
+log = logging.getLogger(__name__)
+
+# Any constant: the key of the PostgreSQL advisory lock that one sequencer holds at a time.
+_PG_LOCK_KEY = 0x1FC0_AD17
+QUEUED_FLAG = "ivr_audit_queued"
+
+
+def append(session: Session, entries: list[tuple[str, str | None, dict]],
+           at: datetime | None = None) -> list[AuditQueue]:
+    """Queue (kind, ref, data) entries as leaves in this transaction: they commit with the
+    fact or not at all. No head is read and no lock is taken; order within the call is kept."""
+    if not entries:
+        return []
+    now = utcnow()
+    stamp = iso(at or now)
+    rows = [AuditQueue(kind=kind, ref=ref, body=leaf_body(kind, ref, data, stamp).decode(),
+                       queued_at=now) for kind, ref, data in entries]
+    session.add_all(rows)
+    # Tells an inline sequencer (tests, `AUDIT_SEQUENCER=inline`) to run after the commit.
+    session.info[QUEUED_FLAG] = True
+    return rows
+
+
+# UPDATE, DELETE and TRUNCATE are refused outright; an INSERT must take the next seq, so even
+# a buggy writer cannot leave a gap. Only the sequencer inserts here (one at a time).
+_PG_GUARD = """
+CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger AS $$
+BEGIN
+  RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: ' || TG_OP || ' is not allowed';
+END;
+$$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION audit_log_extend_head() RETURNS trigger AS $$
+DECLARE
+  head_seq bigint := 0;
+BEGIN
+  SELECT seq INTO head_seq FROM audit_log ORDER BY seq DESC LIMIT 1;
+  IF NOT FOUND THEN
+    head_seq := 0;
+  END IF;
+  IF NEW.seq IS DISTINCT FROM head_seq + 1 THEN
+    RAISE EXCEPTION USING MESSAGE = 'audit_log is append-only: entry ' || NEW.seq
+      || ' must extend the head (seq ' || head_seq || ')';
+  END IF;
+  RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS audit_log_extend_head ON audit_log;
+CREATE TRIGGER audit_log_extend_head BEFORE INSERT ON audit_log
+  FOR EACH ROW EXECUTE FUNCTION audit_log_extend_head();
+DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log;
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+  FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log;
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+  FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+"""
+
+_SQLITE_GUARD = [
+    """CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE is not allowed'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE is not allowed'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_log_extend_head BEFORE INSERT ON audit_log
+       WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log)
+       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: an entry must extend the head');
+       END""",
+]
+
+# The trigger names, so tests that play the attacker (who has the database) can drop them.
+TRIGGERS = {"postgresql": ["audit_log_append_only", "audit_log_no_truncate",
+                           "audit_log_extend_head"],
+            "sqlite": ["audit_log_no_update", "audit_log_no_delete", "audit_log_extend_head"]}
+
+
+def guard_statements(dialect: str) -> list[str]:
+    """SQL that makes the audit table reject UPDATE and DELETE on this backend."""
+    return [_PG_GUARD] if dialect == "postgresql" else list(_SQLITE_GUARD)
+
+
+def install_append_only_guard(engine: Engine) -> None:
+    """Install the append-only triggers on the audit table."""
+    with engine.begin() as conn:
+        for stmt in guard_statements(engine.dialect.name):
+            conn.exec_driver_sql(stmt)
+
+
+def queue_status(conn) -> tuple[int, float]:
+    """(queued leaves, age in seconds of the oldest one; 0 when the queue is empty)."""
+    depth, oldest = conn.execute(select(func.count(), func.min(AuditQueue.queued_at))).one()
+    if not depth or oldest is None:
+        return 0, 0.0
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return depth, max(0.0, (utcnow() - oldest).total_seconds())
+
+
+def queue_report(engine) -> tuple[float, float]:
+    """(queued leaves, oldest one's age in s) through this engine; NaNs when unreadable."""
+    try:
+        with engine.connect() as conn:
+            depth, age = queue_status(conn)
+    except SQLAlchemyError:
+        log.warning("audit queue status unavailable", exc_info=True)
+        return float("nan"), float("nan")
+    return float(depth), age
+
