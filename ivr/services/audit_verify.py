@@ -43,7 +43,16 @@ from ivr.audit.verify import (
 )
 from ivr.storage.audit_store import queue_status
 from ivr.storage.audit_tree import StoredTree, latest_head
-from ivr.storage.models import AuditEntry, AuditNode, AuditQueue, Call, Consent, FlowRun
+from ivr.storage.kvkk_models import DestructionLog, IysBatch
+from ivr.storage.models import (
+    AuditEntry,
+    AuditNode,
+    AuditQueue,
+    Call,
+    Consent,
+    FlowRun,
+    Turn,
+)
 from ivr.storage.transfer_models import Transfer
 
 from . import audit_keys
@@ -194,9 +203,23 @@ def _names_consent(t):
     return t.body.contains(literal('"consent_id":') + cast(Consent.id, String) + literal(","))
 
 
+def _names_turn(t):
+    # prompts.played's data ends with "step" (canonical JSON sorts the keys); other kinds
+    # that name a step may go on after it.
+    run = t.body.contains(literal('"run":"') + Turn.run_id + literal('"'))
+    step = literal('"step":') + cast(Turn.step, String)
+    return and_(run, or_(t.body.contains(step + literal("}")),
+                         t.body.contains(step + literal(","))))
+
+
 def check_coverage(session: Session) -> None:
-    """Every call, flow run, consent (decision or withdrawal) and agent transfer has its
-    leaf, integrated or still queued."""
+    """Every call, flow run and turn, consent (decision or withdrawal), agent transfer, İYS
+    batch and destruction run has its leaf, integrated or still queued. (An auditor's
+    access has no row of its own: its leaf is the record.)"""
+    turns = (select(Turn.run_id + literal(" step ") + cast(Turn.step, String))
+             .join(FlowRun, FlowRun.id == Turn.run_id)
+             .where(~_has_leaf(FlowRun.call_sid, lambda t: t.kind == "prompts.played",
+                               _names_turn)))
     checks = [
         ("call", Call.call_sid, select(Call.call_sid).where(~_has_leaf(Call.call_sid))),
         ("flow run", FlowRun.id, select(FlowRun.id).where(~_has_leaf(
@@ -211,6 +234,17 @@ def check_coverage(session: Session) -> None:
         ("transfer", Transfer.id, select(Transfer.id).where(~_has_leaf(
             Transfer.call_sid, lambda t: t.kind.startswith("transfer."),
             lambda t: t.body.contains(literal('"transfer_id":"') + Transfer.id + literal('"'))))),
+        ("turn", Turn.run_id, turns),
+        ("İYS batch", IysBatch.id, select(IysBatch.id).where(~_has_leaf(
+            None, lambda t: t.kind == "iys.export",
+            lambda t: t.body.contains(literal('"id":"') + IysBatch.id + literal('"'))))),
+        ("destruction run", DestructionLog.run_id, select(DestructionLog.run_id).where(
+            ~_has_leaf(literal("retention:") + DestructionLog.run_id,
+                       lambda t: t.kind == "retention.run"),
+            ~or_(*[exists().where(
+                tbl.kind.in_(("retention.run", "subject.erased")),
+                tbl.body.contains(literal('"run_id":"') + DestructionLog.run_id + literal('"')))
+                for tbl in (AuditEntry, AuditQueue)]))),
     ]
     for what, col, q in checks:
         missing = session.scalar(q.order_by(col).limit(1))

@@ -10,16 +10,18 @@ from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from ivr.audit import chain, merkle, note
 from ivr.audit.errors import VerificationError
 from ivr.services.audit_verify import verify_log
 from ivr.storage import audit_store
 from ivr.storage.db import database, utcnow
-from ivr.storage.models import Call, Consent
+from ivr.storage.kvkk_models import DestructionLog, IysBatch
+from ivr.storage.models import Call, Consent, FlowRun, Turn
 from ivr.storage.transfer_models import Transfer
 from tests.support.audit import append_entries, invoke, tamper
+from tests.support.auditor import place_call
 
 N = 12
 ORIGIN = "ivr.test/audit-log"
@@ -144,14 +146,36 @@ def _bare_fact(kind: str):
                     flow_id="consent", status="requested", requested_at=utcnow())
 
 
-@pytest.mark.parametrize("kind", ["call", "consent", "transfer"])
+def _bare_row(s, kind: str):
+    if kind == "İYS batch":
+        return IysBatch(id="b" * 40, record_count=1, sha256="0" * 64)
+    if kind == "destruction run":
+        return DestructionLog(run_id="r" * 32, category="call", action="deleted",
+                              table_name="calls", row_ref="x", reason="forged")
+    return _bare_fact(kind)
+
+
+@pytest.mark.parametrize("kind", ["call", "consent", "transfer", "İYS batch",
+                                  "destruction run"])
 def test_fact_whose_leaf_is_missing(filled, kind):
     # A fact written straight into its table, without the leaf that records it.
     with database(filled).sessionmaker() as s, s.begin():
-        s.add(_bare_fact(kind))
+        s.add(_bare_row(s, kind))
     assert_detected(filled, -1, "fact without leaf")
     result = invoke(filled, "audit", "verify")
     assert f"expected a leaf for {kind} " in result.output
+
+
+def test_a_turn_whose_leaf_is_missing(app, local_caller):
+    # A real call, then one more turn written straight into its run, without its leaf.
+    sid = place_call(local_caller, ["1"]).call_sid
+    assert invoke(app, "audit", "integrate", "--once").exit_code == 0
+    assert invoke(app, "audit", "verify").exit_code == 0
+    with database(app).sessionmaker() as s, s.begin():
+        run_id = s.scalar(select(FlowRun.id).where(FlowRun.call_sid == sid))
+        s.add(Turn(run_id=run_id, step=99, input=None, actions=[], twiml="<Response/>"))
+    assert_detected(app, -1, "fact without leaf")
+    assert "expected a leaf for turn " in invoke(app, "audit", "verify").output
 
 
 def test_inserted_leaf(filled):

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from ivr.domain.kvkk.policy import PolicyError, load_policy
+from ivr.storage import audit_store
 from ivr.storage.kvkk_models import DestructionLog, IysBatch, SubjectRequest
 from ivr.storage.models import AuditEntry, Call, Consent, Recording, WebhookRequest
 from tests.integration.conftest import ROOT
@@ -166,6 +167,12 @@ def test_a_retention_run_destroys_what_is_due_and_logs_it(local_caller, app, twi
                  table_name="webhook_requests", row_ref="1", reason="old"),
             dict(at=NOW - 2 * YEAR, run_id="s" * 32, category="webhook_logs", action="deleted",
                  table_name="webhook_requests", row_ref="2", reason="recent")])
+        # Each earlier fact has its leaf, as the export and the earlier runs would have.
+        audit_store.append(s, [
+            ("iys.export", None, {"batches": [{"id": "iys-old", "records": 1,
+                                               "sha256": "0" * 64}]}),
+            *[("retention.run", f"retention:{rid}", {"run_id": rid, "counts": {}})
+              for rid in ("r" * 32, "s" * 32)]])
     s.close()
 
     before = counts(app)
@@ -216,7 +223,8 @@ def test_a_retention_run_destroys_what_is_due_and_logs_it(local_caller, app, twi
     # Destruction records are kept 3 years: the 4-year-old one went, the 2-year-old stays.
     assert {e.reason for e in s.scalars(select(DestructionLog).where(
         DestructionLog.run_id != run_id))} == {"recent"}
-    entry = s.scalars(select(AuditEntry).where(AuditEntry.kind == "retention.run")).one()
+    entry = s.scalars(select(AuditEntry).where(AuditEntry.kind == "retention.run",
+                                               AuditEntry.ref == f"retention:{run_id}")).one()
     s.close()
     body = json.loads(entry.body)["data"]
     assert body["run_id"] == run_id and body["counts"]["transaction_security"] == 2
