@@ -34,6 +34,7 @@ def outage(app_config):
 
     The outage path is about a networked database, so its tests run on PostgreSQL only."""
     proxy = TcpProxy("127.0.0.1", 5432)
+    app_config["DB_CONNECT_TIMEOUT"] = "1.5"  # the production deadline these tests are about
     app_config["DATABASE_URL"] = app_config["DATABASE_URL"].replace(
         "127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     server = LiveServer(app_config)
