@@ -260,17 +260,28 @@ def stop_thread(app: Flask) -> None:
         running[1].stop()
 
 
+def _inline_pass(app: Flask) -> None:
+    try:
+        run_pass(app, wait=30.0)
+    except AuditError:
+        raise
+    except Exception:  # noqa: BLE001 - the leaves stay queued for the next pass
+        log.exception("inline audit sequencer pass failed")
+
+
 def _inline_after_commit(app: Flask):
     def after_commit(session: Session) -> None:
         if session.info.pop(QUEUED_FLAG, False):
-            try:
-                run_pass(app, wait=30.0)
-            except AuditError:
-                raise
-            except Exception:  # noqa: BLE001 - the leaves stay queued for the next pass
-                log.exception("inline audit sequencer pass failed")
+            _inline_pass(app)
 
     return after_commit
+
+
+def leaves_committed(app: Flask) -> None:
+    """Leaves were committed outside a session (ivr/services/fast_calls.py): an inline
+    sequencer integrates them now, as it does after a session's commit."""
+    if mode(app) == "inline":
+        _inline_pass(app)
 
 
 def _forget_queued(session: Session, *_args) -> None:

@@ -17,7 +17,6 @@ from ivr.storage import audit_store
 
 from ..domain.flow import Flow
 from ..domain.flow import engine as e
-from ..domain.notice import notice_version
 from ..domain.pii import PersonalData, normalise_phone
 from ..domain.runs import digits_input, run_id_for
 from ..domain.twilio_form import CallFields, GatherInput, RecordingCallback, StatusCallback
@@ -25,7 +24,7 @@ from ..domain.vocabulary import TERMINAL
 from ..storage.db import utcnow
 from ..storage.flowstore import flows
 from ..storage.models import Call, CallEvent, FlowRun, Recording, Turn
-from . import consents
+from . import consents, turns
 from .hooks import CallListener
 from .keys import personal_data
 
@@ -72,18 +71,37 @@ def get_or_create_call(session: Session, ctx: Context, fields: CallFields) -> Ca
     return call
 
 
-def fill_parties(call: Call, ctx: Context, fields: CallFields) -> None:
-    """Record the caller (encrypted and fingerprinted) and our number from a webhook, once."""
+@dataclass(frozen=True)
+class Parties:
+    """Who a webhook says the caller is (encrypted and fingerprinted) and our number."""
+
+    phone_hmac: str | None
+    phone_enc: str | None
+    to_number: str | None
+    direction: str | None
+
+
+def parties(ctx: Context, fields: CallFields, encrypt: bool = True) -> Parties:
+    """The caller and our number from a webhook's fields (the caller's number encrypted
+    only when `encrypt`)."""
     direction = (fields.direction or "").lower()[:32] or None
     outbound = bool(direction and direction.startswith("outbound"))
     caller = fields.to_number if outbound else fields.from_number
     ours = fields.from_number if outbound else fields.to_number
     phone = normalise_phone(caller)
-    if phone and not call.phone_hmac:
-        call.phone_hmac = ctx.pii.fingerprint(phone)
-        call.phone_enc = ctx.pii.encrypt(phone)
-    call.to_number = call.to_number or _clip(normalise_phone(ours), 32)
-    call.direction = call.direction or direction
+    return Parties(phone_hmac=ctx.pii.fingerprint(phone) if phone else None,
+                   phone_enc=ctx.pii.encrypt(phone) if phone and encrypt else None,
+                   to_number=_clip(normalise_phone(ours), 32), direction=direction)
+
+
+def fill_parties(call: Call, ctx: Context, fields: CallFields) -> None:
+    """Record the caller (encrypted and fingerprinted) and our number from a webhook, once."""
+    p = parties(ctx, fields, encrypt=not call.phone_hmac)
+    if p.phone_hmac and not call.phone_hmac:
+        call.phone_hmac = p.phone_hmac
+        call.phone_enc = p.phone_enc
+    call.to_number = call.to_number or p.to_number
+    call.direction = call.direction or p.direction
 
 
 def ordered_times(started, answered, ended):
@@ -109,72 +127,30 @@ def _order_times(call: Call) -> None:
 def _apply(session: Session, ctx: Context, flow: Flow, run: FlowRun, call: Call,
            state: e.State, actions: list, inp: e.Input | None, now: datetime):
     """Store one turn: its TwiML, the run's new state, the consent and the audit entries."""
-    step = state.step
-    rendered = ctx.renderer.render(actions, ctx.renderer.next_url(run.id, step + 1,
-                                                                  flow.version, state))
-    heard = dict(run.heard or {})
-    heard.update(rendered.audio)
-    run.heard = heard
+    plan = turns.plan_turn(ctx, flow, run_id=run.id, call_sid=call.call_sid, state=state,
+                           actions=actions, inp=inp, heard=run.heard or {},
+                           notice=run.notice or {})
     # The run's new state and the turn before anything below can flush (a consent does):
-    # the run is then written with one UPDATE, not one for `heard` and one for the state.
+    # the run is then written with one UPDATE.
+    run.heard = plan.heard
+    run.notice = plan.notice
     run.state = state.to_dict()
-    run.step = step
+    run.step = plan.step
     run.ended = state.ended
     run.updated_at = now
-    inp_data = e.input_to_dict(inp) if inp is not None else None
-    action_data = [e.action_to_dict(a) for a in actions]
-    session.add(Turn(run_id=run.id, step=step, input=inp_data, actions=action_data,
-                     twiml=rendered.twiml, created_at=now))
-    audit = []
-    if inp is not None:
-        audit.append(("input.received", call.call_sid,
-                      {"call_sid": call.call_sid, "run": run.id, "step": step,
-                       "input": inp_data}))
-    audit.append(("prompts.played", call.call_sid,
-                  {"call_sid": call.call_sid, "run": run.id, "step": step,
-                   "played": rendered.played,
-                   "actions": [a["kind"] for a in action_data
-                               if a["kind"] not in ("play", "noticeplayed", "decide")]}))
-    for a in actions:
-        if isinstance(a, e.NoticePlayed):
-            parts = [(p, flow.text(p, a.language), heard.get(p)) for p in a.prompts]
-            version = notice_version(a.language, parts)
-            notice = dict(run.notice or {})
-            notice[a.language] = notice.get(a.language, []) + [
-                {"prompt": p, "audio": h} for p, _t, h in parts]
-            notice[a.language] = _dedupe(notice[a.language])
-            run.notice = notice
-            audit.append(("notice.played", call.call_sid,
-                          {"call_sid": call.call_sid, "run": run.id, "step": step,
-                           "language": a.language, "prompts": list(a.prompts),
-                           "audio": [h for _p, _t, h in parts], "notice_version": version}))
-        elif isinstance(a, e.Decide):
-            record = consents.record_decision(session, run=run, call=call, flow=flow,
-                                              decision=a, notice_version=_run_notice_version(
-                                                  flow, run, a.language),
-                                              captured_at=now)
-            audit.append(consents.audit_entry(record))
+    session.add(Turn(run_id=run.id, step=plan.step, input=plan.input, actions=plan.actions,
+                     twiml=plan.twiml, created_at=now))
+    audit = list(plan.audit)
+    if plan.decide is not None:
+        values = turns.consent_values(plan, flow, run_id=run.id, call_sid=call.call_sid,
+                                      phone_hmac=call.phone_hmac, phone_enc=call.phone_enc,
+                                      agent_id=run.agent_id, transfer_id=run.transfer_id,
+                                      captured_at=now)
+        record = consents.record_decision(session, values)
+        audit[audit.index(turns.CONSENT_ENTRY)] = turns.consent_entry(values, record.id)
     for listener in ctx.listeners:
         audit += listener.on_turn(session, run, actions, now)
-    return rendered.twiml, audit
-
-
-def _dedupe(items: list[dict]) -> list[dict]:
-    seen, out = set(), []
-    for it in items:
-        key = (it["prompt"], it["audio"])
-        if key not in seen:
-            seen.add(key)
-            out.append(it)
-    return out
-
-
-def _run_notice_version(flow: Flow, run: FlowRun, language: str) -> str | None:
-    heard = run.notice.get(language) if run.notice else None
-    if not heard:
-        return None
-    return notice_version(language, [(h["prompt"], flow.text(h["prompt"], language), h["audio"])
-                                     for h in heard])
+    return plan.twiml, audit
 
 
 def start_run(session: Session, ctx: Context, call: Call, flow: Flow, *, origin: str,
@@ -313,7 +289,8 @@ def _hang_up_runs(session: Session, sid: str, now: datetime) -> list:
     out = []
     for run in session.scalars(select(FlowRun).where(FlowRun.call_sid == sid,
                                                      FlowRun.ended.is_(False),
-                                                     FlowRun.hangup_at.is_(None))):
+                                                     FlowRun.hangup_at.is_(None))
+                                              .order_by(FlowRun.created_at, FlowRun.id)):
         run.hangup_at = now
         out.append(("input.received", sid, {"call_sid": sid, "run": run.id,
                                              "step": run.step + 1,

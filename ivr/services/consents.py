@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy.orm import Session
 
 from ..audit.chain import iso
-from ..domain.flow import Flow
-from ..domain.flow import engine as e
-from ..storage.models import Call, Consent, FlowRun
+from ..storage.models import Consent
 from .kvkk.status import has_granted_channel
 
 EXPORT_FIELDS = ["call_sid", "phone", "purpose", "channels", "decision", "digits", "language",
                  "notice_version", "flow_version", "captured_at", "agent_id"]
 
 
-def record_decision(session: Session, *, run: FlowRun, call: Call, flow: Flow,
-                    decision: e.Decide, notice_version: str | None,
-                    captured_at: datetime) -> Consent:
-    """Store the decision a caller made with a key press (or by staying silent)."""
-    heard = run.heard or {}
-    record = Consent(
-        run_id=run.id, call_sid=call.call_sid, phone_hmac=call.phone_hmac,
-        phone_enc=call.phone_enc, purpose=flow.purpose, channels=list(flow.channels),
-        decision=decision.decision, digits="".join(decision.digits)[:200],
-        language=decision.language, notice_version=notice_version, flow_version=flow.version,
-        captured_at=captured_at, agent_id=run.agent_id, transfer_id=run.transfer_id,
-        source="ivr", audio={p: h for p, h in heard.items()},
-    )
+def record_decision(session: Session, values: dict) -> Consent:
+    """Store the decision a caller made with a key press (or by staying silent); `values`
+    are ivr/services/turns.py's consent_values."""
+    record = Consent(**values)
     session.add(record)
     session.flush()
     return record

@@ -27,3 +27,8 @@ class CallListener:
 
     on_turn: Callable[[Session, FlowRun, list, datetime], AuditEntries] = _nothing
     on_call_ended: Callable[[Session, str, datetime], AuditEntries] = _nothing
+    # For the one-statement webhooks (ivr/services/fast_calls.py): the listener does nothing
+    # on a turn of a run without a transfer, nor at the end of a call none of whose
+    # transfers is in one of these statuses. None: it must always be asked (the webhooks
+    # then take the ORM path).
+    quiet_without_transfers: tuple[str, ...] | None = None

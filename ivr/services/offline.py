@@ -13,7 +13,8 @@ from datetime import datetime
 
 from ..domain.flow import engine as e
 from ..domain.runs import digits_input, run_id_for
-from ..domain.state_token import StateTokenError, read_state_token
+from ..domain.state_token import StateTokenError, read_token
+from . import run_memory, turns
 
 
 class OfflineError(Exception):
@@ -26,9 +27,9 @@ def incoming(ctx, fields, now: datetime) -> tuple[str, dict]:
     context: dict = {}  # who the caller is cannot be looked up now: no withdrawal offer
     state, actions = e.start(flow, context, None)
     run_id = run_id_for(fields.call_sid, "incoming")
-    rendered = ctx.renderer.render(actions, ctx.renderer.next_url(run_id, 1, flow.version,
-                                                                  state))
-    return rendered.twiml, {"kind": "incoming", "form": fields.form(), "context": context}
+    plan = turns.plan_turn(ctx, flow, run_id=run_id, call_sid=fields.call_sid, state=state,
+                           actions=actions, inp=None, heard={}, notice={})
+    return plan.twiml, {"kind": "incoming", "form": fields.form(), "context": context}
 
 
 def gather(ctx, target, result, now: datetime) -> tuple[str, dict]:
@@ -36,7 +37,7 @@ def gather(ctx, target, result, now: datetime) -> tuple[str, dict]:
     if not target.token or target.step is None:
         raise OfflineError("no state token in the gather URL")
     try:
-        version, state = read_state_token(target.token)
+        version, state, memory = read_token(target.token)
     except StateTokenError as exc:
         raise OfflineError(str(exc)) from None
     flow = ctx.flows.in_memory(version)
@@ -44,11 +45,15 @@ def gather(ctx, target, result, now: datetime) -> tuple[str, dict]:
         raise OfflineError(f"flow version {version[:12]} is not loaded")
     if state.ended:
         raise OfflineError("the run had already ended")
-    state, actions = e.advance(flow, state, digits_input(result.digits))
-    rendered = ctx.renderer.render(actions, ctx.renderer.next_url(target.run, target.step + 1,
-                                                                  flow.version, state))
+    inp = digits_input(result.digits)
+    state, actions = e.advance(flow, state, inp)
+    known = run_memory.unpack(memory, ctx.renderer.audio)
+    heard, notice = known or ({}, {})
+    plan = turns.plan_turn(ctx, flow, run_id=target.run, call_sid=result.call.call_sid,
+                           state=state, actions=actions, inp=inp, heard=heard, notice=notice,
+                           remember=known is not None)
     record = {"kind": "gather", "run": target.run, "step": target.step, "form": result.form()}
-    return rendered.twiml, record
+    return plan.twiml, record
 
 
 def callback(kind: str, parsed) -> dict:

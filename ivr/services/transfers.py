@@ -295,4 +295,5 @@ def _on_turn(session: Session, run: FlowRun, actions: list, now: datetime) -> li
 
 
 # Subscribed to the call verbs (ivr/services/hooks.py): a transfer follows its run and its call.
-LISTENER = CallListener(on_turn=_on_turn, on_call_ended=call_ended)
+LISTENER = CallListener(on_turn=_on_turn, on_call_ended=call_ended,
+                        quiet_without_transfers=tuple(TRANSFER_ACTIVE))

@@ -44,6 +44,15 @@ def append(session: Session, entries: list[tuple[str, str | None, dict]],
     return rows
 
 
+def leaf_columns(entries: list[tuple[str, str | None, dict]], at: datetime
+                 ) -> tuple[list[str], list[str | None], list[str]]:
+    """(kinds, refs, bodies) of entries queued at `at`, as `append` would queue them (for
+    ivr/storage/webhook_functions.py, which queues them in the database)."""
+    stamp = iso(at)
+    return ([kind for kind, _r, _d in entries], [ref for _k, ref, _d in entries],
+            [leaf_body(kind, ref, data, stamp).decode() for kind, ref, data in entries])
+
+
 # UPDATE, DELETE and TRUNCATE are refused outright; an INSERT must take the next seq, so even
 # a buggy writer cannot leave a gap. Only the sequencer inserts here (one at a time).
 _PG_GUARD = """

@@ -105,11 +105,16 @@ class Database:
 
     def create_all(self) -> None:
         """Create the schema (tests and the embedded default; production uses migrations)."""
-        from . import models  # noqa: F401 - late import: the tables import Base from here
+        from . import (
+            models,  # noqa: F401 - late import: the tables import Base from here
+            webhook_functions,  # late import, as the guard's
+        )
         from .audit_store import install_append_only_guard  # late import: it imports utcnow
 
         Base.metadata.create_all(self.engine)
         install_append_only_guard(self.engine)
+        webhook_functions.install(self.engine)
+        self._fast_webhooks = None  # looked up again
 
 
 def database(app: Flask | None = None) -> Database:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from ivr.storage.audit_store import queue_report
 
+from ..domain.flow.engine import digits_chose
 from ..domain.redact import safe_sid
 from ..domain.vocabulary import DECISIONS, TERMINAL
 from ..storage.models import Call, Consent, FlowRun, Turn
@@ -82,6 +83,19 @@ def count_gather(input_kind: str, valid: bool) -> None:
         GATHER_TIMEOUTS.inc()
     elif not valid:
         GATHER_INVALID.inc()
+
+
+def count_facts(facts) -> None:
+    """Count what a one-statement webhook committed (ivr/services/fast_calls.py), as the
+    session events below count what the ORM path commits."""
+    for kind, *args in facts:
+        counter = _FACT_COUNTERS.get(kind)
+        if counter is not None:
+            counter(*args)
+
+
+_FACT_COUNTERS = {"call_started": count_call_started, "consent": count_consent,
+                  "gather": count_gather, "call_completed": count_call_completed}
 
 
 def observe_webhook(path: str, call_sid: str, outcome: str, seconds: float) -> None:
@@ -225,15 +239,7 @@ def _digits_were_valid(session: Session, turn) -> bool:
     before = deleted[0] if deleted and deleted[0] else None
     registry = current_app.extensions.get("ivr_flows") if current_app else None
     flow = registry.in_memory(run.flow_version) if registry else None
-    if before is None or flow is None:
-        return True
-    node = flow.nodes.get(before.get("node") or "")
-    if node is None or getattr(node, "type", None) != "menu":
-        return True
-    option = node.options.get(turn.input.get("digits") or "")
-    context = before.get("context") or {}
-    chosen = option is not None and (option.when is None or bool(context.get(option.when)))
-    return chosen or bool(node.default)
+    return digits_chose(flow, before, turn.input.get("digits"))
 
 
 def _after_commit(session: Session) -> None:

@@ -1,18 +1,24 @@
-"""Database round trips per webhook on PostgreSQL, counted with SQLAlchemy's
-`before_cursor_execute` event (issue 14 builds on this: each webhook's budget may only go
-down). A change that adds a statement to a webhook's common path fails here."""
+"""Database round trips per webhook on PostgreSQL (issue 14: one statement per webhook).
+
+Counted twice: statements through SQLAlchemy's `before_cursor_execute` event, and round
+trips on the wire from libpq's trace of every connection the app checks out (each
+ReadyForQuery from the server ends one: a BEGIN, a COMMIT, a ROLLBACK or a pool ping counts
+too). A change that adds one to a webhook's common path fails here.
+"""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from sqlalchemy import event
 
+from ivr.adapters.simulate import Recording
 from ivr.storage.db import database
 from tests.integration.conftest import postgresql_only
 
-# Statements per webhook of a plain consent call (incoming, the key "1", completed), as
-# measured on PostgreSQL; BEGIN and COMMIT are not cursor executions and are not counted.
-BUDGET = {"incoming": 10, "gather": 8, "status": 9}  # issue 14 aims at 1 each
+WEBHOOKS = ("incoming", "gather", "status", "recording")
+# One statement, autocommitted: no BEGIN, COMMIT or ping on the wire.
+BUDGET = {name: 1 for name in WEBHOOKS}
 
 
 @pytest.fixture
@@ -21,26 +27,65 @@ def app_config(app_config):
     return {**app_config, "AUDIT_SEQUENCER": "off"}
 
 
+class Wire:
+    """Counts statements and round trips of one engine while it listens."""
+
+    def __init__(self, engine, trace_file):
+        self.engine = engine
+        self.trace_file = trace_file
+        self.statements = 0
+
+    def _statement(self, *_args):
+        self.statements += 1
+
+    def _checkout(self, dbapi_conn, _record, _proxy):
+        dbapi_conn.pgconn.trace(self.trace_file.fileno())
+        dbapi_conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+
+    @staticmethod
+    def _checkin(dbapi_conn, _record):
+        dbapi_conn.pgconn.untrace()
+
+    def round_trips(self) -> int:
+        self.trace_file.flush()
+        self.trace_file.seek(0)
+        return sum("\tReadyForQuery\t" in line for line in self.trace_file.read().splitlines())
+
+    def __enter__(self):
+        event.listen(self.engine, "before_cursor_execute", self._statement)
+        event.listen(self.engine, "checkout", self._checkout)
+        event.listen(self.engine, "checkin", self._checkin)
+        return self
+
+    def __exit__(self, *_exc):
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "checkout", self._checkout)
+        event.remove(self.engine, "checkin", self._checkin)
+
+
+def _measure(engine, tmp_path, name, action) -> tuple[int, int]:
+    with open(tmp_path / f"{name}.trace", "w+") as trace, Wire(engine, trace) as wire:
+        action()
+        return wire.statements, wire.round_trips()
+
+
 @postgresql_only
-def test_statements_per_webhook(app, local_caller):
-    counts: list[int] = []
-
-    def count(*_args):
-        counts[-1] += 1
-
+def test_each_webhook_is_one_round_trip(app, local_caller, tmp_path):
     engine = database(app).engine
-    local_caller(from_number="+905320000001").run(["1"])  # warm: flow version, key checks
+    local_caller(from_number="+905320000001").run(["1"])  # warm: flow version, functions
     caller = local_caller()
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        counts.append(0)
-        turn = caller.dial()
-        counts.append(0)
-        caller.press(turn, "1")
-        counts.append(0)
-        caller.hang_up()
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-    measured = dict(zip(BUDGET, counts, strict=True))
-    for name, limit in BUDGET.items():
-        assert measured[name] <= limit, (name, measured)
+    measured = {}
+    box = {}
+    measured["incoming"] = _measure(engine, tmp_path, "incoming",
+                                    lambda: box.update(turn=caller.dial()))
+    measured["gather"] = _measure(engine, tmp_path, "gather",
+                                  lambda: caller.press(box["turn"], "1"))
+    rec = Recording("RE" + "7" * 32, caller.url("/voice/recording"), ("completed",), 0.0)
+    measured["recording"] = _measure(engine, tmp_path, "recording",
+                                     lambda: caller.recording_status(rec, "completed"))
+    measured["status"] = _measure(engine, tmp_path, "status",
+                                  lambda: caller.status("completed", duration=42))
+    for name in WEBHOOKS:
+        statements, trips = measured[name]
+        assert statements <= BUDGET[name], (name, measured)
+        assert trips <= BUDGET[name], (name, measured)

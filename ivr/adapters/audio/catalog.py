@@ -19,6 +19,8 @@ from .manifest import FILE_NAME, MANIFEST, read_manifest
 
 log = logging.getLogger("ivr.audio.catalog")  # the name logs have always carried
 _NEVER = ("never loaded",)
+# Hex digits of a file's SHA-256 that name it in a gather URL (ivr/domain/state_token.py).
+SHORT_SHA = 16
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,11 @@ class AudioLibrary:
         self._lock = threading.Lock()
         self._by_text: dict[tuple[str, str, str], AudioEntry] = {}
         self._by_file: dict[str, AudioEntry] = {}
+        self._by_short: dict[str, str] = {}
         self._signature: tuple | None = _NEVER
         self._next_check = 0.0
+        # Grows by one at each load: what was rendered from an older set is stale.
+        self.generation = 0
 
     def lookup(self, prompt_id: str, language: str, text: str) -> AudioEntry | None:
         """The rendered file for exactly this prompt text, or None (the caller hears <Say>)."""
@@ -60,6 +65,16 @@ class AudioLibrary:
         """The manifest's entry for a file name such as '<sha256>.wav', or None."""
         self._refresh()
         return self._by_file.get(name)
+
+    def current_generation(self) -> int:
+        """`generation`, after the usual check for a rebuilt manifest."""
+        self._refresh()
+        return self.generation
+
+    def full_sha(self, short: str) -> str | None:
+        """The SHA-256 of a loaded file from its first SHORT_SHA hex digits, or None."""
+        self._refresh()
+        return self._by_short.get(short)
 
     def __len__(self) -> int:
         self._refresh()
@@ -104,7 +119,14 @@ class AudioLibrary:
                                engine=e.engine)
             by_text.setdefault((e.prompt_id, e.language, e.text), entry)
             by_file.setdefault(e.file, entry)
+        by_short: dict[str, str | None] = {}
+        for entry in by_file.values():
+            short = entry.sha256[:SHORT_SHA]
+            by_short[short] = entry.sha256 if by_short.get(short, entry.sha256) == entry.sha256 \
+                else None  # two files share the prefix: neither is found by it
         # Swap whole dicts: a lookup running meanwhile sees the old set or the new one.
         self._by_text, self._by_file = by_text, by_file
+        self._by_short = {k: v for k, v in by_short.items() if v}
         self._signature = signature
+        self.generation += 1
         log.info("audio library: %d prompts from %s", len(by_text), self.directory / MANIFEST)

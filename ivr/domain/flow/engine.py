@@ -269,3 +269,17 @@ def _exit(flow: Flow, state: State, node: Node) -> list:
     if node.action == "dial":
         return [Dial(node.number, node.client)]
     return [Hangup()]
+
+
+def digits_chose(flow: Flow | None, before: dict | None, digits: str | None) -> bool:
+    """Whether keys chose something in the menu a run waited in, given the state it had
+    before them (the metrics' valid/invalid key press); True when that cannot be known."""
+    if before is None or flow is None:
+        return True
+    node = flow.nodes.get(before.get("node") or "")
+    if node is None or getattr(node, "type", None) != "menu":
+        return True
+    option = node.options.get(digits or "")
+    context = before.get("context") or {}
+    chosen = option is not None and (option.when is None or bool(context.get(option.when)))
+    return chosen or bool(node.default)

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from ...domain import twilio_form
-from ...services import calls, offline
+from ...services import calls, fast_calls, offline
 from .signature import twilio_signed
 from .twiml import apology_twiml
 from .webhook import webhook, xml_response
@@ -20,7 +20,7 @@ bp = Blueprint("voice", __name__, url_prefix="/voice")
 def incoming():
     """A call comes in: the greeting, then the notice and the consent question."""
     return webhook(calls.incoming, twilio_form.call_fields, twiml=True,
-                    offline=offline.incoming)
+                   offline=offline.incoming, fast=fast_calls.incoming)
 
 
 @bp.post("/gather")
@@ -32,7 +32,9 @@ def gather():
     return webhook(lambda s, ctx, result, now: calls.gather(s, ctx, target.run, target.step,
                                                               result, now),
                     twilio_form.gather_input, twiml=True,
-                    offline=lambda ctx, result, now: offline.gather(ctx, target, result, now))
+                   offline=lambda ctx, result, now: offline.gather(ctx, target, result, now),
+                   fast=lambda ctx, result, now, token, path: fast_calls.gather(
+                       ctx, target.run, target.step, target.token, result, now, token, path))
 
 
 @bp.post("/status")
@@ -40,7 +42,8 @@ def gather():
 def status():
     """Call status callback."""
     return webhook(calls.status, twilio_form.status_callback, twiml=False,
-                    offline=lambda ctx, cb, now: ("", offline.callback("status", cb)))
+                   offline=lambda ctx, cb, now: ("", offline.callback("status", cb)),
+                   fast=fast_calls.status)
 
 
 @bp.post("/recording")
@@ -48,7 +51,8 @@ def status():
 def recording():
     """Recording status callback."""
     return webhook(calls.recording, twilio_form.recording_callback, twiml=False,
-                    offline=lambda ctx, cb, now: ("", offline.callback("recording", cb)))
+                   offline=lambda ctx, cb, now: ("", offline.callback("recording", cb)),
+                   fast=fast_calls.recording)
 
 
 @bp.route("/fallback", methods=["GET", "POST"])

@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Response, request
+from flask import Response, current_app, request
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from twilio.twiml.voice_response import VoiceResponse
 
 from ...domain import twilio_form
-from ...services import calls
+from ...services import calls, fast_calls
+from ...services.audit_sequencer import leaves_committed
 from ...services.calls import current_context
 from ...services.offline import OfflineError
 from ...services.spool_replay import drain_if_pending
@@ -20,7 +21,7 @@ from ...storage import deadline as db_deadline
 from ...storage.db import database, session, utcnow
 from ...storage.spool import spool
 from ...storage.webhooks import prior_answer, record_webhook
-from ..metrics import observe_webhook
+from ..metrics import count_facts, observe_webhook
 from .twiml import apology_twiml
 
 log = logging.getLogger("ivr.voice.routes")  # the name logs have always carried
@@ -51,7 +52,7 @@ def _unreachable(exc: SQLAlchemyError) -> bool:
     return False
 
 
-def webhook(verb, parse, *, twiml: bool, offline=None):
+def webhook(verb, parse, *, twiml: bool, offline=None, fast=None):
     """Run one webhook in one transaction, once per idempotency token.
 
     `parse(form)` turns Twilio's form into the typed value the verb and the spool take
@@ -62,6 +63,9 @@ def webhook(verb, parse, *, twiml: bool, offline=None):
     winner's answer. If the database cannot be reached, or does not answer within
     IVR_DB_CONNECT_TIMEOUT, `offline(ctx, parsed, now)` answers from the state in the URL
     and the parsed request is spooled to disk for later.
+
+    On PostgreSQL, `fast(ctx, parsed, now, token, path)` (ivr/services/fast_calls.py) first
+    tries the whole webhook as one statement; when it declines (None), the ORM verb runs.
     """
     try:
         sid = twilio_form.call_sid(request.form)
@@ -70,10 +74,26 @@ def webhook(verb, parse, *, twiml: bool, offline=None):
         log.warning("webhook refused on %s: %s", request.path, exc)
         return _bad_request(str(exc))
     with db_deadline.deadline(database().connect_timeout):
-        return _run_webhook(verb, twiml, offline, sid, parsed)
+        return _run_webhook(verb, twiml, offline, sid, parsed, fast)
 
 
-def _run_webhook(verb, twiml: bool, offline, sid: str, parsed):
+def _one_statement(fast, twiml: bool, parsed, now, token):
+    """The one-statement path: (outcome, response), or None for the ORM path."""
+    ctx = current_context()
+    if not fast_calls.enabled(ctx):
+        return None
+    answer = fast(ctx, parsed, now, token, request.path)
+    if answer is None:
+        return None
+    if answer.outcome != "retry":
+        count_facts(answer.facts)
+        leaves_committed(current_app)
+    if twiml:
+        return answer.outcome, xml_response(answer.body or apology_twiml())
+    return answer.outcome, _acknowledged()
+
+
+def _run_webhook(verb, twiml: bool, offline, sid: str, parsed, fast=None):
     started = time.perf_counter()
     now = utcnow()
     token = (request.headers.get("I-Twilio-Idempotency-Token") or "")[:200] or None
@@ -81,6 +101,10 @@ def _run_webhook(verb, twiml: bool, offline, sid: str, parsed):
     try:
         try:
             drain_if_pending()
+            done = _one_statement(fast, twiml, parsed, now, token) if fast else None
+            if done is not None:
+                outcome, response = done
+                return response
             for attempt in range(3):
                 s = session()
                 try:

@@ -1,0 +1,107 @@
+"""One round trip per webhook on PostgreSQL: a call of its function (ivr/storage/
+webhook_functions.py) as a statement of its own, which commits as it returns.
+
+No BEGIN, no COMMIT and no pool ping go over the wire: the connection is in autocommit
+mode for the one statement, and a connection that died in the pool is found by the
+statement itself, which is then tried once more on a fresh one (safe: a statement that
+did commit is found again by its idempotency token, run step or event key).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import DBAPIError
+
+from . import deadline as db_deadline
+
+_ARGS = {
+    "ivr_webhook_incoming": (
+        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
+        ("p_account", "text"), ("p_phone_hmac", "text"), ("p_phone_enc", "text"),
+        ("p_to", "text"), ("p_direction", "text"), ("p_status", "text"),
+        ("p_decisive", "text[]"), ("p_channels", "text[]"), ("p_granted", "text"),
+        ("p_run", "text"),
+        ("p_origin", "text"), ("p_flow_id", "text"), ("p_flow_version", "text"),
+        ("p_state", "json"), ("p_ended", "boolean"), ("p_heard", "json"),
+        ("p_notice", "json"), ("p_actions", "json"), ("p_twiml", "text"),
+        ("p_kinds", "text[]"), ("p_refs", "text[]"), ("p_bodies", "text[]")),
+    "ivr_webhook_gather": (
+        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
+        ("p_run", "text"), ("p_step", "integer"), ("p_flow_version", "text"),
+        ("p_state_before", "jsonb"), ("p_heard_before", "jsonb"),
+        ("p_notice_before", "jsonb"), ("p_state", "json"), ("p_ended", "boolean"),
+        ("p_heard", "json"), ("p_notice", "json"), ("p_input", "json"),
+        ("p_actions", "json"), ("p_twiml", "text"), ("p_kinds", "text[]"),
+        ("p_refs", "text[]"), ("p_bodies", "text[]"), ("p_decision", "text"),
+        ("p_phone_hmac", "text"), ("p_purpose", "text"), ("p_channels", "json"),
+        ("p_digits", "text"), ("p_language", "text"), ("p_notice_version", "text"),
+        ("p_audio", "json"), ("p_needle", "text")),
+    "ivr_webhook_status": (
+        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
+        ("p_account", "text"), ("p_phone_hmac", "text"), ("p_phone_enc", "text"),
+        ("p_to", "text"), ("p_direction", "text"), ("p_status", "text"),
+        ("p_seq", "bigint"), ("p_ts", "timestamptz"), ("p_duration", "integer"),
+        ("p_key", "text"), ("p_data", "json"), ("p_ranks", "jsonb"),
+        ("p_terminal", "text[]"), ("p_starting", "text[]"), ("p_answering", "text[]"),
+        ("p_active_transfers", "text[]"), ("p_body_applied", "text"),
+        ("p_body_stored", "text"), ("p_hangup_kind", "text"), ("p_hangup_body", "text"),
+        ("p_run_needle", "text"), ("p_step_needle", "text")),
+    "ivr_webhook_recording": (
+        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
+        ("p_account", "text"), ("p_recording", "text"), ("p_status", "text"),
+        ("p_key", "text"), ("p_data", "json"), ("p_order", "jsonb"),
+        ("p_duration", "integer"), ("p_channels", "integer"), ("p_source", "text"),
+        ("p_track", "text"), ("p_start", "timestamptz"), ("p_url", "text"),
+        ("p_error", "text"), ("p_body", "text")),
+}
+
+# Each function's call, every argument cast to its declared type (names and types are the
+# constants above; the values are bound parameters).
+_CALLS = {name: text("SELECT * FROM {}({})".format(  # noqa: S608
+    name, ", ".join(f"CAST(:{arg} AS {kind})" for arg, kind in args)))
+    for name, args in _ARGS.items()}
+_lock = threading.Lock()
+
+
+def arguments(function: str) -> tuple[str, ...]:
+    """The names of a function's arguments (tests check the services pass each one)."""
+    return tuple(arg for arg, _kind in _ARGS[function])
+
+
+def available(db) -> bool:
+    """Whether this Database (ivr/storage/db.py) has the functions: PostgreSQL at migration
+    0007 or later; looked up once per Database and process."""
+    known = getattr(db, "_fast_webhooks", None)
+    if known is None:
+        with _lock:
+            known = getattr(db, "_fast_webhooks", None)
+            if known is None:
+                known = db.engine.dialect.name == "postgresql" and _present(db.engine)
+                db._fast_webhooks = known
+    return known
+
+
+def _present(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            "SELECT count(DISTINCT proname) FROM pg_proc WHERE proname = ANY(%(names)s)",
+            {"names": list(_ARGS)}).scalar()
+    return found == len(_ARGS)
+
+
+def call(engine: Engine, function: str, params: dict) -> Row:
+    """Run one webhook function as one autocommitted statement; its result row."""
+    stmt = _CALLS[function]
+    for attempt in (1, 2):
+        try:
+            with db_deadline.unpinged(), engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                return conn.execute(stmt, params).one()
+        except DBAPIError as exc:
+            if attempt == 1 and exc.connection_invalidated:
+                continue  # a connection that had died in the pool: once more, on a new one
+            raise
+    raise AssertionError("unreachable")
