@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
@@ -20,6 +21,14 @@ def normalise_phone(raw: str | None, region: str = "TR") -> str | None:
     raw = raw.strip()
     if not raw:
         return None
+    if len(raw) > 64:
+        return _normalise(raw, region)
+    # Each webhook of a call names the same two numbers: parsed once per worker (kept in
+    # memory only, as the request that brought them; the oldest go first).
+    return _normalise_cached(raw, region)
+
+
+def _normalise(raw: str, region: str) -> str:
     try:
         num = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
@@ -27,6 +36,9 @@ def normalise_phone(raw: str | None, region: str = "TR") -> str | None:
     if not phonenumbers.is_possible_number(num):
         return raw[:64]
     return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+_normalise_cached = functools.lru_cache(maxsize=4096)(_normalise)
 
 
 class PersonalData:

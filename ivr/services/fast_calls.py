@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from flask import current_app
+
 from ..audit.chain import iso
 from ..domain.flow import engine as e
 from ..domain.runs import digits_input, run_id_for
@@ -51,7 +53,10 @@ class FastAnswer:
 
 
 def enabled(ctx: Context) -> bool:
-    """Whether this app's webhooks can take the one-statement path."""
+    """Whether this app's webhooks can take the one-statement path (IVR_WEBHOOK_FUNCTIONS
+    on, PostgreSQL at migration 0007, every call listener able to say when it is quiet)."""
+    if current_app.config.get("WEBHOOK_FUNCTIONS", "on") == "off":
+        return False
     if any(listener.quiet_without_transfers is None for listener in ctx.listeners):
         return False
     return fast_webhooks.available(database())

@@ -76,6 +76,10 @@ def make_engine(url: str, **kwargs) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    # psycopg 3 prepares a statement on a connection at its sixth execution
+    # (prepare_threshold, kept at its default: a statement prepared before a schema change
+    # fails after it). The webhooks' functions are prepared at their first call instead
+    # (ivr/storage/fast_webhooks.py), so they are parsed and planned once per connection.
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)

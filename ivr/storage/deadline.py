@@ -71,8 +71,10 @@ class _Watchdog:
                 self._pid = os.getpid()
                 self._armed.clear()
                 threading.Thread(target=self._run, name="db-deadline", daemon=True).start()
+            idle = not self._armed
             self._armed[key] = (until, dbapi_conn)
-            self._wake.set()
+            if idle:  # the thread sleeps only when nothing is armed: wake it then, only
+                self._wake.set()
 
     def disarm(self, key: int) -> None:
         with self._lock:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine, Row
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import deadline as db_deadline
@@ -58,10 +59,10 @@ _ARGS = {
         ("p_error", "text"), ("p_body", "text")),
 }
 
-# Each function's call, every argument cast to its declared type (names and types are the
-# constants above; the values are bound parameters).
-_CALLS = {name: text("SELECT * FROM {}({})".format(  # noqa: S608
-    name, ", ".join(f"CAST(:{arg} AS {kind})" for arg, kind in args)))
+# Each function's call in psycopg's placeholders, every argument cast to its declared type
+# (names and types are the constants above; the values are bound parameters).
+_CALLS = {name: "SELECT * FROM {}({})".format(  # noqa: S608
+    name, ", ".join(f"%({arg})s::{kind}" for arg, kind in args)).encode()
     for name, args in _ARGS.items()}
 _lock = threading.Lock()
 
@@ -92,16 +93,50 @@ def _present(engine: Engine) -> bool:
     return found == len(_ARGS)
 
 
-def call(engine: Engine, function: str, params: dict) -> Row:
-    """Run one webhook function as one autocommitted statement; its result row."""
-    stmt = _CALLS[function]
+def call(engine: Engine, function: str, params: dict):
+    """Run one webhook function as one autocommitted statement; its result row (a named
+    tuple). Errors come as SQLAlchemy's, as from any other statement.
+
+    The statement goes to psycopg directly, prepared on each connection at its first call
+    (one Parse per connection; then each call is Bind/Execute/Sync, one round trip).
+    """
+    sql = _CALLS[function]
     for attempt in (1, 2):
+        with db_deadline.unpinged():
+            fairy = engine.raw_connection()
         try:
-            with db_deadline.unpinged(), engine.connect() as conn:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                return conn.execute(stmt, params).one()
+            return _execute(engine, fairy, sql, params)
         except DBAPIError as exc:
             if attempt == 1 and exc.connection_invalidated:
                 continue  # a connection that had died in the pool: once more, on a new one
             raise
+        finally:
+            fairy.close()
     raise AssertionError("unreachable")
+
+
+def _back_to_transactions(fairy, driver) -> None:
+    """Autocommit off again: the pool's other users run transactions. A connection that
+    cannot be switched back is not given to them."""
+    try:
+        driver.autocommit = False
+    except psycopg.Error as exc:
+        fairy.invalidate(exc)
+
+
+def _execute(engine: Engine, fairy, sql: bytes, params: dict):
+    driver = fairy.driver_connection
+    try:
+        driver.autocommit = True
+        try:
+            with driver.cursor(row_factory=namedtuple_row) as cursor:
+                cursor.execute(sql, params, prepare=True)
+                return cursor.fetchone()
+        finally:
+            _back_to_transactions(fairy, driver)
+    except psycopg.Error as exc:
+        gone = engine.dialect.is_disconnect(exc, driver, None)
+        if gone:
+            fairy.invalidate(exc)
+        raise DBAPIError.instance(sql.decode(), None, exc, psycopg.Error, hide_parameters=True,
+                                  connection_invalidated=gone, dialect=engine.dialect) from exc

@@ -11,7 +11,8 @@ import rfc8785
 from ivr.domain.flow import engine as e
 from ivr.domain.notice import notice_version
 from ivr.domain.runs import MAX_DIGITS, digits_input, run_id_for
-from ivr.domain.state_token import StateTokenError, read_state_token, state_token
+from ivr.domain.state_token import StateTokenError, read_state_token, read_token, state_token
+from ivr.services import run_memory
 
 
 def test_a_state_token_reads_back_as_the_same_version_and_state():
@@ -20,6 +21,35 @@ def test_a_state_token_reads_back_as_the_same_version_and_state():
     token = state_token("v" * 64, state)
     assert "=" not in token and "/" not in token and "+" not in token
     assert read_state_token(token) == ("v" * 64, state)
+
+
+class _Library:
+    """Two loaded files, found by their SHA-256's first hex digits."""
+
+    files = ("a" * 64, "b" * 63 + "c")
+
+    def full_sha(self, short):
+        return next((f for f in self.files if f.startswith(short) and len(short) == 16), None)
+
+
+def test_a_token_carries_the_runs_memory_and_an_older_token_reads_without_it():
+    state = e.State(language="tr", node="consent", step=1)
+    heard = {"greeting": "a" * 64, "notice_intro": "b" * 63 + "c", "question": None}
+    notice = {"tr": [{"prompt": "notice_intro", "audio": "b" * 63 + "c"}]}
+    memory = run_memory.pack(heard, notice)
+    token = state_token("v" * 64, state, memory)
+    version, back, carried = read_token(token)
+    assert (version, back) == ("v" * 64, state) == read_state_token(token)
+    assert run_memory.unpack(carried, _Library()) == (heard, notice)
+    assert len(token) < 400  # the URL stays short: 16 hex digits a file
+    assert read_token(state_token("v" * 64, state))[2] is None
+
+
+def test_memory_naming_a_file_that_is_not_loaded_is_not_used():
+    memory = run_memory.pack({"greeting": "d" * 64}, {})
+    assert run_memory.unpack(memory, _Library()) is None
+    assert run_memory.unpack(None, _Library()) is None
+    assert run_memory.unpack({"h": "not a map"}, _Library()) is None
 
 
 @pytest.mark.parametrize("token", ["", "not-base64!", "eJzLSM3JyQcABiwCFQ", "A" * 40])

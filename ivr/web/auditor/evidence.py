@@ -26,8 +26,9 @@ from ivr.audit import chain, merkle, note, proofs
 from ivr.audit import checkpoint as cps
 from ivr.audit.errors import AuditError
 from ivr.domain import times
+from ivr.domain.notice import notice_version
 from ivr.domain.pii import PersonalData
-from ivr.services import audit_keys, audit_sequencer, calls
+from ivr.services import audit_keys, audit_sequencer
 from ivr.services.accounts import User
 from ivr.services.audit_replay import replay_call
 from ivr.services.reports import call_timeline
@@ -105,7 +106,7 @@ def _earlier(s: Session, since: int | None, head: AuditTreeHead):
 def _notice_doc(flow, lang: str, items: list[tuple[str, str | None]]) -> tuple[bytes, str]:
     parts = [(p, flow.text(p, lang), a) for p, a in items]
     doc = {"language": lang, "prompts": [{"id": p, "text": t, "audio": a} for p, t, a in parts]}
-    return chain.canonical(doc), calls.notice_version(lang, parts)
+    return chain.canonical(doc), notice_version(lang, parts)
 
 
 def _notices(bodies: list[dict], versions: dict[str, str], registry, s: Session) -> list[dict]:

@@ -82,7 +82,10 @@ def _one_statement(fast, twiml: bool, parsed, now, token):
     ctx = current_context()
     if not fast_calls.enabled(ctx):
         return None
-    answer = fast(ctx, parsed, now, token, request.path)
+    try:
+        answer = fast(ctx, parsed, now, token, request.path)
+    except IntegrityError:
+        return None  # a concurrent duplicate won the race: the ORM path finds its answer
     if answer is None:
         return None
     if answer.outcome != "retry":
