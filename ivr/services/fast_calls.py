@@ -54,8 +54,14 @@ class FastAnswer:
 
 def enabled(ctx: Context) -> bool:
     """Whether this app's webhooks can take the one-statement path (IVR_WEBHOOK_FUNCTIONS
-    on, PostgreSQL at migration 0007, every call listener able to say when it is quiet)."""
+    on, the data keys checked, PostgreSQL at migration 0007, every call listener able to
+    say when it is quiet)."""
     if current_app.config.get("WEBHOOK_FUNCTIONS", "on") == "off":
+        return False
+    # The data keys are checked at a process's first transaction (ivr/storage/keycheck.py):
+    # until then the ORM path runs, so a wrong key still fails before anything is stored.
+    guard = current_app.extensions.get("ivr_keyguard")
+    if guard is not None and not guard.verified:
         return False
     if any(listener.quiet_without_transfers is None for listener in ctx.listeners):
         return False

@@ -29,6 +29,7 @@ from sqlalchemy.exc import DisconnectionError
 _local = threading.local()
 _POLL = 0.02  # seconds between the watchdog's looks at the clock
 IDLE_IN_TRANSACTION = "60s"  # no transaction of ours, webhook or CLI, idles this long
+CLIENT_CHECK = "250ms"  # how often a long statement checks that its client is still there
 
 
 @contextmanager
@@ -172,6 +173,12 @@ def install(engine: Engine) -> None:
         # PostgreSQL ends such a session once it has sat idle in a transaction this long.
         with dbapi_conn.cursor() as cursor:
             cursor.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
+            # A webhook's one statement commits by itself (ivr/storage/fast_webhooks.py): if
+            # its worker dies while the statement waits for a lock, PostgreSQL 14+ notices
+            # the closed socket within this interval and cancels it, as an open transaction
+            # would be rolled back.
+            if dbapi_conn.info.server_version >= 140000:
+                cursor.execute(f"SET client_connection_check_interval = '{CLIENT_CHECK}'")
         dbapi_conn.commit()
 
     @event.listens_for(engine, "checkout")
