@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from ivr.audit import merkle, note
 from ivr.audit.errors import AuditError
+from ivr.storage import audit_functions
 from ivr.storage.audit_store import _PG_LOCK_KEY, QUEUED_FLAG, queue_report
 from ivr.storage.audit_tree import StoredTree, latest_head
 from ivr.storage.db import Database, database, utcnow
@@ -96,7 +97,13 @@ class PassResult:
     checkpoint: AuditTreeHead | None = None
 
 
-def _integrate_batch(conn: Connection, now: datetime) -> tuple[int, int, StoredTree]:
+def _integrate_batch(conn: Connection, now: datetime, db: Database | None = None
+                     ) -> tuple[int, int, StoredTree]:
+    if db is not None and _server_pass(db, conn):
+        integrated, size = conn.exec_driver_sql(
+            "SELECT integrated, size FROM ivr_audit_integrate(%(batch)s, %(now)s)",
+            {"batch": BATCH, "now": now}).one()
+        return integrated, size, StoredTree(conn)
     tree = StoredTree(conn)
     rows = conn.execute(select(AuditQueue.id, AuditQueue.kind, AuditQueue.ref, AuditQueue.body,
                                AuditQueue.queued_at)
@@ -122,6 +129,14 @@ def _integrate_batch(conn: Connection, now: datetime) -> tuple[int, int, StoredT
     tree._cache.update({(lv, i): h for (lv, i), h in
                         zip(merkle.peak_ranges(compact.size), compact.peaks, strict=True)})
     return len(rows), compact.size, tree
+
+
+def _server_pass(db: Database, conn: Connection) -> bool:
+    """Whether the pass runs as ivr_audit_integrate (PostgreSQL at migration 0007+)."""
+    known = getattr(db, "_audit_integrate", None)
+    if known is None:
+        known = db._audit_integrate = audit_functions.present(conn)
+    return known
 
 
 def sign_checkpoint(conn: Connection, app: Flask, key: Ed25519PrivateKey, size: int,
@@ -172,7 +187,7 @@ def run_pass(app: Flask, *, force_checkpoint: bool = False, wait: float = 0.0,
             while True:
                 with conn.begin():
                     now = utcnow()
-                    count, size, tree = _integrate_batch(conn, now)
+                    count, size, tree = _integrate_batch(conn, now, db)
                     result.integrated += count
                     result.tree_size = size
                     more = count == BATCH

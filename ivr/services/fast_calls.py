@@ -39,6 +39,11 @@ _STEP = -7_401_550_120_002
 _STEP_NEEDLE = f'"step":{_STEP}'
 _RANKS = json.dumps({**_RANK, **{status: 9 for status in TERMINAL}})
 _RECORDING_ORDER = json.dumps(RECORDING_ORDER)
+_DECISIVE = fast_webhooks.text_array(DECISIVE)
+_CHANNELS = fast_webhooks.text_array(CHANNELS)
+_TERMINAL = fast_webhooks.text_array(TERMINAL)
+_STARTING = fast_webhooks.text_array(["initiated", "ringing", "queued"])
+_ANSWERING = fast_webhooks.text_array(["in-progress", "answered"])
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,20 @@ def enabled(ctx: Context) -> bool:
     return fast_webhooks.available(database())
 
 
-def _transfer_statuses(ctx: Context) -> list[str] | None:
+def _transfer_statuses(ctx: Context) -> str | None:
     statuses = sorted({s for listener in ctx.listeners
                        for s in listener.quiet_without_transfers or ()})
-    return statuses or None
+    return fast_webhooks.text_array(statuses) if statuses else None
+
+
+def _leaves(entries: list[tuple], now: datetime, needle: str | None = None) -> str | None:
+    """The JSON array of [kind, ref, body] ivr_queue_leaves takes; None when `needle` is
+    not in exactly one body."""
+    kinds, refs, bodies = leaf_columns(entries, now)
+    if needle is not None and sum(b.count(needle) for b in bodies) != 1:
+        return None
+    return json.dumps([list(leaf) for leaf in zip(kinds, refs, bodies, strict=True)],
+                      ensure_ascii=False)
 
 
 def _json(value) -> str:
@@ -113,18 +128,17 @@ def incoming(ctx: Context, fields: CallFields, now: datetime, token: str | None,
                 "direction": who.direction, "to": who.to_number, "flow_id": flow.id,
                 "flow_version": flow.version, "language": state.language, "context": {},
                 "transfer_id": None, "agent_id": None})
-    kinds, refs, bodies = leaf_columns([started, *plan.audit], now)
     params = _base(token, path, now, sid) | {
         "p_account": _clip(fields.account_sid), "p_phone_hmac": who.phone_hmac,
         "p_phone_enc": who.phone_enc, "p_to": who.to_number, "p_direction": who.direction,
         "p_status": _clip(fields.call_status, 32) or "in-progress",
-        "p_decisive": list(DECISIVE), "p_channels": list(CHANNELS),
+        "p_decisive": _DECISIVE, "p_channels": _CHANNELS,
         "p_granted": Decision.GRANTED.value, "p_run": run_id, "p_origin": "incoming",
         "p_flow_id": flow.id, "p_flow_version": flow.version,
         "p_state": _json(state.to_dict()), "p_ended": state.ended,
         "p_heard": _json(plan.heard), "p_notice": _json(plan.notice),
         "p_actions": _json(plan.actions), "p_twiml": plan.twiml,
-        "p_kinds": kinds, "p_refs": refs, "p_bodies": bodies}
+        "p_leaves": _leaves([started, *plan.audit], now)}
     return _run("ivr_webhook_incoming", params, [("call_started", "incoming")], plan.twiml)
 
 
@@ -172,8 +186,8 @@ def gather(ctx: Context, run_id: str, step: int | None, state_token: str | None,
                    "p_notice_version": values["notice_version"],
                    "p_audio": _json(values["audio"]), "p_needle": _CONSENT_NEEDLE}
         facts.append(("consent", values["decision"]))
-    kinds, refs, bodies = leaf_columns(audit, now)
-    if consent["p_needle"] is not None and sum(b.count(_CONSENT_NEEDLE) for b in bodies) != 1:
+    leaves = _leaves(audit, now, consent["p_needle"])
+    if leaves is None:
         return None
     params = _base(token, path, now, sid) | consent | {
         "p_run": run_id, "p_step": step, "p_flow_version": flow.version,
@@ -181,7 +195,7 @@ def gather(ctx: Context, run_id: str, step: int | None, state_token: str | None,
         "p_notice_before": _json(notice), "p_state": _json(state.to_dict()),
         "p_ended": state.ended, "p_heard": _json(plan.heard), "p_notice": _json(plan.notice),
         "p_input": _json(plan.input), "p_actions": _json(plan.actions),
-        "p_twiml": plan.twiml, "p_kinds": kinds, "p_refs": refs, "p_bodies": bodies}
+        "p_twiml": plan.twiml, "p_leaves": leaves}
     return _run("ivr_webhook_gather", params, facts, plan.twiml)
 
 
@@ -207,8 +221,7 @@ def status(ctx: Context, cb: StatusCallback, now: datetime, token: str | None,
         "p_phone_enc": who.phone_enc, "p_to": who.to_number, "p_direction": who.direction,
         "p_status": st, "p_seq": seq, "p_ts": ts, "p_duration": cb.call_duration,
         "p_key": key[:200], "p_data": _json(cb.evidence()), "p_ranks": _RANKS,
-        "p_terminal": list(TERMINAL), "p_starting": ["initiated", "ringing", "queued"],
-        "p_answering": ["in-progress", "answered"],
+        "p_terminal": _TERMINAL, "p_starting": _STARTING, "p_answering": _ANSWERING,
         "p_active_transfers": _transfer_statuses(ctx), "p_body_applied": applied,
         "p_body_stored": stored, "p_hangup_kind": "input.received",
         "p_hangup_body": hangup_body, "p_run_needle": _RUN_NEEDLE,

@@ -109,16 +109,20 @@ class Database:
 
     def create_all(self) -> None:
         """Create the schema (tests and the embedded default; production uses migrations)."""
-        from . import (
-            models,  # noqa: F401 - late import: the tables import Base from here
-            webhook_functions,  # late import, as the guard's
-        )
+        # Late imports: the tables import Base from here.
+        from . import audit_functions, models, webhook_functions  # noqa: F401
         from .audit_store import install_append_only_guard  # late import: it imports utcnow
 
         Base.metadata.create_all(self.engine)
         install_append_only_guard(self.engine)
         webhook_functions.install(self.engine)
-        self._fast_webhooks = None  # looked up again
+        audit_functions.install(self.engine)
+        self.forget_functions()
+
+    def forget_functions(self) -> None:
+        """Look the server functions up again (after create_all or a migration)."""
+        self._fast_webhooks = None
+        self._audit_integrate = None
 
 
 def database(app: Flask | None = None) -> Database:

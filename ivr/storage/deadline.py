@@ -64,6 +64,7 @@ class _Watchdog:
         self._lock = threading.Lock()
         self._armed: dict[int, tuple[float, object]] = {}
         self._wake = threading.Event()
+        self._sleeping = False
         self._pid = 0
 
     def arm(self, key: int, until: float, dbapi_conn) -> None:
@@ -72,9 +73,9 @@ class _Watchdog:
                 self._pid = os.getpid()
                 self._armed.clear()
                 threading.Thread(target=self._run, name="db-deadline", daemon=True).start()
-            idle = not self._armed
             self._armed[key] = (until, dbapi_conn)
-            if idle:  # the thread sleeps only when nothing is armed: wake it then, only
+            if self._sleeping:  # waiting for work: wake it (else it is polling anyway)
+                self._sleeping = False
                 self._wake.set()
 
     def disarm(self, key: int) -> None:
@@ -84,10 +85,11 @@ class _Watchdog:
     def _run(self) -> None:
         while True:
             with self._lock:
-                armed = bool(self._armed)
-            if not armed:
+                if not self._armed:
+                    self._sleeping = True
+                    self._wake.clear()
+            if self._sleeping:
                 self._wake.wait()
-                self._wake.clear()
                 continue
             time.sleep(_POLL)
             now = time.monotonic()

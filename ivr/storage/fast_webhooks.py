@@ -28,15 +28,15 @@ _ARGS = {
         ("p_origin", "text"), ("p_flow_id", "text"), ("p_flow_version", "text"),
         ("p_state", "json"), ("p_ended", "boolean"), ("p_heard", "json"),
         ("p_notice", "json"), ("p_actions", "json"), ("p_twiml", "text"),
-        ("p_kinds", "text[]"), ("p_refs", "text[]"), ("p_bodies", "text[]")),
+        ("p_leaves", "json")),
     "ivr_webhook_gather": (
         ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
         ("p_run", "text"), ("p_step", "integer"), ("p_flow_version", "text"),
         ("p_state_before", "jsonb"), ("p_heard_before", "jsonb"),
         ("p_notice_before", "jsonb"), ("p_state", "json"), ("p_ended", "boolean"),
         ("p_heard", "json"), ("p_notice", "json"), ("p_input", "json"),
-        ("p_actions", "json"), ("p_twiml", "text"), ("p_kinds", "text[]"),
-        ("p_refs", "text[]"), ("p_bodies", "text[]"), ("p_decision", "text"),
+        ("p_actions", "json"), ("p_twiml", "text"), ("p_leaves", "json"),
+        ("p_decision", "text"),
         ("p_phone_hmac", "text"), ("p_purpose", "text"), ("p_channels", "json"),
         ("p_digits", "text"), ("p_language", "text"), ("p_notice_version", "text"),
         ("p_audio", "json"), ("p_needle", "text")),
@@ -65,6 +65,15 @@ _CALLS = {name: "SELECT * FROM {}({})".format(  # noqa: S608
     name, ", ".join(f"%({arg})s::{kind}" for arg, kind in args)).encode()
     for name, args in _ARGS.items()}
 _lock = threading.Lock()
+
+
+def text_array(values) -> str | None:
+    """A PostgreSQL array literal of strings, for a text[] argument (psycopg's list dumper
+    escapes element by element in Python; constant arrays are written once)."""
+    if values is None:
+        return None
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for v in values) + "}"
 
 
 def arguments(function: str) -> tuple[str, ...]:

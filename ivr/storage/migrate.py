@@ -127,6 +127,8 @@ def upgrade(app: Flask, revision: str = "head") -> bool:
         command.upgrade(alembic_config(app), revision)
     except CommandError as e:
         raise MigrationError(str(e)) from e
+    finally:
+        database(app).forget_functions()
     return adopted
 
 
@@ -136,3 +138,5 @@ def downgrade(app: Flask, revision: str) -> None:
         command.downgrade(alembic_config(app), revision)
     except CommandError as e:
         raise MigrationError(str(e)) from e
+    finally:
+        database(app).forget_functions()

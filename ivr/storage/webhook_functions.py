@@ -24,15 +24,19 @@ NAMES = ("ivr_webhook_incoming", "ivr_webhook_gather", "ivr_webhook_status",
          "ivr_webhook_recording", "ivr_queue_leaves", "ivr_ordered_times")
 
 _SQL = r"""
--- Queue audit leaves in their order; `needle` in a body becomes `value` (or nothing happens).
-CREATE OR REPLACE FUNCTION ivr_queue_leaves(kinds text[], refs text[], bodies text[],
-                                            at timestamptz, needle text, value text)
+-- Queue audit leaves in their order: `leaves` is a JSON array of [kind, ref, body]; `needle`
+-- in a body becomes `value` (when a needle is given).
+CREATE OR REPLACE FUNCTION ivr_queue_leaves(leaves json, at timestamptz, needle text,
+                                            value text)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+  leaf json;
 BEGIN
-  FOR i IN 1 .. coalesce(array_length(kinds, 1), 0) LOOP
+  FOR leaf IN SELECT x FROM json_array_elements(leaves) WITH ORDINALITY AS t(x, n)
+               ORDER BY n LOOP
     INSERT INTO audit_queue (kind, ref, body, queued_at)
-    VALUES (kinds[i], refs[i],
-            CASE WHEN needle IS NULL THEN bodies[i] ELSE replace(bodies[i], needle, value) END,
+    VALUES (leaf ->> 0, leaf ->> 1,
+            CASE WHEN needle IS NULL THEN leaf ->> 2 ELSE replace(leaf ->> 2, needle, value) END,
             at);
   END LOOP;
 END $$;
@@ -60,7 +64,7 @@ CREATE OR REPLACE FUNCTION ivr_webhook_incoming(
     p_phone_hmac text, p_phone_enc text, p_to text, p_direction text, p_status text,
     p_decisive text[], p_channels text[], p_granted text, p_run text, p_origin text, p_flow_id text,
     p_flow_version text, p_state json, p_ended boolean, p_heard json, p_notice json,
-    p_actions json, p_twiml text, p_kinds text[], p_refs text[], p_bodies text[],
+    p_actions json, p_twiml text, p_leaves json,
     OUT outcome text, OUT response text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -117,7 +121,7 @@ BEGIN
           p_ended, NULL, p_heard, p_notice, p_now, p_now);
   INSERT INTO flow_turns (run_id, step, input, actions, twiml, created_at)
   VALUES (p_run, 0, NULL, p_actions, p_twiml, p_now);
-  PERFORM ivr_queue_leaves(p_kinds, p_refs, p_bodies, p_now, NULL, NULL);
+  PERFORM ivr_queue_leaves(p_leaves, p_now, NULL, NULL);
   INSERT INTO webhook_requests (path, call_sid, idempotency_token, received_at, outcome,
                                 status_code, response)
   VALUES (p_path, p_sid, p_token, p_now, 'ok', 200, p_twiml);
@@ -129,9 +133,9 @@ CREATE OR REPLACE FUNCTION ivr_webhook_gather(
     p_token text, p_path text, p_now timestamptz, p_sid text, p_run text, p_step integer,
     p_flow_version text, p_state_before jsonb, p_heard_before jsonb, p_notice_before jsonb,
     p_state json, p_ended boolean, p_heard json, p_notice json, p_input json,
-    p_actions json, p_twiml text, p_kinds text[], p_refs text[], p_bodies text[],
-    p_decision text, p_phone_hmac text, p_purpose text, p_channels json, p_digits text,
-    p_language text, p_notice_version text, p_audio json, p_needle text,
+    p_actions json, p_twiml text, p_leaves json, p_decision text, p_phone_hmac text,
+    p_purpose text, p_channels json, p_digits text, p_language text, p_notice_version text,
+    p_audio json, p_needle text,
     OUT outcome text, OUT response text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -175,8 +179,7 @@ BEGIN
             p_audio, NULL)
     RETURNING id INTO v_id;
   END IF;
-  PERFORM ivr_queue_leaves(p_kinds, p_refs, p_bodies, p_now, p_needle,
-                           '"consent_id":' || v_id);
+  PERFORM ivr_queue_leaves(p_leaves, p_now, p_needle, '"consent_id":' || v_id);
   INSERT INTO webhook_requests (path, call_sid, idempotency_token, received_at, outcome,
                                 status_code, response)
   VALUES (p_path, p_sid, p_token, p_now, 'ok', 200, p_twiml);
@@ -275,17 +278,19 @@ BEGIN
     END IF;
     ended_now := c.ended_at IS NULL AND t.ended IS NOT NULL;
     final_status := CASE WHEN v_applied THEN p_status ELSE c.status END;
-    PERFORM ivr_queue_leaves(ARRAY['call.status'], ARRAY[p_sid],
-                             ARRAY[CASE WHEN v_applied THEN p_body_applied
-                                        ELSE p_body_stored END], p_now, NULL, NULL);
+    PERFORM ivr_queue_leaves(json_build_array(json_build_array(
+                               'call.status', p_sid,
+                               CASE WHEN v_applied THEN p_body_applied ELSE p_body_stored END)),
+                             p_now, NULL, NULL);
     IF v_terminal THEN
       FOR r IN SELECT f.id, f.step FROM flow_runs f
                 WHERE f.call_sid = p_sid AND NOT f.ended AND f.hangup_at IS NULL
                 ORDER BY f.created_at, f.id FOR UPDATE LOOP
         UPDATE flow_runs SET hangup_at = p_now WHERE id = r.id;
-        PERFORM ivr_queue_leaves(ARRAY[p_hangup_kind], ARRAY[p_sid],
-                                 ARRAY[replace(p_hangup_body, p_run_needle,
-                                               '"run":' || to_json(r.id)::text)],
+        PERFORM ivr_queue_leaves(json_build_array(json_build_array(
+                                   p_hangup_kind, p_sid,
+                                   replace(p_hangup_body, p_run_needle,
+                                           '"run":' || to_json(r.id)::text))),
                                  p_now, p_step_needle, '"step":' || (r.step + 1));
       END LOOP;
     END IF;
@@ -331,8 +336,8 @@ BEGIN
       url = EXCLUDED.url, error_code = EXCLUDED.error_code, updated_at = EXCLUDED.updated_at
     WHERE coalesce((p_order ->> EXCLUDED.status)::int, 0)
           >= coalesce((p_order ->> x.status)::int, 0);
-    PERFORM ivr_queue_leaves(ARRAY['recording.status'], ARRAY[p_sid], ARRAY[p_body], p_now,
-                             NULL, NULL);
+    PERFORM ivr_queue_leaves(json_build_array(json_build_array('recording.status', p_sid,
+                                                               p_body)), p_now, NULL, NULL);
     outcome := 'stored';
   END IF;
   INSERT INTO webhook_requests (path, call_sid, idempotency_token, received_at, outcome,

@@ -212,7 +212,23 @@ def _limiter(app: Flask) -> Limiter:
     for name in UNLIMITED_BLUEPRINTS:
         if name in app.blueprints:
             limiter.exempt(app.blueprints[name])
+    _skip_exempt_blueprints(app, limiter)
     return limiter
+
+
+def _skip_exempt_blueprints(app: Flask, limiter: Limiter) -> None:
+    """Let the limiter's check return at once for the exempt blueprints (the Twilio
+    webhooks among them): finding out that they are exempt costs it ~0.2 ms a request."""
+    funcs = app.before_request_funcs.get(None, [])
+    check = limiter._check_request_limit  # noqa: SLF001 - the hook init_app registered
+    for i, fn in enumerate(funcs):
+        if fn == check:
+            def skipping(check=check):
+                if request.blueprint in UNLIMITED_BLUEPRINTS:
+                    return None
+                return check()
+
+            funcs[i] = skipping
 
 
 def _trust_proxies(app: Flask) -> None:

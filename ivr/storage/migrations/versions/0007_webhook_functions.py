@@ -1,4 +1,5 @@
-"""webhook functions: each Twilio webhook's writes as one PostgreSQL function (issue 14)
+"""webhook functions: each Twilio webhook's writes, and the sequencer's integration pass, as
+PostgreSQL functions (issue 14)
 
 Revision ID: 0007
 Revises: 0006
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from ivr.storage import webhook_functions
+from ivr.storage import audit_functions, webhook_functions
 
 revision = "0007"
 down_revision = "0006"
@@ -17,13 +18,17 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Create ivr_webhook_incoming, _gather, _status and _recording (PostgreSQL only: SQLite
-    keeps the ORM verbs)."""
-    for stmt in webhook_functions.create_statements(op.get_bind().dialect.name):
+    """Create ivr_webhook_incoming, _gather, _status, _recording and ivr_audit_integrate
+    (PostgreSQL only: SQLite keeps the ORM verbs and the Python pass)."""
+    dialect = op.get_bind().dialect.name
+    for stmt in (webhook_functions.create_statements(dialect)
+                 + audit_functions.create_statements(dialect)):
         op.get_bind().exec_driver_sql(stmt)
 
 
 def downgrade() -> None:
-    """Drop them; the webhooks take the ORM path again."""
-    for stmt in webhook_functions.drop_statements(op.get_bind().dialect.name):
+    """Drop them; the webhooks take the ORM path and the sequencer its Python pass again."""
+    dialect = op.get_bind().dialect.name
+    for stmt in (webhook_functions.drop_statements(dialect)
+                 + audit_functions.drop_statements(dialect)):
         op.get_bind().exec_driver_sql(stmt)
