@@ -28,6 +28,7 @@ from sqlalchemy.exc import DisconnectionError
 
 _local = threading.local()
 _POLL = 0.02  # seconds between the watchdog's looks at the clock
+_IDLE_POLLS = 50  # empty looks (a second) before the watchdog sleeps until armed
 IDLE_IN_TRANSACTION = "60s"  # no transaction of ours, webhook or CLI, idles this long
 CLIENT_CHECK = "250ms"  # how often a long statement checks that its client is still there
 
@@ -83,13 +84,18 @@ class _Watchdog:
             self._armed.pop(key, None)
 
     def _run(self) -> None:
+        idle = 0
         while True:
             with self._lock:
-                if not self._armed:
+                # Under load the watch empties between requests: keep polling for a second
+                # before sleeping, so that arming rarely has to wake the thread.
+                idle = 0 if self._armed else idle + 1
+                if idle > _IDLE_POLLS:
                     self._sleeping = True
                     self._wake.clear()
             if self._sleeping:
                 self._wake.wait()
+                idle = 0
                 continue
             time.sleep(_POLL)
             now = time.monotonic()

@@ -82,23 +82,30 @@ class SafeJSONProvider(DefaultJSONProvider):
             raise ValueError("JSON document nested too deeply") from None
 
 
+_EVERY_RESPONSE = (
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"),
+)
+
+
 def security_headers(response):
     """Add the security headers a response does not set itself."""
     h = response.headers
     html = response.mimetype == "text/html"
-    h.setdefault("Content-Security-Policy", HTML_CSP if html else OTHER_CSP)
-    h.setdefault("X-Frame-Options", "DENY")
-    h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("Referrer-Policy", "no-referrer")
-    h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+    wanted = [("Content-Security-Policy", HTML_CSP if html else OTHER_CSP), *_EVERY_RESPONSE]
     if html or response.mimetype == "application/json":
         # Pages and API answers carry personal data: no browser or proxy keeps a copy.
-        h.setdefault("Cache-Control", "no-store")
-    if response.status_code == 429 and "Retry-After" not in h:
-        h["Retry-After"] = str(_retry_after())
+        wanted.append(("Cache-Control", "no-store"))
     if request.is_secure or current_app.config.get("PUBLIC_URL", "").startswith("https://"):
-        h.setdefault("Strict-Transport-Security", HSTS)
+        wanted.append(("Strict-Transport-Security", HSTS))
+    # One look at the headers already set (werkzeug's setdefault scans them per name).
+    present = {name.lower() for name, _value in h.items()}
+    h.extend([(name, value) for name, value in wanted if name.lower() not in present])
+    if response.status_code == 429 and "retry-after" not in present:
+        h["Retry-After"] = str(_retry_after())
     return response
 
 

@@ -7,7 +7,8 @@ no Twilio, so the audit replay can run the very same code years later.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import functools
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 
 from .model import Flow, Node
 
@@ -117,13 +118,24 @@ Action = Play | StartRecording | Gather | NoticePlayed | Decide | Enqueue | Dial
 
 def action_to_dict(action: Action) -> dict:
     """A JSON-ready form of an action, tagged with its kind."""
-    data = asdict(action)
-    if isinstance(action, Gather):
-        data["prompts"] = [asdict(p) for p in action.prompts]
-    for k in ("prompts", "digits"):
-        if isinstance(data.get(k), tuple):
-            data[k] = list(data[k])
-    return {"kind": type(action).__name__.lower(), **data}
+    return {"kind": type(action).__name__.lower(), **_plain(action)}
+
+
+@functools.cache
+def _field_names(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(kind))
+
+
+def _plain(value):
+    """`value` as JSON-ready data, as dataclasses.asdict makes it (tuples become lists),
+    without asdict's deep copies of every string and number."""
+    if is_dataclass(value):
+        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 # --- state ------------------------------------------------------------------------
@@ -146,9 +158,7 @@ class State:
 
     def to_dict(self) -> dict:
         """JSON-ready state."""
-        data = asdict(self)
-        data["digits"] = list(self.digits)
-        return data
+        return _plain(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> State:
