@@ -665,6 +665,11 @@ def main(argv=None) -> int:
                 bare = run_phase("bare", f"http://127.0.0.1:{port}", server, args, auth_token)
             finally:
                 stop(server)
+            # Leaves the last round's workers queued as they stopped (a sequencer integrates
+            # them only while it runs) would count as this round's merge delay.
+            subprocess.run([sys.executable, "-m", "ivr", "audit", "integrate", "--once"],
+                           cwd=ROOT, env={**os.environ, **app_env}, capture_output=True,
+                           check=False)
             port = free_port()
             env = {**app_env, "IVR_PUBLIC_URL": f"http://127.0.0.1:{port}",
                    # As in production: /metrics adds up every worker's counters.

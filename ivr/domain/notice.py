@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-import rfc8785
+from .canonical import canonical_json
 
 
 def notice_version(language: str, prompts: list[tuple[str, str, str | None]]) -> str:
@@ -13,4 +13,4 @@ def notice_version(language: str, prompts: list[tuple[str, str, str | None]]) ->
     The document is RFC 8785 canonical JSON, as every hashed document of the audit log."""
     doc = {"language": language,
            "prompts": [{"id": p, "text": t, "audio": a} for p, t, a in prompts]}
-    return hashlib.sha256(rfc8785.dumps(doc)).hexdigest()
+    return hashlib.sha256(canonical_json(doc)).hexdigest()
