@@ -203,7 +203,9 @@ def status(ctx: Context, cb: StatusCallback, now: datetime, token: str | None,
            path: str) -> FastAnswer | None:
     """/voice/status: a call status callback."""
     sid = cb.call.call_sid
-    who = parties(ctx, cb.call)
+    # Its call almost always knows the caller already (the incoming webhook stored the
+    # number): not encrypted here; the function sends the rare other case to the ORM verb.
+    who = parties(ctx, cb.call, encrypt=False)
     st = _clip((cb.call.call_status or "").lower(), 32)
     seq, ts = cb.sequence_number, cb.timestamp
     key = f"status:{seq}:{st}" if seq is not None else f"status:{st}:{cb.timestamp_text}"

@@ -222,6 +222,11 @@ BEGIN
   END IF;
   SELECT * INTO c FROM calls WHERE call_sid = p_sid FOR UPDATE;
   found_call := FOUND;
+  -- The caller's number is passed encrypted only when asked for: a call that does not
+  -- know it yet (a status before the incoming webhook) is left to the ORM verb.
+  IF c.phone_hmac IS NULL AND p_phone_hmac IS NOT NULL AND p_phone_enc IS NULL THEN
+    RETURN;
+  END IF;
   v_account := coalesce(nullif(c.account_sid, ''), p_account);
   IF c.phone_hmac IS NULL AND p_phone_hmac IS NOT NULL THEN
     v_hmac := p_phone_hmac; v_enc := p_phone_enc;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 
 from ..domain import config
 from ..services import audit_sequencer, keys
@@ -27,10 +28,28 @@ from . import (
 )
 
 
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's cookie sessions, with the signing serializer made once per secret key:
+    Flask makes a new one for every request, a webhook's included (~0.1 ms)."""
+
+    def __init__(self):
+        self._serializer: tuple | None = None
+
+    def get_signing_serializer(self, app: Flask):
+        key = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()),
+               app.config.get("SESSION_COOKIE_NAME"))
+        kept = self._serializer
+        if kept is None or kept[0] != key:
+            kept = (key, super().get_signing_serializer(app))
+            self._serializer = kept
+        return kept[1]
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings from the environment, then one init_app per subsystem."""
     # Named for the package: templates and static files are found in ivr/.
     app = Flask("ivr", instance_relative_config=False)
+    app.session_interface = CookieSessions()
     settings = config.from_env()
     if test_config:
         settings.update(test_config)
