@@ -10,7 +10,6 @@ caller whose granted consent changes the flow, a listener that must always be as
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -37,13 +36,13 @@ _RUN = "@@hung-up-run@@"
 _RUN_NEEDLE = f'"run":"{_RUN}"'
 _STEP = -7_401_550_120_002
 _STEP_NEEDLE = f'"step":{_STEP}'
-_RANKS = json.dumps({**_RANK, **{status: 9 for status in TERMINAL}})
-_RECORDING_ORDER = json.dumps(RECORDING_ORDER)
-_DECISIVE = fast_webhooks.text_array(DECISIVE)
-_CHANNELS = fast_webhooks.text_array(CHANNELS)
-_TERMINAL = fast_webhooks.text_array(TERMINAL)
-_STARTING = fast_webhooks.text_array(["initiated", "ringing", "queued"])
-_ANSWERING = fast_webhooks.text_array(["in-progress", "answered"])
+_RANKS = {**_RANK, **{status: 9 for status in TERMINAL}}
+_RECORDING_ORDER = dict(RECORDING_ORDER)
+_DECISIVE = list(DECISIVE)
+_CHANNELS = list(CHANNELS)
+_TERMINAL = list(TERMINAL)
+_STARTING = ["initiated", "ringing", "queued"]
+_ANSWERING = ["in-progress", "answered"]
 
 
 @dataclass(frozen=True)
@@ -73,24 +72,20 @@ def enabled(ctx: Context) -> bool:
     return fast_webhooks.available(database())
 
 
-def _transfer_statuses(ctx: Context) -> str | None:
+def _transfer_statuses(ctx: Context) -> list[str] | None:
     statuses = sorted({s for listener in ctx.listeners
                        for s in listener.quiet_without_transfers or ()})
-    return fast_webhooks.text_array(statuses) if statuses else None
+    return statuses or None
 
 
-def _leaves(entries: list[tuple], now: datetime, needle: str | None = None) -> str | None:
-    """The JSON array of [kind, ref, body] ivr_queue_leaves takes; None when `needle` is
-    not in exactly one body."""
+def _leaves(entries: list[tuple], now: datetime, needle: str | None = None
+            ) -> list[list] | None:
+    """The [kind, ref, body] rows ivr_queue_leaves takes; None when `needle` is not in
+    exactly one body."""
     kinds, refs, bodies = leaf_columns(entries, now)
     if needle is not None and sum(b.count(needle) for b in bodies) != 1:
         return None
-    return json.dumps([list(leaf) for leaf in zip(kinds, refs, bodies, strict=True)],
-                      ensure_ascii=False)
-
-
-def _json(value) -> str:
-    return json.dumps(value)
+    return [list(leaf) for leaf in zip(kinds, refs, bodies, strict=True)]
 
 
 def _base(token: str | None, path: str, now: datetime, sid: str) -> dict:
@@ -135,9 +130,9 @@ def incoming(ctx: Context, fields: CallFields, now: datetime, token: str | None,
         "p_decisive": _DECISIVE, "p_channels": _CHANNELS,
         "p_granted": Decision.GRANTED.value, "p_run": run_id, "p_origin": "incoming",
         "p_flow_id": flow.id, "p_flow_version": flow.version,
-        "p_state": _json(state.to_dict()), "p_ended": state.ended,
-        "p_heard": _json(plan.heard), "p_notice": _json(plan.notice),
-        "p_actions": _json(plan.actions), "p_twiml": plan.twiml,
+        "p_state": state.to_dict(), "p_ended": state.ended,
+        "p_heard": plan.heard, "p_notice": plan.notice,
+        "p_actions": plan.actions, "p_twiml": plan.twiml,
         "p_leaves": _leaves([started, *plan.audit], now)}
     return _run("ivr_webhook_incoming", params, [("call_started", "incoming")], plan.twiml)
 
@@ -181,20 +176,20 @@ def gather(ctx: Context, run_id: str, step: int | None, state_token: str | None,
                                       transfer_id=None, captured_at=now)
         audit[audit.index(turns.CONSENT_ENTRY)] = turns.consent_entry(values, CONSENT_ID)
         consent = {"p_decision": values["decision"], "p_phone_hmac": phone_hmac,
-                   "p_purpose": values["purpose"], "p_channels": _json(values["channels"]),
+                   "p_purpose": values["purpose"], "p_channels": values["channels"],
                    "p_digits": values["digits"], "p_language": values["language"],
                    "p_notice_version": values["notice_version"],
-                   "p_audio": _json(values["audio"]), "p_needle": _CONSENT_NEEDLE}
+                   "p_audio": values["audio"], "p_needle": _CONSENT_NEEDLE}
         facts.append(("consent", values["decision"]))
     leaves = _leaves(audit, now, consent["p_needle"])
     if leaves is None:
         return None
     params = _base(token, path, now, sid) | consent | {
         "p_run": run_id, "p_step": step, "p_flow_version": flow.version,
-        "p_state_before": _json(before_data), "p_heard_before": _json(heard),
-        "p_notice_before": _json(notice), "p_state": _json(state.to_dict()),
-        "p_ended": state.ended, "p_heard": _json(plan.heard), "p_notice": _json(plan.notice),
-        "p_input": _json(plan.input), "p_actions": _json(plan.actions),
+        "p_state_before": before_data, "p_heard_before": heard,
+        "p_notice_before": notice, "p_state": state.to_dict(),
+        "p_ended": state.ended, "p_heard": plan.heard, "p_notice": plan.notice,
+        "p_input": plan.input, "p_actions": plan.actions,
         "p_twiml": plan.twiml, "p_leaves": leaves}
     return _run("ivr_webhook_gather", params, facts, plan.twiml)
 
@@ -222,7 +217,7 @@ def status(ctx: Context, cb: StatusCallback, now: datetime, token: str | None,
         "p_account": _clip(cb.call.account_sid), "p_phone_hmac": who.phone_hmac,
         "p_phone_enc": who.phone_enc, "p_to": who.to_number, "p_direction": who.direction,
         "p_status": st, "p_seq": seq, "p_ts": ts, "p_duration": cb.call_duration,
-        "p_key": key[:200], "p_data": _json(cb.evidence()), "p_ranks": _RANKS,
+        "p_key": key[:200], "p_data": cb.evidence(), "p_ranks": _RANKS,
         "p_terminal": _TERMINAL, "p_starting": _STARTING, "p_answering": _ANSWERING,
         "p_active_transfers": _transfer_statuses(ctx), "p_body_applied": applied,
         "p_body_stored": stored, "p_hangup_kind": "input.received",
@@ -246,7 +241,7 @@ def recording(ctx: Context, cb: RecordingCallback, now: datetime, token: str | N
         "start_time": cb.start_time_text, "url": cb.url, "error_code": cb.error_code})], now)
     params = _base(token, path, now, sid) | {
         "p_account": _clip(cb.call.account_sid), "p_recording": rsid, "p_status": st,
-        "p_key": key[:200], "p_data": _json(cb.evidence()), "p_order": _RECORDING_ORDER,
+        "p_key": key[:200], "p_data": cb.evidence(), "p_order": _RECORDING_ORDER,
         "p_duration": cb.duration, "p_channels": cb.channels, "p_source": cb.source,
         "p_track": cb.track, "p_start": cb.start_time, "p_url": cb.url,
         "p_error": cb.error_code, "p_body": body}

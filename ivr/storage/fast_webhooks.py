@@ -9,7 +9,9 @@ did commit is found again by its idempotency token, run step or event key).
 
 from __future__ import annotations
 
+import json
 import threading
+from datetime import datetime
 
 import psycopg
 from psycopg.rows import namedtuple_row
@@ -17,68 +19,26 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from . import deadline as db_deadline
+from .webhook_functions import ARGS
 
-_ARGS = {
-    "ivr_webhook_incoming": (
-        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
-        ("p_account", "text"), ("p_phone_hmac", "text"), ("p_phone_enc", "text"),
-        ("p_to", "text"), ("p_direction", "text"), ("p_status", "text"),
-        ("p_decisive", "text[]"), ("p_channels", "text[]"), ("p_granted", "text"),
-        ("p_run", "text"),
-        ("p_origin", "text"), ("p_flow_id", "text"), ("p_flow_version", "text"),
-        ("p_state", "json"), ("p_ended", "boolean"), ("p_heard", "json"),
-        ("p_notice", "json"), ("p_actions", "json"), ("p_twiml", "text"),
-        ("p_leaves", "json")),
-    "ivr_webhook_gather": (
-        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
-        ("p_run", "text"), ("p_step", "integer"), ("p_flow_version", "text"),
-        ("p_state_before", "jsonb"), ("p_heard_before", "jsonb"),
-        ("p_notice_before", "jsonb"), ("p_state", "json"), ("p_ended", "boolean"),
-        ("p_heard", "json"), ("p_notice", "json"), ("p_input", "json"),
-        ("p_actions", "json"), ("p_twiml", "text"), ("p_leaves", "json"),
-        ("p_decision", "text"),
-        ("p_phone_hmac", "text"), ("p_purpose", "text"), ("p_channels", "json"),
-        ("p_digits", "text"), ("p_language", "text"), ("p_notice_version", "text"),
-        ("p_audio", "json"), ("p_needle", "text")),
-    "ivr_webhook_status": (
-        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
-        ("p_account", "text"), ("p_phone_hmac", "text"), ("p_phone_enc", "text"),
-        ("p_to", "text"), ("p_direction", "text"), ("p_status", "text"),
-        ("p_seq", "bigint"), ("p_ts", "timestamptz"), ("p_duration", "integer"),
-        ("p_key", "text"), ("p_data", "json"), ("p_ranks", "jsonb"),
-        ("p_terminal", "text[]"), ("p_starting", "text[]"), ("p_answering", "text[]"),
-        ("p_active_transfers", "text[]"), ("p_body_applied", "text"),
-        ("p_body_stored", "text"), ("p_hangup_kind", "text"), ("p_hangup_body", "text"),
-        ("p_run_needle", "text"), ("p_step_needle", "text")),
-    "ivr_webhook_recording": (
-        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
-        ("p_account", "text"), ("p_recording", "text"), ("p_status", "text"),
-        ("p_key", "text"), ("p_data", "json"), ("p_order", "jsonb"),
-        ("p_duration", "integer"), ("p_channels", "integer"), ("p_source", "text"),
-        ("p_track", "text"), ("p_start", "timestamptz"), ("p_url", "text"),
-        ("p_error", "text"), ("p_body", "text")),
-}
+# Each function is called with one JSON object holding its arguments
+# (ivr/storage/webhook_functions.py unpacks it).
+_CALLS = {name: f"SELECT * FROM {name}(%(p)s::json)".encode()  # noqa: S608 - constant names
+          for name in ARGS}
 
-# Each function's call in psycopg's placeholders, every argument cast to its declared type
-# (names and types are the constants above; the values are bound parameters).
-_CALLS = {name: "SELECT * FROM {}({})".format(  # noqa: S608
-    name, ", ".join(f"%({arg})s::{kind}" for arg, kind in args)).encode()
-    for name, args in _ARGS.items()}
+
+def _json_value(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
 _lock = threading.Lock()
-
-
-def text_array(values) -> str | None:
-    """A PostgreSQL array literal of strings, for a text[] argument (psycopg's list dumper
-    escapes element by element in Python; constant arrays are written once)."""
-    if values is None:
-        return None
-    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                          for v in values) + "}"
 
 
 def arguments(function: str) -> tuple[str, ...]:
     """The names of a function's arguments (tests check the services pass each one)."""
-    return tuple(arg for arg, _kind in _ARGS[function])
+    return tuple(arg for arg, _kind in ARGS[function])
 
 
 def available(db) -> bool:
@@ -98,8 +58,8 @@ def _present(engine: Engine) -> bool:
     with engine.connect() as conn:
         found = conn.exec_driver_sql(
             "SELECT count(DISTINCT proname) FROM pg_proc WHERE proname = ANY(%(names)s)",
-            {"names": list(_ARGS)}).scalar()
-    return found == len(_ARGS)
+            {"names": list(ARGS)}).scalar()
+    return found == len(ARGS)
 
 
 def call(engine: Engine, function: str, params: dict):
@@ -110,6 +70,10 @@ def call(engine: Engine, function: str, params: dict):
     (one Parse per connection; then each call is Bind/Execute/Sync, one round trip).
     """
     sql = _CALLS[function]
+    unknown = set(params) - set(arguments(function))
+    if unknown:
+        raise ValueError(f"{function} takes no {sorted(unknown)}")
+    params = {"p": json.dumps(params, default=_json_value, ensure_ascii=False)}
     for attempt in (1, 2):
         with db_deadline.unpinged():
             fairy = engine.raw_connection()

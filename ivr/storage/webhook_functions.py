@@ -18,10 +18,75 @@ Created by migration 0007 and by `Database.create_all`; dropped by its downgrade
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy.engine import Engine
 
 NAMES = ("ivr_webhook_incoming", "ivr_webhook_gather", "ivr_webhook_status",
          "ivr_webhook_recording", "ivr_queue_leaves", "ivr_ordered_times")
+
+# Each function's arguments and their types: the keys of the one JSON object it is called
+# with (ivr/storage/fast_webhooks.py), unpacked by the DECLARE lines `_unpack` writes.
+ARGS = {
+    "ivr_webhook_incoming": (
+        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
+        ("p_account", "text"), ("p_phone_hmac", "text"), ("p_phone_enc", "text"),
+        ("p_to", "text"), ("p_direction", "text"), ("p_status", "text"),
+        ("p_decisive", "text[]"), ("p_channels", "text[]"), ("p_granted", "text"),
+        ("p_run", "text"),
+        ("p_origin", "text"), ("p_flow_id", "text"), ("p_flow_version", "text"),
+        ("p_state", "json"), ("p_ended", "boolean"), ("p_heard", "json"),
+        ("p_notice", "json"), ("p_actions", "json"), ("p_twiml", "text"),
+        ("p_leaves", "json")),
+    "ivr_webhook_gather": (
+        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
+        ("p_run", "text"), ("p_step", "integer"), ("p_flow_version", "text"),
+        ("p_state_before", "jsonb"), ("p_heard_before", "jsonb"),
+        ("p_notice_before", "jsonb"), ("p_state", "json"), ("p_ended", "boolean"),
+        ("p_heard", "json"), ("p_notice", "json"), ("p_input", "json"),
+        ("p_actions", "json"), ("p_twiml", "text"), ("p_leaves", "json"),
+        ("p_decision", "text"),
+        ("p_phone_hmac", "text"), ("p_purpose", "text"), ("p_channels", "json"),
+        ("p_digits", "text"), ("p_language", "text"), ("p_notice_version", "text"),
+        ("p_audio", "json"), ("p_needle", "text")),
+    "ivr_webhook_status": (
+        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
+        ("p_account", "text"), ("p_phone_hmac", "text"), ("p_phone_enc", "text"),
+        ("p_to", "text"), ("p_direction", "text"), ("p_status", "text"),
+        ("p_seq", "bigint"), ("p_ts", "timestamptz"), ("p_duration", "integer"),
+        ("p_key", "text"), ("p_data", "json"), ("p_ranks", "jsonb"),
+        ("p_terminal", "text[]"), ("p_starting", "text[]"), ("p_answering", "text[]"),
+        ("p_active_transfers", "text[]"), ("p_body_applied", "text"),
+        ("p_body_stored", "text"), ("p_hangup_kind", "text"), ("p_hangup_body", "text"),
+        ("p_run_needle", "text"), ("p_step_needle", "text")),
+    "ivr_webhook_recording": (
+        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
+        ("p_account", "text"), ("p_recording", "text"), ("p_status", "text"),
+        ("p_key", "text"), ("p_data", "json"), ("p_order", "jsonb"),
+        ("p_duration", "integer"), ("p_channels", "integer"), ("p_source", "text"),
+        ("p_track", "text"), ("p_start", "timestamptz"), ("p_url", "text"),
+        ("p_error", "text"), ("p_body", "text")),
+}
+
+
+def _unpack(name: str) -> str:
+    """DECLARE lines that take each argument out of the JSON object `p` (one parameter on
+    the wire: psycopg dumps one string, not ~30 typed values)."""
+    lines = []
+    for arg, kind in ARGS[name]:
+        if kind == "text":
+            value = f"p ->> '{arg}'"
+        elif kind in ("json", "jsonb"):
+            value = (f"CASE WHEN json_typeof(p -> '{arg}') = 'null' THEN NULL "
+                     f"ELSE (p -> '{arg}')::{kind} END")
+        elif kind == "text[]":
+            value = (f"CASE WHEN json_typeof(p -> '{arg}') = 'array' THEN "
+                     f"ARRAY(SELECT json_array_elements_text(p -> '{arg}')) END")
+        else:
+            value = f"(p ->> '{arg}')::{kind}"
+        lines.append(f"  {arg} {kind} := {value};")
+    return "\n".join(lines)
+
 
 _SQL = r"""
 -- Queue audit leaves in their order: `leaves` is a JSON array of [kind, ref, body]; `needle`
@@ -59,15 +124,10 @@ BEGIN
 END $$;
 
 -- /voice/incoming: the call row, the run, its first turn, the leaves, the webhook.
-CREATE OR REPLACE FUNCTION ivr_webhook_incoming(
-    p_token text, p_path text, p_now timestamptz, p_sid text, p_account text,
-    p_phone_hmac text, p_phone_enc text, p_to text, p_direction text, p_status text,
-    p_decisive text[], p_channels text[], p_granted text, p_run text, p_origin text, p_flow_id text,
-    p_flow_version text, p_state json, p_ended boolean, p_heard json, p_notice json,
-    p_actions json, p_twiml text, p_leaves json,
-    OUT outcome text, OUT response text)
+CREATE OR REPLACE FUNCTION ivr_webhook_incoming(p json, OUT outcome text, OUT response text)
 LANGUAGE plpgsql AS $$
 DECLARE
+/*UNPACK:ivr_webhook_incoming*/
   c calls;
   t record;
 BEGIN
@@ -129,16 +189,10 @@ BEGIN
 END $$;
 
 -- /voice/gather: the run's next turn when the run is exactly where the URL says.
-CREATE OR REPLACE FUNCTION ivr_webhook_gather(
-    p_token text, p_path text, p_now timestamptz, p_sid text, p_run text, p_step integer,
-    p_flow_version text, p_state_before jsonb, p_heard_before jsonb, p_notice_before jsonb,
-    p_state json, p_ended boolean, p_heard json, p_notice json, p_input json,
-    p_actions json, p_twiml text, p_leaves json, p_decision text, p_phone_hmac text,
-    p_purpose text, p_channels json, p_digits text, p_language text, p_notice_version text,
-    p_audio json, p_needle text,
-    OUT outcome text, OUT response text)
+CREATE OR REPLACE FUNCTION ivr_webhook_gather(p json, OUT outcome text, OUT response text)
 LANGUAGE plpgsql AS $$
 DECLARE
+/*UNPACK:ivr_webhook_gather*/
   r flow_runs;
   v_hmac text;
   v_enc text;
@@ -187,16 +241,11 @@ BEGIN
 END $$;
 
 -- /voice/status: the event, the call's times and status in Twilio's order, hung-up runs.
-CREATE OR REPLACE FUNCTION ivr_webhook_status(
-    p_token text, p_path text, p_now timestamptz, p_sid text, p_account text,
-    p_phone_hmac text, p_phone_enc text, p_to text, p_direction text, p_status text,
-    p_seq bigint, p_ts timestamptz, p_duration integer, p_key text, p_data json,
-    p_ranks jsonb, p_terminal text[], p_starting text[], p_answering text[],
-    p_active_transfers text[], p_body_applied text, p_body_stored text,
-    p_hangup_kind text, p_hangup_body text, p_run_needle text, p_step_needle text,
-    OUT outcome text, OUT response text, OUT ended_now boolean, OUT final_status text)
+CREATE OR REPLACE FUNCTION ivr_webhook_status(p json, OUT outcome text, OUT response text,
+                                              OUT ended_now boolean, OUT final_status text)
 LANGUAGE plpgsql AS $$
 DECLARE
+/*UNPACK:ivr_webhook_status*/
   c calls;
   found_call boolean;
   v_hmac text; v_enc text; v_to text; v_dir text; v_account text;
@@ -307,13 +356,10 @@ BEGIN
 END $$;
 
 -- /voice/recording: the event and the recording's metadata in Twilio's order.
-CREATE OR REPLACE FUNCTION ivr_webhook_recording(
-    p_token text, p_path text, p_now timestamptz, p_sid text, p_account text,
-    p_recording text, p_status text, p_key text, p_data json, p_order jsonb,
-    p_duration integer, p_channels integer, p_source text, p_track text,
-    p_start timestamptz, p_url text, p_error text, p_body text,
-    OUT outcome text, OUT response text)
+CREATE OR REPLACE FUNCTION ivr_webhook_recording(p json, OUT outcome text, OUT response text)
 LANGUAGE plpgsql AS $$
+DECLARE
+/*UNPACK:ivr_webhook_recording*/
 BEGIN
   IF p_token IS NOT NULL THEN
     SELECT w.response INTO response FROM webhook_requests w
@@ -355,6 +401,9 @@ _DROP = """
 DROP FUNCTION IF EXISTS ivr_webhook_incoming, ivr_webhook_gather, ivr_webhook_status,
   ivr_webhook_recording, ivr_queue_leaves, ivr_ordered_times;
 """
+
+
+_SQL = re.sub(r"/\*UNPACK:(\w+)\*/", lambda m: _unpack(m.group(1)), _SQL)
 
 
 def create_statements(dialect: str) -> list[str]:
