@@ -208,9 +208,15 @@ def status(ctx: Context, cb: StatusCallback, now: datetime, token: str | None,
             "timestamp": iso(ts) if ts else None, "duration": cb.call_duration}
     hangup = ("input.received", sid, {"call_sid": sid, "run": _RUN, "step": _STEP,
                                        "input": {"type": "hangup"}})
-    _k, _r, (applied, stored, hangup_body) = leaf_columns(
-        [("call.status", sid, {**data, "applied": True}),
-         ("call.status", sid, {**data, "applied": False}), hangup], now)
+    _k, _r, (applied, hangup_body) = leaf_columns(
+        [("call.status", sid, {**data, "applied": True}), hangup], now)
+    # The same body with "applied": false (the key is written once, and no string value
+    # can hold it unescaped); encoded afresh if that ever does not hold.
+    if applied.count('"applied":true') == 1:
+        stored = applied.replace('"applied":true', '"applied":false')
+    else:
+        _k, _r, (stored,) = leaf_columns([("call.status", sid, {**data, "applied": False})],
+                                         now)
     if hangup_body.count(_RUN_NEEDLE) != 1 or hangup_body.count(_STEP_NEEDLE) != 1:
         return None
     params = _base(token, path, now, sid) | {

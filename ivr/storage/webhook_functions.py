@@ -70,22 +70,16 @@ ARGS = {
 
 
 def _unpack(name: str) -> str:
-    """DECLARE lines that take each argument out of the JSON object `p` (one parameter on
-    the wire: psycopg dumps one string, not ~30 typed values)."""
-    lines = []
-    for arg, kind in ARGS[name]:
-        if kind == "text":
-            value = f"p ->> '{arg}'"
-        elif kind in ("json", "jsonb"):
-            value = (f"CASE WHEN json_typeof(p -> '{arg}') = 'null' THEN NULL "
-                     f"ELSE (p -> '{arg}')::{kind} END")
-        elif kind == "text[]":
-            value = (f"CASE WHEN json_typeof(p -> '{arg}') = 'array' THEN "
-                     f"ARRAY(SELECT json_array_elements_text(p -> '{arg}')) END")
-        else:
-            value = f"(p ->> '{arg}')::{kind}"
-        lines.append(f"  {arg} {kind} := {value};")
-    return "\n".join(lines)
+    """DECLARE lines for each argument, and the statement that fills them from the JSON
+    object `p` (one parameter on the wire: psycopg dumps one string, not ~30 typed
+    values; PostgreSQL parses it once)."""
+    return "\n".join(f"  {arg} {kind};" for arg, kind in ARGS[name])
+
+
+def _fill(name: str) -> str:
+    names = ", ".join(arg for arg, _kind in ARGS[name])
+    columns = ", ".join(f"{arg} {kind}" for arg, kind in ARGS[name])
+    return f"  SELECT * INTO {names}\n    FROM json_to_record(p) AS x({columns});"  # noqa: S608 - constant names
 
 
 _SQL = r"""
@@ -131,6 +125,7 @@ DECLARE
   c calls;
   t record;
 BEGIN
+/*FILL:ivr_webhook_incoming*/
   IF p_token IS NOT NULL THEN
     SELECT w.response INTO response FROM webhook_requests w
      WHERE w.idempotency_token = p_token;
@@ -198,6 +193,7 @@ DECLARE
   v_enc text;
   v_id bigint;
 BEGIN
+/*FILL:ivr_webhook_gather*/
   IF p_token IS NOT NULL THEN
     SELECT w.response INTO response FROM webhook_requests w
      WHERE w.idempotency_token = p_token;
@@ -255,8 +251,10 @@ DECLARE
   t record;
   r record;
   v_applied boolean;
-  v_terminal boolean := p_status = ANY (p_terminal);
+  v_terminal boolean;
 BEGIN
+/*FILL:ivr_webhook_status*/
+  v_terminal := p_status = ANY (p_terminal);
   ended_now := false;
   IF p_token IS NOT NULL THEN
     SELECT w.response INTO response FROM webhook_requests w
@@ -361,6 +359,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
 /*UNPACK:ivr_webhook_recording*/
 BEGIN
+/*FILL:ivr_webhook_recording*/
   IF p_token IS NOT NULL THEN
     SELECT w.response INTO response FROM webhook_requests w
      WHERE w.idempotency_token = p_token;
@@ -404,6 +403,7 @@ DROP FUNCTION IF EXISTS ivr_webhook_incoming, ivr_webhook_gather, ivr_webhook_st
 
 
 _SQL = re.sub(r"/\*UNPACK:(\w+)\*/", lambda m: _unpack(m.group(1)), _SQL)
+_SQL = re.sub(r"/\*FILL:(\w+)\*/", lambda m: _fill(m.group(1)), _SQL)
 
 
 def create_statements(dialect: str) -> list[str]:
