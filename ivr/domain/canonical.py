@@ -3,23 +3,21 @@
 
 from __future__ import annotations
 
-import json
-
+import orjson
 import rfc8785
 
 
 def canonical_json(data) -> bytes:
     """RFC 8785 canonical JSON bytes.
 
-    Python's own encoder writes exactly the RFC 8785 bytes for what audit entries hold
-    (strings, booleans, None, integers within ±2^53, lists, objects with ASCII keys), five
+    orjson writes exactly the RFC 8785 bytes for what audit entries hold (strings,
+    booleans, None, integers within ±2^53, lists, objects with ASCII keys, sorted), many
     times faster than the rfc8785 package; anything else (floats, other keys) goes to the
     package. tests/unit/test_audit_canonical.py checks the two agree."""
     if _plain(data):
         try:
-            return json.dumps(data, ensure_ascii=False, separators=(",", ":"),
-                              sort_keys=True).encode()
-        except UnicodeEncodeError:  # a lone surrogate: the package says what is wrong
+            return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # a lone surrogate: the package says what is wrong
             pass
     return rfc8785.dumps(data)
 

@@ -9,10 +9,9 @@ did commit is found again by its idempotency token, run step or event key).
 
 from __future__ import annotations
 
-import json
 import threading
-from datetime import datetime
 
+import orjson
 import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy.engine import Engine
@@ -25,12 +24,6 @@ from .webhook_functions import ARGS
 # (ivr/storage/webhook_functions.py unpacks it).
 _CALLS = {name: f"SELECT * FROM {name}(%(p)s::json)".encode()  # noqa: S608 - constant names
           for name in ARGS}
-
-
-def _json_value(value):
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 _lock = threading.Lock()
@@ -73,7 +66,7 @@ def call(engine: Engine, function: str, params: dict):
     unknown = set(params) - set(arguments(function))
     if unknown:
         raise ValueError(f"{function} takes no {sorted(unknown)}")
-    params = {"p": json.dumps(params, default=_json_value, ensure_ascii=False)}
+    params = {"p": orjson.dumps(params).decode()}
     for attempt in (1, 2):
         with db_deadline.unpinged():
             fairy = engine.raw_connection()

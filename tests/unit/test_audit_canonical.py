@@ -45,3 +45,7 @@ def test_canonical_is_the_rfc8785_packages_bytes(value):
 ])
 def test_edge_cases(value):
     assert canonical(value) == rfc8785.dumps(value)
+
+
+def test_a_lone_surrogate_is_refused_as_the_package_refuses_it():
+    assert _ours({"a": "\ud800"}) == _package({"a": "\ud800"}) != b""
