@@ -12,7 +12,7 @@ Created by migration 0007 and by `Database.create_all`, as the webhooks' functio
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Engine
+from .server_functions import ServerFunctions
 
 NAMES = ("ivr_audit_integrate",)
 
@@ -71,23 +71,10 @@ END $$;
 _DROP = "DROP FUNCTION IF EXISTS ivr_audit_integrate;"
 
 
-def create_statements(dialect: str) -> list[str]:
-    """SQL that creates the function (none on SQLite: its sequencer pass is Python)."""
-    return [_SQL] if dialect == "postgresql" else []
-
-
-def drop_statements(dialect: str) -> list[str]:
-    """SQL that drops it."""
-    return [_DROP] if dialect == "postgresql" else []
-
-
-def install(engine: Engine) -> None:
-    """Create (or replace) the function on a PostgreSQL engine."""
-    statements = create_statements(engine.dialect.name)
-    if statements:
-        with engine.begin() as conn:
-            for stmt in statements:
-                conn.exec_driver_sql(stmt)
+_FUNCTIONS = ServerFunctions(_SQL, _DROP)
+create_statements = _FUNCTIONS.create_statements
+drop_statements = _FUNCTIONS.drop_statements
+install = _FUNCTIONS.install
 
 
 def present(conn) -> bool:

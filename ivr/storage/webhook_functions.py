@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy.engine import Engine
+from .server_functions import ServerFunctions
 
 NAMES = ("ivr_webhook_incoming", "ivr_webhook_gather", "ivr_webhook_status",
          "ivr_webhook_recording", "ivr_queue_leaves", "ivr_ordered_times")
@@ -406,20 +406,7 @@ _SQL = re.sub(r"/\*UNPACK:(\w+)\*/", lambda m: _unpack(m.group(1)), _SQL)
 _SQL = re.sub(r"/\*FILL:(\w+)\*/", lambda m: _fill(m.group(1)), _SQL)
 
 
-def create_statements(dialect: str) -> list[str]:
-    """SQL that creates the functions (none on SQLite, which keeps the ORM verbs)."""
-    return [_SQL] if dialect == "postgresql" else []
-
-
-def drop_statements(dialect: str) -> list[str]:
-    """SQL that drops them."""
-    return [_DROP] if dialect == "postgresql" else []
-
-
-def install(engine: Engine) -> None:
-    """Create (or replace) the functions on a PostgreSQL engine."""
-    statements = create_statements(engine.dialect.name)
-    if statements:
-        with engine.begin() as conn:
-            for stmt in statements:
-                conn.exec_driver_sql(stmt)
+_FUNCTIONS = ServerFunctions(_SQL, _DROP)
+create_statements = _FUNCTIONS.create_statements
+drop_statements = _FUNCTIONS.drop_statements
+install = _FUNCTIONS.install

@@ -87,6 +87,12 @@ def database_url(request, tmp_path):
             pytest.fail(msg + " (CI=true: the PostgreSQL half must run)")
         warnings.warn(msg, stacklevel=1)
         pytest.skip(msg)
+    yield from pg_schema_url()
+
+
+def pg_schema_url():
+    """A generator fixture's body: a URL whose search_path is a fresh schema, dropped
+    after the test."""
     schema = "t_" + secrets.token_hex(6)
     admin = create_engine(PG_ADMIN_URL)
     with admin.begin() as conn:

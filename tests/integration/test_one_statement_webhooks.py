@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import event, text
 
 from ivr import create_app
 from ivr.adapters.simulate import Caller, Recording, flask_transport
 from ivr.storage.db import database
 from tests.integration.conftest import (
     AUTH_TOKEN,
-    PG_ADMIN_URL,
-    drop_schema,
+    pg_schema_url,
     postgresql_only,
     verified_chain_length,
 )
@@ -120,14 +118,7 @@ def app_config(app_config):
 
 @pytest.fixture
 def second_database_url():
-    schema = "t_" + secrets.token_hex(6)
-    admin = create_engine(PG_ADMIN_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_ADMIN_URL else "?"
-    yield f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"
-    drop_schema(admin, schema)
-    admin.dispose()
+    yield from pg_schema_url()
 
 
 @postgresql_only
