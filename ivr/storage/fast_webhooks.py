@@ -24,6 +24,7 @@ from .webhook_functions import ARGS
 # (ivr/storage/webhook_functions.py unpacks it).
 _CALLS = {name: f"SELECT * FROM {name}(%(p)s::json)".encode()  # noqa: S608 - constant names
           for name in ARGS}
+_NAMES = {name: frozenset(arg for arg, _kind in args) for name, args in ARGS.items()}
 
 
 _lock = threading.Lock()
@@ -63,7 +64,7 @@ def call(engine: Engine, function: str, params: dict):
     (one Parse per connection; then each call is Bind/Execute/Sync, one round trip).
     """
     sql = _CALLS[function]
-    unknown = set(params) - set(arguments(function))
+    unknown = params.keys() - _NAMES[function]
     if unknown:
         raise ValueError(f"{function} takes no {sorted(unknown)}")
     params = {"p": orjson.dumps(params).decode()}
