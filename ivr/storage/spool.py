@@ -29,17 +29,11 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 from flask import Flask, current_app
-from sqlalchemy.exc import (
-    IntegrityError,
-    InterfaceError,
-    InternalError,
-    OperationalError,
-    ProgrammingError,
-    SQLAlchemyError,
-)
+from sqlalchemy.exc import IntegrityError, InterfaceError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from ..domain.config import ConfigError
+from . import db_errors
 
 log = logging.getLogger("ivr.spool")  # the name logs have always carried
 
@@ -58,13 +52,10 @@ class UnreadableRecord(Exception):
 
 
 def database_unreachable(exc: BaseException) -> bool:
-    """True for "the database cannot be reached now (or its schema is not ready)": the
+    """True for "the database cannot do this now (or its schema is not ready)": the
     record is fine and must stay; anything else is about the record itself."""
-    if isinstance(exc, (InterfaceError, SATimeoutError, ProgrammingError, InternalError)):
-        return True
-    if isinstance(exc, SQLAlchemyError) and getattr(exc, "connection_invalidated", False):
-        return True
-    return isinstance(exc, OperationalError)
+    return (db_errors.away(exc) or db_errors.retryable(exc) or db_errors.schema_missing(exc)
+            or isinstance(exc, (InterfaceError, SATimeoutError)))
 
 
 def describe(exc: BaseException) -> str:

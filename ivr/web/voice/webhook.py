@@ -7,8 +7,7 @@ import logging
 import time
 
 from flask import Response, current_app, request
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
+from sqlalchemy.exc import IntegrityError
 from twilio.twiml.voice_response import VoiceResponse
 
 from ...domain import twilio_form
@@ -17,6 +16,7 @@ from ...services.audit_sequencer import leaves_committed
 from ...services.calls import current_context
 from ...services.offline import OfflineError
 from ...services.spool_replay import drain_if_pending
+from ...storage import db_errors
 from ...storage import deadline as db_deadline
 from ...storage.db import database, session, utcnow
 from ...storage.spool import spool
@@ -40,16 +40,6 @@ def _acknowledged() -> Response:
 
 def _bad_request(message: str) -> Response:
     return Response(message + "\n", status=400, mimetype="text/plain")
-
-
-def _unreachable(exc: SQLAlchemyError) -> bool:
-    """True for "the database cannot be reached now", as opposed to a bug or bad schema."""
-    if isinstance(exc, (InterfaceError, SATimeoutError)):
-        return True
-    if isinstance(exc, OperationalError):
-        message = str(exc.orig).lower()
-        return not any(m in message for m in ("no such table", "no such column", "syntax"))
-    return False
 
 
 def webhook(verb, parse, *, twiml: bool, offline=None, fast=None):
@@ -96,6 +86,40 @@ def _one_statement(fast, twiml: bool, parsed, now, token):
     return answer.outcome, _acknowledged()
 
 
+ATTEMPTS = 3  # a transaction that lost a race (duplicate, serialization, deadlock) runs again
+
+
+def _answer_once(verb, twiml: bool, sid: str, parsed, now, token, fast):
+    """(outcome, response) from the one-statement path, else from the ORM verb in one
+    transaction; a transaction that lost a race is run again."""
+    for attempt in range(ATTEMPTS):
+        try:
+            done = _one_statement(fast, twiml, parsed, now, token) if fast else None
+            if done is not None:
+                return done
+            s = session()
+            with s.begin():
+                if token:
+                    prior = prior_answer(s, token)
+                    if prior is not None:
+                        if twiml:
+                            return "retry", xml_response(prior.response or apology_twiml())
+                        return "retry", _acknowledged()
+                result = verb(s, current_context(), parsed, now)
+                outcome = "ok" if twiml else result
+                record_webhook(s, path=request.path, call_sid=sid, token=token,
+                               received_at=now, outcome=outcome,
+                               response=result if twiml else None)
+            return outcome, xml_response(result) if twiml else _acknowledged()
+        except Exception as exc:
+            if not (isinstance(exc, IntegrityError) or db_errors.retryable(exc)):
+                raise
+            session().rollback()
+            if attempt == ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def _run_webhook(verb, twiml: bool, offline, sid: str, parsed, fast=None):
     started = time.perf_counter()
     now = utcnow()
@@ -104,41 +128,21 @@ def _run_webhook(verb, twiml: bool, offline, sid: str, parsed, fast=None):
     try:
         try:
             drain_if_pending()
-            done = _one_statement(fast, twiml, parsed, now, token) if fast else None
-            if done is not None:
-                outcome, response = done
-                return response
-            for attempt in range(3):
-                s = session()
-                try:
-                    with s.begin():
-                        if token:
-                            prior = prior_answer(s, token)
-                            if prior is not None:
-                                outcome = "retry"
-                                if twiml:
-                                    return xml_response(prior.response or apology_twiml())
-                                return _acknowledged()
-                        result = verb(s, current_context(), parsed, now)
-                        outcome = "ok" if twiml else result
-                        record_webhook(s, path=request.path, call_sid=sid, token=token,
-                                       received_at=now, outcome=outcome,
-                                       response=result if twiml else None)
-                    return xml_response(result) if twiml else _acknowledged()
-                except IntegrityError:
-                    s.rollback()
-                    if attempt == 2:
-                        raise
-        except SQLAlchemyError as exc:
-            if not _unreachable(exc):
-                raise
-            session().rollback()
-            log.error("database unreachable on %s call_sid=%s: %s; spooling", request.path,
-                      sid[:64], type(exc).__name__)
-            outcome = "spooled"
-            return _spool(offline, parsed, now, token, twiml)
+            outcome, response = _answer_once(verb, twiml, sid, parsed, now, token, fast)
+            return response
         except calls.RunBehind:
             outcome = "spooled-behind"
+            return _spool(offline, parsed, now, token, twiml)
+        except Exception as exc:
+            # The database is away, or a race was lost ATTEMPTS times: not the request's
+            # fault, so it is answered from the spool and applied later.
+            if not (db_errors.away(exc) or db_errors.retryable(exc)):
+                raise
+            session().rollback()
+            log.error("database unavailable on %s call_sid=%s: %s (SQLSTATE %s); spooling",
+                      request.path, sid[:64], type(db_errors.driver_error(exc) or exc).__name__,
+                      db_errors.sqlstate(exc))
+            outcome = "spooled"
             return _spool(offline, parsed, now, token, twiml)
     except calls.UnknownRun:
         if spool().pending():  # the run may start in a record still waiting there
@@ -146,10 +150,12 @@ def _run_webhook(verb, twiml: bool, offline, sid: str, parsed, fast=None):
             return _spool(offline, parsed, now, token, twiml)
         outcome = "unknown-run"
         return xml_response(apology_twiml()) if twiml else _bad_request("Unknown run.")
-    except SQLAlchemyError as exc:
+    except Exception as exc:
+        if not db_errors.database_error(exc):
+            raise
         outcome = "db-error"
-        log.error("database error on %s call_sid=%s: %s", request.path, sid[:64],
-                  type(exc).__name__)
+        log.error("database error on %s call_sid=%s: %s (SQLSTATE %s)", request.path,
+                  sid[:64], type(exc).__name__, db_errors.sqlstate(exc))
         session().rollback()
         if twiml:
             return xml_response(apology_twiml())
