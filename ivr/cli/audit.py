@@ -317,7 +317,7 @@ def replay(call_sid, since, until, verbose, as_json):
                     click.echo(r.render())
                 else:
                     click.echo(r.summary())
-                s.rollback()  # read-only; on SQLite this also lets writers in between calls
+                s.rollback()  # read-only: a fresh snapshot for the next call
         except AuditError as e:
             raise click.ClickException(str(e)) from None
         if not call_sid and not as_json:

@@ -40,6 +40,15 @@ ENVIRONMENT = [
 ]
 
 
+SQLITE_GONE = (
+    "IVR_DATABASE_URL names an SQLite database ({url}), and this release runs on PostgreSQL "
+    "only. Unset IVR_DATABASE_URL to use the embedded PostgreSQL server under instance/pg "
+    "(or set it to your PostgreSQL server's URL), run `.venv/bin/python -m ivr db upgrade`, "
+    "then move the old data with `.venv/bin/python -m ivr db import-sqlite PATH` (PATH: the "
+    "SQLite file) and check it with `.venv/bin/python -m ivr audit verify` (docs/production.md, "
+    "\"Moving an SQLite instance to PostgreSQL\").")
+
+
 def from_env(environ=os.environ) -> dict:
     """Settings read from the environment, with defaults."""
     cfg = {}
@@ -65,11 +74,12 @@ def instance_secret(instance_dir: Path, name: str, make) -> str:
 def finalize(cfg: dict) -> dict:
     """Fill the settings that have instance/ fallbacks, and check the rest."""
     inst = Path(cfg["INSTANCE_DIR"])
-    if not cfg.get("DATABASE_URL"):
-        inst.mkdir(parents=True, exist_ok=True)
-        cfg["DATABASE_URL"] = f"sqlite:///{inst / 'ivr.db'}"
-    if cfg["DATABASE_URL"].startswith("postgresql://"):
-        cfg["DATABASE_URL"] = "postgresql+psycopg://" + cfg["DATABASE_URL"][len("postgresql://"):]
+    url = cfg.get("DATABASE_URL") or None  # None: the embedded server (ivr/storage/db.py)
+    if url and url.startswith("sqlite"):
+        raise ConfigError(SQLITE_GONE.format(url=url))
+    if url and url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    cfg["DATABASE_URL"] = url
     if not cfg.get("TWILIO_AUTH_TOKEN"):
         cfg["TWILIO_AUTH_TOKEN"] = instance_secret(inst, "twilio_auth_token",
                                                    lambda: secrets.token_hex(16))

@@ -1,11 +1,11 @@
 """The sequencer: integrates queued leaves into the Merkle tree and signs checkpoints.
 
-One sequencer runs at a time: on PostgreSQL the holder of a session advisory try-lock, on
-SQLite the single writer (every transaction is BEGIN IMMEDIATE). A pass takes every visible
-queued leaf in queue-id order, in short transactions of at most BATCH leaves: it gives them
-the next indexes, stores their leaf hashes and the tree's completed nodes, deletes them from
-the queue, and signs a checkpoint (a C2SP tlog-checkpoint in a signed note) when the tree
-has grown and the last one is CHECKPOINT_INTERVAL old, or when asked to.
+One sequencer runs at a time: the holder of a session advisory try-lock. A pass takes every
+visible queued leaf in queue-id order, in short transactions of at most BATCH leaves, each
+one call of ivr_audit_integrate (which gives them the next indexes, stores their leaf hashes
+and the tree's completed nodes, deletes them from the queue), and signs a checkpoint (a
+C2SP tlog-checkpoint in a signed note) when the tree has grown and the last one is
+CHECKPOINT_INTERVAL old, or when asked to.
 
 Every server process runs a pass each MMD / 2 in a background thread; whichever gets the
 lock integrates, the others skip. A dead leader's lock goes with its connection, so another
@@ -25,17 +25,16 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
-from sqlalchemy import delete, event, func, insert, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from ivr.audit import merkle, note
+from ivr.audit import note
 from ivr.audit.errors import AuditError
-from ivr.storage import audit_functions
 from ivr.storage.audit_store import _PG_LOCK_KEY, QUEUED_FLAG, queue_report
 from ivr.storage.audit_tree import StoredTree, latest_head
 from ivr.storage.db import Database, database, utcnow
-from ivr.storage.models import AuditEntry, AuditNode, AuditQueue, AuditTreeHead, Setting
+from ivr.storage.models import AuditTreeHead, Setting
 
 from . import audit_keys
 
@@ -45,7 +44,6 @@ BATCH = 5000
 MMD_ENV = "IVR_AUDIT_MMD"
 INTERVAL_ENV = "IVR_AUDIT_CHECKPOINT_INTERVAL"
 ORIGIN_SETTING = "audit.log_origin"
-_DELETE_CHUNK = 1000
 
 
 def mmd(app: Flask) -> float:
@@ -97,46 +95,13 @@ class PassResult:
     checkpoint: AuditTreeHead | None = None
 
 
-def _integrate_batch(conn: Connection, now: datetime, db: Database | None = None
-                     ) -> tuple[int, int, StoredTree]:
-    if db is not None and _server_pass(db, conn):
-        integrated, size = conn.exec_driver_sql(
-            "SELECT integrated, size FROM ivr_audit_integrate(%(batch)s, %(now)s)",
-            {"batch": BATCH, "now": now}).one()
-        return integrated, size, StoredTree(conn)
-    tree = StoredTree(conn)
-    rows = conn.execute(select(AuditQueue.id, AuditQueue.kind, AuditQueue.ref, AuditQueue.body,
-                               AuditQueue.queued_at)
-                        .order_by(AuditQueue.id).limit(BATCH)).all()
-    n = conn.scalar(select(func.coalesce(func.max(AuditEntry.seq), 0)))
-    if not rows:
-        return 0, n, tree
-    compact = tree.compact(n)
-    leaves, nodes = [], []
-    for i, r in enumerate(rows):
-        h = merkle.leaf_hash(r.body.encode())
-        leaves.append({"seq": n + i + 1, "prev_hash": None, "body": r.body, "hash": None,
-                       "kind": r.kind, "ref": r.ref, "queued_at": r.queued_at,
-                       "integrated_at": now})
-        nodes.append({"level": 0, "idx": n + i, "hash": h})
-        compact.append(h, lambda level, idx, hh: nodes.append(
-            {"level": level, "idx": idx, "hash": hh}))
-    conn.execute(insert(AuditEntry), leaves)
-    conn.execute(insert(AuditNode), nodes)
-    ids = [r.id for r in rows]
-    for i in range(0, len(ids), _DELETE_CHUNK):
-        conn.execute(delete(AuditQueue).where(AuditQueue.id.in_(ids[i:i + _DELETE_CHUNK])))
-    tree._cache.update({(lv, i): h for (lv, i), h in
-                        zip(merkle.peak_ranges(compact.size), compact.peaks, strict=True)})
-    return len(rows), compact.size, tree
-
-
-def _server_pass(db: Database, conn: Connection) -> bool:
-    """Whether the pass runs as ivr_audit_integrate (PostgreSQL at migration 0007+)."""
-    known = getattr(db, "_audit_integrate", None)
-    if known is None:
-        known = db._audit_integrate = audit_functions.present(conn)
-    return known
+def _integrate_batch(conn: Connection, now: datetime) -> tuple[int, int, StoredTree]:
+    """Integrate up to BATCH queued leaves with ivr_audit_integrate (ivr/storage/
+    audit_functions.py): (how many, the tree's size after, the stored tree)."""
+    integrated, size = conn.exec_driver_sql(
+        "SELECT integrated, size FROM ivr_audit_integrate(%(batch)s, %(now)s)",
+        {"batch": BATCH, "now": now}).one()
+    return integrated, size, StoredTree(conn)
 
 
 def sign_checkpoint(conn: Connection, app: Flask, key: Ed25519PrivateKey, size: int,
@@ -162,8 +127,6 @@ def _due(conn: Connection, size: int, now: datetime, interval: float, force: boo
 
 
 def _try_lock(conn: Connection, wait: float) -> bool:
-    if conn.dialect.name != "postgresql":
-        return True
     deadline = time.monotonic() + wait
     while True:
         got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({_PG_LOCK_KEY})").scalar()
@@ -187,7 +150,7 @@ def run_pass(app: Flask, *, force_checkpoint: bool = False, wait: float = 0.0,
             while True:
                 with conn.begin():
                     now = utcnow()
-                    count, size, tree = _integrate_batch(conn, now, db)
+                    count, size, tree = _integrate_batch(conn, now)
                     result.integrated += count
                     result.tree_size = size
                     more = count == BATCH
@@ -198,9 +161,8 @@ def run_pass(app: Flask, *, force_checkpoint: bool = False, wait: float = 0.0,
                 if not more:
                     return result
         finally:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_LOCK_KEY})")
-                conn.commit()
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_LOCK_KEY})")
+            conn.commit()
 
 
 def queue_check(app: Flask, engine) -> str:

@@ -65,12 +65,12 @@ _HEADS_SQL = "SELECT id, tree_size, root_hash, note FROM audit_tree_heads ORDER 
 
 @contextmanager
 def _raw(session: Session):
-    """A DBAPI connection of its own, so a long verification never holds the SQLite writer."""
+    """A DBAPI connection of its own, outside the session's transaction."""
     bind = session.get_bind()
     engine = getattr(bind, "engine", bind)
     conn = engine.raw_connection()
     try:
-        yield engine, conn
+        yield conn
     finally:
         try:
             conn.rollback()
@@ -78,12 +78,9 @@ def _raw(session: Session):
             conn.close()
 
 
-def _stream(engine, conn, sql: str, name: str) -> Iterator[tuple]:
-    if engine.dialect.name == "postgresql":
-        cur = conn.driver_connection.cursor(name=name)
-        cur.itersize = BATCH
-    else:
-        cur = conn.cursor()
+def _stream(conn, sql: str, name: str) -> Iterator[tuple]:
+    cur = conn.driver_connection.cursor(name=name)  # server-side: constant memory
+    cur.itersize = BATCH
     try:
         cur.execute(sql)
         yield from itertools.chain.from_iterable(iter(lambda: cur.fetchmany(BATCH), []))
@@ -131,8 +128,8 @@ def verify_log(session: Session, *, public_keys=None, verifiers=None, origin=Non
     dbapi_error = getattr(bind, "engine", bind).dialect.loaded_dbapi.Error
     summary = VerifySummary(entries=0, checkpoints=0, head_seq=0, head_hash="")
     try:
-        with _raw(session) as (engine, conn):
-            _verify_chain(engine, conn, public_keys, checkpoints, summary)
+        with _raw(session) as conn:
+            _verify_chain(conn, public_keys, checkpoints, summary)
             outside = [(0, merkle_size(t), "", t) for t in notes]
             heads = open_heads([*_fetch(conn, _HEADS_SQL)], verifiers, origin)
             extra = open_heads([(0, s, note_root_hex(t), t) for _, s, _, t in outside],
@@ -140,7 +137,7 @@ def verify_log(session: Session, *, public_keys=None, verifiers=None, origin=Non
             heads = sorted([*heads, *extra], key=lambda h: (h.size, h.id))
             check_split_views(heads)
             stored = StoredTree(session)
-            with closing(_stream(engine, conn, _LEAVES_SQL, "ivr_audit_leaves")) as rows:
+            with closing(_stream(conn, _LEAVES_SQL, "ivr_audit_leaves")) as rows:
                 compact = verify_leaves(rows, heads, progress, lambda n: _safe_root(stored, n))
             check_consistency(stored, heads)
             summary.entries = summary.head_seq = compact.size
@@ -163,10 +160,10 @@ def _safe_root(stored: StoredTree, n: int) -> bytes | None:
         return None
 
 
-def _verify_chain(engine, conn, keys, extra, summary: VerifySummary) -> None:
+def _verify_chain(conn, keys, extra, summary: VerifySummary) -> None:
     marks = legacy.Checkpoints([*map(cps.from_row, _fetch(conn, legacy.CHECKPOINTS_SQL)),
                                 *extra], keys)
-    with closing(_stream(engine, conn, legacy.ROWS_SQL, "ivr_audit_chain")) as rows:
+    with closing(_stream(conn, legacy.ROWS_SQL, "ivr_audit_chain")) as rows:
         n, prev, embedded = legacy.scan(rows, marks, keys, None)
     marks.beyond(n - 1)
     summary.chain_entries = n - 1

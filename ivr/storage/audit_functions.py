@@ -1,7 +1,7 @@
 """The sequencer's integration pass as one PostgreSQL function (issue 14).
 
-`ivr_audit_integrate(batch, now)` does on the server what ivr/services/audit_sequencer.py's
-Python pass does: it takes the oldest queued leaves, gives each the next index, hashes it
+`ivr_audit_integrate(batch, now)` is the pass of ivr/services/audit_sequencer.py: it takes
+the oldest queued leaves, gives each the next index, hashes it
 (RFC 9162: SHA-256(0x00 || body)), stores the new nodes of the Merkle tree
 (SHA-256(0x01 || left || right)) and removes the leaves from the queue. Hashing in the
 server's C code, in one statement, keeps the sequencer off the workers' Python time (a
@@ -75,9 +75,3 @@ _FUNCTIONS = ServerFunctions(_SQL, _DROP)
 create_statements = _FUNCTIONS.create_statements
 drop_statements = _FUNCTIONS.drop_statements
 install = _FUNCTIONS.install
-
-
-def present(conn) -> bool:
-    """Whether the connection's database has the function."""
-    return conn.dialect.name == "postgresql" and bool(conn.exec_driver_sql(
-        "SELECT count(*) FROM pg_proc WHERE proname = 'ivr_audit_integrate'").scalar())

@@ -9,7 +9,7 @@ gives it its index later.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -87,32 +87,19 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
   FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
 """
 
-_SQLITE_GUARD = [
-    """CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: UPDATE is not allowed'); END""",
-    """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: DELETE is not allowed'); END""",
-    """CREATE TRIGGER IF NOT EXISTS audit_log_extend_head BEFORE INSERT ON audit_log
-       WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log)
-       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: an entry must extend the head');
-       END""",
-]
-
 # The trigger names, so tests that play the attacker (who has the database) can drop them.
-TRIGGERS = {"postgresql": ["audit_log_append_only", "audit_log_no_truncate",
-                           "audit_log_extend_head"],
-            "sqlite": ["audit_log_no_update", "audit_log_no_delete", "audit_log_extend_head"]}
+TRIGGERS = ["audit_log_append_only", "audit_log_no_truncate", "audit_log_extend_head"]
 
 
-def guard_statements(dialect: str) -> list[str]:
-    """SQL that makes the audit table reject UPDATE and DELETE on this backend."""
-    return [_PG_GUARD] if dialect == "postgresql" else list(_SQLITE_GUARD)
+def guard_statements() -> list[str]:
+    """SQL that makes the audit table reject UPDATE, DELETE and TRUNCATE."""
+    return [_PG_GUARD]
 
 
 def install_append_only_guard(engine: Engine) -> None:
     """Install the append-only triggers on the audit table."""
     with engine.begin() as conn:
-        for stmt in guard_statements(engine.dialect.name):
+        for stmt in guard_statements():
             conn.exec_driver_sql(stmt)
 
 
@@ -121,8 +108,6 @@ def queue_status(conn) -> tuple[int, float]:
     depth, oldest = conn.execute(select(func.count(), func.min(AuditQueue.queued_at))).one()
     if not depth or oldest is None:
         return 0, 0.0
-    if oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)
     return depth, max(0.0, (utcnow() - oldest).total_seconds())
 
 

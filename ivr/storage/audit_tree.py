@@ -57,10 +57,6 @@ class StoredTree:
         """The root at size n."""
         return self.subtree(0, n) if n else merkle.EMPTY_ROOT
 
-    def compact(self, n: int) -> merkle.CompactRange:
-        """The right edge of the tree of n leaves, to append to."""
-        return merkle.CompactRange(n, [self._node(lv, i) for lv, i in merkle.peak_ranges(n)])
-
     def inclusion(self, index: int, n: int) -> list[bytes]:
         """The inclusion proof of leaf `index` in the tree of n leaves."""
         return merkle.inclusion_proof(index, n, self.subtree)

@@ -1,17 +1,20 @@
-"""The database: declarative base, engine set-up per backend, and the request session."""
+"""The database: declarative base, the engine (a PostgreSQL server, or the embedded one),
+and the request session."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 from flask import Flask, current_app, g
-from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, MetaData, create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from . import deadline as db_deadline
+from . import embedded_pg
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -20,10 +23,12 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+EMBEDDED_DIR = "pg"  # the embedded server's data directory, under the instance folder
 
 
 class UTCDateTime(TypeDecorator):
-    """A timezone-aware UTC datetime on every backend (SQLite keeps no zone)."""
+    """A timezone-aware UTC datetime: a naive one is refused, and reads come back in UTC
+    whatever the session's TimeZone."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -33,13 +38,10 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime: every stored time must be timezone-aware")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.astimezone(UTC)
 
     def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return None if value is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -55,27 +57,7 @@ def utcnow() -> datetime:
 
 
 def make_engine(url: str, **kwargs) -> Engine:
-    """An engine tuned for the backend: SQLite in WAL mode with real write locks."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_conn, _record):
-            # Let SQLAlchemy's "begin" hook below emit BEGIN, so every write
-            # transaction takes the write lock up front (no deadlocked upgrades).
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
+    """An engine on a PostgreSQL server, with a pool sized for a few threads."""
     # psycopg 3 prepares a statement on a connection at its sixth execution
     # (prepare_threshold, kept at its default: a statement prepared before a schema change
     # fails after it). The webhooks' functions are prepared at their first call instead
@@ -93,18 +75,13 @@ class Database:
     def __init__(self, url: str, connect_timeout: float = 1.5):
         self.url = url
         self.connect_timeout = connect_timeout
-        kwargs = {}
-        postgresql = url.startswith("postgresql")
-        if postgresql:
-            # A caller waits on us: give up on an unreachable database quickly and
-            # answer from the spool path instead (see ivr/offline.py). Webhooks also
-            # bound a database that stops answering (ivr/db_deadline.py), which pings.
-            kwargs["connect_args"] = {"connect_timeout": max(2, round(connect_timeout))}
-            kwargs["pool_timeout"] = max(1.0, connect_timeout)
-            kwargs["pool_pre_ping"] = False
-        self.engine = make_engine(url, **kwargs)
-        if postgresql:
-            db_deadline.install(self.engine)
+        # A caller waits on us: give up on an unreachable database quickly and answer
+        # from the spool path instead (see ivr/services/offline.py). Webhooks also bound a
+        # database that stops answering (ivr/storage/deadline.py), which pings.
+        self.engine = make_engine(
+            url, connect_args={"connect_timeout": max(2, round(connect_timeout))},
+            pool_timeout=max(1.0, connect_timeout), pool_pre_ping=False)
+        db_deadline.install(self.engine)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
@@ -122,7 +99,6 @@ class Database:
     def forget_functions(self) -> None:
         """Look the server functions up again (after create_all or a migration)."""
         self._fast_webhooks = None
-        self._audit_integrate = None
 
 
 def database(app: Flask | None = None) -> Database:
@@ -152,6 +128,11 @@ def init_db_command():
 
 def init_app(app: Flask) -> None:
     """Attach the database to the app and close sessions after each request."""
+    if not app.config.get("DATABASE_URL"):
+        # No server named: the embedded one under instance/pg, started or reused.
+        app.config["DATABASE_URL"] = embedded_pg.start(
+            Path(app.config["INSTANCE_DIR"]) / EMBEDDED_DIR)
+        app.config["DATABASE_EMBEDDED"] = True
     app.extensions["ivr_db"] = Database(app.config["DATABASE_URL"],
                                         float(app.config.get("DB_CONNECT_TIMEOUT") or 1.5))
     app.teardown_appcontext(_close_session)

@@ -13,8 +13,7 @@ import hmac
 import threading
 
 from sqlalchemy import inspect, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
 from ..domain.pii import DataKeyError, PersonalData
@@ -38,9 +37,8 @@ def check_value(key: bytes) -> str:
 
 
 def _upsert_missing(conn: Connection, values: dict[str, str]) -> None:
-    ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     for name, value in values.items():
-        conn.execute(ins(Setting).values(name=name, value=value)
+        conn.execute(insert(Setting).values(name=name, value=value)
                      .on_conflict_do_nothing(index_elements=["name"]))
 
 

@@ -1,8 +1,8 @@
 """Schema migrations with Alembic: the revisions in ivr/storage/migrations/, the current and the
 newest revision, and the upgrade that adopts a schema made by `init-db`.
 
-The schema is created and changed only by the Alembic revisions, on SQLite and PostgreSQL
-alike. `Database.create_all()` stays for the test suite's speed.
+The schema is created and changed only by the Alembic revisions. `Database.create_all()`
+stays for the test suite's speed.
 """
 
 from __future__ import annotations

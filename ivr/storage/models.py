@@ -8,7 +8,6 @@ from sqlalchemy import (
     BigInteger,
     ForeignKey,
     Index,
-    Integer,
     LargeBinary,
     SmallInteger,
     String,
@@ -173,16 +172,12 @@ class Consent(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
 
 
-# SQLite only auto-increments an INTEGER PRIMARY KEY.
-_QUEUE_ID = BigInteger().with_variant(Integer, "sqlite")
-
-
 class AuditQueue(Base):
     """A leaf waiting for the sequencer: inserted with its fact, in the fact's transaction."""
 
     __tablename__ = "audit_queue"
 
-    id: Mapped[int] = mapped_column(_QUEUE_ID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(64))
     ref: Mapped[str | None] = mapped_column(String(64), index=True)
     body: Mapped[str] = mapped_column(Text)

@@ -13,7 +13,7 @@ import time
 
 from limits.storage import Storage
 from sqlalchemy import Float, String, case, delete, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
@@ -51,8 +51,7 @@ class DatabaseStorage(Storage):
         """Add `amount` to the key's window (a new window if the old one ended); the new count."""
         now = time.time()
         table = RateLimitCounter.__table__
-        insert = (postgresql.insert if self.engine.dialect.name == "postgresql"
-                  else sqlite.insert)(table)
+        insert = postgresql.insert(table)
         ended = table.c.expires_at <= now
         stmt = insert.values(key=key, count=amount, expires_at=now + expiry).on_conflict_do_update(
             index_elements=[table.c.key],

@@ -1,5 +1,5 @@
 """PL/pgSQL functions a migration creates (and `Database.create_all`, for tests): the
-webhooks' (webhook_functions.py) and the sequencer's (audit_functions.py). SQLite has none."""
+webhooks' (webhook_functions.py) and the sequencer's (audit_functions.py)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,16 @@ class ServerFunctions:
         self.create_sql = create_sql
         self.drop_sql = drop_sql
 
-    def create_statements(self, dialect: str) -> list[str]:
-        """SQL that creates the functions (none on SQLite)."""
-        return [self.create_sql] if dialect == "postgresql" else []
+    def create_statements(self) -> list[str]:
+        """SQL that creates the functions."""
+        return [self.create_sql]
 
-    def drop_statements(self, dialect: str) -> list[str]:
+    def drop_statements(self) -> list[str]:
         """SQL that drops them."""
-        return [self.drop_sql] if dialect == "postgresql" else []
+        return [self.drop_sql]
 
     def install(self, engine: Engine) -> None:
-        """Create (or replace) the functions on a PostgreSQL engine."""
-        statements = self.create_statements(engine.dialect.name)
-        if statements:
-            with engine.begin() as conn:
-                for stmt in statements:
-                    conn.exec_driver_sql(stmt)
+        """Create (or replace) the functions."""
+        with engine.begin() as conn:
+            for stmt in self.create_statements():
+                conn.exec_driver_sql(stmt)

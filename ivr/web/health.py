@@ -24,7 +24,6 @@ from sqlalchemy.pool import NullPool
 
 from ivr.services import audit_sequencer
 
-from ..storage.db import database
 from ..storage.migrate import MIGRATIONS, current_revision, head_revision
 
 bp = Blueprint("health", __name__)
@@ -69,26 +68,14 @@ def _timeout(app: Flask) -> float:
 
 def probe_engine(app: Flask) -> Engine:
     """A small engine of its own, so a probe never waits behind busy webhooks for a
-    connection, a SQLite write lock or a long connect timeout."""
+    connection or a long connect timeout: a fresh connection per probe, since "reachable"
+    means a new connection can be made."""
     engine = app.extensions.get("ivr_ready_engine")
-    if engine is not None:
-        return engine
-    url = make_url(app.config["DATABASE_URL"])
-    timeout = _timeout(app)
-    if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-            # Read-only and never created: a missing database file is a failed probe.
-            url = url.set(database=f"file:{url.database}").update_query_dict(
-                {"mode": "ro", "uri": "true"})
-            engine = create_engine(url, connect_args={"timeout": timeout}, poolclass=NullPool)
-        else:
-
-            engine = database(app).engine
-    else:
-        # A fresh connection per probe: "reachable" means a new connection can be made.
-        engine = create_engine(url, poolclass=NullPool,
-                               connect_args={"connect_timeout": max(1, math.ceil(timeout))})
-    app.extensions["ivr_ready_engine"] = engine
+    if engine is None:
+        engine = create_engine(
+            make_url(app.config["DATABASE_URL"]), poolclass=NullPool,
+            connect_args={"connect_timeout": max(1, math.ceil(_timeout(app)))})
+        app.extensions["ivr_ready_engine"] = engine
     return engine
 
 
@@ -98,9 +85,8 @@ def check_database(app: Flask) -> str:
     engine = probe_engine(app)
     try:
         with engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                ms = int(_timeout(app) * 1000)
-                conn.execute(text(f"SET LOCAL statement_timeout = {ms}"))
+            ms = int(_timeout(app) * 1000)
+            conn.execute(text(f"SET LOCAL statement_timeout = {ms}"))
             conn.execute(text("SELECT 1"))
             revision = current_revision(conn)
             has_tables = revision is not None or inspect(conn).has_table("audit_log")

@@ -151,8 +151,8 @@ _NUL = re.compile(rb"\x00|%00|\\u0000", re.IGNORECASE)
 def refuse_nul():
     """400 for a NUL character anywhere in the path, query or body.
 
-    No input of ours can contain one, PostgreSQL cannot store one in text (it would be a
-    database error, a 500), and SQLite would store it: refusing it here keeps both alike.
+    No input of ours can contain one, and PostgreSQL cannot store one in text (it would be
+    a database error, a 500).
     The body is at most MAX_CONTENT_LENGTH (checked before) and stays cached for the view.
     """
     if "\x00" in request.path or _has_nul(request.query_string):
@@ -184,8 +184,8 @@ def api_rate_key() -> str:
     each have their own budget), else its address.
 
     The token is not looked up here: the limiter runs before the view, outside the request's
-    transaction, and on SQLite a second transaction in the same request would wait for the
-    first. Made-up tokens buy nothing: they are refused, and the per-address limit bounds them.
+    transaction, and a lookup would cost every request a round trip. Made-up tokens buy
+    nothing: they are refused, and the per-address limit bounds them.
     """
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer " and header[7:].strip():
@@ -213,8 +213,8 @@ def _limiter(app: Flask) -> Limiter:
         get_remote_address, app=app, storage_uri=uri, storage_options=options,
         strategy="fixed-window", key_prefix="ivr",
         # A storage outage must not take the service down with it: requests pass unlimited.
-        # No X-RateLimit-* headers: filling them reads the counters after the view, and on
-        # SQLite that read would wait for the view's own open transaction.
+        # No X-RateLimit-* headers: filling them reads the counters again after the view,
+        # one more round trip per request.
         swallow_errors=True, headers_enabled=False,
         enabled=app.config.get("RATELIMIT_ENABLED", True))
     if "api" in app.blueprints:

@@ -27,9 +27,8 @@ _CHUNK = 500
 
 
 def _lock(session: Session) -> None:
-    # One export at a time (SQLite: BEGIN IMMEDIATE already serialises writers).
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_EXPORT_LOCK})
+    # One export at a time.
+    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_EXPORT_LOCK})
 
 
 def _chunks(items: list, n: int = _CHUNK):

@@ -30,9 +30,7 @@ def configure(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
-        # SQLite cannot ALTER most things: later revisions rebuild the table instead.
-        render_as_batch=connection.dialect.name == "sqlite",
-        # SQLite has transactional DDL too: an upgrade applies whole or not at all.
+        # An upgrade applies whole or not at all.
         transactional_ddl=True,
         compare_type=True,
         compare_server_default=False,
@@ -55,9 +53,7 @@ def run_migrations_online() -> None:
 def _run(connection) -> None:
     configure(connection)
     with context.begin_transaction():
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                               {"k": _PG_MIGRATION_LOCK})
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         context.run_migrations()
 
 

@@ -64,8 +64,8 @@ def _answer(t: Transfer, replayed: bool = False):
 
 
 def _end_read(s) -> None:
-    # The bearer-token lookup opened a transaction (on SQLite it holds the write lock):
-    # end it, so each step below runs in a transaction of its own.
+    # The bearer-token lookup opened a transaction: end it, so each step below runs in a
+    # transaction of its own.
     if s.in_transaction():
         s.commit()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from flask_babel import gettext as _
 from sqlalchemy import case, func, select
@@ -147,21 +147,9 @@ def _dimension(name: str):
             "notice_version": Consent.notice_version}[name]
 
 
-def _time_key(dialect: str):
-    """A grouping key that falls inside one Istanbul day: the local day on PostgreSQL,
-    the UTC hour on SQLite (which has no time zones; Istanbul's offsets are whole hours)."""
-    if dialect == "postgresql":
-        return func.date(func.timezone(LOCAL.key, Consent.captured_at))
-    return func.strftime("%Y-%m-%d %H", Consent.captured_at)
-
-
-def _local_day(key) -> date:
-    if isinstance(key, date) and not isinstance(key, datetime):
-        return key
-    if isinstance(key, datetime):
-        return key.date()
-    utc = datetime.strptime(key, "%Y-%m-%d %H").replace(tzinfo=UTC)
-    return utc.astimezone(LOCAL).date()
+def _time_key():
+    """The consent's day in Istanbul."""
+    return func.date(func.timezone(LOCAL.key, Consent.captured_at))
 
 
 def _in_period(period: Period):
@@ -178,7 +166,7 @@ def outcomes(s: Session, period: Period) -> Outcomes:
     grouped = _grouped_counts(s, period)
     per_day: dict[date, dict[str, int]] = {}
     for k, decision, n in grouped["time"]:
-        counts = per_day.setdefault(_local_day(k), {})
+        counts = per_day.setdefault(k, {})
         counts[decision] = counts.get(decision, 0) + n
     period_criteria = _day_criteria(period.since, period.until)
     series = []
@@ -216,7 +204,7 @@ QUERIES = (("time", "language", "origin"), ("flow_version", "notice_version"), (
 
 def _grouped_counts(s: Session, period: Period) -> dict[str, list[tuple]]:
     """(value, decision, count) per grouping: the day key and each breakdown."""
-    exprs = {"time": _time_key(s.get_bind().dialect.name),
+    exprs = {"time": _time_key(),
              **{n: _dimension(n) for n in DIMENSIONS}}
     sums: dict[str, dict[tuple, int]] = {name: {} for name in exprs}
     for names in QUERIES:

@@ -94,10 +94,9 @@ def _language():
     return FlowRun.state["language"].as_string()
 
 
-def _key(column, dialect: str):
+def _key(column):
     """A short key of a JSON column's stored text (identical documents, identical keys)."""
-    as_text = cast(column, Text)
-    return func.md5(as_text) if dialect == "postgresql" else as_text
+    return func.md5(cast(column, Text))
 
 
 def _notice_in_earlier_turn():
@@ -137,8 +136,7 @@ def hang_ups(s: Session, lo: datetime, hi: datetime,
     so each distinct turn is read and timed once, and every hang-up is placed on its
     turn's timeline by its own elapsed time.
     """
-    dialect = s.get_bind().dialect.name
-    turn_key, heard_key = _key(Turn.actions, dialect), _key(FlowRun.heard, dialect)
+    turn_key, heard_key = _key(Turn.actions), _key(FlowRun.heard)
     rows = list(s.execute(
         select(_language(), FlowRun.hangup_at, Call.ended_at, Turn.created_at, turn_key,
                heard_key, _notice_in_earlier_turn(), FlowRun.id, FlowRun.call_sid,

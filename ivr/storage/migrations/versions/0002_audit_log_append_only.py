@@ -27,17 +27,14 @@ def upgrade() -> None:
     """Install the append-only triggers on audit_log."""
     bind = op.get_bind()
     # Driver-level execution: the PL/pgSQL bodies hold % and : that no bind layer may touch.
-    for stmt in guard_statements(bind.dialect.name):
+    for stmt in guard_statements():
         bind.exec_driver_sql(stmt)
 
 
 def downgrade() -> None:
-    """Remove the triggers (and, on PostgreSQL, their functions)."""
+    """Remove the triggers and their functions."""
     bind = op.get_bind()
-    dialect = bind.dialect.name
-    for name in TRIGGERS[dialect]:
-        bind.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}"
-                             + (" ON audit_log" if dialect == "postgresql" else ""))
-    if dialect == "postgresql":
-        for fn in _PG_FUNCTIONS:
-            bind.exec_driver_sql(f"DROP FUNCTION IF EXISTS {fn}()")
+    for name in TRIGGERS:
+        bind.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON audit_log")
+    for fn in _PG_FUNCTIONS:
+        bind.exec_driver_sql(f"DROP FUNCTION IF EXISTS {fn}()")

@@ -18,17 +18,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Create ivr_webhook_incoming, _gather, _status, _recording and ivr_audit_integrate
-    (PostgreSQL only: SQLite keeps the ORM verbs and the Python pass)."""
-    dialect = op.get_bind().dialect.name
-    for stmt in (webhook_functions.create_statements(dialect)
-                 + audit_functions.create_statements(dialect)):
+    """Create ivr_webhook_incoming, _gather, _status, _recording and ivr_audit_integrate."""
+    for stmt in webhook_functions.create_statements() + audit_functions.create_statements():
         op.get_bind().exec_driver_sql(stmt)
 
 
 def downgrade() -> None:
-    """Drop them; the webhooks take the ORM path and the sequencer its Python pass again."""
-    dialect = op.get_bind().dialect.name
-    for stmt in (webhook_functions.drop_statements(dialect)
-                 + audit_functions.drop_statements(dialect)):
+    """Drop them (for the previous release's code, which has its own paths without them)."""
+    for stmt in webhook_functions.drop_statements() + audit_functions.drop_statements():
         op.get_bind().exec_driver_sql(stmt)
