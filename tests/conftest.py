@@ -1,14 +1,24 @@
 """The whole suite: tests/unit/ (no server, no database) and tests/integration/ (HTTP, CLI,
-both databases), each with its own conftest.py; helpers shared by tests live in
-tests/support/. This file only says, at the top of every run, whether PostgreSQL answers."""
+PostgreSQL), each with its own conftest.py; helpers shared by tests live in tests/support/.
+This file says, at the top of every run, which PostgreSQL the suite uses, and stops the
+embedded one at the end."""
 
 from __future__ import annotations
 
-from tests.integration.conftest import IN_CI, PG_ADMIN_URL, _pg_state, pg_available
+import os
+
+from tests.integration.conftest import _pg_state, pg_available, stop_embedded_server
 
 
 def pytest_report_header(config):
+    if not os.environ.get("IVR_TEST_PG_URL"):
+        return ("PostgreSQL: an embedded server, started at the first test that needs it "
+                "(set IVR_TEST_PG_URL to use a server)")
     if pg_available():
-        return f"PostgreSQL: {PG_ADMIN_URL} (reachable)"
-    return (f"!!! PostgreSQL NOT reachable at {PG_ADMIN_URL}: {_pg_state.get('why')} — "
-            "the PostgreSQL half of the suite is SKIPPED" + (" (CI: will FAIL)" if IN_CI else ""))
+        return f"PostgreSQL: {_pg_state['url']} (IVR_TEST_PG_URL, reachable)"
+    return (f"!!! PostgreSQL NOT reachable at IVR_TEST_PG_URL: {_pg_state.get('why')} — "
+            "every test that needs it FAILS")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    stop_embedded_server()

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..domain.config import ConfigError
 from ..domain.flow import InvalidFlow
 from ..domain.pii import DataKeyError
+from ..storage.embedded_pg import EmbeddedServerError
 from ..web.app import create_app
 
 
@@ -32,7 +33,7 @@ def with_app(f):
             app = _app()
             with app.app_context():
                 return f(*args, **kwargs)
-        except (InvalidFlow, ConfigError, DataKeyError) as e:
+        except (InvalidFlow, ConfigError, DataKeyError, EmbeddedServerError) as e:
             raise click.ClickException(str(e)) from None
         except SQLAlchemyError as e:
             first = str(getattr(e, "orig", e)).splitlines()[0]

@@ -41,6 +41,9 @@ def serve(host, port):
     if app.config.get("TWILIO_AUTH_TOKEN_GENERATED"):
         click.echo(f"Development Twilio auth token (kept in {app.config['INSTANCE_DIR']}): "
                    f"{app.config['TWILIO_AUTH_TOKEN']}")
+    if app.config.get("DATABASE_EMBEDDED"):
+        click.echo(f"Database: the embedded PostgreSQL server in {app.config['INSTANCE_DIR']}/"
+                   "pg (it keeps running after this: `.venv/bin/python -m ivr db stop-embedded`)")
     click.echo(f"Public URL: {app.config['PUBLIC_URL']}  "
                f"(webhooks: /voice/incoming, /voice/status, /voice/recording)")
     # The request log shows paths and allow-listed parameters only: never a phone number.

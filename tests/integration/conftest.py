@@ -1,9 +1,11 @@
-"""Fixtures: an app with a fresh database per test, on SQLite and on PostgreSQL, a live
-HTTP server, and a Twilio caller that signs requests and follows TwiML.
+"""Fixtures: an app with a fresh PostgreSQL schema per test, a live HTTP server, and a
+Twilio caller that signs requests and follows TwiML.
 
-Tests that take the `app` fixture run once per backend. PostgreSQL is at
-127.0.0.1:5432 (user postgres, database test); each test gets its own schema. If it is
-unreachable the PostgreSQL half is skipped loudly, except in CI (CI=true), where it fails.
+The server is the one IVR_TEST_PG_URL names (CI: the machine's, .ci/run), else an embedded
+one (ivr/storage/embedded_pg.py, as `make run` uses) started once for the session in a
+temporary folder, on 127.0.0.1 (the outage tests put a TCP proxy in front of it), and
+removed at the end. Each test gets its own schema in it. If a named server is unreachable
+the tests that need it fail.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 import threading
-import warnings
 from pathlib import Path
 
 import pytest
@@ -23,19 +25,19 @@ from ivr import create_app
 from ivr.adapters.simulate import Caller, flask_transport, http_transport
 from ivr.services.audit_sequencer import run_pass
 from ivr.services.audit_verify import verify_log
+from ivr.storage import embedded_pg
 from ivr.storage.db import database
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_ADMIN_URL = os.environ.get(
-    "IVR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 _pg_state: dict = {}
 
-# For the tests that only make sense on PostgreSQL (TRUNCATE, a networked database going
-# away): they run on that backend alone instead of being skipped on SQLite.
-postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+# Every test runs on PostgreSQL now. Kept, as a marker that changes nothing, for the test
+# files that still import it (test_outage.py, test_round_trips.py,
+# test_one_statement_webhooks.py); drop it from there, then here.
+postgresql_only = pytest.mark.usefixtures("database_url")
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
@@ -60,11 +62,35 @@ def chromium(what: str) -> str:
     return shutil.which("chromium")
 
 
+def pg_admin_url() -> str:
+    """The test server's URL: IVR_TEST_PG_URL, else the session's embedded server (started
+    on first use, stopped and removed when the session ends)."""
+    if "url" not in _pg_state:
+        named = os.environ.get("IVR_TEST_PG_URL")
+        if named:
+            _pg_state["url"], _pg_state["what"] = named, "IVR_TEST_PG_URL"
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="ivr-test-pg-"))
+            folder.chmod(0o711)  # as root, the server's own user must reach its data
+            data = folder / "pg"
+            _pg_state["embedded"], _pg_state["what"] = data, "embedded, " + str(data)
+            _pg_state["url"] = embedded_pg.start(data, tcp=True)
+    return _pg_state["url"]
+
+
+def stop_embedded_server() -> None:
+    """End the session's embedded server, if one was started (pytest_sessionfinish)."""
+    data = _pg_state.pop("embedded", None)
+    if data is not None:
+        embedded_pg.stop(data)
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
 def pg_available() -> bool:
     """True when the test PostgreSQL answers (checked once)."""
     if "ok" not in _pg_state:
         try:
-            eng = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+            eng = create_engine(pg_admin_url(), connect_args={"connect_timeout": 3})
             with eng.connect() as conn:
                 conn.execute(text("SELECT 1"))
             eng.dispose()
@@ -75,30 +101,34 @@ def pg_available() -> bool:
     return _pg_state["ok"]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """A fresh, empty database URL for one test, on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ivr.db'}"
-        return
+@pytest.fixture
+def database_url():
+    """A fresh, empty schema's URL for one test."""
     if not pg_available():
-        msg = f"PostgreSQL not reachable at {PG_ADMIN_URL}: {_pg_state.get('why')}"
-        if IN_CI:
-            pytest.fail(msg + " (CI=true: the PostgreSQL half must run)")
-        warnings.warn(msg, stacklevel=1)
-        pytest.skip(msg)
+        pytest.fail(f"PostgreSQL not reachable ({_pg_state.get('what')}): "
+                    f"{_pg_state.get('why')}")
+    yield from pg_schema_url()
+
+
+@pytest.fixture(scope="module")
+def module_database_url():
+    """A fresh schema's URL shared by one module's tests (for module-scoped apps)."""
+    if not pg_available():
+        pytest.fail(f"PostgreSQL not reachable ({_pg_state.get('what')}): "
+                    f"{_pg_state.get('why')}")
     yield from pg_schema_url()
 
 
 def pg_schema_url():
     """A generator fixture's body: a URL whose search_path is a fresh schema, dropped
     after the test."""
+    admin_url = pg_admin_url()
     schema = "t_" + secrets.token_hex(6)
-    admin = create_engine(PG_ADMIN_URL)
+    admin = create_engine(admin_url)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_ADMIN_URL else "?"
-    yield f"{PG_ADMIN_URL}{sep}options=-csearch_path%3D{schema}"
+    sep = "&" if "?" in admin_url else "?"
+    yield f"{admin_url}{sep}options=-csearch_path%3D{schema}"
     drop_schema(admin, schema)
     admin.dispose()
 
@@ -135,8 +165,9 @@ def verified_chain_length(app) -> int:
 
 @pytest.fixture
 def backend(database_url) -> str:
-    """'sqlite' or 'postgresql'."""
-    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    """Always 'postgresql'. Kept for test_faults.py, which still asks; drop it there, then
+    here."""
+    return "postgresql"
 
 
 @pytest.fixture

@@ -245,7 +245,7 @@ def test_cli_with_flow_option_and_a_bad_flow(tmp_path):
     assert "broken.yaml" in result.output and "Traceback" not in result.output
 
 
-def test_cli_inside_an_app_context_uses_the_app_config(tmp_path, monkeypatch):
+def test_cli_inside_an_app_context_uses_the_app_config(tmp_path, monkeypatch, database_url):
     from ivr import create_app
 
     monkeypatch.delenv("IVR_AUDIO_DIR", raising=False)
@@ -253,7 +253,7 @@ def test_cli_inside_an_app_context_uses_the_app_config(tmp_path, monkeypatch):
     app = create_app({"AUDIO_DIR": str(tmp_path / "app-audio"),
                       "FLOWS_DIR": str(tmp_path / "flows"),
                       "INSTANCE_DIR": str(tmp_path / "inst"),
-                      "DATABASE_URL": "sqlite:///" + str(tmp_path / "t.db")})
+                      "DATABASE_URL": database_url})
     with app.app_context():
         result = CliRunner().invoke(audio, ["build", "--engine", "offline", "--no-progress"])
     assert result.exit_code == 0, result.output

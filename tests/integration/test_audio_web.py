@@ -33,9 +33,9 @@ def audio_dir(rendered, tmp_path):
 
 
 @pytest.fixture
-def app(audio_dir, tmp_path):
+def app(audio_dir, tmp_path, database_url):
     return create_app({"AUDIO_DIR": str(audio_dir), "INSTANCE_DIR": str(tmp_path / "inst"),
-                       "DATABASE_URL": "sqlite:///" + str(tmp_path / "t.db"),
+                       "DATABASE_URL": database_url,
                        "AUDIO_CHECK_INTERVAL": 0})
 
 

@@ -13,7 +13,6 @@ from sqlalchemy import text
 from ivr.storage import audit_store
 from ivr.storage.audit_store import _PG_LOCK_KEY
 from ivr.storage.db import database
-from tests.integration.conftest import postgresql_only
 from tests.support.audit import invoke
 
 PROCESSES = 8
@@ -103,7 +102,6 @@ def test_eight_processes_append_without_fork_or_gap(app):
                         for part in range(1 + (w + i) % 3)]
 
 
-@postgresql_only
 def test_appends_take_no_lock_and_commit_while_the_sequencer_is_held(app):
     """Two webhooks' transactions of different calls commit while another process holds the
     sequencer's lock, and neither holds an advisory lock of its own."""

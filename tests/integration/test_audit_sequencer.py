@@ -15,7 +15,7 @@ from ivr.services import audit_keys, audit_sequencer
 from ivr.storage.audit_store import _PG_LOCK_KEY
 from ivr.storage.db import database
 from ivr.storage.models import AuditEntry
-from tests.integration.conftest import AUTH_TOKEN, postgresql_only
+from tests.integration.conftest import AUTH_TOKEN
 from tests.support.audit import append_entries, invoke
 from tests.support.gunicorn_server import Gunicorn
 
@@ -108,7 +108,6 @@ def test_the_background_thread_integrates_within_the_mmd(threaded):
     assert len(delays) == 5 and max(delays) <= 1.0, delays  # within IVR_AUDIT_MMD's default
 
 
-@postgresql_only
 def test_only_the_lock_holder_integrates_and_another_takes_over(threaded):
     # Another process is the sequencer: this one's thread must leave the queue alone...
     with database(threaded).engine.connect() as leader:
@@ -124,7 +123,6 @@ def test_only_the_lock_holder_integrates_and_another_takes_over(threaded):
     assert _wait_until(lambda: queued(threaded) == 0, 2 * 0.2 + 1.0)
 
 
-@postgresql_only
 @pytest.mark.slow
 def test_two_servers_share_one_sequencer_and_survive_a_kill(app, app_config):
     """Two gunicorn servers on one PostgreSQL take calls at once; each runs sequencer

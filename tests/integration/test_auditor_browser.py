@@ -40,8 +40,6 @@ def browser(chromium_path):
         b.close()
 
 
-# One backend is enough here: the pages' queries run on both in the other auditor tests.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_auditor_logs_in_searches_and_reads_a_call(live_app, caller, browser):
     secret = make_user(live_app.app, "selin", "auditor")
     granted = caller(from_number="+905321234567")

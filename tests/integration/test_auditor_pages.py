@@ -176,15 +176,14 @@ def test_call_page_plays_each_prompt_exactly_as_played(app, auditor, local_calle
     assert "spoken by Twilio &lt;Say&gt;" in html
 
 
-def test_call_page_names_a_tampered_entry(app, auditor, local_caller, backend):
+def test_call_page_names_a_tampered_entry(app, auditor, local_caller):
     caller = place_call(local_caller, ["2"], from_number=BOB)
     engine = database(app).engine
     with engine.begin() as conn:  # the attacker has the database and drops the guard
         seq = conn.execute(text("SELECT seq FROM audit_log WHERE kind = 'consent.decided' "
                                 "AND ref = :r"), {"r": caller.call_sid}).scalar()
-        for name in audit_store.TRIGGERS[backend]:
-            conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"
-                              + (" ON audit_log" if backend == "postgresql" else "")))
+        for name in audit_store.TRIGGERS:
+            conn.execute(text(f"DROP TRIGGER IF EXISTS {name} ON audit_log"))
         conn.execute(text("UPDATE audit_log SET body = replace(body, '\"declined\"', "
                           "'\"granted\"') WHERE seq = :s"), {"s": seq})
     html = page(auditor, f"/auditor/calls/{caller.call_sid}")

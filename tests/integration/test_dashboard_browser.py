@@ -55,9 +55,6 @@ def log_in(browser, url: str, name: str, secret: str, path: str):
     return page
 
 
-# One backend is enough here: the pages' queries run on both in test_dashboard.py and
-# test_flow_registry.py.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_auditor_reads_the_dashboard_and_the_registry(live_app, caller, browser,
                                                          audio_dir):
     require_tools("dot", what="the flow registry browser test")
@@ -125,7 +122,6 @@ def test_an_auditor_reads_the_dashboard_and_the_registry(live_app, caller, brows
     page.close()
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_agent_sees_a_clear_403_not_a_loop(live_app, browser):
     secret = make_user(live_app.app, "ali", "agent")
     # Asked for the dashboard, the agent lands on their own desk after login...

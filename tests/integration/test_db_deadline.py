@@ -10,9 +10,6 @@ from sqlalchemy.exc import OperationalError
 
 from ivr.storage.db import Database
 from ivr.storage.deadline import deadline
-from tests.integration.conftest import postgresql_only
-
-pytestmark = postgresql_only
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.integration.conftest import ROOT
 
 PREFIX = ".venv/bin/python -m ivr"
@@ -51,7 +49,6 @@ def test_usage_lines_name_the_prefix(tmp_path):
     assert done.stderr.startswith(f"Usage: {PREFIX} simulate [OPTIONS]")
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_login_page_names_the_prefix(client):
     page = client.get("/login").get_data(as_text=True)
     assert f"<code>{PREFIX} users add NAME --role auditor</code>" in page

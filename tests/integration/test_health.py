@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sqlite3
 import wave
 from pathlib import Path
 
@@ -80,12 +79,9 @@ def test_one_deleted_prompt_file_is_not_ready(app, client):
 
 
 @pytest.fixture
-def unreachable_app(app_config, backend, tmp_path):
-    if backend == "sqlite":
-        app_config["DATABASE_URL"] = f"sqlite:///{tmp_path / 'no-such-dir' / 'ivr.db'}"
-    else:
-        # A closed port on this machine: the connection is refused at once.
-        app_config["DATABASE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:9/test"
+def unreachable_app(app_config):
+    # A closed port on this machine: the connection is refused at once.
+    app_config["DATABASE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:9/test"
     application = create_app(app_config)
     yield application
     database(application).engine.dispose()
@@ -118,11 +114,7 @@ def test_a_schema_behind_the_code_is_not_ready(app_config):
         database(application).engine.dispose()
 
 
-def test_an_empty_database_is_not_ready(app_config, backend):
-    if backend == "sqlite":
-        path = app_config["DATABASE_URL"].removeprefix("sqlite:///")
-        sqlite3.connect(path).close()
-        assert Path(path).exists()
+def test_an_empty_database_is_not_ready(app_config):
     application = create_app(app_config)
     try:
         code, body = _ready(application.test_client())

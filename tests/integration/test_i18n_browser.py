@@ -69,8 +69,6 @@ PAGES = [
 ]
 
 
-# One backend is enough here: the HTTP tests render every page in both languages on both.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_workspace_is_turkish_by_default_and_switches_to_english(live_app, caller,
                                                                     browser):
     app = live_app.app
@@ -140,7 +138,6 @@ def test_the_workspace_is_turkish_by_default_and_switches_to_english(live_app, c
     context.close()
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_agent_desk_follows_a_transfer_in_turkish(live_app, caller, twilio, browser):
     """The desk's and the transfer page's scripts write their words in the page's language."""
     app = live_app.app

@@ -89,10 +89,10 @@ def test_request_targets_keep_allow_listed_parameters_only(target, logged):
 
 # --- each logger ------------------------------------------------------------------------------
 
-def _env(tmp_path, port: int) -> dict:
-    """A served app's environment: SQLite in tmp_path, its schema made, keys in instance/."""
+def _env(tmp_path, port: int, url: str) -> dict:
+    """A served app's environment: a fresh schema at `url`, its tables made, keys in
+    instance/."""
     instance = tmp_path / "instance"
-    url = f"sqlite:///{tmp_path / 'ivr.db'}"
     app = create_app({"DATABASE_URL": url, "INSTANCE_DIR": str(instance),
                       "TWILIO_AUTH_TOKEN": AUTH_TOKEN})
     database(app).create_all()
@@ -140,12 +140,12 @@ def _serve_and_request(command: list[str], env: dict, port: int, log_file) -> li
         proc.wait(15)
 
 
-def test_the_request_log_of_ivr_serve_holds_no_number(tmp_path):
+def test_the_request_log_of_ivr_serve_holds_no_number(tmp_path, database_url):
     port = free_port()
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
         codes = _serve_and_request([sys.executable, "-m", "ivr", "serve", "--port", str(port)],
-                                   _env(tmp_path, port), port, log)
+                                   _env(tmp_path, port, database_url), port, log)
     assert all(c < 500 for c in codes), codes
     logged = log_path.read_text()
     requests_logged = [ln for ln in logged.splitlines() if '"GET /' in ln]
@@ -155,9 +155,9 @@ def test_the_request_log_of_ivr_serve_holds_no_number(tmp_path):
     assert f"call_sid={SID}&decision=granted" in logged and "phone=-" in logged
 
 
-def test_gunicorns_access_log_holds_no_number(tmp_path):
+def test_gunicorns_access_log_holds_no_number(tmp_path, database_url):
     port = free_port()
-    env = _env(tmp_path, port)
+    env = _env(tmp_path, port, database_url)
     access = tmp_path / "access.log"
     env.update({"IVR_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1", "IVR_THREADS": "2",
                 "IVR_ACCESS_LOG": str(access)})

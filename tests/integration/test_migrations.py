@@ -40,17 +40,12 @@ def _tables(app) -> set[str]:
 
 
 def _triggers(app) -> set[str]:
-    engine = database(app).engine
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            rows = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                                     "AND tbl_name = 'audit_log'"))
-        else:
-            rows = conn.execute(text(
-                "SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-                "WHERE c.relname = 'audit_log' AND c.relnamespace = "
-                "(SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
-                "AND NOT t.tgisinternal"))
+    with database(app).engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE c.relname = 'audit_log' AND c.relnamespace = "
+            "(SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
+            "AND NOT t.tgisinternal"))
         return {r[0] for r in rows}
 
 
@@ -64,12 +59,12 @@ def _revision(app) -> str | None:
         return current_revision(conn)
 
 
-def test_upgrade_from_empty_matches_the_models(bare_app, backend):
+def test_upgrade_from_empty_matches_the_models(bare_app):
     upgrade(bare_app)
     assert _revision(bare_app) == head_revision()
     assert _diff(bare_app) == []
     assert set(Base.metadata.tables) <= _tables(bare_app)
-    assert _triggers(bare_app) == set(TRIGGERS[backend])
+    assert _triggers(bare_app) == set(TRIGGERS)
 
 
 def test_every_model_table_is_in_the_metadata_compared(bare_app):
@@ -106,7 +101,7 @@ def test_downgrade_to_base_and_upgrade_again(bare_app):
     assert _revision(bare_app) == head_revision()
 
 
-def test_each_revision_steps_down_and_up(bare_app, backend):
+def test_each_revision_steps_down_and_up(bare_app):
     revisions = list(reversed(list(ScriptDirectory(str(MIGRATIONS)).walk_revisions())))
     assert revisions, "no migrations found"
     for rev in revisions:
@@ -115,7 +110,7 @@ def test_each_revision_steps_down_and_up(bare_app, backend):
         upgrade(bare_app, rev.revision)
         assert _revision(bare_app) == rev.revision
     assert _diff(bare_app) == []
-    assert _triggers(bare_app) == set(TRIGGERS[backend])
+    assert _triggers(bare_app) == set(TRIGGERS)
 
 
 def test_a_schema_made_by_init_db_is_adopted(bare_app):

@@ -19,7 +19,7 @@ from ivr.services.accounts import add_user
 from ivr.storage.db import database, session
 from ivr.storage.models import Call, CallEvent, Consent, Recording
 from ivr.storage.transfer_models import Transfer
-from tests.integration.conftest import AUTH_TOKEN, ROOT
+from tests.integration.conftest import AUTH_TOKEN, ROOT, pg_schema_url
 
 
 def closed_port() -> int:
@@ -200,9 +200,16 @@ def test_the_last_line_names_the_decision(runner, first, digits, decision):
     assert result.output.splitlines()[-1] == f"Decision: {decision}"
 
 
+@pytest.fixture
+def other_database_url():
+    """A second fresh schema, for an app that does not share the test's database."""
+    yield from pg_schema_url()
+
+
 def test_the_decision_is_not_guessed_for_a_server_with_its_own_database(live_app, app_config,
-                                                                         tmp_path, make_app):
-    other = make_app({**app_config, "DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}"})
+                                                                         other_database_url,
+                                                                         make_app):
+    other = make_app({**app_config, "DATABASE_URL": other_database_url})
     result = simulate(other.test_cli_runner(), "--url", live_app.url, "--digits", "1")
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1].startswith(

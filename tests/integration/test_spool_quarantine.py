@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from ivr.adapters.simulate import Caller, flask_transport
 from ivr.cli.main import cli
@@ -253,9 +254,9 @@ def test_unreachable_database_keeps_records_in_the_spool(app, app_config):
     with app.app_context():
         start, _key = _offline_call(app, "CA" + "5" * 32, "1")
         spool().write(start)
-    url = app_config["DATABASE_URL"]
-    app_config["DATABASE_URL"] = ("sqlite:////nonexistent-dir/ivr.db" if url.startswith("sqlite")
-                                  else url.replace("127.0.0.1:5432", "127.0.0.1:9"))
+    # Nothing listens on port 9 of the loopback.
+    app_config["DATABASE_URL"] = make_url(app_config["DATABASE_URL"]).set(
+        host="127.0.0.1", port=9).render_as_string(hide_password=False)
     away = create_app(app_config)  # the same instance folder, so the same spool and key
     try:
         result = away.test_cli_runner().invoke(cli, ["spool", "drain"])

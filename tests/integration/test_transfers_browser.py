@@ -29,8 +29,6 @@ def browser():
         b.close()
 
 
-# One backend is enough here: the API behind the page runs on both in the other tests.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_agent_follows_a_transfer_live(live_app, caller, twilio, browser):
     _agent, token = make_user(live_app.app, "ayse", "agent")
     _other, other_token = make_user(live_app.app, "mehmet", "agent")

@@ -57,8 +57,6 @@ def watch(page) -> list[str]:
     return problems
 
 
-# One backend is enough here: the queries behind the pages run on both in the HTTP tests.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_auditor_works_the_queues_and_plays_a_recording(live_app, caller, twilio, browser):
     app = live_app.app
     secret = make_user(app, "selin", "auditor")
@@ -147,7 +145,6 @@ def test_an_auditor_works_the_queues_and_plays_a_recording(live_app, caller, twi
     assert problems == []
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_agent_starts_a_transfer_from_the_desk(live_app, caller, twilio, browser):
     app = live_app.app
     secret = make_user(app, "ayse", "agent")

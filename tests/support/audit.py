@@ -32,12 +32,9 @@ def rows(app) -> list[tuple]:
 
 def drop_guards(app) -> None:
     """What an attacker with database access does first: remove the append-only triggers."""
-    engine = database(app).engine
-    dialect = engine.dialect.name
-    with engine.begin() as conn:
-        for name in audit_store.TRIGGERS[dialect]:
-            on = " ON audit_log" if dialect == "postgresql" else ""
-            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}{on}")
+    with database(app).engine.begin() as conn:
+        for name in audit_store.TRIGGERS:
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON audit_log")
 
 
 def tamper(app, *statements: str, **params) -> None:
