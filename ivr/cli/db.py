@@ -173,4 +173,7 @@ def db_revision(message, autogenerate, rev_id):
 
 
 def _url(app: Flask) -> str:
+    if app.config.get("DATABASE_EMBEDDED"):
+        return (f"the embedded PostgreSQL server in {Path(app.config['INSTANCE_DIR'])}/"
+                f"{EMBEDDED_DIR}, on its unix socket")
     return database(app).engine.url.render_as_string(hide_password=True)
