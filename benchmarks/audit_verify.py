@@ -1,11 +1,11 @@
 """How fast the Merkle audit log integrates, verifies and proves, and that verify's memory
 stays flat.
 
-    .venv/bin/python benchmarks/audit_verify.py [--entries 1000000] [--queue 100000] [--pg]
+    .venv/bin/python benchmarks/audit_verify.py [--entries 1000000] [--queue 100000]
 
-Fills a fresh database (a SQLite file by default; with --pg a new schema on the test
-PostgreSQL, dropped afterwards) with N leaves shaped like the app's (four per call), their
-stored tree nodes and one signed checkpoint, inserted in bulk; then, each in a fresh process:
+Fills a fresh database (a new schema on the test PostgreSQL, dropped afterwards) with N
+leaves shaped like the app's (four per call), their stored tree nodes and one signed
+checkpoint, inserted in bulk; then, each in a fresh process:
 queues Q more leaves and times one sequencer pass (leaves/s integrated); times `audit verify`
 over the whole log (leaves/s, peak RSS); and times `audit prove` of one call (median of 20).
 """
@@ -199,7 +199,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--queue", type=int, default=100_000)
-    ap.add_argument("--pg", action="store_true", help="PostgreSQL instead of a SQLite file")
     ap.add_argument("--_step", help=argparse.SUPPRESS)
     ap.add_argument("--_url", help=argparse.SUPPRESS)
     ap.add_argument("--_instance", help=argparse.SUPPRESS)
@@ -219,7 +218,7 @@ def main() -> None:
 
     env = {**os.environ, "BENCH_SIGNING_KEY": private_key_pem(Ed25519PrivateKey.generate())}
     with tempfile.TemporaryDirectory() as tmp, \
-            scratch_database(args.pg, Path(tmp) / "audit.db") as url:
+            scratch_database() as url:
         me = [sys.executable, __file__, "--entries", str(args.entries), "--queue",
               str(args.queue), "--_url", url, "--_instance", tmp]
 
@@ -230,7 +229,7 @@ def main() -> None:
 
         print(step("fill").strip())
         i, v, p = step("integrate"), step("verify"), step("prove")
-        backend = "postgresql" if args.pg else "sqlite"
+        backend = "postgresql"
         print(v["line"])
         print(f"{backend}: sequencer integrated {i['integrated']:,} queued leaves in "
               f"{i['seconds']} s = {i['leaves_per_s']:,} leaves/s")

@@ -1,7 +1,6 @@
 """The auditor dashboard and flow registry at 100,000 calls, timed over real HTTP.
 
     .venv/bin/python benchmarks/dashboard.py [--calls 100000] [--days 90] [--requests 7]
-                                             [--backend postgresql|sqlite]
 
 Fills a scratch PostgreSQL schema (benchmarks/scratch_db.py) with bulk inserts: the calls,
 their flow runs, first turns and consent records as the IVR stores them (the turns' actions
@@ -161,11 +160,10 @@ def timed(http: requests.Session, url: str, n: int) -> list[float]:
     return out
 
 
-def run(backend: str, n: int, days: int, requests_per_page: int) -> None:
+def run(n: int, days: int, requests_per_page: int) -> None:
     tmp = tempfile.TemporaryDirectory()
     scratch = ExitStack()
-    url = scratch.enter_context(scratch_database(backend == "postgresql",
-                                                 Path(tmp.name) / "bench.db"))
+    url = scratch.enter_context(scratch_database())
     server = make_server("127.0.0.1", 0, None, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
     app = create_app({"DATABASE_URL": url, "INSTANCE_DIR": f"{tmp.name}/instance",
@@ -180,9 +178,9 @@ def run(backend: str, n: int, days: int, requests_per_page: int) -> None:
     stats = fill(db.engine, flow_versions(app), n, days)
     plain = create_engine(url, isolation_level="AUTOCOMMIT")
     with plain.connect() as conn:  # fresh statistics, as autovacuum would have by now
-        conn.execute(text("VACUUM ANALYZE" if backend == "postgresql" else "ANALYZE"))
+        conn.execute(text("VACUUM ANALYZE"))
     plain.dispose()
-    print(f"{backend}: stored {stats['calls']} calls, {stats['consents']} consents, "
+    print(f"stored {stats['calls']} calls, {stats['consents']} consents, "
           f"{stats['hangups']} hang-ups without a decision over {days} days "
           f"in {time.perf_counter() - t0:.1f} s")
     with app.app_context():
@@ -217,9 +215,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=100_000)
     ap.add_argument("--days", type=int, default=90)
     ap.add_argument("--requests", type=int, default=7)
-    ap.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
     args = ap.parse_args()
-    run(args.backend, args.calls, args.days, args.requests)
+    run(args.calls, args.days, args.requests)
 
 
 if __name__ == "__main__":

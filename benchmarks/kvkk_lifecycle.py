@@ -1,10 +1,10 @@
 """How long the consent-lifecycle jobs take on a database of N consent events.
 
-    .venv/bin/python benchmarks/kvkk_lifecycle.py [--consents 50000] [--pg]
+    .venv/bin/python benchmarks/kvkk_lifecycle.py [--consents 50000]
 
-Fills a fresh database (a SQLite file by default; with --pg a new schema on the test
-PostgreSQL, dropped afterwards) with N consent events for N/2 people (each granted, half of
-them later withdrew one channel), then times, in this process:
+Fills a fresh database (a new schema on the test PostgreSQL, dropped afterwards) with N
+consent events for N/2 people (each granted, half of them later withdrew one channel),
+then times, in this process:
   - `iys export` (every record decided, batches of 1000 written),
   - `iys export` again (nothing pending: the cost of the steady state),
   - `iys pending` (the preview),
@@ -38,7 +38,6 @@ def timed(label: str, fn):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--consents", type=int, default=50000)
-    ap.add_argument("--pg", action="store_true")
     args = ap.parse_args()
 
     from sqlalchemy import insert
@@ -52,7 +51,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="kvkk-bench-"))
     scratch = ExitStack()
-    url = scratch.enter_context(scratch_database(args.pg, tmp / "bench.db"))
+    url = scratch.enter_context(scratch_database())
     app = create_app({"DATABASE_URL": url, "INSTANCE_DIR": str(tmp / "instance"),
                       "TWILIO_AUTH_TOKEN": "bench", "AUDIO_DIR": str(tmp / "audio"),
                       "IYS_OUT_DIR": str(tmp / "iys")})
@@ -79,7 +78,7 @@ def main() -> None:
                 for k in range(0, len(rows), 5000):
                     s.execute(insert(Consent), rows[k:k + 5000])
             print(f"{'fill ' + str(len(rows)) + ' consent events':<44} "
-                  f"{time.perf_counter() - t0:8.2f} s  ({'PostgreSQL' if args.pg else 'SQLite'})")
+                  f"{time.perf_counter() - t0:8.2f} s")
             now = datetime.now(UTC)
 
             def export():

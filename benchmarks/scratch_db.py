@@ -1,4 +1,5 @@
-"""A throwaway database for a benchmark: a new PostgreSQL schema, or an SQLite file."""
+"""A throwaway database for a benchmark: a new PostgreSQL schema on IVR_TEST_PG_URL's
+server, dropped afterwards."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
@@ -14,12 +14,8 @@ PG_URL = os.environ.get("IVR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.
 
 
 @contextmanager
-def scratch_database(postgresql: bool, sqlite_path: Path, pg_url: str = PG_URL) -> Iterator[str]:
-    """Yield a database URL: a fresh schema on `pg_url`, dropped afterwards, or SQLite at
-    `sqlite_path`."""
-    if not postgresql:
-        yield f"sqlite:///{sqlite_path}"
-        return
+def scratch_database(pg_url: str = PG_URL) -> Iterator[str]:
+    """Yield a database URL: a fresh schema on `pg_url`, dropped afterwards."""
     schema = "bench_" + secrets.token_hex(4)
     admin = create_engine(pg_url)
     with admin.begin() as conn:

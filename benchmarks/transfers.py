@@ -1,6 +1,6 @@
 """Agent transfers end to end, timed: API request → Twilio redirect → flow → back.
 
-    .venv/bin/python benchmarks/transfers.py [--transfers 200] [--agents 8] [--backend both]
+    .venv/bin/python benchmarks/transfers.py [--transfers 200] [--agents 8]
 
 Serves the IVR over real HTTP (werkzeug's threaded server, in this process) with the real
 twilio client pointed at the local fake Twilio of the tests (tests/fake_twilio.py). Each
@@ -47,11 +47,10 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def run(backend: str, n: int, agents: int) -> None:
+def run(n: int, agents: int) -> None:
     tmp = tempfile.TemporaryDirectory()
     scratch = ExitStack()
-    url = scratch.enter_context(scratch_database(backend == "postgresql",
-                                                 Path(tmp.name) / "bench.db"))
+    url = scratch.enter_context(scratch_database())
     fake = FakeTwilio(account_sid=ACCOUNT, auth_token=AUTH_TOKEN).start()
     server = make_server("127.0.0.1", 0, None, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
@@ -129,7 +128,7 @@ def run(backend: str, n: int, agents: int) -> None:
             errors.append(f"retry {key}: {r.status_code}")
     redirects = len(fake.updates())
 
-    print(f"\n{backend}: {len(done)} transfers by {agents} agents in {elapsed:.1f} s "
+    print(f"\n{len(done)} transfers by {agents} agents in {elapsed:.1f} s "
           f"= {len(done) / elapsed:.1f} whole transfers/s (each: 4 HTTP requests to the IVR "
           "+ 1 to Twilio)")
     print(f"  {'step':34} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
@@ -156,10 +155,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transfers", type=int, default=200)
     parser.add_argument("--agents", type=int, default=8)
-    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     args = parser.parse_args()
-    for backend in ("sqlite", "postgresql") if args.backend == "both" else (args.backend,):
-        run(backend, args.transfers, args.agents)
+    run(args.transfers, args.agents)
 
 
 if __name__ == "__main__":
