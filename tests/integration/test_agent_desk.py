@@ -1,4 +1,4 @@
-"""The agent desk over HTTP on SQLite and PostgreSQL: who may open which page (never a
+"""The agent desk over HTTP: who may open which page (never a
 loop), the session-authenticated desk endpoints, and the transfer form, which makes the
 same transfers as POST /api/transfers against the local Twilio stand-in."""
 

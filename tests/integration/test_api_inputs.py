@@ -1,5 +1,5 @@
 """Hostile and careless input to the JSON API and the auditor pages: a 400 (or 422) with a
-clear message, or a clamped open end; never a 5xx. SQLite and PostgreSQL."""
+clear message, or a clamped open end; never a 5xx."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Appends from many OS processes at once (gunicorn workers) queue their leaves without any
 lock; one sequencer integrates each exactly once, with no gap: 8 spawned processes append to
-the same database, on SQLite and PostgreSQL."""
+the same database."""
 
 from __future__ import annotations
 

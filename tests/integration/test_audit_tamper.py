@@ -1,7 +1,6 @@
 """Tamper vectors against the Merkle log, each its own test and named for what it tampers
 with: `python -m ivr audit verify` exits 1 naming the first bad leaf index and the kind of
-tampering. The attacker has the database and drops the append-only triggers first. Runs on
-SQLite and PostgreSQL."""
+tampering. The attacker has the database and drops the append-only triggers first."""
 
 from __future__ import annotations
 

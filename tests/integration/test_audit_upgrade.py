@@ -1,7 +1,6 @@
 """`python -m ivr db upgrade` on a database holding the previous release's hash chain: every
 entry is kept and becomes one of the first leaves in seq order; the old chain head and its
-Ed25519 checkpoints stay verifiable, and `audit verify` reports both parts. SQLite and
-PostgreSQL."""
+Ed25519 checkpoints stay verifiable, and `audit verify` reports both parts."""
 
 from __future__ import annotations
 

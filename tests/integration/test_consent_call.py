@@ -1,4 +1,4 @@
-"""End-to-end consent calls: real HTTP, real signatures, SQLite and PostgreSQL."""
+"""End-to-end consent calls: real HTTP, real signatures, PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Migrations: an empty database upgraded to head is exactly what the models describe, on
-SQLite and PostgreSQL; every revision goes down and up again; init-db schemas are adopted."""
+"""Migrations: an empty database upgraded to head is exactly what the models describe;
+every revision goes down and up again; init-db schemas are adopted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Playing a call's recording on the call page, on SQLite and PostgreSQL: fetched from the
+"""Playing a call's recording on the call page: fetched from the
 local Twilio stand-in with the account's Basic auth, streamed, each play an audit entry; a
 recording retention destroyed says when and under which policy."""
 

@@ -1,5 +1,5 @@
 """schemathesis against the served OpenAPI document (/static/openapi.yaml), with an admin,
-an agent and no token, on SQLite and PostgreSQL: every check passes.
+an agent and no token: every check passes.
 
 The run is deterministic (a fixed seed, a bounded number of examples, no example
 database), so a failure here is the same failure on every machine.

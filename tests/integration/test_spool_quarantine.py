@@ -1,7 +1,7 @@
 """No spooled record can stop the drain: a record that cannot be applied is quarantined with
 its error, the records behind it (a consent) are stored, every later call is served, and
 `python -m ivr spool quarantine list|show|retry|discard` handles it. Spool files are
-encrypted; plain ones from before still drain. Runs on SQLite and PostgreSQL."""
+encrypted; plain ones from before still drain."""
 
 from __future__ import annotations
 

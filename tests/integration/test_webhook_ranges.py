@@ -1,6 +1,6 @@
 """Signed callbacks with numbers and dates beyond what the databases hold: 200, the value
 stored as absent, a warning with the call SID; a caller still hears the right TwiML.
-Runs on SQLite and PostgreSQL (issue 10, finding 2, webhooks)."""
+(Issue 10, finding 2, webhooks)."""
 
 from __future__ import annotations
 

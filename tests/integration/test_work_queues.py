@@ -1,4 +1,4 @@
-"""The work queues (/auditor/queues) over HTTP, on SQLite and PostgreSQL: what they list
+"""The work queues (/auditor/queues) over HTTP: what they list
 against the stored records, and their actions, each refused without its CSRF token and
 each written to the audit log with who did it."""
 
