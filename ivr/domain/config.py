@@ -36,7 +36,6 @@ ENVIRONMENT = [
     ("IVR_AUDIT_SIGNING_KEY", "AUDIT_SIGNING_KEY", None),
     ("IVR_DB_CONNECT_TIMEOUT", "DB_CONNECT_TIMEOUT", "1.5"),
     ("IVR_SPOOL_MAX_WAIT", "SPOOL_MAX_WAIT", None),
-    ("IVR_WEBHOOK_FUNCTIONS", "WEBHOOK_FUNCTIONS", "on"),
 ]
 
 
@@ -99,8 +98,4 @@ def finalize(cfg: dict) -> dict:
         raise ConfigError(
             "IVR_PII_KEY must be a Fernet key (32 url-safe base64-encoded bytes)") from None
     cfg["PUBLIC_URL"] = cfg["PUBLIC_URL"].rstrip("/")
-    switch = str(cfg.get("WEBHOOK_FUNCTIONS") or "on").strip().lower()
-    if switch not in ("on", "off"):
-        raise ConfigError(f"IVR_WEBHOOK_FUNCTIONS must be 'on' or 'off', not {switch[:20]!r}")
-    cfg["WEBHOOK_FUNCTIONS"] = switch
     return cfg

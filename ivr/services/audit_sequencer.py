@@ -255,7 +255,7 @@ def _inline_after_commit(app: Flask):
 
 
 def leaves_committed(app: Flask) -> None:
-    """Leaves were committed outside a session (ivr/services/fast_calls.py): an inline
+    """Leaves were committed outside a session (ivr/services/webhooks.py): an inline
     sequencer integrates them now, as it does after a session's commit."""
     if mode(app) == "inline":
         _inline_pass(app)

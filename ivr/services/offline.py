@@ -13,7 +13,7 @@ from datetime import datetime
 
 from ..domain.flow import engine as e
 from ..domain.runs import digits_input, run_id_for
-from ..domain.state_token import StateTokenError, read_token
+from ..domain.state_token import StateTokenError, read_token, read_transfer_token
 from . import run_memory, turns
 
 
@@ -52,7 +52,32 @@ def gather(ctx, target, result, now: datetime) -> tuple[str, dict]:
     plan = turns.plan_turn(ctx, flow, run_id=target.run, call_sid=result.call.call_sid,
                            state=state, actions=actions, inp=inp, heard=heard, notice=notice,
                            remember=known is not None)
-    record = {"kind": "gather", "run": target.run, "step": target.step, "form": result.form()}
+    record = {"kind": "gather", "run": target.run, "step": target.step, "form": result.form(),
+              "state": target.token}
+    return plan.twiml, record
+
+
+def transfer(ctx, transfer_id: str, facts_token: str | None, fields,
+             now: datetime) -> tuple[str, dict]:
+    """Answer a transferred caller from the transfer's facts in the URL; returns (TwiML,
+    spool record). The language spoken earlier and a standing grant cannot be looked up
+    now: the transfer's own language (or the flow's) and no withdrawal offer."""
+    if not facts_token:
+        raise OfflineError("no transfer facts in the URL")
+    try:
+        facts = read_transfer_token(facts_token)
+    except StateTokenError as exc:
+        raise OfflineError(str(exc)) from None
+    flow = ctx.flows.get(facts["flow_id"])
+    if flow is None:
+        raise OfflineError(f"flow {facts['flow_id']!r} is not loaded")
+    context = {"return_to": facts["return_to"], "transfer_id": transfer_id}
+    state, actions = e.start(flow, context, facts["language"])
+    run_id = run_id_for(fields.call_sid, f"transfer:{transfer_id}")
+    plan = turns.plan_turn(ctx, flow, run_id=run_id, call_sid=fields.call_sid, state=state,
+                           actions=actions, inp=None, heard={}, notice={})
+    record = {"kind": "transfer", "transfer": transfer_id, "facts": facts_token,
+              "form": fields.form(), "context": context, "language": state.language}
     return plan.twiml, record
 
 

@@ -1,5 +1,5 @@
-"""Spool replay: webhooks kept on disk while the database was away, applied through the
-normal call verbs, in order, each in its own transaction."""
+"""Spool replay: webhooks kept on disk while the database was away, applied in order through
+the very verbs (and database functions) the live webhooks use, each in one statement."""
 
 from __future__ import annotations
 
@@ -8,17 +8,14 @@ from datetime import datetime
 
 from ..domain import twilio_form
 from ..domain.twilio_form import INT32_MAX
-from ..storage.db import session
 from ..storage.spool import DrainReport, Later, spool
-from ..storage.webhooks import prior_answer, record_webhook
-from . import calls
-from .calls import RunBehind, UnknownRun
+from . import calls, webhooks
 
 log = logging.getLogger("ivr.spool")
 
 
 def apply_record(record: dict) -> None:
-    """Replay one spooled webhook through the normal verbs, in its own transaction.
+    """Replay one spooled webhook through its webhook verb.
 
     The record's form goes through the edge parser again: records written before the
     parser existed (plain JSON with Twilio's whole form) get the same ranges as new ones.
@@ -26,34 +23,32 @@ def apply_record(record: dict) -> None:
     ctx = calls.current_context()
     now = datetime.fromisoformat(record["received_at"])
     kind = record["kind"]
-    if kind not in twilio_form.PARSERS:
+    parser = twilio_form.PARSERS.get("incoming" if kind == "transfer" else kind)
+    if parser is None:
         raise ValueError(f"unknown spool record kind {kind!r}")
-    parsed = twilio_form.PARSERS[kind](record["form"])
-    sid = parsed.call_sid if kind == "incoming" else parsed.call.call_sid
-    s = session()
+    parsed = parser(record["form"])
+    token = str(record.get("token") or "")[:200] or None
+    path = str(record.get("path") or f"/voice/{kind}")
+    replay = {"now": now, "token": token, "path": path, "label": "spooled"}
     try:
-        with s.begin():
-            if kind == "incoming":
-                result = calls.incoming(s, ctx, parsed, now, exact_context=record["context"])
-            elif kind == "gather":
-                step = twilio_form.integer({"step": record.get("step")}, "step", sid)
-                if step is None:  # without its step a replay could apply the keys twice
-                    raise ValueError(f"gather record without a step in 0..{INT32_MAX}")
-                result = calls.gather(s, ctx, str(record.get("run") or "")[:32], step, parsed,
-                                      now)
-            elif kind == "status":
-                result = calls.status(s, ctx, parsed, now)
-            else:
-                result = calls.recording(s, ctx, parsed, now)
-            token = str(record.get("token") or "")[:200] or None
-            if prior_answer(s, token) is not None:
-                token = None
-            twiml = kind in ("incoming", "gather")
-            record_webhook(s, path=str(record.get("path") or f"/voice/{kind}"), call_sid=sid,
-                           token=token, received_at=now, outcome="spooled",
-                           response=result if twiml else None)
-    except (RunBehind, UnknownRun) as exc:
-        s.rollback()
+        if kind == "incoming":
+            webhooks.incoming(ctx, parsed, exact_context=record["context"], **replay)
+        elif kind == "transfer":
+            webhooks.transfer(ctx, str(record["transfer"])[:32], record.get("facts"), parsed,
+                              exact={"context": record["context"],
+                                     "language": record["language"]}, **replay)
+        elif kind == "gather":
+            step = twilio_form.integer({"step": record.get("step")}, "step",
+                                       parsed.call.call_sid)
+            if step is None:  # without its step a replay could apply the keys twice
+                raise ValueError(f"gather record without a step in 0..{INT32_MAX}")
+            webhooks.gather(ctx, str(record.get("run") or "")[:32], step, record.get("state"),
+                            parsed, **replay)
+        elif kind == "status":
+            webhooks.status(ctx, parsed, **replay)
+        else:
+            webhooks.recording(ctx, parsed, **replay)
+    except (webhooks.RunBehind, webhooks.UnknownRun) as exc:
         raise Later(f"{type(exc).__name__}: the run has not reached this step") from None
 
 

@@ -1,9 +1,12 @@
-"""Transfer verbs. Each takes the caller's session; the caller owns the transaction, and
-every fact about a transfer is appended to the audit chain in the same transaction.
+"""The agent's transfer verbs. Each takes the caller's session; the caller owns the
+transaction, and every fact about a transfer is appended to the audit log in the same
+transaction.
 
 The life of a transfer: `requested` (stored before Twilio is asked) → `in_flow` (Twilio
 fetched our TwiML for it) → `decided` (the consent was recorded) → `returned` (the TwiML
-that sends the caller back was served); or `failed`, with the reason.
+that sends the caller back was served); or `failed`, with the reason. The moves that a
+call's webhooks make (in_flow, decided, returned, and failed at the call's end) are made by
+the webhooks' functions (ivr/services/webhooks.py), with the same transition table.
 """
 
 from __future__ import annotations
@@ -20,18 +23,23 @@ from ivr.audit import chain
 from ivr.storage import audit_store
 
 from ..adapters.twilio_rest import RedirectFailed
-from ..domain.flow import engine as e
 from ..domain.vocabulary import SETTLED, TERMINAL, TRANSFER_ACTIVE, transfer_move
 from ..domain.vocabulary import TransferStatus as S
 from ..storage.db import utcnow
 from ..storage.models import Call, Consent, FlowRun
 from ..storage.transfer_models import Transfer
-from . import calls
-from .hooks import CallListener
 from .transfer_request import TransferRequest
 
 # A caller whose run has had no turn for this long has gone (no status callback said so).
 FLOW_IDLE = timedelta(minutes=15)
+# The call ended with a transfer on its way: by its status, why it failed (the status
+# webhook's function fails them, ivr/services/webhooks.py).
+END_OF_CALL_FAILURES: dict[str, tuple[str, str]] = {
+    S.IN_FLOW.value: ("hung_up_in_flow",
+                      "the caller hung up in the consent flow, before deciding"),
+    S.REQUESTED.value: ("call_ended",
+                        "the call ended before the caller reached the consent flow"),
+}
 # Any constant: the first half of the PostgreSQL advisory lock taken per call.
 _PG_CALL_LOCK = 0x7A_4E5F
 
@@ -212,88 +220,3 @@ def expire(session: Session, transfer_id: str, stale_after: timedelta,
             t, "interrupted", "the request was interrupted before Twilio's answer was "
             "recorded; the call may or may not have been redirected", 502, None, now)], at=now)
     return t
-
-
-def enter_flow(session: Session, ctx: calls.Context, transfer_id: str, fields,
-               now: datetime | None = None) -> str:
-    """Twilio fetched the transfer's TwiML: start the consent flow for the caller.
-
-    `fields` is the webhook's parsed call fields (ivr/domain/twilio_form.CallFields)."""
-    now = now or utcnow()
-    t = session.get(Transfer, transfer_id, with_for_update=True) if transfer_id else None
-    sid = fields.call_sid
-    flow = ctx.flows.get(t.flow_id) if t is not None else None
-    if t is None or t.call_sid != sid or flow is None:
-        raise calls.UnknownRun(f"transfer {transfer_id}")
-    call = calls.get_or_create_call(session, ctx, fields)
-    calls.fill_parties(call, ctx, fields)
-    call.status = call.status or (fields.call_status or "in-progress")[:32]
-    twiml = calls.start_run(session, ctx, call, flow, origin=origin(t.id),
-                            context={"return_to": t.return_to, "transfer_id": t.id},
-                            language=t.language or _spoken(session, sid),
-                            transfer_id=t.id, agent_id=t.agent_id, now=now)
-    if t.status in (S.REQUESTED, S.FAILED):
-        # A "failed" transfer arriving here means Twilio acted although its answer to us
-        # was lost (a timeout or 5xx): the caller is in the flow, so that is the truth.
-        after = t.failure_reason if t.status == S.FAILED else None
-        t.status, t.in_flow_at = transfer_move(t.status, S.IN_FLOW), now
-        t.run_id = session.scalar(select(FlowRun.id).where(FlowRun.call_sid == sid,
-                                                           FlowRun.origin == origin(t.id)))
-        audit_store.append(session, [("transfer.in_flow", sid, _facts(
-            t, run=t.run_id, after_failure=after))], at=now)
-    return twiml
-
-
-def _spoken(session: Session, call_sid: str) -> str | None:
-    """The language the caller last chose in a flow on this call, if any."""
-    state = session.scalar(select(FlowRun.state).where(FlowRun.call_sid == call_sid)
-                           .order_by(FlowRun.updated_at.desc()).limit(1))
-    return (state or {}).get("language")
-
-
-def run_progressed(session: Session, run: FlowRun, actions: list,
-                   now: datetime) -> list[tuple[str, str, dict]]:
-    """Move a transfer on from its run's actions; returns the audit entries to append."""
-    t = session.get(Transfer, run.transfer_id, with_for_update=True)
-    if t is None:
-        return []
-    t.run_id = t.run_id or run.id
-    out = []
-    for a in actions:
-        if isinstance(a, e.Decide):
-            t.consent_id = session.scalar(select(Consent.id).where(Consent.run_id == run.id))
-            t.status = transfer_move(t.status, S.DECIDED)
-            t.decision, t.decided_at = a.decision, now
-            t.in_flow_at = t.in_flow_at or now
-            out.append(("transfer.decided", t.call_sid, _facts(
-                t, decision=a.decision, consent_id=t.consent_id, run=run.id)))
-        elif isinstance(a, (e.Enqueue, e.Dial, e.Hangup)):
-            t.status, t.returned_at = transfer_move(t.status, S.RETURNED), now
-            t.in_flow_at = t.in_flow_at or now
-            out.append(("transfer.returned", t.call_sid, _facts(
-                t, return_to=t.return_to["type"], run=run.id)))
-    return out
-
-
-def call_ended(session: Session, call_sid: str, now: datetime) -> list[tuple[str, str, dict]]:
-    """The call ended: transfers still on their way fail; returns the audit entries."""
-    out = []
-    for t in session.scalars(select(Transfer).where(
-            Transfer.call_sid == call_sid, Transfer.status.in_(TRANSFER_ACTIVE))
-            .order_by(Transfer.requested_at).with_for_update()):
-        if t.status == S.IN_FLOW:
-            out.append(_fail(t, "hung_up_in_flow", "the caller hung up in the consent flow, "
-                             "before deciding", 409, None, now))
-        else:
-            out.append(_fail(t, "call_ended", "the call ended before the caller reached the "
-                             "consent flow", 409, None, now))
-    return out
-
-
-def _on_turn(session: Session, run: FlowRun, actions: list, now: datetime) -> list:
-    return run_progressed(session, run, actions, now) if run.transfer_id else []
-
-
-# Subscribed to the call verbs (ivr/services/hooks.py): a transfer follows its run and its call.
-LISTENER = CallListener(on_turn=_on_turn, on_call_ended=call_ended,
-                        quiet_without_transfers=tuple(TRANSFER_ACTIVE))

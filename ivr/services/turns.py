@@ -1,6 +1,6 @@
 """One turn of a run, worked out before anything is written: its TwiML, the run's new
-memory, the consent it decides and its audit entries. The ORM path (ivr/services/calls.py)
-and the one-statement path (ivr/services/fast_calls.py) write the same plan."""
+memory, the consent it decides and its audit entries. The webhooks (ivr/services/webhooks.py)
+and the offline answers (ivr/services/offline.py) use the same plan."""
 
 from __future__ import annotations
 

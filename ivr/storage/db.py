@@ -61,7 +61,7 @@ def make_engine(url: str, **kwargs) -> Engine:
     # psycopg 3 prepares a statement on a connection at its sixth execution
     # (prepare_threshold, kept at its default: a statement prepared before a schema change
     # fails after it). The webhooks' functions are prepared at their first call instead
-    # (ivr/storage/fast_webhooks.py), so they are parsed and planned once per connection.
+    # (ivr/storage/webhook_functions.py), so they are parsed and planned once per connection.
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
@@ -97,8 +97,9 @@ class Database:
         self.forget_functions()
 
     def forget_functions(self) -> None:
-        """Look the server functions up again (after create_all or a migration)."""
-        self._fast_webhooks = None
+        """New connections after the server functions changed (create_all, a migration):
+        none keeps a statement prepared against the old ones."""
+        self.engine.dispose()
 
 
 def database(app: Flask | None = None) -> Database:

@@ -52,6 +52,12 @@ def retryable(exc: BaseException) -> bool:
     return sqlstate(exc) in RETRY_CODES
 
 
+def lost_race(exc: BaseException) -> bool:
+    """True for a statement that met a concurrent one's row (a unique key both wrote): it
+    was rolled back whole, and running it again finds the other's row."""
+    return sqlstate(exc) == "23505"
+
+
 def away(exc: BaseException) -> bool:
     """True for "the database cannot do this now", as opposed to a bug or bad data."""
     if isinstance(exc, (PoolTimeout, DisconnectionError)):

@@ -46,7 +46,7 @@ def deadline(seconds: float) -> Iterator[None]:
 @contextmanager
 def unpinged() -> Iterator[None]:
     """Check connections out without the ping: for one statement that finds a dead
-    connection itself and is tried again (ivr/storage/fast_webhooks.py)."""
+    connection itself and is tried again (ivr/storage/webhook_functions.py)."""
     _local.unpinged = True
     try:
         yield
@@ -181,7 +181,7 @@ def install(engine: Engine) -> None:
         # PostgreSQL ends such a session once it has sat idle in a transaction this long.
         with dbapi_conn.cursor() as cursor:
             cursor.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")
-            # A webhook's one statement commits by itself (ivr/storage/fast_webhooks.py): if
+            # A webhook's one statement commits by itself (ivr/storage/webhook_functions.py): if
             # its worker dies while the statement waits for a lock, PostgreSQL 14+ notices
             # the closed socket within this interval and cancels it, as an open transaction
             # would be rolled back.

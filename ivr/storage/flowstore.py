@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, current_app
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from ..domain.flow import Flow, load_flow, load_flows
@@ -40,19 +41,24 @@ class FlowRegistry:
             self._by_version[version] = flow
         return flow
 
-    def ensure_stored(self, session: Session, flow: Flow) -> None:
-        """Store this flow version if the database does not have it yet."""
+    def load(self, engine: Engine, version: str) -> Flow:
+        """`version` with a session of its own (a run older than this process's flows)."""
+        if version in self._by_version:
+            return self._by_version[version]
+        with Session(engine) as session:
+            return self.version(session, version)
+
+    def row_to_store(self, flow: Flow) -> dict | None:
+        """The flow_versions row a run of `flow` must make sure of, or None when it is
+        known to be stored (ivr/storage/sql/webhook_functions.sql stores it once)."""
         if flow.version in self._stored:
-            return
-        added = session.info.setdefault("ivr_flow_versions_added", set())
-        if session.get(FlowVersion, flow.version) is None:
-            session.add(FlowVersion(version=flow.version, flow_id=flow.id,
-                                    source=flow.source, document=flow.document))
-            session.flush()
-            added.add(flow.version)
-        elif flow.version not in added:
-            # Found, and not just added by this (maybe rolled-back) session: committed.
-            self._stored.add(flow.version)
+            return None
+        return {"version": flow.version, "flow_id": flow.id, "source": flow.source,
+                "document": flow.document}
+
+    def stored(self, flow: Flow) -> None:
+        """A committed run uses `flow`: its version is stored from now on."""
+        self._stored.add(flow.version)
 
 
 def flows() -> FlowRegistry:

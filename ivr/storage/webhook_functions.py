@@ -1,412 +1,284 @@
-"""The four webhooks' writes as PostgreSQL functions: one statement per webhook.
+"""The webhooks' writes as PostgreSQL functions: one declaration per function, one
+statement per webhook.
 
-Each function does what its ORM verb in ivr/services/calls.py does, for the common case,
-inside the server: the idempotency check, the call's state, the turn, the consent, the
-audit leaves and the webhook's own row. Python works out everything that does not depend on
-the stored rows first (ivr/services/fast_calls.py) and passes it in; a function answers
+Each function's arguments are declared once, as a frozen dataclass below: a field's name
+is the argument (`p_<name>` in the SQL), its annotation's SQL type the type it is read
+as. The SQL's DECLARE lines and its unpacking statement are written from the declaration
+(sql/webhook_functions.sql holds /*ARGS:name*/ and /*FILL:name*/ where they go), and a
+call is made by building the dataclass, so it supplies exactly the declared keys: a
+missing or an unknown one is a TypeError before anything is sent.
 
-- ('ok' | 'applied' | 'stored' | 'duplicate', response): done and committed with the call;
-- ('retry', stored response): this idempotency token was answered before;
-- ('slow', NULL): a case it leaves to the ORM verb (nothing was written), for example a
-  run that is not where the URL says, a transfer, or a caller whose consent must be looked up.
-
-A function checks everything before it writes anything, so 'slow' needs no rollback. The
-leaves are queued exactly as ivr/storage/audit_store.append queues them; a body may hold
-one placeholder for a value only the database knows (the consent's id, a hung-up run).
-Created by migration 0007 and by `Database.create_all`; dropped by its downgrade.
+`call` runs one function as one autocommitted statement: no BEGIN, no COMMIT and no pool
+ping go over the wire, so each webhook is one round trip. A connection that died in the
+pool is found by the statement itself, which is then sent once more on a fresh one (safe:
+a statement that did commit is found again by its idempotency token, step or event key).
+Migrations freeze their own copy of the SQL (ivr/storage/migrations/versions/*.sql); this
+module is the live one, installed by `Database.create_all` and checked against the newest
+migration's copy by the tests.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, get_args, get_type_hints
 
-from .server_functions import ServerFunctions
+import orjson
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
-NAMES = ("ivr_webhook_incoming", "ivr_webhook_gather", "ivr_webhook_status",
-         "ivr_webhook_recording", "ivr_queue_leaves", "ivr_ordered_times")
+from . import deadline as db_deadline
 
-# Each function's arguments and their types: the keys of the one JSON object it is called
-# with (ivr/storage/fast_webhooks.py), unpacked by the DECLARE lines `_unpack` writes.
-ARGS = {
-    "ivr_webhook_incoming": (
-        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
-        ("p_account", "text"), ("p_phone_hmac", "text"), ("p_phone_enc", "text"),
-        ("p_to", "text"), ("p_direction", "text"), ("p_status", "text"),
-        ("p_decisive", "text[]"), ("p_channels", "text[]"), ("p_granted", "text"),
-        ("p_run", "text"),
-        ("p_origin", "text"), ("p_flow_id", "text"), ("p_flow_version", "text"),
-        ("p_state", "json"), ("p_ended", "boolean"), ("p_heard", "json"),
-        ("p_notice", "json"), ("p_actions", "json"), ("p_twiml", "text"),
-        ("p_leaves", "json")),
-    "ivr_webhook_gather": (
-        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
-        ("p_run", "text"), ("p_step", "integer"), ("p_flow_version", "text"),
-        ("p_state_before", "jsonb"), ("p_heard_before", "jsonb"),
-        ("p_notice_before", "jsonb"), ("p_state", "json"), ("p_ended", "boolean"),
-        ("p_heard", "json"), ("p_notice", "json"), ("p_input", "json"),
-        ("p_actions", "json"), ("p_twiml", "text"), ("p_leaves", "json"),
-        ("p_decision", "text"),
-        ("p_phone_hmac", "text"), ("p_purpose", "text"), ("p_channels", "json"),
-        ("p_digits", "text"), ("p_language", "text"), ("p_notice_version", "text"),
-        ("p_audio", "json"), ("p_needle", "text")),
-    "ivr_webhook_status": (
-        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
-        ("p_account", "text"), ("p_phone_hmac", "text"), ("p_phone_enc", "text"),
-        ("p_to", "text"), ("p_direction", "text"), ("p_status", "text"),
-        ("p_seq", "bigint"), ("p_ts", "timestamptz"), ("p_duration", "integer"),
-        ("p_key", "text"), ("p_data", "json"), ("p_ranks", "jsonb"),
-        ("p_terminal", "text[]"), ("p_starting", "text[]"), ("p_answering", "text[]"),
-        ("p_active_transfers", "text[]"), ("p_body_applied", "text"),
-        ("p_body_stored", "text"), ("p_hangup_kind", "text"), ("p_hangup_body", "text"),
-        ("p_run_needle", "text"), ("p_step_needle", "text")),
-    "ivr_webhook_recording": (
-        ("p_token", "text"), ("p_path", "text"), ("p_now", "timestamptz"), ("p_sid", "text"),
-        ("p_account", "text"), ("p_recording", "text"), ("p_status", "text"),
-        ("p_key", "text"), ("p_data", "json"), ("p_order", "jsonb"),
-        ("p_duration", "integer"), ("p_channels", "integer"), ("p_source", "text"),
-        ("p_track", "text"), ("p_start", "timestamptz"), ("p_url", "text"),
-        ("p_error", "text"), ("p_body", "text")),
-}
+SQL_FILE = Path(__file__).with_name("sql") / "webhook_functions.sql"
+
+# The SQL type each argument is read as.
+Text = Annotated[str | None, "text"]
+Integer = Annotated[int | None, "integer"]
+BigInt = Annotated[int | None, "bigint"]
+Boolean = Annotated[bool | None, "boolean"]
+Time = Annotated[datetime | None, "timestamptz"]
+Json = Annotated[Any, "json"]
+JsonB = Annotated[Any, "jsonb"]
+TextArray = Annotated[list[str] | None, "text[]"]
 
 
-def _unpack(name: str) -> str:
-    """DECLARE lines for each argument, and the statement that fills them from the JSON
-    object `p` (one parameter on the wire: psycopg dumps one string, not ~30 typed
-    values; PostgreSQL parses it once)."""
-    return "\n".join(f"  {arg} {kind};" for arg, kind in ARGS[name])
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Webhook:
+    """What every webhook function takes: the request's idempotency token, path, time and
+    CallSid, and the label its row is stored with ('ok' live, 'spooled' from the spool)."""
+
+    FUNCTION: ClassVar[str] = ""
+    token: Text
+    path: Text
+    now: Time
+    sid: Text
+    label: Text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Caller(Webhook):
+    """A webhook that may be the first to see its call: who calls whom."""
+
+    account: Text
+    phone_hmac: Text
+    phone_enc: Text
+    to: Text
+    direction: Text
+    status: Text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartsRun(Caller):
+    """A webhook that starts a run: its flow, and the plans for a caller without and with a
+    standing grant (the function looks the grant up)."""
+
+    run: Text
+    origin: Text
+    flow_id: Text
+    flow_version: Text
+    flow_row: Json  # the flow version to store, or None when it is known to be stored
+    decisive: TextArray
+    channels: TextArray
+    granted: Text
+    plain: Json
+    consenter: Json
+    lookup: Boolean  # False when the plain plan must be used (a spooled start)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Incoming(StartsRun):
+    """/voice/incoming."""
+
+    FUNCTION: ClassVar[str] = "ivr_webhook_incoming"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transfer(StartsRun):
+    """/voice/transfer: plans per language (keys of `plain` and `consenter`)."""
+
+    FUNCTION: ClassVar[str] = "ivr_webhook_transfer"
+    transfer_id: Text
+    language: Text
+    return_to: JsonB
+    default_language: Text
+    enters: TextArray
+    failed: Text
+    in_flow: Text
+    in_flow_leaves: Json
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gather(Webhook):
+    """/voice/gather: the run as the URL says it is, and the turn planned from it."""
+
+    FUNCTION: ClassVar[str] = "ivr_webhook_gather"
+    run: Text
+    step: Integer
+    flow_version: Text
+    transfer_id: Text
+    state_before: JsonB
+    heard_before: JsonB
+    notice_before: JsonB
+    plan: Json
+    consent: Json
+    transfer_moves: TextArray
+    transfer_leaves: Json
+    moves: JsonB
+    decided: Text
+    returned: Text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status(Caller):
+    """/voice/status."""
+
+    FUNCTION: ClassVar[str] = "ivr_webhook_status"
+    seq: BigInt
+    ts: Time
+    duration: Integer
+    key: Text
+    data: Json
+    ranks: JsonB
+    terminal: TextArray
+    starting: TextArray
+    answering: TextArray
+    body_applied: Text
+    body_stored: Text
+    hangup_body: Text
+    active_transfers: TextArray
+    failed: Text
+    transfer_failures: Json
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recording(Webhook):
+    """/voice/recording."""
+
+    FUNCTION: ClassVar[str] = "ivr_webhook_recording"
+    account: Text
+    recording: Text
+    status: Text
+    key: Text
+    data: Json
+    order: JsonB
+    duration: Integer
+    channels: Integer
+    source: Text
+    track: Text
+    start: Time
+    url: Text
+    error: Text
+    body: Text
+
+
+DECLARATIONS: tuple[type[Webhook], ...] = (Incoming, Transfer, Gather, Status, Recording)
+
+
+def _args(cls: type[Webhook]) -> tuple[tuple[str, str], ...]:
+    hints = get_type_hints(cls, include_extras=True)
+    return tuple((f.name, get_args(hints[f.name])[1]) for f in fields(cls))
+
+
+ARGS: dict[str, tuple[tuple[str, str], ...]] = {cls.FUNCTION: _args(cls) for cls in DECLARATIONS}
+NAMES = (*ARGS, "ivr_fill", "ivr_queue_leaves", "ivr_ordered_times", "ivr_call",
+         "ivr_has_grant", "ivr_store_flow_version", "ivr_start_run", "ivr_answered")
+
+
+def _declare(name: str) -> str:
+    return "\n".join(f"  p_{arg} {kind};" for arg, kind in ARGS[name])
 
 
 def _fill(name: str) -> str:
-    names = ", ".join(arg for arg, _kind in ARGS[name])
-    columns = ", ".join(f"{arg} {kind}" for arg, kind in ARGS[name])
-    return f"  SELECT * INTO {names}\n    FROM json_to_record(p) AS x({columns});"  # noqa: S608 - constant names
+    names = ", ".join(f"p_{arg}" for arg, _kind in ARGS[name])
+    columns = ", ".join(f'"{arg}" {kind}' for arg, kind in ARGS[name])
+    return f"  SELECT * INTO {names}\n    FROM json_to_record(p) AS x({columns});"  # noqa: S608 - declared names
 
 
-_SQL = r"""
--- Queue audit leaves in their order: `leaves` is a JSON array of [kind, ref, body]; `needle`
--- in a body becomes `value` (when a needle is given).
-CREATE OR REPLACE FUNCTION ivr_queue_leaves(leaves json, at timestamptz, needle text,
-                                            value text)
-RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-  leaf json;
-BEGIN
-  FOR leaf IN SELECT x FROM json_array_elements(leaves) WITH ORDINALITY AS t(x, n)
-               ORDER BY n LOOP
-    INSERT INTO audit_queue (kind, ref, body, queued_at)
-    VALUES (leaf ->> 0, leaf ->> 1,
-            CASE WHEN needle IS NULL THEN leaf ->> 2 ELSE replace(leaf ->> 2, needle, value) END,
-            at);
-  END LOOP;
-END $$;
-
--- ivr/services/calls.py ordered_times: start <= answer <= end, keeping the later moment.
-CREATE OR REPLACE FUNCTION ivr_ordered_times(INOUT started timestamptz,
-                                             INOUT answered timestamptz,
-                                             INOUT ended timestamptz)
-LANGUAGE plpgsql IMMUTABLE AS $$
-DECLARE
-  floor timestamptz;
-BEGIN
-  IF answered IS NOT NULL AND started IS NOT NULL AND answered < started THEN
-    answered := started;
-  END IF;
-  floor := coalesce(answered, started);
-  IF ended IS NOT NULL AND floor IS NOT NULL AND ended < floor THEN
-    ended := floor;
-  END IF;
-END $$;
-
--- /voice/incoming: the call row, the run, its first turn, the leaves, the webhook.
-CREATE OR REPLACE FUNCTION ivr_webhook_incoming(p json, OUT outcome text, OUT response text)
-LANGUAGE plpgsql AS $$
-DECLARE
-/*UNPACK:ivr_webhook_incoming*/
-  c calls;
-  t record;
-BEGIN
-/*FILL:ivr_webhook_incoming*/
-  IF p_token IS NOT NULL THEN
-    SELECT w.response INTO response FROM webhook_requests w
-     WHERE w.idempotency_token = p_token;
-    IF FOUND THEN outcome := 'retry'; RETURN; END IF;
-  END IF;
-  outcome := 'slow';
-  IF EXISTS (SELECT 1 FROM flow_runs r WHERE r.call_sid = p_sid AND r.origin = p_origin)
-     OR NOT EXISTS (SELECT 1 FROM flow_versions v WHERE v.version = p_flow_version)
-     -- A caller with a granted channel is offered the withdrawal: the ORM verb looks it up.
-     OR (p_phone_hmac IS NOT NULL AND EXISTS (
-           SELECT 1 FROM (
-             SELECT DISTINCT ON (ch.value) k.decision
-               FROM consents k CROSS JOIN LATERAL json_array_elements_text(k.channels) ch
-              WHERE k.phone_hmac = p_phone_hmac AND k.decision = ANY (p_decisive)
-                AND ch.value = ANY (p_channels)
-              ORDER BY ch.value, k.captured_at DESC, k.id DESC) latest
-            WHERE latest.decision = p_granted)) THEN
-    RETURN;
-  END IF;
-  SELECT * INTO c FROM calls WHERE call_sid = p_sid FOR UPDATE;
-  IF NOT FOUND THEN
-    INSERT INTO calls (call_sid, account_sid, phone_hmac, phone_enc, to_number, direction,
-                       status, started_at, answered_at, seen_incoming, created_at)
-    VALUES (p_sid, p_account, p_phone_hmac, p_phone_enc, p_to, p_direction, p_status,
-            p_now, p_now, true, p_now);
-  ELSE
-    -- The caller's parties as the run will record them must be the ones passed in.
-    IF c.seen_incoming
-       OR coalesce(c.phone_hmac, p_phone_hmac) IS DISTINCT FROM p_phone_hmac
-       OR coalesce(nullif(c.to_number, ''), p_to) IS DISTINCT FROM p_to
-       OR coalesce(nullif(c.direction, ''), p_direction) IS DISTINCT FROM p_direction THEN
-      RETURN;
-    END IF;
-    t := ivr_ordered_times(coalesce(c.started_at, p_now), coalesce(c.answered_at, p_now),
-                           c.ended_at);
-    UPDATE calls SET
-      account_sid = coalesce(nullif(c.account_sid, ''), p_account),
-      phone_hmac = p_phone_hmac,
-      phone_enc = CASE WHEN c.phone_hmac IS NULL THEN p_phone_enc ELSE c.phone_enc END,
-      to_number = p_to, direction = p_direction, seen_incoming = true,
-      started_at = t.started, answered_at = t.answered, ended_at = t.ended,
-      status = coalesce(c.status, p_status)
-    WHERE call_sid = p_sid;
-  END IF;
-  INSERT INTO flow_runs (id, call_sid, origin, flow_id, flow_version, transfer_id, agent_id,
-                         state, step, ended, hangup_at, heard, notice, created_at, updated_at)
-  VALUES (p_run, p_sid, p_origin, p_flow_id, p_flow_version, NULL, NULL, p_state, 0,
-          p_ended, NULL, p_heard, p_notice, p_now, p_now);
-  INSERT INTO flow_turns (run_id, step, input, actions, twiml, created_at)
-  VALUES (p_run, 0, NULL, p_actions, p_twiml, p_now);
-  PERFORM ivr_queue_leaves(p_leaves, p_now, NULL, NULL);
-  INSERT INTO webhook_requests (path, call_sid, idempotency_token, received_at, outcome,
-                                status_code, response)
-  VALUES (p_path, p_sid, p_token, p_now, 'ok', 200, p_twiml);
-  outcome := 'ok';
-END $$;
-
--- /voice/gather: the run's next turn when the run is exactly where the URL says.
-CREATE OR REPLACE FUNCTION ivr_webhook_gather(p json, OUT outcome text, OUT response text)
-LANGUAGE plpgsql AS $$
-DECLARE
-/*UNPACK:ivr_webhook_gather*/
-  r flow_runs;
-  v_hmac text;
-  v_enc text;
-  v_id bigint;
-BEGIN
-/*FILL:ivr_webhook_gather*/
-  IF p_token IS NOT NULL THEN
-    SELECT w.response INTO response FROM webhook_requests w
-     WHERE w.idempotency_token = p_token;
-    IF FOUND THEN outcome := 'retry'; RETURN; END IF;
-  END IF;
-  outcome := 'slow';
-  SELECT * INTO r FROM flow_runs WHERE id = p_run FOR UPDATE;
-  IF NOT FOUND OR r.call_sid <> p_sid OR r.step <> p_step - 1 OR r.ended
-     OR r.transfer_id IS NOT NULL OR r.agent_id IS NOT NULL
-     OR r.flow_version <> p_flow_version
-     OR r.state::jsonb <> p_state_before OR r.heard::jsonb <> p_heard_before
-     OR r.notice::jsonb <> p_notice_before THEN
-    RETURN;
-  END IF;
-  IF p_decision IS NOT NULL THEN
-    SELECT k.phone_hmac, k.phone_enc INTO v_hmac, v_enc FROM calls k WHERE k.call_sid = p_sid;
-    IF NOT FOUND OR v_hmac IS DISTINCT FROM p_phone_hmac THEN
-      RETURN;
-    END IF;
-  END IF;
-  UPDATE flow_runs SET state = p_state, step = p_step, ended = p_ended, updated_at = p_now,
-                       heard = p_heard, notice = p_notice
-   WHERE id = p_run;
-  INSERT INTO flow_turns (run_id, step, input, actions, twiml, created_at)
-  VALUES (p_run, p_step, p_input, p_actions, p_twiml, p_now);
-  IF p_decision IS NOT NULL THEN
-    INSERT INTO consents (run_id, call_sid, phone_hmac, phone_enc, purpose, channels,
-                          decision, digits, language, notice_version, flow_version,
-                          captured_at, agent_id, transfer_id, source, reason, audio,
-                          idempotency_key)
-    VALUES (p_run, p_sid, v_hmac, v_enc, p_purpose, p_channels, p_decision, p_digits,
-            p_language, p_notice_version, p_flow_version, p_now, NULL, NULL, 'ivr', NULL,
-            p_audio, NULL)
-    RETURNING id INTO v_id;
-  END IF;
-  PERFORM ivr_queue_leaves(p_leaves, p_now, p_needle, '"consent_id":' || v_id);
-  INSERT INTO webhook_requests (path, call_sid, idempotency_token, received_at, outcome,
-                                status_code, response)
-  VALUES (p_path, p_sid, p_token, p_now, 'ok', 200, p_twiml);
-  outcome := 'ok';
-END $$;
-
--- /voice/status: the event, the call's times and status in Twilio's order, hung-up runs.
-CREATE OR REPLACE FUNCTION ivr_webhook_status(p json, OUT outcome text, OUT response text,
-                                              OUT ended_now boolean, OUT final_status text)
-LANGUAGE plpgsql AS $$
-DECLARE
-/*UNPACK:ivr_webhook_status*/
-  c calls;
-  found_call boolean;
-  v_hmac text; v_enc text; v_to text; v_dir text; v_account text;
-  v_event timestamptz;
-  v_started timestamptz; v_answered timestamptz; v_ended timestamptz;
-  v_duration integer;
-  t record;
-  r record;
-  v_applied boolean;
-  v_terminal boolean;
-BEGIN
-/*FILL:ivr_webhook_status*/
-  v_terminal := p_status = ANY (p_terminal);
-  ended_now := false;
-  IF p_token IS NOT NULL THEN
-    SELECT w.response INTO response FROM webhook_requests w
-     WHERE w.idempotency_token = p_token;
-    IF FOUND THEN outcome := 'retry'; RETURN; END IF;
-  END IF;
-  outcome := 'slow';
-  IF v_terminal AND p_active_transfers IS NOT NULL AND EXISTS (
-       SELECT 1 FROM transfers x WHERE x.call_sid = p_sid
-          AND x.status = ANY (p_active_transfers)) THEN
-    RETURN;
-  END IF;
-  SELECT * INTO c FROM calls WHERE call_sid = p_sid FOR UPDATE;
-  found_call := FOUND;
-  -- The caller's number is passed encrypted only when asked for: a call that does not
-  -- know it yet (a status before the incoming webhook) is left to the ORM verb.
-  IF c.phone_hmac IS NULL AND p_phone_hmac IS NOT NULL AND p_phone_enc IS NULL THEN
-    RETURN;
-  END IF;
-  v_account := coalesce(nullif(c.account_sid, ''), p_account);
-  IF c.phone_hmac IS NULL AND p_phone_hmac IS NOT NULL THEN
-    v_hmac := p_phone_hmac; v_enc := p_phone_enc;
-  ELSE
-    v_hmac := c.phone_hmac; v_enc := c.phone_enc;
-  END IF;
-  v_to := coalesce(nullif(c.to_number, ''), p_to);
-  v_dir := coalesce(nullif(c.direction, ''), p_direction);
-  IF EXISTS (SELECT 1 FROM call_events e WHERE e.call_sid = p_sid AND e.dedupe_key = p_key)
-  THEN
-    IF NOT found_call THEN
-      RETURN;  -- an event without its call: the ORM verb makes the call row
-    END IF;
-    UPDATE calls SET account_sid = v_account, phone_hmac = v_hmac, phone_enc = v_enc,
-                     to_number = v_to, direction = v_dir
-     WHERE call_sid = p_sid
-       AND (account_sid, phone_hmac, to_number, direction)
-           IS DISTINCT FROM (v_account, v_hmac, v_to, v_dir);
-    outcome := 'duplicate';
-  ELSE
-    INSERT INTO call_events (call_sid, kind, status, dedupe_key, sequence_number,
-                             twilio_timestamp, received_at, data)
-    VALUES (p_sid, 'status', p_status, p_key, p_seq, p_ts, p_now, p_data);
-    v_event := coalesce(p_ts, p_now);
-    v_started := c.started_at; v_answered := c.answered_at; v_ended := c.ended_at;
-    v_duration := c.duration;
-    IF p_status = ANY (p_starting) THEN v_started := least(v_started, v_event); END IF;
-    IF p_status = ANY (p_answering) THEN v_answered := least(v_answered, v_event); END IF;
-    IF v_terminal THEN
-      v_ended := v_event;
-      IF p_duration IS NOT NULL THEN v_duration := p_duration; END IF;
-    END IF;
-    t := ivr_ordered_times(v_started, v_answered, v_ended);
-    v_applied := ROW(coalesce((p_ranks ->> p_status)::int, 0), coalesce(p_seq, -1),
-                     coalesce(extract(epoch FROM p_ts), 0))
-               > ROW(coalesce((p_ranks ->> c.status)::int, 0), coalesce(c.status_seq, -1),
-                     coalesce(extract(epoch FROM c.status_at), 0));
-    IF found_call THEN
-      UPDATE calls SET account_sid = v_account, phone_hmac = v_hmac, phone_enc = v_enc,
-                       to_number = v_to, direction = v_dir, started_at = t.started,
-                       answered_at = t.answered, ended_at = t.ended, duration = v_duration,
-                       status = CASE WHEN v_applied THEN p_status ELSE status END,
-                       status_seq = CASE WHEN v_applied THEN p_seq ELSE status_seq END,
-                       status_at = CASE WHEN v_applied THEN p_ts ELSE status_at END
-       WHERE call_sid = p_sid;
-    ELSE
-      INSERT INTO calls (call_sid, account_sid, phone_hmac, phone_enc, to_number, direction,
-                         status, status_seq, status_at, started_at, answered_at, ended_at,
-                         duration, seen_incoming, created_at)
-      VALUES (p_sid, v_account, v_hmac, v_enc, v_to, v_dir,
-              CASE WHEN v_applied THEN p_status END, CASE WHEN v_applied THEN p_seq END,
-              CASE WHEN v_applied THEN p_ts END, t.started, t.answered, t.ended,
-              v_duration, false, p_now);
-    END IF;
-    ended_now := c.ended_at IS NULL AND t.ended IS NOT NULL;
-    final_status := CASE WHEN v_applied THEN p_status ELSE c.status END;
-    PERFORM ivr_queue_leaves(json_build_array(json_build_array(
-                               'call.status', p_sid,
-                               CASE WHEN v_applied THEN p_body_applied ELSE p_body_stored END)),
-                             p_now, NULL, NULL);
-    IF v_terminal THEN
-      FOR r IN SELECT f.id, f.step FROM flow_runs f
-                WHERE f.call_sid = p_sid AND NOT f.ended AND f.hangup_at IS NULL
-                ORDER BY f.created_at, f.id FOR UPDATE LOOP
-        UPDATE flow_runs SET hangup_at = p_now WHERE id = r.id;
-        PERFORM ivr_queue_leaves(json_build_array(json_build_array(
-                                   p_hangup_kind, p_sid,
-                                   replace(p_hangup_body, p_run_needle,
-                                           '"run":' || to_json(r.id)::text))),
-                                 p_now, p_step_needle, '"step":' || (r.step + 1));
-      END LOOP;
-    END IF;
-    outcome := CASE WHEN v_applied THEN 'applied' ELSE 'stored' END;
-  END IF;
-  INSERT INTO webhook_requests (path, call_sid, idempotency_token, received_at, outcome,
-                                status_code, response)
-  VALUES (p_path, p_sid, p_token, p_now, outcome, 200, NULL);
-END $$;
-
--- /voice/recording: the event and the recording's metadata in Twilio's order.
-CREATE OR REPLACE FUNCTION ivr_webhook_recording(p json, OUT outcome text, OUT response text)
-LANGUAGE plpgsql AS $$
-DECLARE
-/*UNPACK:ivr_webhook_recording*/
-BEGIN
-/*FILL:ivr_webhook_recording*/
-  IF p_token IS NOT NULL THEN
-    SELECT w.response INTO response FROM webhook_requests w
-     WHERE w.idempotency_token = p_token;
-    IF FOUND THEN outcome := 'retry'; RETURN; END IF;
-  END IF;
-  INSERT INTO calls AS k (call_sid, account_sid, seen_incoming, created_at)
-  VALUES (p_sid, p_account, false, p_now)
-  ON CONFLICT (call_sid) DO UPDATE SET account_sid = EXCLUDED.account_sid
-   WHERE coalesce(k.account_sid, '') = '' AND EXCLUDED.account_sid IS NOT NULL;
-  IF EXISTS (SELECT 1 FROM call_events e WHERE e.call_sid = p_sid AND e.dedupe_key = p_key)
-  THEN
-    outcome := 'duplicate';
-  ELSE
-    INSERT INTO call_events (call_sid, kind, status, dedupe_key, sequence_number,
-                             twilio_timestamp, received_at, data)
-    VALUES (p_sid, 'recording', p_status, p_key, NULL, NULL, p_now, p_data);
-    INSERT INTO recordings AS x (recording_sid, call_sid, status, duration, channels, source,
-                                 track, start_time, url, error_code, updated_at)
-    VALUES (p_recording, p_sid, p_status, p_duration, p_channels, p_source, p_track,
-            p_start, p_url, p_error, p_now)
-    ON CONFLICT (recording_sid) DO UPDATE SET
-      status = EXCLUDED.status, duration = EXCLUDED.duration, channels = EXCLUDED.channels,
-      source = EXCLUDED.source, track = EXCLUDED.track, start_time = EXCLUDED.start_time,
-      url = EXCLUDED.url, error_code = EXCLUDED.error_code, updated_at = EXCLUDED.updated_at
-    WHERE coalesce((p_order ->> EXCLUDED.status)::int, 0)
-          >= coalesce((p_order ->> x.status)::int, 0);
-    PERFORM ivr_queue_leaves(json_build_array(json_build_array('recording.status', p_sid,
-                                                               p_body)), p_now, NULL, NULL);
-    outcome := 'stored';
-  END IF;
-  INSERT INTO webhook_requests (path, call_sid, idempotency_token, received_at, outcome,
-                                status_code, response)
-  VALUES (p_path, p_sid, p_token, p_now, outcome, 200, NULL);
-END $$;
-"""
-
-_DROP = """
-DROP FUNCTION IF EXISTS ivr_webhook_incoming, ivr_webhook_gather, ivr_webhook_status,
-  ivr_webhook_recording, ivr_queue_leaves, ivr_ordered_times;
-"""
+def create_sql() -> str:
+    """The SQL that creates (or replaces) every webhook function, as this release has it."""
+    sql = SQL_FILE.read_text(encoding="utf-8")
+    sql = re.sub(r"/\*ARGS:(\w+)\*/", lambda m: _declare(m.group(1)), sql)
+    return re.sub(r"/\*FILL:(\w+)\*/", lambda m: _fill(m.group(1)), sql)
 
 
-_SQL = re.sub(r"/\*UNPACK:(\w+)\*/", lambda m: _unpack(m.group(1)), _SQL)
-_SQL = re.sub(r"/\*FILL:(\w+)\*/", lambda m: _fill(m.group(1)), _SQL)
+def drop_sql() -> str:
+    """The SQL that drops them."""
+    return f"DROP FUNCTION IF EXISTS {', '.join(NAMES)};"
 
 
-_FUNCTIONS = ServerFunctions(_SQL, _DROP)
-create_statements = _FUNCTIONS.create_statements
-drop_statements = _FUNCTIONS.drop_statements
-install = _FUNCTIONS.install
+def install(engine: Engine) -> None:
+    """Create (or replace) the functions."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(drop_sql())
+        conn.exec_driver_sql(create_sql())
+
+
+# --- the call ------------------------------------------------------------------------------
+
+_CALLS = {name: f"SELECT * FROM {name}(%(p)s::json)".encode()  # noqa: S608 - constant names
+          for name in ARGS}
+_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in DECLARATIONS}
+_lock = threading.Lock()
+
+
+def call(engine: Engine, args: Webhook):
+    """Run one webhook function as one autocommitted statement; its result row (a named
+    tuple). A database error comes as SQLAlchemy's DBAPIError around psycopg's.
+
+    The statement goes to psycopg directly, prepared on each connection at its first call
+    (one Parse per connection; then each call is Bind/Execute/Sync, one round trip).
+    """
+    sql = _CALLS[args.FUNCTION]
+    params = {"p": orjson.dumps({name: getattr(args, name)
+                                 for name in _FIELDS[type(args)]}).decode()}
+    for attempt in (1, 2):
+        with db_deadline.unpinged():
+            try:
+                connection = engine.raw_connection()
+            except psycopg.Error as exc:
+                raise _wrapped(engine, sql, exc, gone=True) from exc
+        try:
+            return _execute(engine, connection, sql, params)
+        except DBAPIError as exc:
+            if attempt == 1 and exc.connection_invalidated:
+                continue  # a connection that had died in the pool: once more, on a new one
+            raise
+        finally:
+            connection.close()
+    raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+def _wrapped(engine: Engine, sql: bytes, exc: psycopg.Error, gone: bool) -> DBAPIError:
+    return DBAPIError.instance(sql.decode(), None, exc, psycopg.Error, hide_parameters=True,
+                               connection_invalidated=gone, dialect=engine.dialect)
+
+
+def _back_to_transactions(connection, driver) -> None:
+    """Autocommit off again: the pool's other users run transactions. A connection that
+    cannot be switched back is not given to them."""
+    try:
+        driver.autocommit = False
+    except psycopg.Error as exc:
+        connection.invalidate(exc)
+
+
+def _execute(engine: Engine, connection, sql: bytes, params: dict):
+    driver = connection.driver_connection
+    try:
+        driver.autocommit = True
+        try:
+            with driver.cursor(row_factory=namedtuple_row) as cursor:
+                cursor.execute(sql, params, prepare=True)
+                return cursor.fetchone()
+        finally:
+            _back_to_transactions(connection, driver)
+    except psycopg.Error as exc:
+        gone = engine.dialect.is_disconnect(exc, driver, None)
+        if gone:
+            connection.invalidate(exc)
+        raise _wrapped(engine, sql, exc, gone) from exc

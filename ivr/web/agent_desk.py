@@ -157,7 +157,7 @@ def create():
         t, new = start.start(s, req, service.Agent(id=str(user.id), name=user.name), key,
                              pii=personal_data(),
                              settings=current_app.extensions["ivr_twilio_rest"],
-                             twiml_url=lambda tid: url(f"/voice/transfer?transfer={tid}"))
+                             twiml_url=url)
     except service.Refused as exc:
         return _desk(typed, {}, REFUSALS[exc.reason], _(
             "The transfer was not started: %(reason)s.", reason=exc.message))

@@ -86,8 +86,8 @@ def count_gather(input_kind: str, valid: bool) -> None:
 
 
 def count_facts(facts) -> None:
-    """Count what a one-statement webhook committed (ivr/services/fast_calls.py), as the
-    session events below count what the ORM path commits."""
+    """Count what a webhook's statement committed (ivr/services/webhooks.py), as the
+    session events below count what the other verbs commit."""
     for kind, *args in facts:
         counter = _FACT_COUNTERS.get(kind)
         if counter is not None:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ivr.adapters import twilio_rest
+from ivr.domain.state_token import transfer_token
 from ivr.services import transfers as service
 from ivr.services.transfer_request import TransferRequest
 from ivr.storage.transfer_models import Transfer
@@ -37,11 +38,19 @@ def stale_after(settings: twilio_rest.TwilioSettings) -> timedelta:
     return timedelta(seconds=2 * settings.timeout + 10)
 
 
+def transfer_path(t: Transfer) -> str:
+    """The path Twilio fetches when the caller arrives: the transfer, and its facts (so the
+    flow is planned without reading the transfer first; Twilio signs the whole URL)."""
+    token = transfer_token(t.flow_id, t.language, t.return_to)
+    return f"/voice/transfer?transfer={t.id}&t={token}"
+
+
 def start(s: Session, req: TransferRequest, agent: service.Agent, key: str, *, pii,
           settings: twilio_rest.TwilioSettings, twiml_url: Callable[[str], str]) \
         -> tuple[Transfer, bool]:
     """Make the transfer (or find the one this key made); returns it and whether it is new.
 
+    `twiml_url(path)` makes the absolute URL of one of our paths.
     Raises service.Refused before anything is stored, StillWaiting for a retry that
     arrives while the first request waits for Twilio. `s` must be outside a transaction.
     """
@@ -59,7 +68,7 @@ def start(s: Session, req: TransferRequest, agent: service.Agent, key: str, *, p
     if not new:
         return replay(s, t, wait), False
     try:
-        twilio_rest.redirect_call(settings, t.call_sid, twiml_url(t.id))
+        twilio_rest.redirect_call(settings, t.call_sid, twiml_url(transfer_path(t)))
     except twilio_rest.RedirectFailed as failure:
         log.warning("transfer %s call_sid=%s failed: %s (Twilio code %s)", t.id, t.call_sid,
                     failure.reason, failure.twilio_code)

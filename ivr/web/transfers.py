@@ -6,7 +6,6 @@ from flask import Flask
 
 from ..adapters.twilio_rest import TwilioSettings
 from ..domain.config import ConfigError
-from ..services import transfers as service
 from ..storage import transfer_models as models  # noqa: F401 - the table, for create_all
 from . import agent_desk  # noqa: F401 - the desk's views attach to the agent blueprint
 from .agent import bp
@@ -30,5 +29,4 @@ def init_app(app: Flask) -> None:
     """Register the transfer table and the agent page; check the Twilio REST settings."""
 
     app.extensions["ivr_twilio_rest"] = twilio_settings(app.config)
-    app.extensions.setdefault("ivr_call_listeners", []).append(service.LISTENER)
     app.register_blueprint(bp)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,31 +48,24 @@ class HeldLock:
     """Hold a lock every webhook's audit append waits for, from outside the app: the audit
     queue's table (appends take no lock of their own)."""
 
-    def __init__(self, url: str, backend: str):
-        if backend == "postgresql":
-            conninfo = url.replace("postgresql+psycopg://", "postgresql://")
-            self.conn = psycopg.connect(conninfo, autocommit=True)
-            self.conn.execute("BEGIN")
-            self.conn.execute("LOCK TABLE audit_queue IN EXCLUSIVE MODE")
-        else:
-            self.conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
-            self.conn.execute("BEGIN IMMEDIATE")
+    def __init__(self, url: str):
+        conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+        self.conn = psycopg.connect(conninfo, autocommit=True)
+        self.conn.execute("BEGIN")
+        self.conn.execute("LOCK TABLE audit_queue IN EXCLUSIVE MODE")
 
     def release(self):
-        if isinstance(self.conn, sqlite3.Connection):
-            self.conn.execute("ROLLBACK")
-        else:
-            self.conn.execute("ROLLBACK")
+        self.conn.execute("ROLLBACK")
         self.conn.close()
 
 
 @pytest.mark.patient
-def test_worker_killed_mid_request_then_twilio_retries(served, app_config, backend):
+def test_worker_killed_mid_request_then_twilio_retries(served, app_config):
     c = Caller(served.url, AUTH_TOKEN, http_transport())
     first = c.dial()
     data = c.params(Digits="1")
     token = "retry-token-1"
-    lock = HeldLock(app_config["DATABASE_URL"], backend)
+    lock = HeldLock(app_config["DATABASE_URL"])
     outcome = {}
 
     def press():

@@ -20,7 +20,6 @@ from tests.integration.conftest import (
     AUTH_TOKEN,
     ROOT,
     LiveServer,
-    postgresql_only,
     verified_chain_length,
 )
 from tests.support.tcp_proxy import TcpProxy
@@ -50,7 +49,6 @@ def consents(app) -> list[Consent]:
         return list(s.scalars(select(Consent)))
 
 
-@postgresql_only
 def test_database_lost_mid_call_then_restored(outage):
     app, proxy = outage.app, outage.proxy
     c = Caller(outage.url, AUTH_TOKEN, http_transport())
@@ -82,7 +80,6 @@ def test_database_lost_mid_call_then_restored(outage):
     assert len(consents(app)) == 1
 
 
-@postgresql_only
 def test_call_that_starts_during_the_outage_is_ingested_automatically(outage):
     app, proxy = outage.app, outage.proxy
     proxy.cut()
@@ -113,7 +110,6 @@ def test_fallback_url_is_static_twiml(client):
         assert [el.tag for el in root] == ["Say", "Say", "Hangup"]
 
 
-@postgresql_only
 def test_database_stops_answering_mid_call(outage):
     """A hung database (connections open, no answer) must not leave the caller waiting:
     the webhook gives up after IVR_DB_CONNECT_TIMEOUT and answers from the spool path."""
@@ -139,7 +135,6 @@ def test_database_stops_answering_mid_call(outage):
     assert "applied 0" in runner.invoke(cli, ["spool", "drain"]).output
 
 
-@postgresql_only
 def test_a_key_for_a_call_whose_start_still_waits_in_the_spool(outage):
     """The database is back, but the spool has not been drained yet (another worker holds
     the drain lock): the key press cannot find its run, so it waits in the spool behind
@@ -161,7 +156,6 @@ def test_a_key_for_a_call_whose_start_still_waits_in_the_spool(outage):
     assert verified_chain_length(app) > 0
 
 
-@postgresql_only
 @pytest.mark.parametrize("field,poison", [
     ("Timestamp", "Fri, 31 Dec 9999 23:59:59 -0100"),
     ("SequenceNumber", "9007199254740992"),
@@ -208,7 +202,6 @@ def test_finding_1_a_poisoned_callback_during_the_outage_stops_nothing(outage, f
     assert verified_chain_length(app) > 0
 
 
-@postgresql_only
 def test_a_record_that_cannot_be_applied_is_quarantined_by_the_next_webhook(outage):
     """A record no parser vetted (a spool written by an earlier version, or a record whose
     own time cannot be stored) sits before a spooled consent. When PostgreSQL is back, the

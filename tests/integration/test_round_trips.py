@@ -1,13 +1,19 @@
-"""Database round trips per webhook on PostgreSQL (issue 14: one statement per webhook).
+"""Database round trips per webhook: exactly one, in every scenario of the benchmark's mix
+(benchmarks/consent_calls.py --mix): fresh callers, returning consenters offered the
+withdrawal (and withdrawing), hang-ups during the notice, Twilio's retries with the same
+idempotency token, callbacks for a call not seen yet, out-of-order and duplicated statuses,
+and a transfer (its start, its return, its call's end).
 
-Counted twice: statements through SQLAlchemy's `before_cursor_execute` event (the ORM's;
-the functions' calls go to psycopg directly and count 0 there), and round trips on the wire
+Counted twice: statements through SQLAlchemy's `before_cursor_execute` event (the
+functions' calls go to psycopg directly and count 0 there), and round trips on the wire
 from libpq's trace of every connection the app checks out (each ReadyForQuery from the
 server ends one: a statement, a BEGIN, a COMMIT, a ROLLBACK or a pool ping). A change that
-adds one to a webhook's common path fails here.
+adds one to any webhook fails here.
 """
 
 from __future__ import annotations
+
+import secrets
 
 import psycopg
 import pytest
@@ -15,11 +21,10 @@ from sqlalchemy import event
 
 from ivr.adapters.simulate import Recording
 from ivr.storage.db import database
-from tests.integration.conftest import postgresql_only
+from tests.support.transfer import QUEUE, auth, follow, make_user, twilio  # noqa: F401
 
-WEBHOOKS = ("incoming", "gather", "status", "recording")
 # One statement, autocommitted: no BEGIN, COMMIT or ping on the wire.
-BUDGET = {name: 1 for name in WEBHOOKS}
+BUDGET = 1
 
 
 @pytest.fixture
@@ -64,38 +69,102 @@ class Wire:
         event.remove(self.engine, "checkin", self._checkin)
 
 
-def _measure(engine, tmp_path, name, action) -> tuple[int, int]:
+def _measure(engine, tmp_path, label, action):
+    """(statements, round trips, the action's result)."""
+    name = f"{label}-{secrets.token_hex(4)}"
     with open(tmp_path / f"{name}.trace", "w+") as trace, Wire(engine, trace) as wire:
-        action()
-        return wire.statements, wire.round_trips()
+        result = action()
+        return wire.statements, wire.round_trips(), result
 
 
-def _call(caller, tmp_path, engine, label) -> dict:
-    measured = {}
-    box = {}
-    measured["incoming"] = _measure(engine, tmp_path, label + "-incoming",
-                                    lambda: box.update(turn=caller.dial()))
-    measured["gather"] = _measure(engine, tmp_path, label + "-gather",
-                                  lambda: caller.press(box["turn"], "1"))
+class Measured:
+    """Every webhook of the scenarios, measured."""
+
+    def __init__(self, engine, tmp_path):
+        self.engine, self.tmp_path = engine, tmp_path
+        self.rows: list[tuple[str, int, int]] = []
+
+    def __call__(self, label: str, action):
+        statements, trips, result = _measure(self.engine, self.tmp_path, label, action)
+        self.rows.append((label, statements, trips))
+        return result
+
+
+def _fresh(m: Measured, caller, key: str = "1") -> None:
+    turn = m("fresh: incoming", caller.dial)
+    m("fresh: gather", lambda: caller.press(turn, key))
     rec = Recording("RE" + caller.call_sid[2:], caller.url("/voice/recording"),
                     ("completed",), 0.0)
-    measured["recording"] = _measure(engine, tmp_path, label + "-recording",
-                                     lambda: caller.recording_status(rec, "completed"))
-    measured["status"] = _measure(engine, tmp_path, label + "-status",
-                                  lambda: caller.status("completed", duration=42))
-    return measured
+    m("fresh: recording", lambda: caller.recording_status(rec, "completed"))
+    m("fresh: status", lambda: caller.status("completed", duration=42))
 
 
-@postgresql_only
-def test_each_webhook_is_one_round_trip(app, local_caller, tmp_path):
+def _transfer(m: Measured, app, client, local_caller, twilio, number: str,
+              bearer: str) -> None:
+    moved = local_caller(from_number=number, account_sid="AC" + "1" * 32)
+    moved.dial()
+    twilio.calls[moved.call_sid] = "in-progress"
+    r = client.post("/api/transfers", json={"call_sid": moved.call_sid, "return_to": QUEUE},
+                    headers=auth(bearer, "key-" + moved.call_sid))
+    assert r.status_code == 201, r.get_data(as_text=True)
+    url = twilio.updates()[-1].form["Url"]
+    turn = m("transfer: start", lambda: follow(moved, url))
+    back = m("transfer: return (decides)", lambda: moved.press(turn, "1"))
+    assert back.end == "enqueue:sales", back
+    m("transfer: status", lambda: moved.status("completed", duration=60))
+
+
+def test_each_webhook_of_the_mix_is_one_round_trip(app, client, local_caller, tmp_path,
+                                                   twilio):  # noqa: F811 - the fixture
     engine = database(app).engine
-    # Warm: the data keys checked and the flow version stored (both on the ORM path, once
-    # per process), and each function prepared on the connection (a connection's first
-    # call of a function also parses it: one more round trip, once).
+    # Warm: the data keys checked and the flow version stored (once per process), and each
+    # function prepared on the connection (a connection's first call also parses it).
+    _agent, bearer = make_user(app, "ayse", "agent")
     for n in (1, 2):
-        _call(local_caller(from_number=f"+90532000000{n}"), tmp_path, engine, f"warm{n}")
-    measured = _call(local_caller(), tmp_path, engine, "call")
-    for name in WEBHOOKS:
-        statements, trips = measured[name]
-        assert statements <= BUDGET[name], (name, measured)
-        assert trips <= BUDGET[name], (name, measured)
+        _fresh(Measured(engine, tmp_path), local_caller(from_number=f"+90532000000{n}"))
+        _transfer(Measured(engine, tmp_path), app, client, local_caller, twilio,
+                  f"+90532000001{n}", bearer)
+    m = Measured(engine, tmp_path)
+
+    # A fresh caller who consents, with a recording.
+    number = "+905321112233"
+    _fresh(m, local_caller(from_number=number))
+    # The same caller again: offered the withdrawal, and withdraws.
+    back = local_caller(from_number=number)
+    turn = m("returning: incoming", back.dial)
+    assert turn.gather_action
+    m("returning: gather (withdraws)", lambda: back.press(turn, "3"))
+    m("returning: status", lambda: back.status("completed", duration=30))
+    # A returning consenter who confirms.
+    again = local_caller(from_number="+905321112244")
+    _fresh(Measured(engine, tmp_path), again)
+    confirm = local_caller(from_number="+905321112244")
+    turn = m("consenter: incoming", confirm.dial)
+    m("consenter: gather (confirms)", lambda: confirm.press(turn, "1"))
+    # A caller who hangs up during the notice.
+    gone = local_caller(from_number="+905321112255")
+    m("hang-up: incoming", gone.dial)
+    m("hang-up: status", lambda: gone.status("completed", duration=5))
+    # Twilio retries a webhook with the same idempotency token.
+    retried = local_caller(from_number="+905321112266")
+    token = secrets.token_hex(16)
+    data = retried.params(CallStatus="ringing")
+    for label in ("retry: incoming", "retry: incoming again"):
+        reply = m(label, lambda: retried.signed_post(retried.url("/voice/incoming"), data,
+                                                     token))
+        assert reply.status == 200
+    # Callbacks for a call not seen yet, out of order and duplicated.
+    early = local_caller(from_number="+905321112277")
+    rec = Recording("RE" + early.call_sid[2:], early.url("/voice/recording"),
+                    ("completed",), 0.0)
+    m("unseen: recording", lambda: early.recording_status(rec, "completed"))
+    m("unseen: status ringing", lambda: early.status("ringing", sequence=1))
+    m("out of order: status initiated", lambda: early.status("initiated", sequence=0))
+    m("duplicate: status ringing", lambda: early.status("ringing", sequence=1))
+    m("late: incoming", early.dial)
+    # A transfer: the agent moves a live call into the flow; it decides and returns.
+    _transfer(m, app, client, local_caller, twilio, "+905321112288", bearer)
+
+    over = [(label, s, t) for label, s, t in m.rows if s > BUDGET or t > BUDGET]
+    assert not over, over
+    assert all(t == 1 for _label, _s, t in m.rows), m.rows

@@ -5,13 +5,14 @@ the transferred caller in the consent flow, and the way back. SQLite and Postgre
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 from sqlalchemy import select
 
 from ivr.domain.flow import load_flow
+from ivr.domain.state_token import read_transfer_token
 from ivr.storage.db import session
 from ivr.storage.models import AuditEntry, Consent, FlowRun
 from tests.integration.conftest import ROOT
@@ -73,8 +74,15 @@ def test_agent_transfers_a_live_call_and_gets_the_caller_back(live_app, twilio, 
     [update] = twilio.updates()
     assert update.path == f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{c.call_sid}.json"
     assert update.authorized
-    url = f"{live_app.url}/voice/transfer?transfer={tid}"
-    assert update.form == {"Url": url, "Method": "POST"}
+    assert update.form["Method"] == "POST" and set(update.form) == {"Url", "Method"}
+    url = urlsplit(update.form["Url"])
+    query = parse_qs(url.query)
+    assert f"{url.scheme}://{url.netloc}{url.path}" == f"{live_app.url}/voice/transfer"
+    assert query["transfer"] == [tid]
+    # The transfer's facts travel in the URL (Twilio signs it), so its flow is planned
+    # without reading the transfer first.
+    assert read_transfer_token(query["t"][0]) == {
+        "flow_id": "kvkk-consent", "language": None, "return_to": QUEUE}
 
     # 3. Twilio fetches that URL for the call: the caller hears what an inbound caller hears.
     first = follow(c, update.form["Url"])

@@ -107,7 +107,7 @@ def _create(s, req, agent, key, settings):
     url = current_app.extensions["ivr_renderer"].url
     try:
         t, new = start.start(s, req, agent, key, pii=personal_data(), settings=settings,
-                             twiml_url=lambda tid: url(f"/voice/transfer?transfer={tid}"))
+                             twiml_url=url)
     except start.StillWaiting as exc:
         response = error_response(409, "the first request with this Idempotency-Key is "
                                   "still waiting for Twilio; retry in a moment",

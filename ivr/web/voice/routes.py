@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from ...domain import twilio_form
-from ...services import calls, fast_calls, offline
+from ...services import offline, webhooks
 from .signature import twilio_signed
 from .twiml import apology_twiml
 from .webhook import webhook, xml_response
@@ -19,8 +19,8 @@ bp = Blueprint("voice", __name__, url_prefix="/voice")
 @twilio_signed
 def incoming():
     """A call comes in: the greeting, then the notice and the consent question."""
-    return webhook(calls.incoming, twilio_form.call_fields, twiml=True,
-                   offline=offline.incoming, fast=fast_calls.incoming)
+    return webhook(webhooks.incoming, twilio_form.call_fields, twiml=True,
+                   offline=offline.incoming)
 
 
 @bp.post("/gather")
@@ -29,30 +29,26 @@ def gather():
     """The caller's keys (or silence) for one step of a run."""
     sid = (request.form.get("CallSid") or "").strip()[:twilio_form.SID_MAX]
     target = twilio_form.gather_target(request.args, sid)
-    return webhook(lambda s, ctx, result, now: calls.gather(s, ctx, target.run, target.step,
-                                                              result, now),
-                    twilio_form.gather_input, twiml=True,
-                   offline=lambda ctx, result, now: offline.gather(ctx, target, result, now),
-                   fast=lambda ctx, result, now, token, path: fast_calls.gather(
-                       ctx, target.run, target.step, target.token, result, now, token, path))
+    return webhook(lambda ctx, result, now, token, path: webhooks.gather(
+                       ctx, target.run, target.step, target.token, result, now, token, path),
+                   twilio_form.gather_input, twiml=True,
+                   offline=lambda ctx, result, now: offline.gather(ctx, target, result, now))
 
 
 @bp.post("/status")
 @twilio_signed
 def status():
     """Call status callback."""
-    return webhook(calls.status, twilio_form.status_callback, twiml=False,
-                   offline=lambda ctx, cb, now: ("", offline.callback("status", cb)),
-                   fast=fast_calls.status)
+    return webhook(webhooks.status, twilio_form.status_callback, twiml=False,
+                   offline=lambda ctx, cb, now: ("", offline.callback("status", cb)))
 
 
 @bp.post("/recording")
 @twilio_signed
 def recording():
     """Recording status callback."""
-    return webhook(calls.recording, twilio_form.recording_callback, twiml=False,
-                   offline=lambda ctx, cb, now: ("", offline.callback("recording", cb)),
-                   fast=fast_calls.recording)
+    return webhook(webhooks.recording, twilio_form.recording_callback, twiml=False,
+                   offline=lambda ctx, cb, now: ("", offline.callback("recording", cb)))
 
 
 @bp.route("/fallback", methods=["GET", "POST"])

@@ -1,6 +1,6 @@
 """audit_log append-only triggers
 
-The same SQL that Database.create_all() installs (ivr.storage.audit_store.guard_statements):
+This migration's own frozen copy of the guard (0002_audit_guard.sql), as 0004 installs it:
 UPDATE, DELETE and TRUNCATE of audit_log are refused, and an INSERT must extend the head.
 The statements are idempotent; a later change to the guard gets its own revision that runs
 them again.
@@ -11,14 +11,23 @@ Revises: 0001
 
 from __future__ import annotations
 
-from alembic import op
+from pathlib import Path
 
-from ivr.storage.audit_store import TRIGGERS, guard_statements
+from alembic import op
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+
+# The guard as frozen when it was last changed (0004 installs the same file).
+GUARD_SQL = Path(__file__).with_name("0002_audit_guard.sql")
+TRIGGERS = ["audit_log_append_only", "audit_log_no_truncate", "audit_log_extend_head"]
+
+
+def guard_statements() -> list[str]:
+    """The guard's SQL, from the frozen file."""
+    return [GUARD_SQL.read_text("utf-8")]
 
 _PG_FUNCTIONS = ("audit_log_append_only", "audit_log_extend_head")
 

@@ -10,16 +10,27 @@ Revises: 0002
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import op
 
 from ivr.audit import merkle
-from ivr.storage.audit_store import TRIGGERS, guard_statements
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
+
+# The guard as frozen when it was last changed (0004 installs the same file).
+GUARD_SQL = Path(__file__).with_name("0002_audit_guard.sql")
+TRIGGERS = ["audit_log_append_only", "audit_log_no_truncate", "audit_log_extend_head"]
+
+
+def guard_statements() -> list[str]:
+    """The guard's SQL, from the frozen file."""
+    return [GUARD_SQL.read_text("utf-8")]
+
 
 _BATCH = 5000
 
