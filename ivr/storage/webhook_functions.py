@@ -278,7 +278,7 @@ def _execute(engine: Engine, connection, sql: bytes, params: dict):
         finally:
             _back_to_transactions(connection, driver)
     except psycopg.Error as exc:
-        gone = engine.dialect.is_disconnect(exc, driver, None)
-        if gone:
+        gone = engine.dialect.is_disconnect(exc, driver, None) or not connection.is_valid
+        if gone and connection.is_valid:  # not already given up by _back_to_transactions
             connection.invalidate(exc)
         raise _wrapped(engine, sql, exc, gone) from exc

@@ -22,7 +22,7 @@ from tests.integration.conftest import (
     LiveServer,
     verified_chain_length,
 )
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import proxied
 
 FLOW = load_flow(ROOT / "flows" / "consent.yaml")
 
@@ -32,10 +32,8 @@ def outage(app_config):
     """A live server whose PostgreSQL connection goes through a proxy the test controls.
 
     The outage path is about a networked database, so its tests run on PostgreSQL only."""
-    proxy = TcpProxy("127.0.0.1", 5432)
+    proxy, app_config["DATABASE_URL"] = proxied(app_config["DATABASE_URL"])
     app_config["DB_CONNECT_TIMEOUT"] = "1.5"  # the production deadline these tests are about
-    app_config["DATABASE_URL"] = app_config["DATABASE_URL"].replace(
-        "127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     server = LiveServer(app_config)
     server.proxy = proxy
     server.start()

@@ -122,7 +122,7 @@ def test_poisoned_records_are_quarantined_and_the_consent_behind_them_is_stored(
     assert len(listed) == 5
     assert "gather record without a step" in errors[bad_step]
     assert sorted(e.split(":")[0] for e in errors.values()) == [
-        "StatementError", "ValueError", "ValueError", "cannot decrypt", "not a spool record"]
+        "OverflowError", "ValueError", "ValueError", "cannot decrypt", "not a spool record"]
     assert any("date value out of range" in e for e in errors.values())
     status_out = runner.invoke(cli, ["spool", "status"]).output
     assert "0 record(s) waiting" in status_out and "5 record(s) quarantined" in status_out

@@ -8,6 +8,8 @@ from __future__ import annotations
 import socket
 import threading
 
+from sqlalchemy.engine import make_url
+
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target until cut."""
@@ -94,3 +96,11 @@ class TcpProxy:
     def close(self) -> None:
         self._flowing.set()
         self.cut()
+
+
+def proxied(url: str) -> tuple[TcpProxy, str]:
+    """A proxy in front of the database `url` names, and the URL that goes through it."""
+    parsed = make_url(url)
+    proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432)
+    through = parsed.set(host="127.0.0.1", port=proxy.port)
+    return proxy, through.render_as_string(hide_password=False)

@@ -297,6 +297,9 @@ BEGIN
   IF NOT FOUND OR r.call_sid <> p_sid THEN
     outcome := 'unknown'; RETURN;
   END IF;
+  IF p_step > r.step + 1 THEN
+    outcome := 'behind'; RETURN;
+  END IF;
   IF p_step IS NOT NULL AND p_step <= r.step OR (r.state ->> 'ended')::boolean THEN
     -- A retry of a step already taken, or a run that has ended: the same answer again.
     SELECT u.twiml INTO response FROM flow_turns u
@@ -307,9 +310,6 @@ BEGIN
     outcome := 'repeat';
     PERFORM ivr_answered(p_path, p_sid, p_token, p_now, p_label, response);
     RETURN;
-  END IF;
-  IF p_step > r.step + 1 THEN
-    outcome := 'behind'; RETURN;
   END IF;
   IF p_step IS NULL OR r.flow_version <> p_flow_version
      OR r.state::jsonb IS DISTINCT FROM p_state_before
