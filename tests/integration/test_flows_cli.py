@@ -27,12 +27,13 @@ def test_flows_check_cli(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_invalid_flow_stops_start_up_with_one_line(tmp_path):
+def test_invalid_flow_stops_start_up_with_one_line(tmp_path, database_url):
     bad = variant(tmp_path, lambda d: d["nodes"]["consent"]["options"]["1"].update(next="x"))
     with pytest.raises(InvalidFlow):
         create_app({"FLOW": bad, "FLOWS_DIR": str(tmp_path / "none"),
-                    "INSTANCE_DIR": str(tmp_path / "i")})
-    env = {"IVR_FLOW": bad, "IVR_INSTANCE_DIR": str(tmp_path / "i"), "PATH": "/usr/bin:/bin"}
+                    "INSTANCE_DIR": str(tmp_path / "i"), "DATABASE_URL": database_url})
+    env = {"IVR_FLOW": bad, "IVR_INSTANCE_DIR": str(tmp_path / "i"), "PATH": "/usr/bin:/bin",
+           "IVR_DATABASE_URL": database_url}
     proc = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
