@@ -327,24 +327,27 @@ def status(ctx: Context, cb: StatusCallback, now: datetime, token: str | None, p
     key = f"status:{seq}:{st}" if seq is not None else f"status:{st}:{cb.timestamp_text}"
     data = {"call_sid": sid, "status": st, "sequence_number": seq,
             "timestamp": iso(ts) if ts else None, "duration": cb.call_duration}
-    hangup = ("input.received", sid, {"call_sid": sid, "run": hole("run"),
-                                       "step": hole("step"), "input": {"type": "hangup"}})
-    failures = {status_: ("transfer.failed", sid, {
-        "transfer_id": hole("transfer_id"), "call_sid": sid, "agent_id": hole("agent_id"),
-        "status": T.FAILED.value, "reason": reason, "message": message, "twilio_code": None})
-        for status_, (reason, message) in END_OF_CALL_FAILURES.items()}
-    _k, _r, bodies = leaf_columns([("call.status", sid, {**data, "applied": True}),
-                                   ("call.status", sid, {**data, "applied": False}),
-                                   hangup, *failures.values()], now)
-    applied, stored, hangup_body, *failed_bodies = bodies
+    _k, _r, (applied, stored) = leaf_columns([("call.status", sid, {**data, "applied": True}),
+                                              ("call.status", sid, {**data, "applied": False})],
+                                             now)
+    hangup_body, failures = None, None
+    if st in TERMINAL:  # the end of the call: its open runs hang up, its transfers fail
+        hangup = ("input.received", sid, {"call_sid": sid, "run": hole("run"),
+                                           "step": hole("step"), "input": {"type": "hangup"}})
+        ends = {status_: ("transfer.failed", sid, {
+            "transfer_id": hole("transfer_id"), "call_sid": sid, "agent_id": hole("agent_id"),
+            "status": T.FAILED.value, "reason": reason, "message": message,
+            "twilio_code": None}) for status_, (reason, message) in END_OF_CALL_FAILURES.items()}
+        _k, _r, (hangup_body, *bodies) = leaf_columns([hangup, *ends.values()], now)
+        failures = {s: {"reason": r, "message": m, "body": b} for (s, (r, m)), b
+                    in zip(END_OF_CALL_FAILURES.items(), bodies, strict=True)}
     args = fn.Status(
         **_caller(ctx, cb.call, sid, token, path, now, label) | {"status": st},
         seq=seq, ts=ts, duration=cb.call_duration, key=key[:200], data=cb.evidence(),
         ranks=_RANKS, terminal=_TERMINAL, starting=_STARTING, answering=_ANSWERING,
         body_applied=applied, body_stored=stored, hangup_body=hangup_body,
         active_transfers=list(TRANSFER_ACTIVE), failed=T.FAILED.value,
-        transfer_failures={s: {"reason": r, "message": m, "body": b} for (s, (r, m)), b
-                           in zip(END_OF_CALL_FAILURES.items(), failed_bodies, strict=True)})
+        transfer_failures=failures)
     row = _run(ctx, args)
     if row.outcome == "retry":
         return Answer("retry", None)

@@ -89,7 +89,7 @@ def _answer_once(verb, parsed, now, token) -> webhooks.Answer:
 
 def _run_webhook(verb, twiml: bool, offline, sid: str, parsed):
     started = time.perf_counter()
-    now = utcnow()
+    now = (current_app.config.get("CLOCK") or utcnow)()  # CLOCK: tests inject one
     token = (request.headers.get("I-Twilio-Idempotency-Token") or "")[:200] or None
     outcome = "error"
     try:
