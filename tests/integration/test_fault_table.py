@@ -408,30 +408,8 @@ ROWS = {
     "race_lost_thrice": lambda: LostRace("40001", 3),
 }
 
-# Cells that fail today, each for a cause found in ivr/.
-DOUBLE_INVALIDATE = (
-    "ivr/storage/fast_webhooks.py: when the connection dies under the one statement, "
-    "_back_to_transactions() invalidates it (autocommit cannot be switched back) and "
-    "_execute() then invalidates it again: SQLAlchemy warns 'Can't invalidate an "
-    "already-closed connection' (SAWarning, an error under filterwarnings=error), which "
-    "escapes as an unexpected error: 500 for a callback, the apology for a caller")
-NO_OFFLINE_TRANSFER = (
-    "ivr/web/voice/transfer_routes.py passes no offline= to webhook(): with the database "
-    "away (or a race lost 3 times) /voice/transfer cannot be spooled, the caller hears the "
-    "apology and hangs up, and the transfer never reaches in_flow")
-XFAIL: dict[tuple[str, str], str] = {
-    **{(row, col): DOUBLE_INVALIDATE for row in ("refused", "reset", "frozen",
-                                                 "admin_shutdown")
-       for col in ("status", "recording")},
-    ("admin_shutdown", "gather"): DOUBLE_INVALIDATE,
-    # The newcomer's incoming waits on the lock: its backend is ended by the operator, or
-    # its connection cut by the deadline's watchdog.
-    ("admin_shutdown", "sequencer"): DOUBLE_INVALIDATE,
-    ("killed", "sequencer"): DOUBLE_INVALIDATE,
-    **{(row, "transfer_start"): NO_OFFLINE_TRANSFER
-       for row in ("refused", "reset", "frozen", "statement_timeout", "too_many",
-                   "admin_shutdown", "race_lost_thrice")},
-}
+# Cells that fail today, each with its cause in ivr/ (none: every cell passes).
+XFAIL: dict[tuple[str, str], str] = {}
 
 
 def _killed_marks(column: str) -> list:
