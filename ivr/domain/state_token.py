@@ -8,6 +8,7 @@ webhook can write the next turn without reading the run first.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import zlib
 
@@ -23,7 +24,13 @@ def state_token(flow_version: str, state: e.State, memory: dict | None = None) -
     doc = {"v": flow_version, "s": state.to_dict()}
     if memory is not None:
         doc["m"] = memory
-    raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    return _packed(json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
+
+
+@functools.lru_cache(maxsize=4096)
+def _packed(raw: bytes) -> str:
+    # Most gather URLs carry one of a few states (every caller's first turn is the same):
+    # each is compressed once per process.
     return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
 
 

@@ -117,7 +117,16 @@ Action = Play | StartRecording | Gather | NoticePlayed | Decide | Enqueue | Dial
 
 
 def action_to_dict(action: Action) -> dict:
-    """A JSON-ready form of an action, tagged with its kind."""
+    """A JSON-ready form of an action, tagged with its kind (one dict per distinct action
+    and process: treat it as read-only)."""
+    try:
+        return _action_dict(action)
+    except TypeError:  # a field that cannot be hashed: made afresh
+        return {"kind": type(action).__name__.lower(), **_plain(action)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _action_dict(action: Action) -> dict:
     return {"kind": type(action).__name__.lower(), **_plain(action)}
 
 
