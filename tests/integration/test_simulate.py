@@ -109,11 +109,10 @@ def test_url_and_in_process_together_are_refused(runner):
     assert "give either --url or --in-process, not both" in result.output
 
 
-def test_in_process_logs_go_to_stderr_never_into_the_transcript(tmp_path):
+def test_in_process_logs_go_to_stderr_never_into_the_transcript(tmp_path, database_url):
     env = {**os.environ, "IVR_INSTANCE_DIR": str(tmp_path / "instance"),
            "IVR_AUDIO_DIR": str(tmp_path / "audio"), "IVR_LOG_FORMAT": "json",
-           "IVR_LOG_LEVEL": "INFO"}
-    env.pop("IVR_DATABASE_URL", None)
+           "IVR_LOG_LEVEL": "INFO", "IVR_DATABASE_URL": database_url}
     done = subprocess.run([sys.executable, "-m", "ivr", "simulate", "--in-process",
                            "--digits", "1"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
