@@ -83,16 +83,12 @@ def fill(url: str, instance: str, n: int) -> None:
     db.create_all()
     t0 = time.perf_counter()
     compact = merkle.CompactRange()
-    pg = db.engine.dialect.name == "postgresql"
     raw = db.engine.raw_connection()
     try:
         cur = raw.cursor()
-        if pg:
-            # The insert guard checks each row against the head; the verifier below checks
-            # every row anyway.
-            cur.execute("SET session_replication_role = replica")
-        else:
-            cur.execute("BEGIN")
+        # The insert guard checks each row against the head; the verifier below checks
+        # every row anyway.
+        cur.execute("SET session_replication_role = replica")
         log_rows, node_rows = [], []
         for i, (kind, ref, body) in enumerate(leaves(0, n)):
             h = merkle.leaf_hash(body.encode())
@@ -100,9 +96,9 @@ def fill(url: str, instance: str, n: int) -> None:
             node_rows.append((0, i, h))
             compact.append(h, lambda lv, idx, hh, out=node_rows: out.append((lv, idx, hh)))
             if len(log_rows) == BATCH or i == n - 1:
-                _insert(cur, pg, log_rows, node_rows)
+                _insert(cur, log_rows, node_rows)
                 log_rows, node_rows = [], []
-        raw.commit() if pg else cur.execute("COMMIT")
+        raw.commit()
     finally:
         raw.close()
     with app.app_context(), db.engine.begin() as conn:
@@ -112,18 +108,13 @@ def fill(url: str, instance: str, n: int) -> None:
     db.engine.dispose()
 
 
-def _insert(cur, pg: bool, log_rows, node_rows) -> None:
-    if pg:
-        with cur.copy("COPY audit_log (seq, body, kind, ref) FROM STDIN") as copy:
-            for r in log_rows:
-                copy.write_row(r)
-        with cur.copy("COPY audit_tree (level, idx, hash) FROM STDIN") as copy:
-            for r in node_rows:
-                copy.write_row(r)
-    else:
-        cur.executemany("INSERT INTO audit_log (seq, body, kind, ref) VALUES (?, ?, ?, ?)",
-                        log_rows)
-        cur.executemany("INSERT INTO audit_tree (level, idx, hash) VALUES (?, ?, ?)", node_rows)
+def _insert(cur, log_rows, node_rows) -> None:
+    with cur.copy("COPY audit_log (seq, body, kind, ref) FROM STDIN") as copy:
+        for r in log_rows:
+            copy.write_row(r)
+    with cur.copy("COPY audit_tree (level, idx, hash) FROM STDIN") as copy:
+        for r in node_rows:
+            copy.write_row(r)
 
 
 def integrate(url: str, instance: str, n: int, q: int) -> dict:

@@ -1,5 +1,5 @@
 """Agent transfers end to end: the API, the real twilio client against a local "Twilio",
-the transferred caller in the consent flow, and the way back. SQLite and PostgreSQL.
+the transferred caller in the consent flow, and the way back.
 """
 
 from __future__ import annotations
