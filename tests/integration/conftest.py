@@ -34,11 +34,6 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 _pg_state: dict = {}
 
-# Every test runs on PostgreSQL now. Kept, as a marker that changes nothing, for the test
-# files that still import it (test_outage.py, test_round_trips.py,
-# test_one_statement_webhooks.py); drop it from there, then here.
-postgresql_only = pytest.mark.usefixtures("database_url")
-
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
@@ -161,13 +156,6 @@ def verified_chain_length(app) -> int:
         run_pass(app, wait=30.0)
         with database(app).sessionmaker() as s:
             return verify_log(s).entries
-
-
-@pytest.fixture
-def backend(database_url) -> str:
-    """Always 'postgresql'. Kept for test_faults.py, which still asks; drop it there, then
-    here."""
-    return "postgresql"
 
 
 @pytest.fixture
