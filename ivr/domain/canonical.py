@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import rfc8785
 
@@ -14,12 +16,26 @@ def canonical_json(data) -> bytes:
     booleans, None, integers within ±2^53, lists, objects with ASCII keys, sorted), many
     times faster than the rfc8785 package; anything else (floats, other keys) goes to the
     package. tests/unit/test_audit_canonical.py checks the two agree."""
-    if _plain(data):
-        try:
-            return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:  # a lone surrogate: the package says what is wrong
-            pass
+    try:
+        out = orjson.dumps(data, option=_OPTIONS)
+    except orjson.JSONEncodeError:  # a big integer, another type, a lone surrogate...
+        return rfc8785.dumps(data)  # ...the package writes it or says what is wrong
+    # What orjson may still write otherwise than RFC 8785: floats, and the order of
+    # non-ASCII keys. An all-ASCII document with no float token has neither (both looked
+    # for in C); anything else is walked.
+    if (out.isascii() and not _FLOAT.search(out)) or _plain(data):
+        return out
     return rfc8785.dumps(data)
+
+
+# Integers beyond 2^53, str subclasses, dataclasses and datetimes are not written by orjson
+# (the encoding fails, and the package takes them).
+_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER | orjson.OPT_PASSTHROUGH_SUBCLASS
+            | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME)
+# The start of a number with a fraction or an exponent where compact JSON puts a value
+# (first, or after : , or [). It finds every float token; text inside a string may match
+# too, and then the document is only walked.
+_FLOAT = re.compile(rb"(?:^|[:,\[])-?[0-9]+[.eE]")
 
 
 _SAFE_INT = 2**53

@@ -48,9 +48,9 @@ def test_every_declared_argument_is_unpacked_and_used(declaration):
     body = sql[sql.index(f"FUNCTION {declaration.FUNCTION}("):]
     body = body[:body.index("END $$;")]
     for f in fields(declaration):
-        assert re.search(rf"\bp_{f.name}\b", body.split("json_to_record")[1]), (
+        assert re.search(rf"\bp_{f.name}\b", body.split("json_to_record", 1)[1]), (
             f"{declaration.FUNCTION} declares {f.name} but never uses it")
-    used = set(re.findall(r"\bp_(\w+)", body.split("json_to_record")[1]))
+    used = set(re.findall(r"\bp_(\w+)", body.split("json_to_record", 1)[1]))
     assert used <= {f.name for f in fields(declaration)}, used - {
         f.name for f in fields(declaration)}
 

@@ -124,21 +124,25 @@ BEGIN
 END $$;
 
 -- A run's first turn: the run, turn 0 and its leaves (`plan` as ivr/services/webhooks.py
--- writes it).
+-- writes it, read once).
 CREATE OR REPLACE FUNCTION ivr_start_run(p_run text, p_sid text, p_origin text,
                                          p_flow_id text, p_flow_version text,
                                          p_transfer_id text, p_agent_id text, plan json,
                                          fills json, p_now timestamptz)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+  v record;
 BEGIN
+  SELECT * INTO v FROM json_to_record(plan)
+    AS x(state json, ended boolean, heard json, notice json, actions json, twiml text,
+         leaves json);
   INSERT INTO flow_runs (id, call_sid, origin, flow_id, flow_version, transfer_id, agent_id,
                          state, step, ended, hangup_at, heard, notice, created_at, updated_at)
   VALUES (p_run, p_sid, p_origin, p_flow_id, p_flow_version, p_transfer_id, p_agent_id,
-          plan -> 'state', 0, (plan ->> 'ended')::boolean, NULL, plan -> 'heard',
-          plan -> 'notice', p_now, p_now);
+          v.state, 0, v.ended, NULL, v.heard, v.notice, p_now, p_now);
   INSERT INTO flow_turns (run_id, step, input, actions, twiml, created_at)
-  VALUES (p_run, 0, NULL, plan -> 'actions', plan ->> 'twiml', p_now);
-  PERFORM ivr_queue_leaves(plan -> 'leaves', p_now, fills);
+  VALUES (p_run, 0, NULL, v.actions, v.twiml, p_now);
+  PERFORM ivr_queue_leaves(v.leaves, p_now, fills);
 END $$;
 
 -- The webhook's own row: its path, idempotency token, outcome and answer.
@@ -282,9 +286,12 @@ DECLARE
 /*ARGS:ivr_webhook_gather*/
   r flow_runs;
   x transfers;
+  v record;
+  d record;
   v_hmac text;
   v_enc text;
   v_id bigint;
+  v_decision text;
   v_move text;
 BEGIN
 /*FILL:ivr_webhook_gather*/
@@ -322,25 +329,31 @@ BEGIN
                                   'transfer_id', r.transfer_id)::text;
     RETURN;
   END IF;
-  UPDATE flow_runs SET state = p_plan -> 'state', step = p_step,
-                       ended = (p_plan ->> 'ended')::boolean, updated_at = p_now,
-                       heard = p_plan -> 'heard', notice = p_plan -> 'notice'
+  SELECT * INTO v FROM json_to_record(p_plan)
+    AS x(state json, ended boolean, heard json, notice json, input json, actions json,
+         twiml text, leaves json);
+  UPDATE flow_runs SET state = v.state, step = p_step, ended = v.ended, updated_at = p_now,
+                       heard = v.heard, notice = v.notice
    WHERE id = p_run;
   INSERT INTO flow_turns (run_id, step, input, actions, twiml, created_at)
-  VALUES (p_run, p_step, p_plan -> 'input', p_plan -> 'actions', p_plan ->> 'twiml', p_now);
-  SELECT k.phone_hmac, k.phone_enc INTO v_hmac, v_enc FROM calls k WHERE k.call_sid = p_sid;
+  VALUES (p_run, p_step, v.input, v.actions, v.twiml, p_now);
   IF p_consent IS NOT NULL THEN
+    SELECT k.phone_hmac, k.phone_enc INTO v_hmac, v_enc FROM calls k
+     WHERE k.call_sid = p_sid;
+    SELECT * INTO d FROM json_to_record(p_consent)
+      AS x(decision text, purpose text, channels json, digits text, language text,
+           notice_version text, audio json);
+    v_decision := d.decision;
     INSERT INTO consents (run_id, call_sid, phone_hmac, phone_enc, purpose, channels,
                           decision, digits, language, notice_version, flow_version,
                           captured_at, agent_id, transfer_id, source, reason, audio,
                           idempotency_key)
-    VALUES (p_run, p_sid, v_hmac, v_enc, p_consent ->> 'purpose', p_consent -> 'channels',
-            p_consent ->> 'decision', p_consent ->> 'digits', p_consent ->> 'language',
-            p_consent ->> 'notice_version', r.flow_version, p_now, r.agent_id,
-            r.transfer_id, 'ivr', NULL, p_consent -> 'audio', NULL)
+    VALUES (p_run, p_sid, v_hmac, v_enc, d.purpose, d.channels, d.decision, d.digits,
+            d.language, d.notice_version, r.flow_version, p_now, r.agent_id,
+            r.transfer_id, 'ivr', NULL, d.audio, NULL)
     RETURNING id INTO v_id;
   END IF;
-  PERFORM ivr_queue_leaves(p_plan -> 'leaves', p_now,
+  PERFORM ivr_queue_leaves(v.leaves, p_now,
                            json_build_object('consent_id', v_id, 'phone', v_hmac,
                                              'agent_id', r.agent_id));
   IF r.transfer_id IS NOT NULL THEN
@@ -363,7 +376,7 @@ BEGIN
         consent_id = CASE WHEN p_decided = ANY (p_transfer_moves) THEN v_id
                           ELSE consent_id END,
         decision = CASE WHEN p_decided = ANY (p_transfer_moves)
-                        THEN p_consent ->> 'decision' ELSE decision END,
+                        THEN v_decision ELSE decision END,
         decided_at = CASE WHEN p_decided = ANY (p_transfer_moves) THEN p_now
                           ELSE decided_at END,
         returned_at = CASE WHEN p_returned = ANY (p_transfer_moves) THEN p_now
@@ -374,7 +387,7 @@ BEGIN
     END IF;
   END IF;
   outcome := 'ok';
-  response := p_plan ->> 'twiml';
+  response := v.twiml;
   PERFORM ivr_answered(p_path, p_sid, p_token, p_now, p_label, response);
 END $$;
 
