@@ -69,9 +69,10 @@ class Answer:
     facts: list[tuple] = field(default_factory=list)
 
 
-def _leaves(entries: list[tuple], now: datetime) -> list[list]:
+def _leaves(entries: list[tuple], now: datetime) -> list[dict]:
+    """The leaves as their function queues them (ivr_queue_leaves): kind, ref, body."""
     kinds, refs, bodies = leaf_columns(entries, now)
-    return [list(leaf) for leaf in zip(kinds, refs, bodies, strict=True)]
+    return [{"k": k, "r": r, "b": b} for k, r, b in zip(kinds, refs, bodies, strict=True)]
 
 
 def _run(ctx: Context, args: fn.Webhook):

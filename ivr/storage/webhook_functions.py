@@ -185,7 +185,7 @@ def _args(cls: type[Webhook]) -> tuple[tuple[str, str], ...]:
 
 
 ARGS: dict[str, tuple[tuple[str, str], ...]] = {cls.FUNCTION: _args(cls) for cls in DECLARATIONS}
-NAMES = (*ARGS, "ivr_fill", "ivr_queue_leaves", "ivr_ordered_times", "ivr_call",
+NAMES = (*ARGS, "ivr_fill", "ivr_queue_leaf", "ivr_queue_leaves", "ivr_ordered_times", "ivr_call",
          "ivr_has_grant", "ivr_store_flow_version", "ivr_start_run", "ivr_answered")
 
 

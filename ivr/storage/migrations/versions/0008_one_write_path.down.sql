@@ -1,1 +1,1 @@
-DROP FUNCTION IF EXISTS ivr_webhook_incoming, ivr_webhook_transfer, ivr_webhook_gather, ivr_webhook_status, ivr_webhook_recording, ivr_fill, ivr_queue_leaves, ivr_ordered_times, ivr_call, ivr_has_grant, ivr_store_flow_version, ivr_start_run, ivr_answered;
+DROP FUNCTION IF EXISTS ivr_webhook_incoming, ivr_webhook_transfer, ivr_webhook_gather, ivr_webhook_status, ivr_webhook_recording, ivr_fill, ivr_queue_leaf, ivr_queue_leaves, ivr_ordered_times, ivr_call, ivr_has_grant, ivr_store_flow_version, ivr_start_run, ivr_answered;

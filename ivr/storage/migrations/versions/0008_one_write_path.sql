@@ -32,16 +32,34 @@ BEGIN
   RETURN body;
 END $$;
 
--- Queue audit leaves in their order: `leaves` is a JSON array of [kind, ref, body].
+-- Queue one audit leaf, its holes filled.
+CREATE OR REPLACE FUNCTION ivr_queue_leaf(kind text, ref text, body text, at timestamptz,
+                                          fills json)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF fills IS NOT NULL AND strpos(body, '":"@@') > 0 THEN
+    body := ivr_fill(body, fills);
+  END IF;
+  INSERT INTO audit_queue (kind, ref, body, queued_at) VALUES (kind, ref, body, at);
+END $$;
+
+-- Queue audit leaves in their order: `leaves` is a JSON array of {"k": kind, "r": ref,
+-- "b": body}, read once.
 CREATE OR REPLACE FUNCTION ivr_queue_leaves(leaves json, at timestamptz, fills json)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-  leaf json;
+  leaf record;
+  body text;
 BEGIN
-  FOR leaf IN SELECT x FROM json_array_elements(leaves) WITH ORDINALITY AS t(x, n)
-               ORDER BY n LOOP
-    INSERT INTO audit_queue (kind, ref, body, queued_at)
-    VALUES (leaf ->> 0, leaf ->> 1, ivr_fill(leaf ->> 2, fills), at);
+  FOR leaf IN SELECT x.k, x.r, x.b
+                 FROM ROWS FROM (json_to_recordset(leaves) AS (k text, r text, b text))
+                      WITH ORDINALITY AS x(k, r, b, n)
+                ORDER BY x.n LOOP
+    body := leaf.b;
+    IF fills IS NOT NULL AND strpos(body, '":"@@') > 0 THEN
+      body := ivr_fill(body, fills);
+    END IF;
+    INSERT INTO audit_queue (kind, ref, body, queued_at) VALUES (leaf.k, leaf.r, body, at);
   END LOOP;
 END $$;
 
@@ -96,19 +114,21 @@ BEGIN
   RETURN c;
 END $$;
 
--- Whether this person's latest decision for at least one channel is a grant.
+-- Whether this person's latest decision for at least one channel is a grant. (PL/pgSQL,
+-- not SQL: its plan is kept for the session instead of made at every call.)
 CREATE OR REPLACE FUNCTION ivr_has_grant(p_phone_hmac text, p_decisive text[],
                                          p_channels text[], p_granted text)
-RETURNS boolean LANGUAGE sql STABLE AS $$
-  SELECT p_phone_hmac IS NOT NULL AND EXISTS (
+RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN p_phone_hmac IS NOT NULL AND EXISTS (
     SELECT 1 FROM (
       SELECT DISTINCT ON (ch.value) k.decision
         FROM consents k CROSS JOIN LATERAL json_array_elements_text(k.channels) ch
        WHERE k.phone_hmac = p_phone_hmac AND k.decision = ANY (p_decisive)
          AND ch.value = ANY (p_channels)
        ORDER BY ch.value, k.captured_at DESC, k.id DESC) latest
-     WHERE latest.decision = p_granted)
-$$;
+     WHERE latest.decision = p_granted);
+END $$;
 
 -- A flow version stored the first time a run uses it (`version_row` is NULL when this
 -- worker knows it is stored).
@@ -148,11 +168,12 @@ END $$;
 -- The webhook's own row: its path, idempotency token, outcome and answer.
 CREATE OR REPLACE FUNCTION ivr_answered(p_path text, p_sid text, p_token text,
                                        p_now timestamptz, p_outcome text, p_response text)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
   INSERT INTO webhook_requests (path, call_sid, idempotency_token, received_at, outcome,
                                 status_code, response)
-  VALUES (p_path, p_sid, p_token, p_now, p_outcome, 200, p_response)
-$$;
+  VALUES (p_path, p_sid, p_token, p_now, p_outcome, 200, p_response);
+END $$;
 
 -- /voice/incoming: the call, the default flow's run and its first turn.
 CREATE OR REPLACE FUNCTION ivr_webhook_incoming(p json, OUT outcome text, OUT response text)
@@ -543,19 +564,17 @@ BEGIN
      WHERE call_sid = p_sid;
     ended_now := c.ended_at IS NULL AND t.ended IS NOT NULL;
     final_status := CASE WHEN v_applied THEN p_status ELSE c.status END;
-    PERFORM ivr_queue_leaves(json_build_array(json_build_array(
-                               'call.status', p_sid,
-                               CASE WHEN v_applied THEN p_body_applied ELSE p_body_stored END)),
-                             p_now, NULL);
+    PERFORM ivr_queue_leaf('call.status', p_sid,
+                           CASE WHEN v_applied THEN p_body_applied ELSE p_body_stored END,
+                           p_now, NULL);
     IF v_terminal THEN
       -- A hang-up is never a consent: the open runs are marked, each with its leaf.
       FOR r IN SELECT f.id, f.step FROM flow_runs f
                 WHERE f.call_sid = p_sid AND NOT f.ended AND f.hangup_at IS NULL
                 ORDER BY f.created_at, f.id FOR UPDATE LOOP
         UPDATE flow_runs SET hangup_at = p_now WHERE id = r.id;
-        PERFORM ivr_queue_leaves(json_build_array(json_build_array(
-                                   'input.received', p_sid, p_hangup_body)),
-                                 p_now, json_build_object('run', r.id, 'step', r.step + 1));
+        PERFORM ivr_queue_leaf('input.received', p_sid, p_hangup_body, p_now,
+                               json_build_object('run', r.id, 'step', r.step + 1));
       END LOOP;
       -- The call's transfers still on their way fail.
       FOR x IN SELECT * FROM transfers y
@@ -566,11 +585,9 @@ BEGIN
                              failure_message = (p_transfer_failures -> x.status) ->> 'message',
                              twilio_code = NULL, failure_status = 409
          WHERE id = x.id;
-        PERFORM ivr_queue_leaves(json_build_array(json_build_array(
-                                   'transfer.failed', p_sid,
-                                   (p_transfer_failures -> x.status) ->> 'body')),
-                                 p_now, json_build_object('transfer_id', x.id,
-                                                          'agent_id', x.agent_id));
+        PERFORM ivr_queue_leaf('transfer.failed', p_sid,
+                               (p_transfer_failures -> x.status) ->> 'body', p_now,
+                               json_build_object('transfer_id', x.id, 'agent_id', x.agent_id));
       END LOOP;
     END IF;
     outcome := CASE WHEN v_applied THEN 'applied' ELSE 'stored' END;
@@ -631,8 +648,7 @@ BEGIN
       url = EXCLUDED.url, error_code = EXCLUDED.error_code, updated_at = EXCLUDED.updated_at
     WHERE coalesce((p_order ->> EXCLUDED.status)::int, 0)
           >= coalesce((p_order ->> x.status)::int, 0);
-    PERFORM ivr_queue_leaves(json_build_array(json_build_array('recording.status', p_sid,
-                                                               p_body)), p_now, NULL);
+    PERFORM ivr_queue_leaf('recording.status', p_sid, p_body, p_now, NULL);
     outcome := 'stored';
   END IF;
   PERFORM ivr_answered(p_path, p_sid, p_token, p_now,
