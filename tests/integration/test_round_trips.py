@@ -99,15 +99,15 @@ def _fresh(m: Measured, caller, key: str = "1") -> None:
     m("fresh: status", lambda: caller.status("completed", duration=42))
 
 
-def _transfer(m: Measured, app, client, local_caller, twilio, number: str,
+def _transfer(m: Measured, app, client, local_caller, fake_twilio, number: str,
               bearer: str) -> None:
     moved = local_caller(from_number=number, account_sid="AC" + "1" * 32)
     moved.dial()
-    twilio.calls[moved.call_sid] = "in-progress"
+    fake_twilio.calls[moved.call_sid] = "in-progress"
     r = client.post("/api/transfers", json={"call_sid": moved.call_sid, "return_to": QUEUE},
                     headers=auth(bearer, "key-" + moved.call_sid))
     assert r.status_code == 201, r.get_data(as_text=True)
-    url = twilio.updates()[-1].form["Url"]
+    url = fake_twilio.updates()[-1].form["Url"]
     turn = m("transfer: start", lambda: follow(moved, url))
     back = m("transfer: return (decides)", lambda: moved.press(turn, "1"))
     assert back.end == "enqueue:sales", back
