@@ -12,6 +12,7 @@ from ivr import create_app
 from ivr.adapters.audio import AudioLibrary, catalog, library
 from ivr.adapters.audio.build import build
 from ivr.adapters.audio.manifest import MANIFEST, read_manifest
+from ivr.storage.db import database
 from tests.support.audio import TINY_FLOW, write_flow
 
 
@@ -34,9 +35,13 @@ def audio_dir(rendered, tmp_path):
 
 @pytest.fixture
 def app(audio_dir, tmp_path, database_url):
-    return create_app({"AUDIO_DIR": str(audio_dir), "INSTANCE_DIR": str(tmp_path / "inst"),
-                       "DATABASE_URL": database_url,
-                       "AUDIO_CHECK_INTERVAL": 0})
+    """A production-like app (not TESTING) serving the audio; its audit sequencer off, so no
+    sequencer thread outlives the test's schema."""
+    application = create_app({"AUDIO_DIR": str(audio_dir), "INSTANCE_DIR": str(tmp_path / "inst"),
+                              "DATABASE_URL": database_url, "AUDIO_CHECK_INTERVAL": 0,
+                              "AUDIT_SEQUENCER": "off"})
+    yield application
+    database(application).engine.dispose()
 
 
 class Client:
