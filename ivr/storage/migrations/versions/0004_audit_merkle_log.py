@@ -10,12 +10,11 @@ Revises: 0002
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
-
-from ivr.audit import merkle
 
 revision = "0004"
 down_revision = "0003"
@@ -33,6 +32,31 @@ def guard_statements() -> list[str]:
 
 
 _BATCH = 5000
+
+
+# RFC 9162's hashes, frozen here (the migration imports no live module): a leaf is
+# SHA-256(0x00 || body), a node SHA-256(0x01 || left || right).
+def _leaf_hash(body: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + body).digest()
+
+
+class _RightEdge:
+    """The perfect subtrees on the right edge of a growing tree; each completed node is
+    handed to `on_node(level, index, hash)`."""
+
+    def __init__(self):
+        self.size = 0
+        self.peaks: list[bytes] = []
+
+    def append(self, h: bytes, on_node) -> None:
+        index, level = self.size, 0
+        self.size += 1
+        while index & 1:
+            h = hashlib.sha256(b"\x01" + self.peaks.pop() + h).digest()
+            index >>= 1
+            level += 1
+            on_node(level, index, h)
+        self.peaks.append(h)
 
 
 def _drop_guard(bind) -> None:
@@ -88,7 +112,7 @@ def upgrade() -> None:
     log = sa.table("audit_log", sa.column("seq", sa.BigInteger), sa.column("body", sa.Text))
     nodes = sa.table("audit_tree", sa.column("level", sa.SmallInteger),
                      sa.column("idx", sa.BigInteger), sa.column("hash", sa.LargeBinary))
-    compact = merkle.CompactRange()
+    compact = _RightEdge()
     last = 0
     while True:
         rows = bind.execute(sa.select(log.c.seq, log.c.body).where(log.c.seq > last)
@@ -100,7 +124,7 @@ def upgrade() -> None:
             if seq != compact.size + 1:
                 raise RuntimeError(f"audit_log has a gap before seq {seq}: run `audit verify` "
                                    "on the previous release and restore the log first")
-            h = merkle.leaf_hash(body.encode("utf-8"))
+            h = _leaf_hash(body.encode("utf-8"))
             made.append({"level": 0, "idx": seq - 1, "hash": h})
             compact.append(h, lambda lv, i, hh, out=made: out.append(
                 {"level": lv, "idx": i, "hash": hh}))
