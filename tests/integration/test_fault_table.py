@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
+from abc import ABC, abstractmethod
 from collections import Counter
 from email.utils import format_datetime
 
@@ -296,17 +297,19 @@ def rig(app_config, twilio, row):
 # --- the faults -------------------------------------------------------------------------
 
 
-class Fault:
+class Fault(ABC):
     """One row: arm() makes the fault, disarm() recovers; `live` rows apply webhooks
     without the spool (the app retried), the others answer from it."""
 
     live = False
 
+    @abstractmethod
     def arm(self, rig) -> None:
-        raise NotImplementedError
+        """Make the fault happen from now on."""
 
+    @abstractmethod
     def disarm(self, rig) -> None:
-        raise NotImplementedError
+        """Recover: the database is reachable and answering again."""
 
     def struck(self, rig) -> bool:
         """Whether the fault was met (where it can be told)."""

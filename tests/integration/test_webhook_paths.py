@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -111,11 +112,12 @@ def _portless(value):
         if isinstance(value, str) else value
 
 
-class WebhookPath:
+class WebhookPath(ABC):
     """Plays a scenario against a fresh database through one path; its stored rows."""
 
+    @abstractmethod
     def play(self, app_config: dict, scenario) -> dict:
-        raise NotImplementedError
+        """Play `scenario` against the database `app_config` names; its stored rows."""
 
     @staticmethod
     def rows(url: str) -> dict:
