@@ -4,6 +4,7 @@ leaf bytes are standard base64 (ivr/storage/audit_tree.py makes them from the st
 from __future__ import annotations
 
 import base64
+import json
 
 from . import merkle
 
@@ -11,6 +12,12 @@ from . import merkle
 def b64(data: bytes) -> str:
     """Standard base64."""
     return base64.b64encode(data).decode()
+
+
+def proof_json(doc: dict) -> str:
+    """The proof document as `audit prove --json` prints it and an evidence package holds it:
+    one line of JSON and a newline, so the two can be compared byte for byte."""
+    return json.dumps(doc) + "\n"
 
 
 def check_proof_document(doc: dict, leaf_hash=merkle.leaf_hash) -> None:

@@ -15,15 +15,15 @@ from ivr.audit import checkpoint as cps
 from ivr.audit import note
 from ivr.audit.chain import iso
 from ivr.audit.errors import AuditError, VerificationError
-from ivr.audit.proofs import b64
+from ivr.audit.proofs import b64, proof_json
 from ivr.audit.verify import max_queue_age_default
 from ivr.cli.context import parse_when, with_app
 from ivr.services import audit_keys
 from ivr.services.audit_replay import replay_call, replay_range
 from ivr.services.audit_sequencer import log_origin, mmd, note_verifier, run_pass
 from ivr.services.audit_verify import verify_log
+from ivr.storage.audit_tree import checkpoint_head, latest_head, prove_call
 from ivr.storage.audit_tree import consistency as consistency_proof
-from ivr.storage.audit_tree import latest_head, prove_call
 from ivr.storage.db import session
 from ivr.storage.flowstore import flows
 from ivr.storage.models import AuditEntry, AuditTreeHead
@@ -221,19 +221,32 @@ def public_key(as_note):
 @audit_cli.command("prove")
 @click.argument("call_sid")
 @click.option("--json", "as_json", is_flag=True, help="The proof document (the public contract).")
-def prove(call_sid, as_json):
-    """The call's leaves with inclusion proofs to the latest signed checkpoint.
+@click.option("--checkpoint", "checkpoint_id", type=click.IntRange(min=1), default=None,
+              help="Prove to signed checkpoint #N (its id in `audit checkpoints`): the call's "
+                   "leaves it covers. Default: the latest checkpoint, covering every leaf.")
+@click.option("--size", "tree_size", type=click.IntRange(min=1), default=None,
+              help="Prove to the signed checkpoint of this tree size (like --checkpoint).")
+def prove(call_sid, as_json, checkpoint_id, tree_size):
+    """The call's leaves with inclusion proofs to a signed checkpoint (the latest by default).
 
-    Exits 1 for an unknown call, or while its leaves are not yet in a checkpoint.
+    Exits 1 for an unknown call, or, without --checkpoint/--size, while its leaves are not
+    yet in a checkpoint. An evidence package's proof/proof.json is this document for the
+    checkpoint its README names.
     """
+    if checkpoint_id is not None and tree_size is not None:
+        raise click.UsageError("give --checkpoint or --size, not both")
+
     @with_app
     def run():
+        s = session()
         try:
-            doc = prove_call(session(), call_sid)
+            head = None if checkpoint_id is None and tree_size is None else \
+                checkpoint_head(s, checkpoint=checkpoint_id, size=tree_size)
+            doc = prove_call(s, call_sid, head)
         except AuditError as e:
             raise click.ClickException(str(e)) from None
         if as_json:
-            click.echo(json.dumps(doc))
+            click.echo(proof_json(doc), nl=False)
             return
         click.echo(doc["checkpoint"], nl=False)
         click.echo(f"\ntree size {doc['tree_size']}, root {doc['root_hash']}")

@@ -12,21 +12,28 @@ from sqlalchemy.orm import Session
 
 from ivr.audit.errors import AuditError
 from ivr.audit.replay import CallEntries, Mismatch, ReplayResult, RunReplay, replay_run
-from ivr.storage.models import AuditEntry, Call, Consent, FlowRun, Turn
+from ivr.storage.models import AuditEntry, AuditTreeHead, Call, Consent, FlowRun, Turn
 
 from .audit_verify import verify_entries
 
 
-def replay_call(session: Session, registry, call_sid: str, *, public_keys=None) -> ReplayResult:
-    """Replay every flow run of one call and compare it with the record."""
+def replay_call(session: Session, registry, call_sid: str, *, public_keys=None,
+                checkpoint: AuditTreeHead | None = None) -> ReplayResult:
+    """Replay every flow run of one call and compare it with the record.
+
+    With `checkpoint`, the call's audit leaves are those it covers, checked against it (an
+    evidence package replays against the one checkpoint it is built on)."""
     runs = list(session.scalars(select(FlowRun).where(FlowRun.call_sid == call_sid)
                                 .order_by(FlowRun.created_at, FlowRun.id)))
     if not runs and session.get(Call, call_sid) is None:
         raise AuditError(f"unknown call: {call_sid}")
     result = ReplayResult(call_sid)
-    rows = list(session.execute(select(AuditEntry.seq, AuditEntry.body)
-                                .where(AuditEntry.ref == call_sid).order_by(AuditEntry.seq)))
-    result.chain = verify_entries(session, [r.seq for r in rows], public_keys=public_keys)
+    q = select(AuditEntry.seq, AuditEntry.body).where(AuditEntry.ref == call_sid)
+    if checkpoint is not None:
+        q = q.where(AuditEntry.seq <= checkpoint.tree_size)
+    rows = list(session.execute(q.order_by(AuditEntry.seq)))
+    result.chain = verify_entries(session, [r.seq for r in rows], public_keys=public_keys,
+                                  checkpoint=checkpoint)
     if not result.chain.ok:
         p = result.chain.problem
         result.mismatches.append(Mismatch(None, None, f"the call's audit entries do not verify "

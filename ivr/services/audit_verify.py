@@ -48,6 +48,7 @@ from ivr.storage.models import (
     AuditEntry,
     AuditNode,
     AuditQueue,
+    AuditTreeHead,
     Call,
     Consent,
     FlowRun,
@@ -255,9 +256,11 @@ def check_coverage(session: Session) -> None:
 
 
 def verify_entries(session: Session, seqs: Iterable[int], *, public_keys=None,
-                   verifiers=None, origin=None, ref: str | None = None) -> EntriesStatus:
+                   verifiers=None, origin=None, ref: str | None = None,
+                   checkpoint: AuditTreeHead | None = None) -> EntriesStatus:
     """Check these leaves against their stored hashes, and each one's inclusion proof in the
-    latest checkpoint; never raises on a broken log (the result says what is wrong)."""
+    latest checkpoint (or in `checkpoint`); never raises on a broken log (the result says what
+    is wrong)."""
     seqs = sorted(set(seqs))
     status = EntriesStatus(ok=True, checked=0, seqs=seqs)
     if ref is not None:
@@ -269,7 +272,7 @@ def verify_entries(session: Session, seqs: Iterable[int], *, public_keys=None,
     if verifiers is None:
         _k, verifiers, origin = _default_trust(session)
     try:
-        row = latest_head(session)
+        row = checkpoint if checkpoint is not None else latest_head(session)
         head = open_heads([(row.id, row.tree_size, row.root_hash, row.note)], verifiers,
                           origin)[0] if row is not None else None
         tree = StoredTree(session)

@@ -81,25 +81,60 @@ def _head_from_row(row) -> AuditTreeHead:
                          at=row.at, note=row.note)
 
 
-def prove_call(session: Session, call_sid: str) -> dict:
-    """The call's leaves with RFC 9162 inclusion proofs to the latest signed checkpoint.
+def checkpoint_head(session: Session, *, checkpoint: int | None = None,
+                    size: int | None = None) -> AuditTreeHead:
+    """A signed checkpoint by its id (`#N` in `audit checkpoints`) or by its tree size; the
+    latest when neither is given. Raises AuditError when there is none such."""
+    if checkpoint is not None:
+        head = session.get(AuditTreeHead, checkpoint)
+        if head is None:
+            raise AuditError(f"there is no signed checkpoint #{checkpoint} (see "
+                             "`python -m ivr audit checkpoints`)")
+        return head
+    if size is not None:
+        head = session.scalar(select(AuditTreeHead).where(AuditTreeHead.tree_size == size)
+                              .order_by(AuditTreeHead.id.desc()).limit(1))
+        if head is None:
+            raise AuditError(f"no signed checkpoint has tree size {size} (see "
+                             "`python -m ivr audit checkpoints`)")
+        return head
+    head = latest_head(session)
+    if head is None:
+        raise AuditError("no checkpoint has been signed yet (run `python -m ivr audit "
+                         "integrate --once`)")
+    return head
 
-    Raises AuditError for an unknown call, or when a leaf is not yet in a checkpoint.
+
+def prove_call(session: Session, call_sid: str, head: AuditTreeHead | None = None) -> dict:
+    """The call's leaves with RFC 9162 inclusion proofs to a signed checkpoint.
+
+    Without `head`: every leaf of the call, to the latest checkpoint; raises AuditError for an
+    unknown call, or when a leaf is not yet in a checkpoint. With `head`: the call's leaves
+    that checkpoint covers (a later leaf belongs to a later checkpoint), so the document for
+    one checkpoint is the same whenever it is asked for.
     """
-    rows = session.execute(select(AuditEntry.seq, AuditEntry.body)
-                           .where(AuditEntry.ref == call_sid).order_by(AuditEntry.seq)).all()
-    queued = session.scalar(select(AuditQueue.id).where(AuditQueue.ref == call_sid).limit(1))
+    q = select(AuditEntry.seq, AuditEntry.body).where(AuditEntry.ref == call_sid)
+    if head is not None:
+        q = q.where(AuditEntry.seq <= head.tree_size)
+    rows = session.execute(q.order_by(AuditEntry.seq)).all()
+    queued = None if head is not None else session.scalar(
+        select(AuditQueue.id).where(AuditQueue.ref == call_sid).limit(1))
     if not rows and queued is None:
         known = session.get(Call, call_sid) is not None
+        if head is not None and known:
+            raise AuditError(f"checkpoint #{head.id} (tree size {head.tree_size}) covers no "
+                             f"leaf of call {call_sid}")
         raise AuditError(f"no audit leaves refer to call {call_sid}" if known
                          else f"unknown call: {call_sid}")
     if queued is not None:
         raise AuditError(f"call {call_sid} has leaves still queued: they are integrated "
                          "within the MMD (or run `python -m ivr audit integrate --once`)")
-    head = latest_head(session)
-    if head is None or rows[-1].seq > head.tree_size:
-        raise AuditError(f"call {call_sid} has leaves beyond the latest checkpoint: the next "
-                         "one covers them (or run `python -m ivr audit integrate --once`)")
+    if head is None:
+        head = latest_head(session)
+        if head is None or rows[-1].seq > head.tree_size:
+            raise AuditError(f"call {call_sid} has leaves beyond the latest checkpoint: the "
+                             "next one covers them (or run `python -m ivr audit integrate "
+                             "--once`)")
     tree = StoredTree(session)
     n = head.tree_size
     return {

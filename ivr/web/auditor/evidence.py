@@ -5,12 +5,13 @@ signed checkpoint (the sequencer integrates and signs one first when none covers
 checkpoint note with its signed text, signature and public key, optionally a consistency
 proof from an earlier checkpoint the auditor holds, the notice text and documents whose
 SHA-256 is the recorded notice version, the audio files the caller heard (named by their
-SHA-256), the replay output, a README and a standard-library verify script. It holds no
+SHA-256), the replay output, a README and a verify script. It holds no
 entry about any other call, and its size does not grow with the log.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import current_app, render_template
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ivr.audit import chain, merkle, note, proofs
@@ -32,8 +33,8 @@ from ivr.services import audit_keys, audit_sequencer
 from ivr.services.accounts import User
 from ivr.services.audit_replay import replay_call
 from ivr.services.reports import call_timeline
-from ivr.services.timeline import fact_entries, run_versions
-from ivr.storage.audit_tree import StoredTree, latest_head
+from ivr.services.timeline import AUDITOR_KINDS, run_versions
+from ivr.storage.audit_tree import StoredTree, latest_head, prove_call
 from ivr.storage.db import utcnow
 from ivr.storage.models import AuditEntry, AuditQueue, AuditTreeHead, Call
 
@@ -71,13 +72,13 @@ def _jsonl(rows) -> bytes:
 
 
 def ensure_checkpoint(s: Session, call_sid: str) -> None:
-    """Have the call's leaves integrated and covered by a signed checkpoint (the sequencer
-    runs a pass and signs one when they are not)."""
+    """Have every leaf of the call (its facts and the auditors' access to it) integrated and
+    covered by a signed checkpoint: the sequencer runs a pass and signs one when they are not."""
     with transaction(s):
         queued = s.scalar(select(AuditQueue.id).where(AuditQueue.ref == call_sid).limit(1))
-        entries = fact_entries(s, call_sid)
+        last = s.scalar(select(func.max(AuditEntry.seq)).where(AuditEntry.ref == call_sid))
         head = latest_head(s)
-        covered = head is not None and (not entries or entries[-1].seq <= head.tree_size)
+        covered = head is not None and (last is None or last <= head.tree_size)
     if queued is None and covered:
         return
     try:
@@ -147,13 +148,16 @@ def _notices(bodies: list[dict], versions: dict[str, str], registry, s: Session)
     return out
 
 
-def _replay_text(s: Session, registry, call_sid: str) -> str:
-    return replay_call(s, registry, call_sid).render()
+def _replay_text(s: Session, registry, call_sid: str, head: AuditTreeHead) -> str:
+    return replay_call(s, registry, call_sid, checkpoint=head).render()
 
 
-def _summary(doc: dict, phone_hmac: str | None) -> dict:
-    """The call's summary without the phone number (the entries carry its keyed HMAC)."""
+def _summary(doc: dict, phone_hmac: str | None, cover: Coverage) -> dict:
+    """The call's summary without the phone number (the entries carry its keyed HMAC); its
+    timeline holds the leaves the package's checkpoint covers, and `evidence` says which."""
     out = {k: v for k, v in doc.items() if k != "from"}
+    out["timeline"] = [ev for ev in doc["timeline"] if ev["seq"] <= cover.tree_size]
+    out["evidence"] = cover.to_dict()
     out["caller_hmac"] = phone_hmac
     out["consents"] = [{k: v for k, v in c.items() if k != "phone"} for c in doc["consents"]]
     out["consent"] = out["consents"][-1] if out["consents"] else None
@@ -164,19 +168,23 @@ def build_package(s: Session, call_sid: str, *, registry, pii: PersonalData,
                   index: AudioIndex, user: User, since: int | None = None) -> Package:
     """Build the ZIP for one call and record the export as an auditor.access entry.
 
+    The package is built against one signed checkpoint, which covers every leaf about the
+    call when the download begins (the call's facts and the auditors' access to it); every
+    file of it speaks of those leaves. The download's own access entry is a later leaf.
     `since` is the tree size of an earlier checkpoint the auditor holds: the package then
     carries the consistency proof from it to the checkpoint its proofs lead to."""
     ensure_checkpoint(s, call_sid)
     now = utcnow()
     with transaction(s):
         call = s.get(Call, call_sid)
-        entries = fact_entries(s, call_sid)
-        if call is None or not entries:
+        head = latest_head(s)
+        entries = _covered_entries(s, call_sid, head)
+        if call is None or not any(e.kind not in AUDITOR_KINDS for e in entries):
             record_access(s, user, "export.evidence", via="web", call_sid=call_sid, found=False)
             missing = True
         else:
             missing = False
-            package = _build(s, call, entries, registry, pii, index, now, since)
+            package = _build(s, call, entries, head, registry, pii, index, now, since)
             record_access(s, user, "export.evidence", via="web", call_sid=call_sid,
                           phone_hmac=call.phone_hmac)
     if missing:
@@ -184,26 +192,64 @@ def build_package(s: Session, call_sid: str, *, registry, pii: PersonalData,
     return package
 
 
-def _proof_files(s: Session, entries: list[AuditEntry], since: int | None):
-    head = latest_head(s)
-    if head is None or entries[-1].seq > head.tree_size:
-        raise EvidenceError("no checkpoint covers this call yet; try again", 503)
-    tree = StoredTree(s)
+def _covered_entries(s: Session, call_sid: str, head: AuditTreeHead | None) -> list[AuditEntry]:
+    """Every leaf about the call that the checkpoint covers, oldest first."""
+    if head is None:
+        return []
+    return list(s.scalars(select(AuditEntry).where(AuditEntry.ref == call_sid,
+                                                   AuditEntry.seq <= head.tree_size)
+                          .order_by(AuditEntry.seq)))
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What every file of a package states about its leaves: one checkpoint, one count, one
+    range."""
+
+    checkpoint: int
+    tree_size: int
+    count: int
+    first: int
+    last: int
+    facts: int
+    access: int
+
+    @property
+    def line(self) -> str:
+        """The sentence each file repeats."""
+        return (f"{self.count} leaves ({self.first}..{self.last}: {self.facts} facts of the "
+                f"call, {self.access} records of auditors' access) included in signed "
+                f"checkpoint #{self.checkpoint} (tree size {self.tree_size})")
+
+    def to_dict(self) -> dict:
+        """The same, for call.json."""
+        return {"checkpoint": self.checkpoint, "tree_size": self.tree_size,
+                "leaves": self.count, "first_index": self.first, "last_index": self.last,
+                "call_facts": self.facts, "auditor_access": self.access}
+
+
+def _coverage(head: AuditTreeHead, entries: list[AuditEntry]) -> Coverage:
+    access = sum(e.kind in AUDITOR_KINDS for e in entries)
+    return Coverage(head.id, head.tree_size, len(entries), entries[0].seq - 1,
+                    entries[-1].seq - 1, len(entries) - access, access)
+
+
+def _proof_files(s: Session, call_sid: str, entries: list[AuditEntry], head: AuditTreeHead,
+                 cover: Coverage, since: int | None):
     n = head.tree_size
-    root = bytes.fromhex(head.root_hash)
-    doc = {"checkpoint": head.note, "tree_size": n, "root_hash": proofs.b64(root),
-           "leaves": []}
+    try:
+        doc = prove_call(s, call_sid, head)
+    except AuditError as e:
+        raise EvidenceError(f"cannot prove the call's leaves: {e}", 503) from e
     files: dict[str, bytes] = {}
-    for e in entries:
-        i = e.seq - 1
-        path = tree.inclusion(i, n)
-        doc["leaves"].append({"index": i, "leaf": proofs.b64(e.body.encode()),
-                              "proof": [proofs.b64(p) for p in path]})
+    for e, leaf in zip(entries, doc["leaves"], strict=True):
+        i = leaf["index"]
+        path = [base64.b64decode(p) for p in leaf["proof"]]
         files[f"proof/leaf-{i}.bin"] = e.body.encode()
         files[f"proof/path-{i}.txt"] = "".join(
             f"{side} {h.hex()}\n" for side, h in _sides(i, n, path)).encode()
     parsed = note.parse_note(head.note)
-    files["proof/proof.json"] = (json.dumps(doc, indent=1) + "\n").encode()
+    files["proof/proof.json"] = proofs.proof_json(doc).encode()
     files["proof/checkpoint.note"] = head.note.encode()
     files["proof/checkpoint.txt"] = parsed.text.encode()
     files["proof/checkpoint.sig"] = parsed.signatures[0].signature
@@ -220,12 +266,11 @@ def _proof_files(s: Session, entries: list[AuditEntry], since: int | None):
         proofs.check_proof_document(doc)
         verifiers = ([audit_sequencer.note_verifier(current_app, origin, key)] if key else [])
         note.open_checkpoint(head.note, verifiers, origin)
-        result = (f"OK: {len(entries)} leaves of this call are included (RFC 9162 inclusion "
-                  f"proofs) in the tree of {n} leaves whose root checkpoint #{head.id} signs; "
-                  "the signature verifies.")
+        result = (f"OK: {cover.line}: each leaf's RFC 9162 inclusion proof leads to the root "
+                  "the checkpoint signs; the signature verifies.")
     except merkle.VerificationError as e:
         result = f"FAILED: {e}"
-    return files, head, result
+    return files, result
 
 
 def _sides(index: int, size: int, path: list[bytes]) -> list[tuple[str, bytes]]:
@@ -246,11 +291,13 @@ def _sides(index: int, size: int, path: list[bytes]) -> list[tuple[str, bytes]]:
     return out
 
 
-def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, index, now,
-           since: int | None = None):
+def _build(s: Session, call: Call, entries: list[AuditEntry], head: AuditTreeHead, registry,
+           pii, index, now, since: int | None = None):
     sid = call.call_sid
-    proof_files, head, chain_result = _proof_files(s, entries, since)
-    bodies = [{**json.loads(e.body), "index": e.seq - 1} for e in entries]
+    cover = _coverage(head, entries)
+    proof_files, chain_result = _proof_files(s, sid, entries, head, cover, since)
+    bodies = [{**json.loads(e.body), "index": e.seq - 1} for e in entries
+              if e.kind not in AUDITOR_KINDS]
     versions = run_versions(s, sid, bodies)
     notices = _notices(bodies, versions, registry, s)
     hashes = []
@@ -260,7 +307,7 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
                 hashes.append(p["audio"])
     found = index.find(hashes)
     try:
-        replay = _replay_text(s, registry, sid)
+        replay = _replay_text(s, registry, sid, head)
     except Exception as e:  # noqa: BLE001 - a failed replay is itself evidence, and is shown
         replay = f"REPLAY FAILED: {type(e).__name__}: {e}\n"
 
@@ -292,9 +339,12 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
             continue
         files[f"audio/{h}.wav"] = path.read_bytes()
     files["replay.txt"] = replay.encode("utf-8")
-    files["call.json"] = (json.dumps(_summary(call_timeline(s, sid, pii), call.phone_hmac),
-                                     ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    files["call.json"] = (json.dumps(_summary(call_timeline(s, sid, pii), call.phone_hmac,
+                                              cover), ensure_ascii=False, indent=2)
+                          + "\n").encode("utf-8")
     checks = [f"Log: {chain_result}"]
+    checks.append("Replay: " + ("OK" if "Result: OK" in replay else "see replay.txt")
+                  + f"; it reads the same {cover.count} leaves.")
     for n in notices:
         for name, canonical, version, recorded in n["docs"]:
             # A decision records the notice version (every part heard in the language); a
@@ -312,7 +362,7 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
     files["verify.py"] = VERIFY_SCRIPT.read_bytes()
     files["README.txt"] = render_template(
         "auditor/evidence_readme.txt", call_sid=sid, now=times.text(now), head=head,
-        head_at=times.text(head.at),
+        head_at=times.text(head.at), cover=cover,
         entries=entries, notices=notices, has_key="proof/public_key.pem" in files,
         has_consistency="proof/consistency.json" in files,
         audio=[h for h in hashes if h not in missing_audio], missing_audio=missing_audio,

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Verify an IVR evidence package with nothing but Python's standard library.
+"""Verify an IVR evidence package with Python's standard library, plus `cryptography` or the
+openssl command for the checkpoint's Ed25519 signature.
 
 Run it from the package folder (where README.txt is):  python3 verify.py
 It checks, and says which check failed:
