@@ -40,8 +40,15 @@ db: setup
 audio: setup
 	$(PY) -m ivr audio build --engine auto
 
+# The port `make run` serves on: `make run PORT=5050` (or IVR_PORT=5050 in the environment).
+# The server then checks Twilio's signatures against http://127.0.0.1:PORT unless
+# IVR_PUBLIC_URL says otherwise.
+IVR_PORT ?= 5000
+PORT ?= $(IVR_PORT)
+
 run: db audio
-	$(PY) -m ivr serve --host 127.0.0.1 --port 5000
+	IVR_PUBLIC_URL="$${IVR_PUBLIC_URL:-http://127.0.0.1:$(PORT)}" \
+	  $(PY) -m ivr serve --host 127.0.0.1 --port $(PORT)
 
 # Programs from Debian that some tests use: chromium (headless browser tests), ffmpeg (its
 # ffprobe reads the codec of rendered prompts), openssl, jq and xxd (an auditor checks an

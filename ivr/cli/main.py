@@ -33,7 +33,8 @@ def cli():
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=int, envvar="IVR_PORT",
+              help="The port to serve on (also IVR_PORT).")
 @with_app
 def serve(host, port):
     """Start the service (development server; production uses gunicorn on wsgi:app)."""

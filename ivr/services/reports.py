@@ -14,6 +14,10 @@ from .calls import ordered_times
 from .consents import export_record
 from .timeline import build, notices
 
+# Where a call's start comes from, for `calls show` (the call page says the same).
+FIRST_SEEN = {"twilio": "", None: "",
+              "flow": " (when the call reached the consent flow; Twilio reported no start)"}
+
 
 def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt else None
@@ -50,6 +54,16 @@ def call_timeline(session: Session, call_sid: str, pii, registry=None) -> dict |
     registry = registry if registry is not None else flows()
     story = build(session, call_sid, registry)
     started, answered, ended = ordered_times(call.started_at, call.answered_at, call.ended_at)
+    # A call an agent transferred to us never passed /voice/incoming: Twilio told us nothing
+    # of its start. The first moment we know of is when it reached the consent flow (the
+    # timeline's "Call started" leaf), and a call in the flow was answered by then; every
+    # surface shows that same moment, and says where it comes from.
+    first_seen = next((ev.at for ev in story if ev.kind == "call.started"), None)
+    started_source = "twilio" if started is not None else ("flow" if first_seen else None)
+    if started is None and first_seen is not None:
+        started = datetime.fromisoformat(first_seen.replace("Z", "+00:00"))
+        answered = answered or started
+        started, answered, ended = ordered_times(started, answered, ended)
     duration, duration_source = call_duration(call)
     events: list[dict] = []
     for ev in session.scalars(select(CallEvent).where(CallEvent.call_sid == call_sid)
@@ -91,6 +105,7 @@ def call_timeline(session: Session, call_sid: str, pii, registry=None) -> dict |
         "direction": call.direction, "status": call.status, "duration": duration,
         "duration_source": duration_source,
         "started_at": _iso(started), "answered_at": _iso(answered), "ended_at": _iso(ended),
+        "started_source": started_source,
         "flow_version": runs[0].flow_version if runs else None,
         "runs": [{"run": r.id, "origin": r.origin, "flow_id": r.flow_id,
                   "flow_version": r.flow_version, "transfer_id": r.transfer_id,
@@ -130,8 +145,8 @@ def timeline_text(doc: dict) -> str:
            f"  status    {dash(doc['status'])}",
            f"  duration  {dash(doc['duration'], ' s')}"
            + (f" ({source[doc['duration_source']]})" if doc["duration_source"] else ""),
-           f"  started   {times.text(doc['started_at'])}",
-           f"  answered  {times.text(doc['answered_at'])}",
+           f"  started   {times.text(doc['started_at'])}" + FIRST_SEEN[doc["started_source"]],
+           f"  answered  {times.text(doc['answered_at'])}" + FIRST_SEEN[doc["started_source"]],
            f"  ended     {times.text(doc['ended_at'])}"]
     for r in doc["runs"]:
         out.append(f"  flow      {r['flow_id']} {r['flow_version']} ({r['origin']})")

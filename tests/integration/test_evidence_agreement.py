@@ -29,7 +29,6 @@ def transferred_call(app, client, local_caller, twilio):
     """Agent deniz sends a live call into the flow; the caller consents and goes back."""
     _agent, token = make_user(app, "deniz", "agent")
     c = local_caller(account_sid=ACCOUNT)
-    c.dial()
     twilio.calls[c.call_sid] = "in-progress"
     status, doc, _ = post_transfer(client, token, "k", {"call_sid": c.call_sid,
                                                          "return_to": QUEUE})

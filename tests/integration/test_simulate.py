@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -313,3 +314,23 @@ def test_the_interactive_prompt_asks_again_for_a_key_that_is_not_one(runner):
     assert result.output.count("Error: one key: 0-9 * #, 't' for a silence, 'h' to hang up") == 2
     assert "caller presses: 2" in result.output
     assert result.output.splitlines()[-1] == "Decision: declined"
+
+
+README_EXAMPLE = re.compile(r"^\.venv/bin/python -m ivr simulate (--from \S+)(?: --digits (\S+))?"
+                            r"\s+# (.*)$", re.M)
+SAYS = {"consent": "granted", "decline": "declined", "hear the notice again, then consent":
+        "granted", "English, then consent": "granted", "three silences: no_input": "no_input",
+        "the first caller again: withdraws": "withdrawn"}
+
+
+def test_the_readmes_call_examples_do_what_their_comments_say(runner):
+    """Each example has its own number, so each does what it says, in the README's order."""
+    examples = README_EXAMPLE.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(examples) == 7
+    for option, digits, comment in examples:
+        if not digits:
+            continue  # the interactive one
+        number = option.split()[1]
+        result = simulate(runner, "--in-process", "--from", number, "--digits", digits)
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[-1] == f"Decision: {SAYS[comment]}", comment

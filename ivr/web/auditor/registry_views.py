@@ -66,7 +66,12 @@ def flow_diff():
     """Two flow versions side by side: prompts (words and audio hash) and nodes."""
     s = db_session()
     with transaction(s):
-        a, b = resolve(s, request.args.get("a", "")), resolve(s, request.args.get("b", ""))
+        given = request.args.get("a", "").strip(), request.args.get("b", "").strip()
+        if not all(given):
+            return _error(400, _("Cannot compare"),
+                          _("Two versions must be chosen to compare: pick a first and a second "
+                            "version in the list of flow versions."))
+        a, b = resolve(s, given[0]), resolve(s, given[1])
         if a is None or b is None:
             missing = (_("The first version is not a stored flow version.") if a is None
                        else _("The second version is not a stored flow version."))
