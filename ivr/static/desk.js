@@ -41,7 +41,7 @@
     cell(tr, when(t.requested_at));
     cell(tr, t.call_sid, "sid");
     cell(tr, where(t.return_to));
-    cell(tr, ((T.statuses || {})[t.status] || t.status) + (t.error ? ": " + t.error.message : ""),
+    cell(tr, ((T.statuses || {})[t.status] || t.status) + (t.error ? ": " + ((T.reasons || {})[t.error.reason] || t.error.message) : ""),
          "status" + (t.status === "failed" ? " failed" : ""));
     var decision = document.createElement("span");
     if (t.decision) {

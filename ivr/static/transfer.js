@@ -55,7 +55,7 @@
     });
     $("error").hidden = !t.error;
     if (t.error) {
-      text("error", t.error.message + (t.error.twilio_code ?
+      text("error", ((T.reasons || {})[t.error.reason] || t.error.message) + (t.error.twilio_code ?
            " " + say("twilio_error", {code: t.error.twilio_code}) : ""));
     }
     text("updated", say("updated", {when: when(new Date().toISOString())}));

@@ -25,8 +25,11 @@ from ivr.web.api.transfers import REFUSALS, document
 from ivr.web.auditor.guards import role_required
 from ivr.web.auditor.login import current_user
 from ivr.web.auditor.roles import DESK_ROLES
+from ivr.web.i18n import field_rule, transfer_reason
 
 LISTED = 50
+# The queue the desk offers by default: where `simulate --transfer` sends callers back.
+DEFAULT_QUEUE = "agents"
 LIVE = ("requested", "in_flow", "decided")
 RETURN_TYPES = ("queue", "dial_number", "dial_client", "hangup")
 VIEWERS = ("auditor", "admin")  # besides the agent who made it
@@ -52,7 +55,8 @@ def _listing(s, user) -> list[dict]:
 
 
 def _form_defaults() -> dict:
-    return {"call_sid": "", "return_type": "queue", "queue": "", "number": "", "client": "",
+    return {"call_sid": "", "return_type": "queue", "queue": DEFAULT_QUEUE, "number": "",
+            "client": "",
             "language": "", "force": False}
 
 
@@ -149,7 +153,8 @@ def create():
         req = transfer_request.parse(body, flows())
     except transfer_request.InvalidRequest as exc:
         field = FIELD_OF.get(exc.field or "", "call_sid")
-        return _desk(typed, {field: exc.message}, 400, _("The transfer was not started."))
+        return _desk(typed, {field: field_rule(field, exc.message)}, 400,
+                     _("The transfer was not started."))
     s = db_session()
     _end_read(s)
     url = current_app.extensions["ivr_renderer"].url
@@ -160,7 +165,8 @@ def create():
                              twiml_url=url)
     except service.Refused as exc:
         return _desk(typed, {}, REFUSALS[exc.reason], _(
-            "The transfer was not started: %(reason)s.", reason=exc.message))
+            "The transfer was not started: %(reason)s.",
+            reason=transfer_reason(exc.reason, exc.message, exc.details)))
     except start.StillWaiting:
         return _desk(typed, {}, 409, _("This form was already sent and is still waiting for "
                                         "Twilio. Wait a moment; the transfer appears below."))
@@ -169,7 +175,7 @@ def create():
         return _desk(typed, {}, 503, _("The database is unavailable. Send the form again."))
     if t.status == "failed":
         flash(_("The transfer of %(sid)s failed: %(reason)s.", sid=t.call_sid,
-                reason=t.failure_message), "error")
+                reason=transfer_reason(t.failure_reason, t.failure_message)), "error")
     elif new:
         flash(_("The transfer of %(sid)s has started.", sid=t.call_sid), "ok")
     else:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, Flask, redirect, request, url_for
-from flask_babel import Babel, get_locale
+from flask_babel import Babel, format_decimal, format_percent, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from markupsafe import Markup, escape
 
 from ivr.storage.db import session as db_session
 
@@ -37,6 +38,106 @@ TRANSFER_STATUSES = {"requested": _l("requested"), "in_flow": _l("in_flow"),
                      "failed": _l("failed")}
 DIFF_STATES = {"added": _l("added"), "removed": _l("removed"), "changed": _l("changed"),
                "same": _l("same")}
+
+CALL_STATUSES = {"queued": _l("queued"), "ringing": _l("ringing"),
+                 "in-progress": _l("in progress"), "completed": _l("completed"),
+                 "busy": _l("busy"), "failed": _l("failed"),
+                 "no-answer": _l("no answer"), "canceled": _l("canceled")}
+DIRECTIONS = {"inbound": _l("incoming"), "outbound-api": _l("outgoing (API)"),
+              "outbound-dial": _l("outgoing (dialled)")}
+PURPOSES = {"marketing": _l("marketing (advertising, campaigns, promotions)")}
+RECORDING_STATUSES = {"in-progress": _l("recording"), "completed": _l("recording complete"),
+                      "absent": _l("absent (under a second)"),
+                      "failed": _l("recording failed"), "paused": _l("paused"),
+                      "stopped": _l("stopped"), "processing": _l("processing")}
+TRACKS = {"inbound": _l("the caller's voice"), "outbound": _l("our side"),
+          "both": _l("both sides")}
+AUDIT_KINDS = {
+    "call.started": _l("Call started"), "prompts.played": _l("Prompts played"),
+    "notice.played": _l("Notice part played"), "input.received": _l("Input received"),
+    "consent.decided": _l("Consent decided"), "consent.withdrawn": _l("Consent withdrawn"),
+    "call.status": _l("Call status"), "recording.status": _l("Recording status"),
+    "transfer.requested": _l("Transfer requested by the agent"),
+    "transfer.redirected": _l("Twilio redirected the call into the flow"),
+    "transfer.in_flow": _l("Transferred caller reached the consent flow"),
+    "transfer.decided": _l("Transferred caller decided"),
+    "transfer.returned": _l("Transferred caller sent back"),
+    "transfer.failed": _l("Transfer failed"),
+}
+ACCESS_ACTIONS = {
+    "view.search": _l("search"), "view.call": _l("viewed the call page"),
+    "export.csv": _l("CSV export"), "export.json": _l("JSON export"),
+    "export.evidence": _l("evidence package download"), "api.call": _l("API: the call"),
+    "api.consents": _l("API: consents"), "play.recording": _l("played a recording"),
+    "view.queues": _l("viewed the work queues"), "view.hangups": _l("viewed hang-ups"),
+}
+VIA = {"web": _l("the web workspace"), "api": _l("the API")}
+IYS_ACTIONS = {"export": _l("to export"), "skipped": _l("will not be sent"),
+               "superseded": _l("superseded")}
+# Why an İYS record is not sent, by its code (ivr/domain/kvkk/iys.py); %(...)s from params.
+IYS_REASONS = {
+    "RECIPIENT": _l("The recipient is not an E.164 phone number."),
+    "DATE": _l("İYS takes no consent date before 01.05.2015."),
+    "H175": _l("A first İYS record for a recipient and type cannot be RET (H175): the number "
+               "was never registered with ONAY, so there is nothing to withdraw in İYS."),
+    "H178": _l("Older than the consent date last sent for this recipient and type "
+               "(%(date)s; H178)."),
+    "H174": _l("İYS already holds RET for this recipient and type (batch %(batch)s); a "
+               "repeated RET is refused (H174)."),
+    "UNCHANGED": _l("İYS already holds ONAY for this recipient and type (batch %(batch)s); "
+                    "nothing new to register."),
+    "SUPERSEDED": _l("A later decision (consent %(consent)s) for this recipient and type is "
+                     "what İYS needs."),
+}
+# KVKK Art. 11 requests: what is asked and how it was received.
+REQUEST_KINDS = {
+    "learn": _l("whether data is processed"), "information": _l("information on processing"),
+    "purpose": _l("the purpose of processing"), "recipients": _l("the recipients"),
+    "rectification": _l("rectification"), "erasure": _l("erasure"),
+    "notify_third_parties": _l("notifying third parties"), "objection": _l("objection"),
+    "compensation": _l("compensation"), "other": _l("other")}
+RECEIVED_BY = {"email": _l("e-mail"), "post": _l("post"), "phone": _l("phone"),
+               "in_person": _l("in person"), "other": _l("other")}
+RETENTION_ACTS = {"anonymised": _l("anonymised"), "deleted": _l("deleted")}
+RETENTION_REASONS = {"retention period ended": _l("the retention period ended")}
+RETENTION_CATEGORIES = {
+    "subject_requests": _l("subject requests"), "webhook_logs": _l("webhook logs"),
+    "consent_records": _l("consent records"), "recording_metadata": _l("recording metadata"),
+    "iys_batch_files": _l("İYS batch files"), "call_metadata": _l("call metadata"),
+    "transaction_security": _l("transaction-security data"),
+}
+
+# Why a transfer was refused or failed, by its reason code (the JSON API keeps English
+# messages); the values come from the error's details.
+TRANSFER_REASONS = {
+    "call_ended": _l("the call has already ended (%(call_status)s)"),
+    "transfer_in_progress": _l("another transfer of this call is on its way"),
+    "already_decided": _l("the caller already decided on this call (%(decision)s); tick "
+                          "\"ask again\" to ask once more"),
+    "key_reused": _l("this form was already used for a different transfer; reload the page"),
+    "request_in_progress": _l("the first request is still waiting for Twilio"),
+    "call_not_found": _l("Twilio has no call with this CallSid"),
+    "call_not_in_progress": _l("the call is not in progress (it has ended or has not been "
+                               "answered)"),
+    "twilio_auth_failed": _l("Twilio rejected this server's credentials; an administrator "
+                             "must fix them"),
+    "twilio_unavailable": _l("Twilio is unavailable at the moment; try again"),
+    "twilio_rejected": _l("Twilio refused the redirect"),
+    "twilio_timeout": _l("Twilio did not answer in time; the outcome is unknown"),
+    "twilio_unreachable": _l("Twilio cannot be reached from this server"),
+    "twilio_bad_answer": _l("Twilio's answer could not be read"),
+    "hung_up_in_flow": _l("the caller hung up in the consent flow"),
+    "database_unavailable": _l("the database is unavailable; send the form again"),
+}
+# The desk form's fields, and what each needs when a value is refused.
+FIELD_RULES = {
+    "call_sid": _l("a CallSid is CA followed by 32 lowercase hex digits"),
+    "queue": _l("a queue name is 1 to 64 characters on one line"),
+    "number": _l("a phone number in E.164 form, such as +902122223344"),
+    "client": _l("a client name of 1 to 100 letters, digits, dots, dashes or underscores"),
+    "return_type": _l("choose where the caller goes afterwards"),
+    "language": _l("choose one of the flow's languages"),
+}
 
 babel = Babel()
 bp = Blueprint("i18n", __name__)
@@ -85,6 +186,59 @@ def name_of(table: dict, code: object) -> str:
     return str(table[code]) if code in table else ("" if code is None else str(code))
 
 
+def transfer_reason(code: object, message: object = "", details: dict | None = None) -> str:
+    """A transfer's refusal or failure in the page's language; an unknown one as given."""
+    if code not in TRANSFER_REASONS:
+        return "" if message is None else str(message)
+    values = {"call_status": "", "decision": "", **(details or {})}
+    values["call_status"] = name_of(CALL_STATUSES, values["call_status"])
+    values["decision"] = name_of(DECISIONS, values["decision"])
+    return str(TRANSFER_REASONS[code]) % values
+
+
+def field_rule(field: str, message: object = "") -> str:
+    """What a desk form field needs, in the page's language."""
+    return str(FIELD_RULES[field]) if field in FIELD_RULES else str(message or "")
+
+
+def origin_label(code: object) -> str:
+    """A flow run's or consent's origin: an incoming call, or the transfer that started it."""
+    text = "" if code is None else str(code)
+    if text.startswith("transfer:"):
+        return _("transfer %(id)s", id=text.split(":", 1)[1][:12])
+    return name_of(ORIGINS, "inbound" if text == "incoming" else text)
+
+
+def iys_reason(code: object, params: dict | None) -> str:
+    """Why an İYS record is not sent, in the page's language."""
+    if code not in IYS_REASONS:
+        return "" if code is None else str(code)
+    values = {"date": "", "batch": "", "consent": "", **(params or {})}
+    return str(IYS_REASONS[code]) % values
+
+
+def number(value: object, digits: int = 0) -> str:
+    """A number in the page's language (Babel): 1.234,5 in Turkish, 1,234.5 in English."""
+    if value is None:
+        return "—"
+    fmt = "#,##0" + ("." + "0" * digits if digits else "")
+    return format_decimal(value, format=fmt)
+
+
+def percent(share: object, digits: int = 1) -> str:
+    """A share (0..1) as a percentage in the page's language: %37,5 in Turkish."""
+    if share is None:
+        return "—"
+    return format_percent(share, format="#,##0." + "0" * digits + "%")
+
+
+def seconds(value: object) -> str:
+    """A duration in seconds, in the page's language ("94 sn" in Turkish)."""
+    if value is None:
+        return "—"
+    return _("%(seconds)s s", seconds=number(value))
+
+
 # The search form's field errors come from code the JSON API shares (and keeps in English);
 # the pages show them through this table.
 FORM_ERRORS = {
@@ -107,7 +261,10 @@ def form_error(message: object) -> str:
     if text in FORM_ERRORS:
         return str(FORM_ERRORS[text])
     if text.startswith("one of "):
-        return _("one of %(choices)s", choices=text[len("one of "):])
+        names = {**{k: str(v) for k, v in DECISIONS.items()}, "none": _("none recorded")}
+        choices = ", ".join(names.get(c.strip(), c.strip())
+                            for c in text[len("one of "):].split(","))
+        return _("one of %(choices)s", choices=choices)
     return text
 
 
@@ -121,16 +278,20 @@ TITLES = [
     (re.compile(r"Caller hung up"), lambda m: _("Caller hung up")),
     (re.compile(r"Prompts played"), lambda m: _("Prompts played")),
     (re.compile(r"Notice part played \((.*?)\): (.*)"),
-     lambda m: _("Notice part played (%(language)s): %(parts)s", language=m[1], parts=m[2])),
+     lambda m: _("Notice part played (%(language)s): %(parts)s", language=_code(m[1]),
+                 parts=Markup(", ").join(_code(p.strip()) for p in str(m[2]).split(",")))),
     (re.compile(r"Decision: (.*)"),
      lambda m: _("Decision: %(decision)s", decision=name_of(DECISIONS, m[1]))),
-    (re.compile(r"Call status: (.*)"), lambda m: _("Call status: %(status)s", status=m[1])),
-    (re.compile(r"Recording (.*)"), lambda m: _("Recording %(status)s", status=m[1])),
+    (re.compile(r"Call status: (.*)"),
+     lambda m: _("Call status: %(status)s", status=name_of(CALL_STATUSES, m[1]))),
+    (re.compile(r"Recording (.*)"),
+     lambda m: _("Recording %(status)s", status=name_of(RECORDING_STATUSES, m[1]))),
 ]
 PIECES = [
-    (re.compile(r"(inbound|transfer|api)"), lambda m: name_of(ORIGINS, m[1])),
+    (re.compile(r"(inbound|transfer|api)"), lambda m: escape(name_of(ORIGINS, str(m[1])))),
+    (re.compile(r"transfer:(\S+)"), lambda m: _("transfer %(id)s", id=_code(str(m[1])[:12]))),
     (re.compile(r"flow (\S+) \((\S+)\)"),
-     lambda m: _("flow %(flow)s (%(version)s)", flow=m[1], version=m[2])),
+     lambda m: _("flow %(flow)s (%(version)s)", flow=_code(m[1]), version=_code(m[2]))),
     (re.compile(r"language (\S+)"), lambda m: _("language %(language)s", language=m[1])),
     (re.compile(r"step (\S+)"), lambda m: _("step %(step)s", step=m[1])),
     (re.compile(r"recording started"), lambda m: _("recording started")),
@@ -145,35 +306,59 @@ PIECES = [
      lambda m: _("the notice version is the hash over every part heard in %(language)s",
                  language=m[1])),
     (re.compile(r"keys (\S+)"), lambda m: _("keys %(keys)s", keys=m[1])),
-    (re.compile(r"purpose (\S+)"), lambda m: _("purpose %(purpose)s", purpose=m[1])),
+    (re.compile(r"purpose (\S+)"),
+     lambda m: _("purpose %(purpose)s", purpose=name_of(PURPOSES, m[1]))),
     (re.compile(r"channels (.*)"), lambda m: _("channels %(channels)s", channels=m[1])),
     (re.compile(r"notice version (\S+)"),
      lambda m: _("notice version %(version)s", version=m[1])),
     (re.compile(r"Twilio sequence (\S+)"), lambda m: _("Twilio sequence %(n)s", n=m[1])),
-    (re.compile(r"duration (\S+) s"), lambda m: _("duration %(seconds)s s", seconds=m[1])),
+    (re.compile(r"duration (\S+) s"), lambda m: _("duration %(seconds)s", seconds=seconds(
+        int(m[1])) if m[1].isdigit() else m[1])),
+    (re.compile(r"(\d+) s"), lambda m: seconds(int(m[1]))),
     (re.compile(r"arrived out of order"), lambda m: _("arrived out of order")),
     (re.compile(r"(\S+) channel\(s\)"), lambda m: _("%(n)s channel(s)", n=m[1])),
 ]
 
 
-def _match(table, text: str) -> str:
+def _code(value: str) -> Markup:
+    """An identifier (a flow id, a prompt id) as the pages show one: not to be translated."""
+    return Markup("<code>{}</code>").format(value)
+
+
+def _match(table, text: str) -> Markup:
+    """The first pattern that matches, said in the page's language; identifiers in <code>."""
     for pattern, say in table:
         m = pattern.fullmatch(text)
         if m:
-            return say(m)
-    return text
+            # Our catalogue's sentence, its values escaped (identifiers in <code>).
+            return Markup(say(_Escaped(m)))  # noqa: S704
+    return escape(text)
+
+
+class _Escaped:
+    """A match whose groups are escaped text, or <code> for identifiers (group names)."""
+
+    def __init__(self, m):
+        self.m = m
+
+    def __getitem__(self, i):
+        return escape(self.m[i])
 
 
 def event_title(title: object) -> str:
-    """A timeline event's title in the page's language."""
-    return _match(TITLES, "" if title is None else str(title))
+    """A timeline event's title in the page's language (a bare kind by its name)."""
+    text = "" if title is None else str(title)
+    if text in AUDIT_KINDS:
+        return str(AUDIT_KINDS[text])
+    return _match(TITLES, text)
 
 
 def event_detail(detail: object) -> str:
     """A timeline event's detail in the page's language, piece by piece."""
     text = "" if detail is None else str(detail)
-    return "; ".join(" · ".join(_match(PIECES, piece) for piece in part.split(" · "))
-                     for part in text.split("; "))
+    return Markup("; ").join(Markup(" · ").join(_match(PIECES, piece)
+                                                for piece in part.split(" · "))
+                             for part in text.split("; "))
 
 
 def client_texts() -> dict:
@@ -191,6 +376,9 @@ def client_texts() -> dict:
         "twilio_error": _("(Twilio error %(code)s)", code="{code}"),
         "statuses": {k: str(v) for k, v in TRANSFER_STATUSES.items()},
         "decisions": {k: str(v) for k, v in DECISIONS.items()},
+        # Failures carry no details the page can fill in: their sentences need none.
+        "reasons": {k: transfer_reason(k) for k in TRANSFER_REASONS
+                    if "%(" not in str(TRANSFER_REASONS[k])},
         "progress": {"requested": _("Requested — waiting for the caller to reach the flow"),
                      "in_flow": _("The caller is in the consent flow"),
                      "decided": _("The caller decided"), "returned": _("The caller is back"),
@@ -207,10 +395,28 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["form_error"] = form_error
     app.jinja_env.filters["event_title"] = event_title
     app.jinja_env.filters["event_detail"] = event_detail
+    app.jinja_env.filters["number"] = number
+    app.jinja_env.filters["percent"] = percent
+    app.jinja_env.filters["seconds"] = seconds
+    app.jinja_env.globals.update(
+        call_status=lambda code: name_of(CALL_STATUSES, code),
+        direction_name=lambda code: name_of(DIRECTIONS, code),
+        purpose_name=lambda code: name_of(PURPOSES, code),
+        recording_status=lambda code: name_of(RECORDING_STATUSES, code),
+        track_name=lambda code: name_of(TRACKS, code),
+        access_action=lambda code: name_of(ACCESS_ACTIONS, code),
+        via_name=lambda code: name_of(VIA, code),
+        iys_action=lambda code: name_of(IYS_ACTIONS, code), iys_reason=iys_reason,
+        category_name=lambda code: name_of(RETENTION_CATEGORIES, code),
+        retention_act=lambda code: name_of(RETENTION_ACTS, code),
+        request_kind=lambda code: name_of(REQUEST_KINDS, code),
+        received_by=lambda code: name_of(RECEIVED_BY, code),
+        retention_reason=lambda code: name_of(RETENTION_REASONS, code),
+        kind_name=lambda code: name_of(AUDIT_KINDS, code), transfer_reason=transfer_reason)
     app.jinja_env.globals.update(
         LANGUAGES=LANGUAGES, current_language=current_language, client_texts=client_texts,
         role_name=lambda code: name_of(ROLES, code),
         decision_name=lambda code: name_of(DECISIONS, code),
-        origin_name=lambda code: name_of(ORIGINS, code),
+        origin_name=origin_label,
         transfer_status=lambda code: name_of(TRANSFER_STATUSES, code),
         diff_state=lambda code: name_of(DIFF_STATES, code))

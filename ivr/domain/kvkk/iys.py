@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -103,6 +103,7 @@ class Decision:
     outcome: str  # export | skipped | superseded
     reason: str | None = None
     code: str | None = None
+    params: dict = field(default_factory=dict)  # the reason's values, for a translated page
 
 
 def _check(c: Candidate, last: Registered | None) -> Decision:
@@ -116,13 +117,16 @@ def _check(c: Candidate, last: Registered | None) -> Decision:
                         "H175")
     if last is not None and c.consent_at < last.consent_at:
         return Decision(c, "skipped", f"older than the consentDate last sent for this "
-                        f"recipient and type ({consent_date(last.consent_at)}; H178)", "H178")
+                        f"recipient and type ({consent_date(last.consent_at)}; H178)", "H178",
+                        {"date": consent_date(last.consent_at)})
     if last is not None and c.status == last.status:
         if c.status == "RET":
             return Decision(c, "skipped", f"İYS already holds RET for this recipient and type "
-                            f"(batch {last.batch_id}); a repeated RET is refused (H174)", "H174")
+                            f"(batch {last.batch_id}); a repeated RET is refused (H174)", "H174",
+                            {"batch": last.batch_id})
         return Decision(c, "skipped", f"İYS already holds ONAY for this recipient and type "
-                        f"(batch {last.batch_id}); nothing new to register", "UNCHANGED")
+                        f"(batch {last.batch_id}); nothing new to register", "UNCHANGED",
+                        {"batch": last.batch_id})
     return Decision(c, "export")
 
 
@@ -137,7 +141,8 @@ def plan(candidates: list[Candidate],
         latest = items[-1]
         for c in items[:-1]:
             out.append(Decision(c, "superseded", f"a later decision (consent {latest.consent_id})"
-                                " for this recipient and type is what İYS needs", "SUPERSEDED"))
+                                " for this recipient and type is what İYS needs", "SUPERSEDED",
+                                {"consent": latest.consent_id}))
         out.append(_check(latest, registered.get(key)))
     return sorted(out, key=lambda d: (d.candidate.consent_at, d.candidate.consent_id,
                                       d.candidate.type))

@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import current_app, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from markupsafe import Markup, escape
 
 from ivr.adapters.audio.errors import AudioError
 from ivr.adapters.audio.manifest import MANIFEST, read_manifest
@@ -14,6 +15,7 @@ from ivr.domain.vocabulary import DECISIONS
 from ivr.storage.db import session as db_session
 from ivr.storage.flowstore import flows
 
+from ..i18n import ORIGINS, name_of
 from .access import record_access, transaction
 from .blueprint import bp
 from .dashboard import (
@@ -56,8 +58,14 @@ def search_url(criteria: dict, decision: str | None = None) -> str:
     return url_for("auditor.search", **args)
 
 
-def _chart(title: str, rows, short: bool = False, width: int = 760) -> object:
-    bars = [Bar((r.label[:12] if short else r.label) or "none", r.counts,
+def _chart(title: str, rows, short: bool = False, width: int = 760, name=None) -> object:
+    """A stacked bar chart; each bar named as the table names its row."""
+    def label(value: str | None) -> str:
+        if not value:
+            return _("none recorded")
+        return name(value) if name else (value[:12] if short else value)
+
+    bars = [Bar(label(r.label), r.counts,
                 {d: search_url(r.criteria, d) for d in r.counts}) for r in rows]
     return stacked_bars(title, SERIES, bars, width=width)
 
@@ -79,12 +87,17 @@ def dashboard():
         result = outcomes(s, period)
         drop = notice_dropoff(s, lo, hi, flows().default.notice_prompts(),
                               audio_seconds(current_app.config["AUDIO_DIR"]))
-    title = "Consent outcomes per week" if period.step == "week" else "Consent outcomes per day"
+    title = (_("Consent outcomes per week") if period.step == "week"
+             else _("Consent outcomes per day"))
     charts = {"series": _chart(title, result.series)}
+    names = {"origin": lambda o: name_of(ORIGINS, o),
+             "agent": lambda a: f"{a} {result.agent_names[a]}" if result.agent_names.get(a)
+             else a}
     for name in DIMENSIONS:
         # Drawn half as wide: the breakdowns sit two to a row.
-        charts[name] = _chart(TITLES[name], result.breakdowns[name],
-                              short=name.endswith("_version"), width=480)
+        charts[name] = _chart(str(TITLES[name]), result.breakdowns[name],
+                              short=name.endswith("_version"), width=480,
+                              name=names.get(name))
     days = {"since": period.since.isoformat(), "until": period.until.isoformat()}
     return render_template(
         "auditor/dashboard.html", period=period, errors=errors, args=request.args,
@@ -104,7 +117,8 @@ def phase_text(phase: str) -> str:
         return _("before the notice")
     if phase == AFTER:
         return _("after the notice")
-    return _("during %(part)s", part=phase)
+    return escape(_("during %(part)s")) % {
+        "part": Markup("<code>{}</code>").format(phase)}
 
 
 @bp.get("/dashboard/hangups")

@@ -8,10 +8,13 @@ so a prompt id or a key cannot inject DOT; `dot` escapes the text it writes into
 from __future__ import annotations
 
 import functools
+import html
 import re
 import shutil
 import subprocess
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 
 from ivr.domain.flow.model import Flow, Node
@@ -21,6 +24,18 @@ SHAPES = {"play": "box", "notice": "note", "menu": "component", "branch": "diamo
           "exit": "doubleoctagon"}
 FILLS = {"play": "#eef3fa", "notice": "#fff1d6", "menu": "#e2ecf8", "branch": "#f4f6f9",
          "exit": "#fde4e1"}
+
+
+# The node types and exit actions as the diagram names them (the ids stay as written).
+TYPES = {"play": _l("play"), "notice": _l("notice"), "menu": _l("menu"),
+         "branch": _l("branch"), "exit": _l("exit")}
+ACTIONS = {"hangup": _l("hang up"), "enqueue": _l("to queue"), "dial": _l("connect to")}
+DECIDED = {"granted": _l("granted"), "declined": _l("declined"), "no_input": _l("no_input"),
+           "withdrawn": _l("withdrawn")}
+
+
+def _name(table: dict, code) -> str:
+    return str(table[code]) if code in table else str(code)
 
 
 class GraphError(RuntimeError):
@@ -34,25 +49,25 @@ def quote(text: str) -> str:
 
 
 def _node_label(node: Node) -> str:
-    lines = [node.id, f"[{node.type}]"]
+    lines = [node.id, f"[{_name(TYPES, node.type)}]"]
     if node.prompts:
         lines.append(", ".join(node.prompts))
     if node.type == "exit":
         target = node.queue or node.number or node.client
-        lines.append(f"{node.action}{' ' + target if target else ''}")
+        lines.append(f"{_name(ACTIONS, node.action)}{' ' + target if target else ''}")
     if node.record:
-        lines.append("starts recording")
+        lines.append(_("starts recording"))
     return "\n".join(lines)
 
 
 def _option_label(key: str, option) -> str:
-    parts = [f"key {key}"]
+    parts = [_("key %(key)s", key=key)]
     if option.decision:
-        parts.append(f"→ {option.decision}")
+        parts.append(f"→ {_name(DECIDED, option.decision)}")
     if option.language:
-        parts.append(f"language {option.language}")
+        parts.append(_("language %(language)s", language=option.language))
     if option.when:
-        parts.append(f"if {option.when}")
+        parts.append(_("if %(condition)s", condition=option.when))
     return " ".join(parts)
 
 
@@ -63,25 +78,26 @@ def _edges(node: Node) -> list[tuple[str, str]]:
     for key, option in node.options.items():
         out.append((option.next, _option_label(key, option)))
     if node.default:
-        out.append((node.default, "any other key"))
+        out.append((node.default, _("any other key")))
     if node.on_exhausted:
-        label = "no valid key"
+        label = _("no valid key")
         if node.on_exhausted.decision:
-            label += f" → {node.on_exhausted.decision}"
+            label += f" → {_name(DECIDED, node.on_exhausted.decision)}"
         out.append((node.on_exhausted.next, label))
     if node.then:
-        out.append((node.then, f"if {node.condition}"))
+        out.append((node.then, _("if %(condition)s", condition=node.condition)))
     if node.otherwise:
-        out.append((node.otherwise, f"if not {node.condition}"))
+        out.append((node.otherwise, _("if not %(condition)s", condition=node.condition)))
     return out
 
 
 def flow_dot(flow: Flow) -> str:
     """The flow as a DOT digraph: one node per flow node, one edge per transition."""
+    start = _("start")
     lines = ["digraph flow {", "  rankdir=TB;",
              '  node [fontname="DejaVu Sans", fontsize=10, style=filled];',
              '  edge [fontname="DejaVu Sans", fontsize=9];',
-             f"  start [shape=circle, label={quote('start')}, fillcolor=\"#17324d\", "
+             f"  start [shape=circle, label={quote(start)}, fillcolor=\"#17324d\", "
              'fontcolor="#ffffff"];',
              f"  start -> {quote(flow.start)};"]
     for node in flow.nodes.values():
@@ -118,4 +134,13 @@ def dot_to_svg(dot: str) -> str:
 def flow_svg(flow: Flow) -> Markup:
     """The flow's diagram as inline SVG."""
     # dot writes every label XML-escaped, and the labels went in as escaped DOT strings.
-    return Markup(dot_to_svg(flow_dot(flow)))  # noqa: S704
+    svg = dot_to_svg(flow_dot(flow))
+    # Node ids, prompt ids and the tooltips (<title>: ids) are identifiers, not words to
+    # translate: marked translate="no", as the pages mark <code>.
+    ids = {node.id for node in flow.nodes.values()}
+    ids |= {", ".join(node.prompts) for node in flow.nodes.values() if node.prompts}
+    svg = svg.replace("<title>", '<title translate="no">')
+    svg = re.sub(r"<text ([^>]*)>([^<]*)</text>",
+                 lambda m: (f'<text translate="no" {m[1]}>{m[2]}</text>'
+                            if html.unescape(m[2]) in ids else m[0]), svg)
+    return Markup(svg)  # noqa: S704

@@ -51,7 +51,8 @@ def iys_pending(s: Session, pii: PersonalData, cal: Calendar, now: datetime) -> 
                      "recipient": masked(c.recipient or ""), "collected": c.consent_at,
                      "consent_date": iys.consent_date(c.consent_at), "deadline": deadline,
                      "state": deadline_state(deadline, now, cal) if d.outcome == "export"
-                     else "-", "action": d.outcome, "reason": d.reason, "code": d.code})
+                     else "-", "action": d.outcome, "reason": d.reason, "code": d.code,
+                     "params": d.params})
     return rows
 
 

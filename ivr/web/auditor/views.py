@@ -30,6 +30,7 @@ from .access import record_access, transaction
 from .audiofiles import HASH, audio_index
 from .blueprint import bp
 from .callrecord import access_entries
+from .dashboard import agent_names
 from .evidence import EvidenceError, build_package
 from .login import current_user, workspace_required
 from .recordings import call_recordings
@@ -211,6 +212,8 @@ def call(call_sid: str):
             replay = _replay(s, call_sid)
             accesses = access_entries(s, call_sid)
             recordings = call_recordings(s, call_sid)
+            names = agent_names(s, [str(c["agent_id"]) for c in doc["consents"]
+                                    if c.get("agent_id")])
             record_access(s, user, "view.call", via="web", call_sid=call_sid,
                           phone_hmac=row.phone_hmac)
     if doc is None:
@@ -221,7 +224,7 @@ def call(call_sid: str):
     hashes += [p["audio"] for n in doc["notices"] for p in n["parts"]]
     return render_template("auditor/call.html", doc=doc, events=doc["timeline"],
                            playable=set(index.find(hashes)), chain=status, replay=replay,
-                           accesses=accesses, recordings=recordings)
+                           accesses=accesses, recordings=recordings, agent_names=names)
 
 
 @bp.get("/audio/<sha256>.wav")
