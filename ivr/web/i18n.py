@@ -27,9 +27,9 @@ from .auditor.roles import ROLE_NAMES as ROLES
 LANGUAGES = {"tr": "Türkçe", "en": "English"}
 DEFAULT = "tr"
 
-# Stored codes as the pages name them (the roles' names live in roles.py). English shows
-# the code itself, as the pages always have (tests and auditors match on it); Turkish shows
-# the team's own words.
+# Stored codes as the pages name them, here and in the tables below (the roles' names live
+# in roles.py). English shows the code itself, as the pages always have (tests and auditors
+# match on it); Turkish shows the team's own words.
 DECISIONS = {"granted": _l("granted"), "declined": _l("declined"), "no_input": _l("no_input"),
              "withdrawn": _l("withdrawn")}
 ORIGINS = {"inbound": _l("inbound"), "transfer": _l("transfer"), "api": _l("api")}
@@ -40,38 +40,38 @@ DIFF_STATES = {"added": _l("added"), "removed": _l("removed"), "changed": _l("ch
                "same": _l("same")}
 
 CALL_STATUSES = {"queued": _l("queued"), "ringing": _l("ringing"),
-                 "in-progress": _l("in progress"), "completed": _l("completed"),
+                 "in-progress": _l("in-progress"), "completed": _l("completed"),
                  "busy": _l("busy"), "failed": _l("failed"),
-                 "no-answer": _l("no answer"), "canceled": _l("canceled")}
-DIRECTIONS = {"inbound": _l("incoming"), "outbound-api": _l("outgoing (API)"),
-              "outbound-dial": _l("outgoing (dialled)")}
-PURPOSES = {"marketing": _l("marketing (advertising, campaigns, promotions)")}
-RECORDING_STATUSES = {"in-progress": _l("recording"), "completed": _l("recording complete"),
-                      "absent": _l("absent (under a second)"),
-                      "failed": _l("recording failed"), "paused": _l("paused"),
+                 "no-answer": _l("no-answer"), "canceled": _l("canceled")}
+DIRECTIONS = {"inbound": _l("inbound"), "outbound-api": _l("outbound-api"),
+              "outbound-dial": _l("outbound-dial")}
+PURPOSES = {"marketing": _l("marketing")}
+RECORDING_STATUSES = {"in-progress": _l("in-progress"), "completed": _l("completed"),
+                      "absent": _l("absent"),
+                      "failed": _l("failed"), "paused": _l("paused"),
                       "stopped": _l("stopped"), "processing": _l("processing")}
-TRACKS = {"inbound": _l("the caller's voice"), "outbound": _l("our side"),
-          "both": _l("both sides")}
+TRACKS = {"inbound": _l("inbound"), "outbound": _l("outbound"),
+          "both": _l("both")}
 AUDIT_KINDS = {
-    "call.started": _l("Call started"), "prompts.played": _l("Prompts played"),
-    "notice.played": _l("Notice part played"), "input.received": _l("Input received"),
-    "consent.decided": _l("Consent decided"), "consent.withdrawn": _l("Consent withdrawn"),
-    "call.status": _l("Call status"), "recording.status": _l("Recording status"),
-    "transfer.requested": _l("Transfer requested by the agent"),
-    "transfer.redirected": _l("Twilio redirected the call into the flow"),
-    "transfer.in_flow": _l("Transferred caller reached the consent flow"),
-    "transfer.decided": _l("Transferred caller decided"),
-    "transfer.returned": _l("Transferred caller sent back"),
-    "transfer.failed": _l("Transfer failed"),
+    "call.started": _l("call.started"), "prompts.played": _l("prompts.played"),
+    "notice.played": _l("notice.played"), "input.received": _l("input.received"),
+    "consent.decided": _l("consent.decided"), "consent.withdrawn": _l("consent.withdrawn"),
+    "call.status": _l("call.status"), "recording.status": _l("recording.status"),
+    "transfer.requested": _l("transfer.requested"),
+    "transfer.redirected": _l("transfer.redirected"),
+    "transfer.in_flow": _l("transfer.in_flow"),
+    "transfer.decided": _l("transfer.decided"),
+    "transfer.returned": _l("transfer.returned"),
+    "transfer.failed": _l("transfer.failed"),
 }
 ACCESS_ACTIONS = {
-    "view.search": _l("search"), "view.call": _l("viewed the call page"),
-    "export.csv": _l("CSV export"), "export.json": _l("JSON export"),
-    "export.evidence": _l("evidence package download"), "api.call": _l("API: the call"),
-    "api.consents": _l("API: consents"), "play.recording": _l("played a recording"),
-    "view.queues": _l("viewed the work queues"), "view.hangups": _l("viewed hang-ups"),
+    "view.search": _l("view.search"), "view.call": _l("view.call"),
+    "export.csv": _l("export.csv"), "export.json": _l("export.json"),
+    "export.evidence": _l("export.evidence"), "api.call": _l("api.call"),
+    "api.consents": _l("api.consents"), "play.recording": _l("play.recording"),
+    "view.queues": _l("view.queues"), "view.hangups": _l("view.hangups"),
 }
-VIA = {"web": _l("the web workspace"), "api": _l("the API")}
+VIA = {"web": _l("web"), "api": _l("api")}
 IYS_ACTIONS = {"export": _l("to export"), "skipped": _l("will not be sent"),
                "superseded": _l("superseded")}
 # Why an İYS record is not sent, by its code (ivr/domain/kvkk/iys.py); %(...)s from params.
@@ -91,20 +91,20 @@ IYS_REASONS = {
 }
 # KVKK Art. 11 requests: what is asked and how it was received.
 REQUEST_KINDS = {
-    "learn": _l("whether data is processed"), "information": _l("information on processing"),
-    "purpose": _l("the purpose of processing"), "recipients": _l("the recipients"),
+    "learn": _l("learn"), "information": _l("information"),
+    "purpose": _l("purpose"), "recipients": _l("recipients"),
     "rectification": _l("rectification"), "erasure": _l("erasure"),
-    "notify_third_parties": _l("notifying third parties"), "objection": _l("objection"),
+    "notify_third_parties": _l("notify_third_parties"), "objection": _l("objection"),
     "compensation": _l("compensation"), "other": _l("other")}
-RECEIVED_BY = {"email": _l("e-mail"), "post": _l("post"), "phone": _l("phone"),
-               "in_person": _l("in person"), "other": _l("other")}
+RECEIVED_BY = {"email": _l("email"), "post": _l("post"), "phone": _l("phone"),
+               "in_person": _l("in_person"), "other": _l("other")}
 RETENTION_ACTS = {"anonymised": _l("anonymised"), "deleted": _l("deleted")}
-RETENTION_REASONS = {"retention period ended": _l("the retention period ended")}
+RETENTION_REASONS = {"retention period ended": _l("retention period ended")}
 RETENTION_CATEGORIES = {
-    "subject_requests": _l("subject requests"), "webhook_logs": _l("webhook logs"),
-    "consent_records": _l("consent records"), "recording_metadata": _l("recording metadata"),
-    "iys_batch_files": _l("İYS batch files"), "call_metadata": _l("call metadata"),
-    "transaction_security": _l("transaction-security data"),
+    "subject_requests": _l("subject_requests"), "webhook_logs": _l("webhook_logs"),
+    "consent_records": _l("consent_records"), "recording_metadata": _l("recording_metadata"),
+    "iys_batch_files": _l("iys_batch_files"), "call_metadata": _l("call_metadata"),
+    "transaction_security": _l("transaction_security"),
 }
 
 # Why a transfer was refused or failed, by its reason code (the JSON API keeps English
@@ -134,7 +134,7 @@ FIELD_RULES = {
     "call_sid": _l("a CallSid is CA followed by 32 lowercase hex digits"),
     "queue": _l("a queue name is 1 to 64 characters on one line"),
     "number": _l("a phone number in E.164 form, such as +902122223344"),
-    "client": _l("a client name of 1 to 100 letters, digits, dots, dashes or underscores"),
+    "client": _l("a client name is 1 to 100 letters, digits or _ . @ -"),
     "return_type": _l("choose where the caller goes afterwards"),
     "language": _l("choose one of the flow's languages"),
 }

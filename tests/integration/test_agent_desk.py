@@ -101,11 +101,11 @@ def test_the_desk_starts_a_transfer_with_the_session(app, users, twilio, local_c
 
 
 @pytest.mark.parametrize("fields,status,says", [
-    ({"call_sid": "CA123"}, 400, "call_sid must be a Twilio call SID"),
-    ({"return_type": "queue", "queue": ""}, 400, "return_to.name must be a queue name"),
-    ({"return_type": "dial_number", "number": "12"}, 400, "return_to.number must be a phone"),
-    ({"return_type": "dial_client", "client": "a b"}, 400, "return_to.client must be"),
-    ({"language": "de"}, 400, "language must be one of"),
+    ({"call_sid": "CA123"}, 400, "a CallSid is CA followed by 32 lowercase hex digits"),
+    ({"return_type": "queue", "queue": ""}, 400, "a queue name is 1 to 64 characters"),
+    ({"return_type": "dial_number", "number": "12"}, 400, "a phone number in E.164 form"),
+    ({"return_type": "dial_client", "client": "a b"}, 400, "a client name is 1 to 100"),
+    ({"language": "de"}, 400, "choose one of the flow"),
 ])
 def test_the_desk_form_explains_what_is_wrong(app, users, fields, status, says):
     agent = logged_in(app, users, "agent")

@@ -134,7 +134,7 @@ def test_the_diff_shows_changed_prompts_and_nodes_side_by_side(auditor, two_vers
     assert len(codes) == 2 and codes[0] == codes[1]
 
 
-@pytest.mark.parametrize("query", ["a=zzz&b=abc", "a=&b=", "a=0123456789ab&b=0123456789ab"])
+@pytest.mark.parametrize("query", ["a=zzz&b=abc", "a=0123456789ab&b=0123456789ab"])
 def test_a_bad_diff_request_is_explained(auditor, two_versions, query):
     doc = get(auditor, f"/auditor/flows/diff?{query}", status=400)
     assert "is not a stored flow version" in doc.find("main").text

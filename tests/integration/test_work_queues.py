@@ -219,4 +219,4 @@ def test_retention_runs_are_listed_with_their_log(app, auditor):
     [entry] = audit_bodies(app, "retention.run")
     assert run.get("data-run") == entry["data"]["run_id"]
     assert "consent_records 1" in run.text and "retention period ended" in run.text
-    assert "consent_records 1095" in run.text  # the policy in force, in days
+    assert "consent_records 1,095" in run.text  # the policy in force, in days (Babel, en)

@@ -27,9 +27,10 @@ FILLS = {"play": "#eef3fa", "notice": "#fff1d6", "menu": "#e2ecf8", "branch": "#
 
 
 # The node types and exit actions as the diagram names them (the ids stay as written).
+# As everywhere, English shows the code itself and Turkish the team's words.
 TYPES = {"play": _l("play"), "notice": _l("notice"), "menu": _l("menu"),
          "branch": _l("branch"), "exit": _l("exit")}
-ACTIONS = {"hangup": _l("hang up"), "enqueue": _l("to queue"), "dial": _l("connect to")}
+ACTIONS = {"hangup": _l("hangup"), "enqueue": _l("enqueue"), "dial": _l("dial")}
 DECIDED = {"granted": _l("granted"), "declined": _l("declined"), "no_input": _l("no_input"),
            "withdrawn": _l("withdrawn")}
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from flask_babel import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -159,17 +160,17 @@ def describe_node(node: Node) -> str:
                                                  ("when", o.when)) if v)
         lines.append(f"key {key} → {o.next}{extra}")
     if node.on_exhausted:
-        lines.append(f"no valid key → {node.on_exhausted.next}"
+        lines.append(_("no valid key") + f" → {node.on_exhausted.next}"
                      + (f" decision={node.on_exhausted.decision}"
                         if node.on_exhausted.decision else ""))
     if node.default:
-        lines.append(f"any other key → {node.default}")
+        lines.append(_("any other key") + f" → {node.default}")
     if node.condition:
         lines.append(f"if {node.condition} → {node.then}, else → {node.otherwise}")
     if node.next:
         lines.append(f"next → {node.next}")
     if node.record:
-        lines.append("starts recording")
+        lines.append(_("starts recording"))
     if node.type == "exit":
         lines.append(f"action: {node.action}"
                      + "".join(f" {v}" for v in (node.queue, node.number, node.client) if v))
