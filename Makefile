@@ -45,8 +45,14 @@ audio: setup
 # IVR_PUBLIC_URL says otherwise.
 IVR_PORT ?= 5000
 PORT ?= $(IVR_PORT)
+# With no Twilio account configured (neither TWILIO_ACCOUNT_SID nor IVR_TWILIO_API_URL set),
+# the server answers as Twilio itself on this port (ivr/adapters/twilio_standin.py): agent
+# transfers and the call page's recordings then work with no account.
+TWILIO_STANDIN_PORT ?= 5099
 
 run: db audio
+	@if [ -z "$$IVR_TWILIO_API_URL" ] && [ -z "$$TWILIO_ACCOUNT_SID" ]; then \
+	  export IVR_TWILIO_API_URL=http://127.0.0.1:$(TWILIO_STANDIN_PORT); fi; \
 	IVR_PUBLIC_URL="$${IVR_PUBLIC_URL:-http://127.0.0.1:$(PORT)}" \
 	  $(PY) -m ivr serve --host 127.0.0.1 --port $(PORT)
 

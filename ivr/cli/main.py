@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from urllib.parse import urlsplit
 
 import click
 from flask import current_app
 
+from ..adapters.twilio_standin import TwilioStandIn
 from ..domain.config import finalize, from_env
 from ..domain.flow import InvalidFlow, load_flow, load_flows
 from ..services.consents import EXPORT_FIELDS, export_record
@@ -47,9 +49,30 @@ def serve(host, port):
                    "pg (it keeps running after this: `.venv/bin/python -m ivr db stop-embedded`)")
     click.echo(f"Public URL: {app.config['PUBLIC_URL']}  "
                f"(webhooks: /voice/incoming, /voice/status, /voice/recording)")
+    _host_twilio_standin(app)
     # The request log shows paths and allow-listed parameters only: never a phone number.
     app.run(host=host, port=port, threaded=True, debug=False, use_reloader=False,
             request_handler=RequestLogHandler)
+
+
+def _host_twilio_standin(app) -> TwilioStandIn | None:
+    """When IVR_TWILIO_API_URL names a port on this machine, answer there as Twilio (the
+    development stand-in: call updates and recordings' media) for as long as we serve.
+    Returns the running stand-in, if one was started."""
+    api = urlsplit(app.config["TWILIO_API_URL"])
+    if api.scheme != "http" or api.hostname not in ("127.0.0.1", "localhost") or not api.port:
+        return None
+    try:
+        standin = TwilioStandIn(app.config["TWILIO_ACCOUNT_SID"],
+                                app.config["TWILIO_AUTH_TOKEN"], api.port)
+    except OSError as e:
+        click.echo(f"Twilio: {app.config['TWILIO_API_URL']} (not hosted here: port {api.port} "
+                   f"is taken, {e.strerror})")
+        return None
+    standin.__enter__()  # a daemon thread: it ends with the server
+    click.echo(f"Twilio: the development stand-in on {standin.url} (call updates, and a "
+               "short tone for every recording; ivr/adapters/twilio_standin.py)")
+    return standin
 
 
 @cli.group()

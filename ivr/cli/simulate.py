@@ -28,7 +28,7 @@ from ..adapters.simulate import (
     manifest_seconds,
     manifest_texts,
 )
-from ..adapters.twilio_standin import TwilioStandIn
+from ..adapters.twilio_standin import RemoteStandIn, TwilioStandIn
 from ..storage.db import database, session
 from ..storage.models import Call, Consent
 from ..web.transfers import twilio_settings
@@ -126,10 +126,10 @@ def _decision(call_sid: str) -> str | None:
     return decision or "none (no decision was recorded: the caller hung up before choosing)"
 
 
-def _transfer(caller: Caller, api, standin: TwilioStandIn) -> tuple[str, Turn]:
+def _transfer(caller: Caller, api, standin: TwilioStandIn | RemoteStandIn) -> tuple[str, Turn]:
     """An agent sends the live call into the consent flow; Twilio fetches the new TwiML.
     Returns the transfer's id and the first turn of the flow."""
-    standin.calls[caller.call_sid] = "in-progress"
+    standin.set_status(caller.call_sid, "in-progress")
     click.echo(f"  the caller is talking to an agent; the agent transfers the call "
                f"(return to queue {RETURN_QUEUE!r})")
     status, body = api("POST", "/api/transfers", {
@@ -139,7 +139,7 @@ def _transfer(caller: Caller, api, standin: TwilioStandIn) -> tuple[str, Turn]:
         raise click.ClickException(f"the transfer was refused (HTTP {status}): "
                                    f"{body.get('message') or body}")
     click.echo(f"  transfer {body['id']}: {body['status']}")
-    redirect = standin.next_redirect(timeout=5)
+    redirect = standin.next_redirect(timeout=5, call_sid=caller.call_sid)
     if redirect is None:
         raise click.ClickException(
             "the server did not ask the Twilio stand-in to redirect the call; is it "
@@ -167,8 +167,9 @@ def _agent_api(app, in_process: bool, base: str, token: str):
     return call
 
 
-def _standin(app, in_process: bool) -> TwilioStandIn:
-    """The Twilio stand-in, where the app's REST client will look for Twilio."""
+def _standin(app, in_process: bool) -> TwilioStandIn | RemoteStandIn:
+    """The Twilio stand-in, where the app's REST client will look for Twilio: this
+    command's own, or the one `ivr serve` already hosts on that port."""
     cfg = app.config
     if in_process:
         standin = TwilioStandIn(cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"])
@@ -184,6 +185,9 @@ def _standin(app, in_process: bool) -> TwilioStandIn:
     try:
         return TwilioStandIn(cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"], api.port)
     except OSError as e:
+        hosted = RemoteStandIn.found_at(cfg["TWILIO_API_URL"])
+        if hosted is not None:
+            return hosted
         raise click.ClickException(f"cannot answer as Twilio on port {api.port}: "
                                    f"{e.strerror}") from None
 

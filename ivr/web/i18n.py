@@ -196,6 +196,69 @@ def transfer_reason(code: object, message: object = "", details: dict | None = N
     return str(TRANSFER_REASONS[code]) % values
 
 
+# Why a recording cannot be played (MediaUnavailable.reason); the player shows it.
+MEDIA_ERRORS = {
+    "unreachable": _l("Twilio could not be reached, so the recording cannot be played now. "
+                      "Try again later; if it persists, an administrator should check "
+                      "IVR_TWILIO_API_URL."),
+    "gone": _l("Twilio no longer has this recording."),
+    "credentials": _l("Twilio refused this server's credentials; an administrator must "
+                      "check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN."),
+    "http": _l("Twilio answered with an error, so the recording cannot be played now. "
+               "Try again later."),
+}
+
+
+def media_error(reason: object) -> str:
+    """Why a recording cannot be played, in the page's language."""
+    return str(MEDIA_ERRORS.get(reason, MEDIA_ERRORS["http"]))
+
+
+# An İYS push's answer, as a person reads it; the HTTP status and İYS's codes stay as detail.
+PUSH_ANSWERS = {
+    "unreachable": _l("İYS could not be reached; retry the push later."),
+    "rejected": _l("İYS rejected the batch: its error codes say which records and why."),
+    "failed": _l("İYS answered with an error; retry the push later."),
+    "accepted": _l("İYS accepted the batch."),
+}
+# Why a spooled webhook was quarantined (the program's own words stay as detail).
+QUARANTINE_ERRORS = [
+    ("waited ", _l("An earlier step of its call never arrived, so it could not be applied.")),
+    ("cannot decrypt", _l("It cannot be decrypted: IVR_PII_KEY is not the key that wrote it.")),
+    ("not a spool record", _l("The file is not a spool record.")),
+    ("ValueError: unknown spool record kind",
+     _l("It is of a kind this server does not know.")),
+]
+QUARANTINE_OTHER = _l("Applying it failed; the program's message below says why.")
+SPOOL_OUTCOMES = {"applied": _l("applied"), "waiting": _l("waiting for an earlier step"),
+                  "quarantined again": _l("quarantined again")}
+
+
+def push_answer(outcome: object, http_status: object) -> str:
+    """What İYS's answer to a push means, in the page's language."""
+    if outcome != "accepted" and http_status is None:
+        return str(PUSH_ANSWERS["unreachable"])
+    return str(PUSH_ANSWERS.get(outcome, PUSH_ANSWERS["failed"]))
+
+
+def quarantine_error(error: object) -> str:
+    """Why a spooled webhook was quarantined, in the page's language."""
+    text = "" if error is None else str(error)
+    for prefix, sentence in QUARANTINE_ERRORS:
+        if text.startswith(prefix):
+            return str(sentence)
+    return str(QUARANTINE_OTHER)
+
+
+def spool_outcome(outcome: object) -> str:
+    """A retried spool record's outcome ("waiting (why)" keeps its program detail)."""
+    text = "" if outcome is None else str(outcome)
+    head, _sep, rest = text.partition(" (")
+    if head in SPOOL_OUTCOMES:
+        return str(SPOOL_OUTCOMES[head]) + (f" ({rest}" if rest else "")
+    return text
+
+
 def field_rule(field: str, message: object = "") -> str:
     """What a desk form field needs, in the page's language."""
     return str(FIELD_RULES[field]) if field in FIELD_RULES else str(message or "")
@@ -305,7 +368,8 @@ PIECES = [
     (re.compile(r"the notice version is the hash over every part heard in (\S+)"),
      lambda m: _("the notice version is the hash over every part heard in %(language)s",
                  language=m[1])),
-    (re.compile(r"keys (\S+)"), lambda m: _("keys %(keys)s", keys=m[1])),
+    (re.compile(r"keys (\S+)"),
+     lambda m: _("keys %(keys)s", keys=_("none") if m[1] == "none" else m[1])),
     (re.compile(r"purpose (\S+)"),
      lambda m: _("purpose %(purpose)s", purpose=name_of(PURPOSES, m[1]))),
     (re.compile(r"channels (.*)"), lambda m: _("channels %(channels)s", channels=m[1])),
@@ -412,7 +476,8 @@ def init_app(app: Flask) -> None:
         request_kind=lambda code: name_of(REQUEST_KINDS, code),
         received_by=lambda code: name_of(RECEIVED_BY, code),
         retention_reason=lambda code: name_of(RETENTION_REASONS, code),
-        kind_name=lambda code: name_of(AUDIT_KINDS, code), transfer_reason=transfer_reason)
+        kind_name=lambda code: name_of(AUDIT_KINDS, code), transfer_reason=transfer_reason,
+        push_answer=push_answer, quarantine_error=quarantine_error)
     app.jinja_env.globals.update(
         LANGUAGES=LANGUAGES, current_language=current_language, client_texts=client_texts,
         role_name=lambda code: name_of(ROLES, code),

@@ -290,6 +290,31 @@ def test_a_transfer_against_a_server_uses_its_configured_twilio_url(app_config, 
         server.stop()
 
 
+def test_a_transfer_against_a_server_that_hosts_the_stand_in(app_config, make_app):
+    """`make run` with no Twilio account: `ivr serve` answers as Twilio on the port itself,
+    and the simulator drives that stand-in instead of opening its own."""
+    from ivr.cli.main import _host_twilio_standin
+    from tests.integration.conftest import LiveServer
+
+    app_config["TWILIO_API_URL"] = f"http://127.0.0.1:{closed_port()}"
+    server = LiveServer(app_config).start()
+    try:
+        hosted = _host_twilio_standin(server.app)  # as `ivr serve` does before it serves
+        assert hosted is not None
+        token = agent_token(server.app)
+        runner = make_app(app_config).test_cli_runner()
+        result = simulate(runner, "--url", server.url, "--transfer", "--agent-token", token,
+                          "--digits", "1")
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[-1] == "Decision: granted"
+        [t] = stored(server.app, Transfer)
+        assert (t.status, t.decision) == ("returned", "granted")
+        assert hosted.redirected  # the server's stand-in redirected the call
+        hosted.__exit__(None, None, None)
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--in-process", "--transfer"], "--transfer needs --agent-token"),
     (["--in-process", "--transfer", "--agent-token", "nope"], "the transfer was refused "

@@ -183,6 +183,7 @@ def build_world(app, http_caller, client, twilio, fake_iys) -> dict:
     # record is pending until an export puts it in a batch).
     add_consent(app, "+905320000040", "granted", NOW - timedelta(days=9))
     add_consent(app, "+905320000041", "granted", NOW - timedelta(days=9), channels=["ARAMA"])
+    add_consent(app, "+905320000050", "granted", NOW - timedelta(days=9), channels=["MESAJ"])
     run_cli(app, "iys", "export", "--push", fake_iys.url)
     add_consent(app, "+905320000041", "withdrawn", NOW - timedelta(days=8), channels=["ARAMA"])
     run_cli(app, "iys", "export", "--push", fake_iys.url)
@@ -201,6 +202,9 @@ def build_world(app, http_caller, client, twilio, fake_iys) -> dict:
     add_consent(app, "+905320000044", "granted", datetime(2014, 1, 2, tzinfo=UTC),
                 channels=["ARAMA"])  # before 2015-05-01
     add_consent(app, "+905320000049", "granted", NOW - timedelta(days=6))  # overdue export
+    add_consent(app, "+905320000050", "declined", NOW - timedelta(days=20),
+                channels=["MESAJ"])  # older than the ONAY sent 9 days ago, and alone: H178
+    add_consent(app, "anonymous", "granted", NOW - timedelta(days=1))  # no number: RECIPIENT
     # A destruction run, an open request (one overdue), a quarantined webhook.
     add_consent(app, "+905320000046", "declined", NOW - timedelta(days=5 * 365))
     run_cli(app, "retention", "run")
@@ -208,6 +212,44 @@ def build_world(app, http_caller, client, twilio, fake_iys) -> dict:
     open_request(app, "+905320000048", 2)
     quarantine(app)
     return ids
+
+
+# Where the crawl starts: every page the navigation names, for an admin (both roles).
+CRAWL_STARTS = ("/auditor/", "/auditor/dashboard", "/auditor/flows", "/auditor/queues",
+                "/agent/")
+CRAWL_LIMIT = 600  # pages at most, per language
+# Links the crawl does not follow: they leave the workspace or only send a file again.
+CRAWL_SKIP = re.compile(r"^/(static|api|voice|health|metrics|login|logout|language)\b")
+
+
+def crawl(client, limit: int = CRAWL_LIMIT):
+    """Every same-origin page reachable by GET links from CRAWL_STARTS, breadth first:
+    yields (path, status, HTML or None for a file such as a CSV or a ZIP)."""
+    from urllib.parse import urldefrag, urlsplit
+
+    queue, seen = list(CRAWL_STARTS), set(CRAWL_STARTS)
+    while queue:
+        path = queue.pop(0)
+        r = client.get(path)
+        moved = 300 <= r.status_code < 400
+        html = r.get_data(as_text=True) if r.mimetype == "text/html" and not moved else None
+        yield path, r.status_code, html
+        if moved:
+            targets = [r.headers.get("Location", "")]
+        elif html is not None:
+            targets = [a.get("href") for a in parse_html(html).findall("a", href=True)]
+        else:
+            continue
+        for target in targets:
+            href = urldefrag(target)[0]
+            parts = urlsplit(href)
+            if not href or parts.scheme or parts.netloc or not href.startswith("/") \
+                    or CRAWL_SKIP.match(href) or href in seen:
+                continue
+            if len(seen) >= limit:
+                raise AssertionError(f"the crawl passed {limit} pages: raise CRAWL_LIMIT")
+            seen.add(href)
+            queue.append(href)
 
 
 def pages(ids: dict) -> list[tuple[str, str, int]]:
@@ -255,14 +297,41 @@ def test_every_page_and_state_reads_in_turkish(live_app, caller, twilio, fake_iy
     assert sorted(misses) == [], "looked up but not in the Turkish catalogue"
     queue = parse_html(client.get("/auditor/queues").get_data(as_text=True))
     reached = {r.get("data-code") for r in queue.findall("tr", data_consent=True)}
-    assert {"H174", "H175", "UNCHANGED", "SUPERSEDED", "DATE", ""} <= reached, reached
+    assert {"H174", "H175", "H178", "RECIPIENT", "UNCHANGED", "SUPERSEDED", "DATE", ""} \
+        <= reached, reached
     assert leaks == {}, "English words on Turkish pages: " + json.dumps(leaks, indent=1)
+
+    # The crawl: every page a link reaches from the workspace's start pages, in Turkish.
+    crawled, errors = set(), {}
+    for path, status, html in crawl(client):
+        crawled.add(path)
+        if status >= 500:
+            errors[path] = status
+        if html is not None:
+            assert '<html lang="tr">' in html, path
+            if found := english_in(html):
+                leaks[path] = found
+    assert errors == {}, errors
+    assert sorted(misses) == [], "looked up but not in the Turkish catalogue (crawl)"
+    assert leaks == {}, "English words on crawled Turkish pages: " + json.dumps(leaks, indent=1)
+    reached_calls = {p for p in crawled if p.startswith("/auditor/calls/") and p.count("/") == 3}
+    assert {f"/auditor/calls/{ids[k]}" for k in ("granted", "withdrawn", "transferred")} \
+        <= reached_calls, sorted(crawled)
+    assert f"/agent/transfers/{ids['transfer']}" in crawled
+    assert any(p.startswith("/auditor/flows/") for p in crawled)
 
     # English too: no 5xx and no Turkish-only gap (English shows the msgid).
     client.post("/language", data={"csrf_token": csrf_token(client, "/auditor/"),
                                    "lang": "en", "next": "/auditor/"})
     for _name, path, status in all_pages:
         assert client.get(path).status_code == status, ("en", path)
+    en_crawled = set()
+    for path, status, html in crawl(client):
+        en_crawled.add(path)
+        assert status < 500, ("en", path, status)
+        if html is not None:
+            assert '<html lang="en">' in html, path
+    assert en_crawled == crawled
     client.post("/language", data={"csrf_token": csrf_token(client, "/auditor/"),
                                    "lang": "tr", "next": "/auditor/"})
 

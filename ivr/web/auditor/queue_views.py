@@ -93,10 +93,11 @@ def retry_push(batch_id: str):
     if outcome == "accepted":
         return _back(_("Batch %(batch)s was accepted by İYS (transactionId %(tid)s).",
                        batch=target.batch_id, tid=answer.transaction_id))
+    from ..i18n import push_answer  # i18n imports this package
     codes = ", ".join(e["code"] for e in answer.errors)
-    return _back(_("Batch %(batch)s was %(outcome)s again (HTTP %(status)s: %(codes)s).",
-                   batch=target.batch_id, outcome=outcome, status=answer.http_status or "-",
-                   codes=codes), ok=False)
+    return _back(_("Batch %(batch)s was not accepted: %(answer)s (HTTP %(status)s: %(codes)s)",
+                   batch=target.batch_id, answer=push_answer(outcome, answer.http_status),
+                   status=answer.http_status or "-", codes=codes), ok=False)
 
 
 @bp.post("/queues/spool/<record_id>/retry")
@@ -111,8 +112,9 @@ def retry_spool(record_id: str):
         outcome = q.retry_quarantined(s, spool(), user, record_id, apply_record, utcnow())
     except q.QueueError as e:
         return _back(str(e), ok=False)
-    return _back(_("Record %(id)s was retried: %(outcome)s.", id=record_id, outcome=outcome),
-                 ok=outcome == "applied")
+    from ..i18n import spool_outcome  # i18n imports this package
+    return _back(_("Record %(id)s was retried: %(outcome)s.", id=record_id,
+                   outcome=spool_outcome(outcome)), ok=outcome == "applied")
 
 
 @bp.post("/queues/spool/<record_id>/discard")

@@ -66,6 +66,7 @@ def failed_batches(s: Session) -> list[dict]:
         out.append({"id": b.id, "created_at": b.created_at, "records": b.record_count,
                     "url": last.url if last else None, "at": last.at if last else None,
                     "http_status": last.http_status if last else None,
+                    "outcome": last.outcome if last else None,
                     "errors": ", ".join(e.get("code", "") for e in last.errors) if last else ""})
     return out
 

@@ -31,9 +31,10 @@ def recording(call_sid: str, recording_sid: str):
     try:
         media = open_media(TwilioAccount.from_config(current_app.config), recording_sid)
     except MediaUnavailable as e:
+        from ..i18n import media_error  # i18n imports this package
         return render_template("auditor/error.html", code=e.status,
                                title=_("The recording cannot be played"),
-                               message=e.message), e.status
+                               message=media_error(e.reason), detail=e.detail), e.status
     try:
         with transaction(s):
             kind, ref, data = access_entry(current_user(), "play.recording", via="web",

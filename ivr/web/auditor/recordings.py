@@ -27,12 +27,16 @@ PLAYABLE = ("completed",)
 
 
 class MediaUnavailable(Exception):
-    """Twilio did not hand the recording over; `status` is the HTTP status to answer."""
+    """Twilio did not hand the recording over; `status` is the HTTP status to answer,
+    `reason` what the page says (`unreachable`, `gone`, `credentials`, `http`: the view
+    translates it) and `detail` the program's own words (an exception's name, a status)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, reason: str = "http", detail: str = ""):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason
+        self.detail = detail
 
 
 def _destroyed(s: Session, sid: str) -> dict | None:
@@ -115,16 +119,18 @@ def open_media(account: TwilioAccount, recording_sid: str) -> Media:
                          auth=(account.account_sid, account.auth_token),
                          timeout=account.timeout, allow_redirects=True)
     except requests.RequestException as e:
-        raise MediaUnavailable(502, f"Twilio could not be reached ({type(e).__name__}).") \
-            from None
+        raise MediaUnavailable(502, f"Twilio could not be reached ({type(e).__name__}).",
+                               "unreachable", f"{type(e).__name__}: {e}"[:300]) from None
     if r.status_code == 200:
         return Media(r, r.headers.get("Content-Type", "audio/wav").split(";")[0],
                      r.headers.get("Content-Length"))
     r.close()
+    detail = f"HTTP {r.status_code} {r.reason or ''}".strip()
     if r.status_code == 404:
-        raise MediaUnavailable(404, "Twilio no longer has this recording.")
+        raise MediaUnavailable(404, "Twilio no longer has this recording.", "gone", detail)
     if r.status_code in (401, 403):
         raise MediaUnavailable(502, "Twilio refused this server's credentials; an "
                                     "administrator must check TWILIO_ACCOUNT_SID and "
-                                    "TWILIO_AUTH_TOKEN.")
-    raise MediaUnavailable(502, f"Twilio answered HTTP {r.status_code} for the recording.")
+                                    "TWILIO_AUTH_TOKEN.", "credentials", detail)
+    raise MediaUnavailable(502, f"Twilio answered HTTP {r.status_code} for the recording.",
+                           "http", detail)
