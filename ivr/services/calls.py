@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy.engine import Engine
 
-from ..domain.pii import PersonalData, normalise_phone
+from ..domain.pii import PersonalData, caller_number, normalise_phone
 from ..storage.db import database
 from ..storage.flowstore import FlowRegistry, flows
 from .keys import personal_data
@@ -45,12 +45,19 @@ def clip(value: str | None, n: int = 64) -> str | None:
 
 @dataclass(frozen=True)
 class Parties:
-    """Who a webhook says the caller is (encrypted and fingerprinted) and our number."""
+    """Who a webhook says the caller is (encrypted and fingerprinted) and our number. A
+    caller id that names no real phone number (a hidden number, `Anonymous`, a SIP
+    address: ivr.domain.pii.caller_number) is nobody: no fingerprint, nothing encrypted."""
 
     phone_hmac: str | None
     phone_enc: str | None
     to_number: str | None
     direction: str | None
+
+    @property
+    def hidden(self) -> bool:
+        """The caller cannot be identified by a phone number: no consent can be theirs."""
+        return self.phone_hmac is None
 
 
 def parties(ctx: Context, fields, encrypt: bool = True) -> Parties:
@@ -60,7 +67,7 @@ def parties(ctx: Context, fields, encrypt: bool = True) -> Parties:
     outbound = bool(direction and direction.startswith("outbound"))
     caller = fields.to_number if outbound else fields.from_number
     ours = fields.from_number if outbound else fields.to_number
-    phone = normalise_phone(caller)
+    phone = caller_number(caller)
     return Parties(phone_hmac=ctx.pii.fingerprint(phone) if phone else None,
                    phone_enc=ctx.pii.encrypt(phone) if phone and encrypt else None,
                    to_number=clip(normalise_phone(ours), 32), direction=direction)

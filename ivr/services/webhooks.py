@@ -21,6 +21,7 @@ from datetime import datetime
 from ..audit.chain import iso
 from ..domain.flow import Flow
 from ..domain.flow import engine as e
+from ..domain.flow.model import HIDDEN_CALLER
 from ..domain.runs import digits_input, run_id_for
 from ..domain.state_token import StateTokenError, read_token, read_transfer_token
 from ..domain.twilio_form import CallFields, GatherInput, RecordingCallback, StatusCallback
@@ -127,21 +128,27 @@ def _started(ctx: Context, flow: Flow, row, origin_: str) -> Answer:
 def incoming(ctx: Context, fields: CallFields, now: datetime, token: str | None, path: str,
              label: str = "ok", exact_context: dict | None = None) -> Answer:
     """/voice/incoming: a call starts the default flow; a caller with a standing grant is
-    offered the withdrawal. `exact_context` replays a start already answered (from the
+    offered the withdrawal, and a caller with no phone number (hidden, `Anonymous`, SIP)
+    hears the notice and why no choice can be recorded. `exact_context` replays a start already answered (from the
     spool) with the context it was answered with."""
     flow = ctx.flows.default
     sid = fields.call_sid
     run_id = run_id_for(sid, "incoming")
+    caller = _caller(ctx, fields, sid, token, path, now, label)
+    hidden = caller["phone_hmac"] is None
 
     def plan(context: dict) -> dict:
         return _start_plan(ctx, flow, sid=sid, run_id=run_id, origin_="incoming",
                            context=context, language=None, now=now)
 
-    plain = plan(dict(exact_context) if exact_context is not None else {})
-    consenter = plan({"has_consent": True}) if exact_context is None else None
-    args = fn.Incoming(**_caller(ctx, fields, sid, token, path, now, label),
-                       **_starts(ctx, flow, run_id, "incoming"),
-                       plain=plain, consenter=consenter, lookup=exact_context is None)
+    # A caller with no phone number to hold a choice is planned one way only: the notice,
+    # then why nothing can be recorded. No grant is looked up for them.
+    context = {HIDDEN_CALLER: True} if hidden else {}
+    plain = plan(dict(exact_context) if exact_context is not None else context)
+    lookup = exact_context is None and not hidden
+    consenter = plan({"has_consent": True}) if lookup else None
+    args = fn.Incoming(**caller, **_starts(ctx, flow, run_id, "incoming"),
+                       plain=plain, consenter=consenter, lookup=lookup)
     return _started(ctx, flow, _run(ctx, args), "incoming")
 
 
@@ -152,6 +159,8 @@ def transfer(ctx: Context, transfer_id: str, url_token: str | None, fields: Call
     language they may have spoken), and the transfer is in the flow. `exact` ({"context",
     "language"}) replays a start already answered (from the spool) as it was answered."""
     sid = fields.call_sid
+    caller = _caller(ctx, fields, sid, token, path, now, label)
+    hidden = caller["phone_hmac"] is None
     try:
         facts = read_transfer_token(url_token) if url_token else None
     except StateTokenError:
@@ -165,6 +174,8 @@ def transfer(ctx: Context, transfer_id: str, url_token: str | None, fields: Call
         origin_ = origin(transfer_id)
         run_id = run_id_for(sid, origin_)
         context = {"return_to": return_to, "transfer_id": transfer_id}
+        if hidden:
+            context[HIDDEN_CALLER] = True
         languages = [language] if language else list(flow.languages)
         default = flow.default_language
         if exact is not None:
@@ -176,15 +187,15 @@ def transfer(ctx: Context, transfer_id: str, url_token: str | None, fields: Call
                 kw = dict(sid=sid, run_id=run_id, origin_=origin_, language=lang, now=now,
                           transfer_id=transfer_id)
                 plain[lang] = _start_plan(ctx, flow, context=context, **kw)
-                if exact is None:
+                if exact is None and not hidden:
                     consenter[lang] = _start_plan(ctx, flow, context={
                         **context, "has_consent": True}, **kw)
         in_flow = ("transfer.in_flow", sid, {
             "transfer_id": transfer_id, "call_sid": sid, "agent_id": hole("agent_id"),
             "status": T.IN_FLOW.value, "run": run_id, "after_failure": hole("after_failure")})
-        args = fn.Transfer(**_caller(ctx, fields, sid, token, path, now, label),
-                           **_starts(ctx, flow, run_id, origin_),
-                           plain=plain, consenter=consenter, lookup=exact is None,
+        args = fn.Transfer(**caller, **_starts(ctx, flow, run_id, origin_),
+                           plain=plain, consenter=consenter,
+                           lookup=exact is None and not hidden,
                            transfer_id=transfer_id, language=language,
                            return_to=return_to if facts else None, default_language=default,
                            enters=[T.REQUESTED.value, T.FAILED.value], failed=T.FAILED.value,
@@ -252,6 +263,8 @@ def _turn(ctx: Context, b: _Before, run_id: str, result: GatherInput, now: datet
     consent = None
     agent = hole("agent_id") if b.transfer_id else None
     if plan.decide is not None:
+        if b.state.context.get(HIDDEN_CALLER):  # the engine refuses this first
+            raise e.EngineError(f"run {run_id}: a hidden caller cannot decide")
         values = turns.consent_values(plan, flow, run_id=run_id, call_sid=sid,
                                       phone_hmac=hole("phone"), phone_enc=None,
                                       agent_id=agent, transfer_id=b.transfer_id,
