@@ -129,8 +129,8 @@ def incoming(ctx: Context, fields: CallFields, now: datetime, token: str | None,
              label: str = "ok", exact_context: dict | None = None) -> Answer:
     """/voice/incoming: a call starts the default flow; a caller with a standing grant is
     offered the withdrawal, and a caller with no phone number (hidden, `Anonymous`, SIP)
-    hears the notice and why no choice can be recorded. `exact_context` replays a start already answered (from the
-    spool) with the context it was answered with."""
+    hears the notice and why no choice can be recorded. `exact_context` replays a start
+    already answered (from the spool) with the context it was answered with."""
     flow = ctx.flows.default
     sid = fields.call_sid
     run_id = run_id_for(sid, "incoming")
