@@ -11,6 +11,7 @@ from flask import current_app
 
 from ..domain.config import finalize, from_env
 from ..domain.flow import InvalidFlow, load_flow, load_flows
+from ..domain.spreadsheet import safe_row
 from ..services.consents import EXPORT_FIELDS, export_record
 from ..services.keys import personal_data
 from ..services.reports import call_timeline, consents_query, timeline_text
@@ -103,7 +104,7 @@ def consents_export(fmt, since, until, out):
     for rec in session().scalars(q.execution_options(yield_per=500)):
         row = {k: export_record(rec, pii)[k] for k in fields}
         if writer:
-            writer.writerow({**row, "channels": json.dumps(row["channels"])})
+            writer.writerow(safe_row({**row, "channels": json.dumps(row["channels"])}))
         else:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
