@@ -3,7 +3,9 @@
 Each consent record counts once, on the Istanbul calendar day of its `captured_at`: the
 same records, over the same instants, as `python -m ivr consents export --since --until`.
 The counting is done by the database (GROUP BY over the `captured_at` index); only the
-grouped counts reach Python.
+grouped counts reach Python. Beside them, the calls from a hidden number ("numara gizli":
+no phone number, so no choice could be recorded) count once each, on the day their run
+started, so that every call that heard the notice is in the figures.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from flask_babel import gettext as _
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from ivr.storage.models import Consent
+from ivr.domain.flow.model import HIDDEN_CALLER
+from ivr.storage.models import Consent, FlowRun
 from ivr.storage.transfer_models import Transfer
 
 from .search import NONE_VALUE, origin_conditions
@@ -114,6 +117,7 @@ class Row:
     label: str
     criteria: dict[str, str]
     counts: dict[str, int] = field(default_factory=dict)
+    hidden: int = 0  # calls from a hidden number: no decision could be theirs
 
     @property
     def total(self) -> int:
@@ -177,14 +181,32 @@ def outcomes(s: Session, period: Period) -> Outcomes:
             for decision, n in per_day.get(first + timedelta(days=d), {}).items():
                 row.counts[decision] = row.counts.get(decision, 0) + n
         series.append(row)
+    hidden = _hidden_per_day(s, period)
+    for (first, last), row in zip(period.buckets(), series, strict=True):
+        row.hidden = sum(hidden.get(first + timedelta(days=d), 0)
+                         for d in range(((last - first).days) + 1))
     totals = Row("all", period_criteria)
     for row in series:
         for decision, n in row.counts.items():
             totals.counts[decision] = totals.counts.get(decision, 0) + n
+        totals.hidden += row.hidden
     breakdowns = {name: _breakdown(grouped[name], name, period_criteria)
                   for name in DIMENSIONS}
     agents = [r.label for r in breakdowns["agent"] if r.label]
     return Outcomes(period, series, breakdowns, totals, agent_names(s, agents))
+
+
+def _hidden_per_day(s: Session, period: Period) -> dict[date, int]:
+    """Calls from a hidden number per Istanbul day their run started (a call sent into the
+    flow twice counts once, on its first day)."""
+    lo, hi = period.bounds()
+    day = func.min(func.date(func.timezone(LOCAL.key, FlowRun.created_at)))
+    first_days = (select(FlowRun.call_sid, day.label("day"))
+                  .where(FlowRun.created_at >= lo, FlowRun.created_at < hi,
+                         FlowRun.state[("context", HIDDEN_CALLER)].as_boolean())
+                  .group_by(FlowRun.call_sid).subquery())
+    return dict(s.execute(select(first_days.c.day, func.count())
+                          .group_by(first_days.c.day)).all())
 
 
 def agent_names(s: Session, agent_ids: list[str]) -> dict[str, str]:
