@@ -18,6 +18,7 @@ from flask_babel import gettext as _
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from ivr.domain import inputs
 from ivr.domain.flow.model import HIDDEN_CALLER
 from ivr.storage.models import Consent, FlowRun
 from ivr.storage.transfer_models import Transfer
@@ -49,8 +50,8 @@ def parse_day(value: str) -> date:
 
 
 def day_text(day: date) -> str:
-    """A day as auditors read it: dd.mm.yyyy."""
-    return day.strftime("%d.%m.%Y")
+    """A day as auditors read it: dd.mm.yyyy (four digits of year, 0001 too)."""
+    return f"{day.day:02d}.{day.month:02d}.{day.year:04d}"
 
 
 def local_today() -> date:
@@ -75,8 +76,9 @@ class Period:
         out = []
         start = self.since
         while start <= self.until:
-            if self.step == "week":
-                end = min(self.until, start + timedelta(days=6 - start.weekday()))
+            if self.step == "week":  # (counted so that no day past the year 9999 is made)
+                end = start + timedelta(days=min(6 - start.weekday(),
+                                                 (self.until - start).days))
             else:
                 end = start
             out.append((start, end))
@@ -85,14 +87,21 @@ class Period:
 
 
 def parse_period(args: Mapping[str, str], today: date) -> Period:
-    """The period from a query's since/until/step; the last 30 days by default."""
+    """The period from a query's since/until/step; the last 30 days by default. Days follow
+    the API's rules (ivr/domain/inputs.py): an open end far out is clamped to the first or
+    last day held, a start after the last day or an end before the first is refused."""
     errors: dict[str, str] = {}
     days = {}
     for name, default in (("since", today - timedelta(days=DEFAULT_DAYS - 1)),
                           ("until", today)):
         raw = (args.get(name) or "").strip()
         try:
-            days[name] = parse_day(raw) if raw else default
+            days[name] = (inputs.held_day(parse_day(raw), name, end=name == "until")
+                          if raw else default)
+        except inputs.InvalidInput:
+            errors[name] = _("Use a day from %(first)s to %(last)s.",
+                             first=day_text(inputs.FIRST_DAY), last=day_text(inputs.LAST_DAY))
+            days[name] = default
         except ValueError:
             errors[name] = _("Write the day as dd.mm.yyyy, for example 01.03.2026.")
             days[name] = default
