@@ -30,7 +30,7 @@ from ..domain.vocabulary import TransferStatus as T
 from ..storage import webhook_functions as fn
 from ..storage.audit_store import leaf_columns
 from . import run_memory, turns
-from .calls import RANK, RECORDING_ORDER, Context, clip, parties
+from .calls import RANK, RECORDING_ORDER, Context, clip, parties, start_context
 from .kvkk.status import CHANNELS
 from .transfers import END_OF_CALL_FAILURES, origin
 
@@ -135,15 +135,15 @@ def incoming(ctx: Context, fields: CallFields, now: datetime, token: str | None,
     sid = fields.call_sid
     run_id = run_id_for(sid, "incoming")
     caller = _caller(ctx, fields, sid, token, path, now, label)
-    hidden = caller["phone_hmac"] is None
+    # A caller with no phone number to hold a choice is planned one way only: the notice,
+    # then why nothing can be recorded. No grant is looked up for them.
+    context = start_context(fields)
+    hidden = HIDDEN_CALLER in context
 
     def plan(context: dict) -> dict:
         return _start_plan(ctx, flow, sid=sid, run_id=run_id, origin_="incoming",
                            context=context, language=None, now=now)
 
-    # A caller with no phone number to hold a choice is planned one way only: the notice,
-    # then why nothing can be recorded. No grant is looked up for them.
-    context = {HIDDEN_CALLER: True} if hidden else {}
     plain = plan(dict(exact_context) if exact_context is not None else context)
     lookup = exact_context is None and not hidden
     consenter = plan({"has_consent": True}) if lookup else None
@@ -160,7 +160,8 @@ def transfer(ctx: Context, transfer_id: str, url_token: str | None, fields: Call
     "language"}) replays a start already answered (from the spool) as it was answered."""
     sid = fields.call_sid
     caller = _caller(ctx, fields, sid, token, path, now, label)
-    hidden = caller["phone_hmac"] is None
+    known = start_context(fields)
+    hidden = HIDDEN_CALLER in known
     try:
         facts = read_transfer_token(url_token) if url_token else None
     except StateTokenError:
@@ -173,9 +174,7 @@ def transfer(ctx: Context, transfer_id: str, url_token: str | None, fields: Call
             raise UnknownRun(f"transfer {transfer_id}: flow {flow_id!r} is not loaded")
         origin_ = origin(transfer_id)
         run_id = run_id_for(sid, origin_)
-        context = {"return_to": return_to, "transfer_id": transfer_id}
-        if hidden:
-            context[HIDDEN_CALLER] = True
+        context = {"return_to": return_to, "transfer_id": transfer_id, **known}
         languages = [language] if language else list(flow.languages)
         default = flow.default_language
         if exact is not None:
