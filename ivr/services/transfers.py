@@ -68,11 +68,8 @@ def origin(transfer_id: str) -> str:
 
 def _lock_call(session: Session, call_sid: str) -> None:
     # Two requests for one call (different keys) must not both pass the checks below.
-    # SQLite serialises every transaction already (BEGIN IMMEDIATE).
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(CAST(:a AS integer), "
-                             "CAST(:b AS integer))"),
-                        {"a": _PG_CALL_LOCK, "b": zlib.crc32(call_sid.encode()) - 2**31})
+    session.execute(text("SELECT pg_advisory_xact_lock(CAST(:a AS integer), CAST(:b AS integer))"),
+                    {"a": _PG_CALL_LOCK, "b": zlib.crc32(call_sid.encode()) - 2**31})
 
 
 def _facts(t: Transfer, **more) -> dict:

@@ -15,8 +15,11 @@ state, as a spooled gather or one made before the state travelled in URLs) is an
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+
+import orjson
 
 from ..audit.chain import iso
 from ..domain.flow import Flow
@@ -101,6 +104,51 @@ def _start_plan(ctx: Context, flow: Flow, *, sid: str, run_id: str, origin_: str
             "leaves": _leaves([started, *plan.audit], now)}
 
 
+# Most turns are the same for every caller but for the CallSid, the run and the time: every
+# caller's first turn of a flow, and each turn a gather URL's state leads to. Each is planned
+# once per (flow, state, input, audio set) with a mark where those three go, kept as JSON,
+# and filled in by replacing the marks. A CallSid of letters and digits (as Twilio's are;
+# another is planned in full), a run's hex id and a time's ISO text need no escaping.
+_MARK_SID, _MARK_RUN = "CAivrMarkOfTheCallSid", "ivrMarkOfTheRun"
+_MARK_TIME = datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+_MARK_ISO = iso(_MARK_TIME)
+_PLAIN_SID = re.compile(r"[A-Za-z0-9]{1,64}")
+_TEMPLATES_MAX = 1024
+_templates: dict[tuple, tuple] = {}
+
+
+def _kept(ctx: Context, flow: Flow, key: tuple, plan):
+    """The template kept under `key` for this renderer and flow, planned by `plan()` (which
+    returns the JSON-able plan first, then what else the turn keeps) if missing."""
+    key = (id(ctx.renderer), id(flow), ctx.renderer.audio.current_generation(), *key)
+    kept = _templates.get(key)
+    if kept is None or kept[0] is not ctx.renderer or kept[1] is not flow:
+        planned, *rest = plan()
+        if len(_templates) >= _TEMPLATES_MAX:
+            _templates.clear()
+        kept = _templates[key] = (ctx.renderer, flow, orjson.dumps(planned).decode(), *rest)
+    return kept
+
+
+def _filled(template: str, sid: str, run_id: str, now: datetime) -> orjson.Fragment:
+    return orjson.Fragment(template.replace(_MARK_SID, sid).replace(_MARK_RUN, run_id)
+                           .replace(_MARK_ISO, iso(now)))
+
+
+def _first_turn(ctx: Context, flow: Flow, *, sid: str, run_id: str, context: dict,
+                now: datetime) -> orjson.Fragment:
+    """`_start_plan` of an incoming call as JSON, from the flow's template."""
+    def plan(sid_: str, run_: str, now_: datetime) -> tuple[dict]:
+        return (_start_plan(ctx, flow, sid=sid_, run_id=run_, origin_="incoming",
+                            context=context, language=None, now=now_),)
+
+    if not _PLAIN_SID.fullmatch(sid):
+        return orjson.Fragment(orjson.dumps(plan(sid, run_id, now)[0]))
+    kept = _kept(ctx, flow, ("start", orjson.dumps(context, option=orjson.OPT_SORT_KEYS)),
+                 lambda: plan(_MARK_SID, _MARK_RUN, _MARK_TIME))
+    return _filled(kept[2], sid, run_id, now)
+
+
 def _caller(ctx: Context, fields: CallFields, sid: str, token: str | None, path: str,
             now: datetime, label: str) -> dict:
     who = parties(ctx, fields)
@@ -140,9 +188,8 @@ def incoming(ctx: Context, fields: CallFields, now: datetime, token: str | None,
     context = start_context(fields)
     hidden = HIDDEN_CALLER in context
 
-    def plan(context: dict) -> dict:
-        return _start_plan(ctx, flow, sid=sid, run_id=run_id, origin_="incoming",
-                           context=context, language=None, now=now)
+    def plan(context: dict) -> orjson.Fragment:
+        return _first_turn(ctx, flow, sid=sid, run_id=run_id, context=context, now=now)
 
     plain = plan(dict(exact_context) if exact_context is not None else context)
     lookup = exact_context is None and not hidden
@@ -245,10 +292,10 @@ def _from_stored(ctx: Context, step: int | None, stored: dict) -> _Before:
                    stored["notice"] or {}, stored["transfer_id"])
 
 
-def _turn(ctx: Context, b: _Before, run_id: str, result: GatherInput, now: datetime
-          ) -> tuple[dict, dict | None, list[str], list[list], list[tuple]]:
+def _turn(ctx: Context, b: _Before, run_id: str, sid: str, result: GatherInput,
+          now: datetime) -> tuple[dict, dict | None, list[str], list[list], list[tuple]]:
     """Plan the turn: (plan, consent, transfer moves, transfer leaves, facts)."""
-    flow, sid = b.flow, result.call.call_sid
+    flow = b.flow
     inp = digits_input(result.digits)
     state, actions = e.advance(flow, b.state, inp)
     plan = turns.plan_turn(ctx, flow, run_id=run_id, call_sid=sid, state=state,
@@ -294,22 +341,35 @@ def _turn(ctx: Context, b: _Before, run_id: str, result: GatherInput, now: datet
     return payload, consent, moves, _leaves(moved, now), facts
 
 
+def _planned_turn(ctx: Context, b: _Before, run_id: str, sid: str, result: GatherInput,
+                  now: datetime, state_token: str | None) -> tuple:
+    """`_turn` with the plan as JSON and the state before it: from the template of the
+    turn the URL's state leads to (see _kept), if `b` came from that URL's `state_token`."""
+    if state_token is None or b.transfer_id is not None or not _PLAIN_SID.fullmatch(sid):
+        plan, *rest = _turn(ctx, b, run_id, sid, result, now)
+        return orjson.Fragment(orjson.dumps(plan)), *rest, b.state.to_dict()
+    kept = _kept(ctx, b.flow, ("turn", state_token, b.step, result.digits), lambda: (
+        *_turn(ctx, b, _MARK_RUN, _MARK_SID, result, _MARK_TIME), b.state.to_dict()))
+    return _filled(kept[2], sid, run_id, now), *kept[3:]
+
+
 def gather(ctx: Context, run_id: str, step: int | None, state_token: str | None,
            result: GatherInput, now: datetime, token: str | None, path: str,
            label: str = "ok") -> Answer:
     """/voice/gather: the keys (or the silence) for one step of a run, once per step."""
     sid = result.call.call_sid
     before = _from_url(ctx, step, state_token)
-    for _ in range(_PLANS_TRIED):
+    for attempt in range(_PLANS_TRIED):
         planned = before.flow is not None
-        plan, consent, moves, moved, facts = (_turn(ctx, before, run_id, result, now)
-                                              if planned else (None, None, [], [], []))
+        plan, consent, moves, moved, facts, state_before = (
+            _planned_turn(ctx, before, run_id, sid, result, now,
+                          state_token if attempt == 0 else None)
+            if planned else (None, None, [], [], [], None))
         args = fn.Gather(
             token=token, path=path[:200], now=now, sid=sid, label=label, run=run_id,
             step=before.step if planned else step,
             flow_version=before.flow.version if planned else None,
-            transfer_id=before.transfer_id,
-            state_before=before.state.to_dict() if planned else None,
+            transfer_id=before.transfer_id, state_before=state_before,
             heard_before=before.heard, notice_before=before.notice, plan=plan,
             consent=consent, transfer_moves=moves, transfer_leaves=moved, moves=_MOVES,
             decided=T.DECIDED.value, returned=T.RETURNED.value)
