@@ -253,15 +253,15 @@ def integrate(once):
                 raise click.ClickException(str(e)) from None
             if result is None and once:
                 raise click.ClickException("another sequencer holds the lock; try again")
-            if result is not None and result.refused:
-                click.echo(f"refused to sign a checkpoint: {result.refused}", err=True)
-                if once:
-                    sys.exit(1)
             if result is not None and (once or result.integrated or result.checkpoint):
                 cp = (f"; signed checkpoint #{result.checkpoint.id} at size "
                       f"{result.checkpoint.tree_size}" if result.checkpoint else "")
                 click.echo(f"integrated {result.integrated} leaves; tree size "
                            f"{result.tree_size}{cp}")
+            if result is not None and result.refused:
+                click.echo(f"refused to sign a checkpoint: {result.refused}", err=True)
+                if once:
+                    sys.exit(1)
             if once:
                 return
             time.sleep(mmd(app) / 2)

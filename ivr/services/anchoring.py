@@ -259,16 +259,16 @@ def _due(row, now: datetime) -> bool:
 def _stamp(conn, s: Settings, url: str, report: Report, clock) -> None:
     with conn.begin():
         rows = store.wanted(conn, store.TIMESTAMP, url)
-    for row, head in rows:
+    for row in rows:
         now = clock()
         if not _due(row, now):
             return
-        body = timestamps.signed_body(head.note)
+        body = timestamps.signed_body(row.note)
         req = timestamps.make_request(body)
         try:
             der = tsa_client.request_token(url, req.der, s.timeout)
             tok = timestamps.verify(der, body, list(s.roots), request=req)
-            timestamps.check_not_before(tok, head.at)
+            timestamps.check_not_before(tok, row.at)
         except (tsa_client.AuthorityUnavailable, merkle.VerificationError) as e:
             _fail(conn, s, row, clock(), f"time-stamp authority {url}: {e}", report)
             return
@@ -300,7 +300,7 @@ def _cosignature(reply: witness_client.Reply, text: str, w: Witness) -> tuple[st
 _STOP = -1
 
 
-def _cosign_one(conn, s: Settings, w: Witness, row, head, old: int, report: Report,
+def _cosign_one(conn, s: Settings, w: Witness, row: store.Wanted, old: int, report: Report,
                 clock) -> int:
     """Get one checkpoint cosigned; the size the witness has cosigned after, or _STOP when
     this witness is to be left alone until its retry time."""
@@ -323,8 +323,8 @@ def _cosign_one(conn, s: Settings, w: Witness, row, head, old: int, report: Repo
             return old
         with conn.begin():
             proof = StoredTree(conn).consistency(old, row.tree_size) if old else []
-        body = protocol.format_request(old, proof, head.note)
-        text = note.parse_note(head.note).text
+        body = protocol.format_request(old, proof, row.note)
+        text = note.parse_note(row.note).text
         try:
             reply = witness_client.add_checkpoint(w.url, body, s.timeout)
             if reply.status == 409 and reply.content_type.startswith(protocol.SIZE_CONTENT_TYPE):
@@ -338,7 +338,7 @@ def _cosign_one(conn, s: Settings, w: Witness, row, head, old: int, report: Repo
                 raise witness_client.WitnessUnavailable(
                     f"HTTP {reply.status}: {reply.body[:200].decode('utf-8', 'replace')}".strip())
             line, ts = _cosignature(reply, text, w)
-            floor = head.at.astimezone(UTC).replace(microsecond=0)
+            floor = row.at.astimezone(UTC).replace(microsecond=0)
             if datetime.fromtimestamp(ts, UTC) < floor:
                 raise merkle.VerificationError(
                     f"cosignature of {name}", f"a time no earlier than the checkpoint's "
@@ -360,10 +360,10 @@ def _cosign(conn, s: Settings, w: Witness, report: Report, clock) -> None:
     with conn.begin():
         rows = store.wanted(conn, store.COSIGNATURE, w.target)
         old = store.done_size(conn, store.COSIGNATURE, w.target)
-    for row, head in rows:
+    for row in rows:
         if not _due(row, clock()):
             return
-        old = _cosign_one(conn, s, w, row, head, old, report, clock)
+        old = _cosign_one(conn, s, w, row, old, report, clock)
         if old == _STOP:
             return
 

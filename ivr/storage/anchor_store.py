@@ -42,15 +42,28 @@ def last_stamped_at(conn) -> datetime | None:
         AuditAnchor.kind == TIMESTAMP))
 
 
-def wanted(conn, kind: str, target: str,
-           limit: int = 50) -> list[tuple[AuditAnchor, AuditTreeHead]]:
-    """The wanted anchors of one target, oldest checkpoint first, with their checkpoints."""
-    q = (select(AuditAnchor, AuditTreeHead).join(AuditTreeHead,
-                                                 AuditTreeHead.id == AuditAnchor.head_id)
+@dataclass(frozen=True)
+class Wanted:
+    """A wanted anchor and what its request needs of its checkpoint."""
+
+    id: int
+    tree_size: int
+    attempts: int
+    next_try_at: datetime | None
+    head_id: int
+    note: str
+    at: datetime
+
+
+def wanted(conn, kind: str, target: str, limit: int = 50) -> list[Wanted]:
+    """The wanted anchors of one target, oldest checkpoint first."""
+    q = (select(AuditAnchor.id, AuditAnchor.tree_size, AuditAnchor.attempts,
+                AuditAnchor.next_try_at, AuditTreeHead.id, AuditTreeHead.note, AuditTreeHead.at)
+         .join(AuditTreeHead, AuditTreeHead.id == AuditAnchor.head_id)
          .where(AuditAnchor.kind == kind, AuditAnchor.target == target,
                 AuditAnchor.state == WANTED)
          .order_by(AuditAnchor.tree_size, AuditAnchor.id).limit(limit))
-    return [(r[0], r[1]) for r in conn.execute(q)]
+    return [Wanted(*r) for r in conn.execute(q)]
 
 
 def settle(conn, anchor_id: int, **values) -> None:
