@@ -384,3 +384,40 @@ def test_attack_4_a_witness_replays_an_old_cosignature(app, witness):
         assert "replayed from another checkpoint" in out
     finally:
         replaying.server.shutdown()
+
+
+# --- webhooks never wait for an authority or a witness ------------------------------------
+
+
+def test_webhooks_do_not_wait_for_a_slow_authority_or_a_down_witness(app_config, tsa, witness):
+    from ivr.adapters.simulate import Caller, http_transport
+
+    from .conftest import AUTH_TOKEN, LiveServer
+
+    tsa.mode, tsa.delay = "slow", 4.0
+    witness.stop()
+    server = LiveServer({**app_config, "AUDIT_SEQUENCER": "thread", "AUDIT_MMD": "0.2",
+                         "AUDIT_CHECKPOINT_INTERVAL": "0.2", "ANCHOR_PERIOD": "0.1",
+                         "ANCHOR_TIMEOUT": "10"}).start()
+    try:
+        durations = []
+        for _ in range(3):
+            c = Caller(server.url, AUTH_TOKEN, http_transport())
+            started = time.monotonic()
+            c.run(["1"])
+            durations.append(time.monotonic() - started)
+            time.sleep(0.5)  # the sequencer signs; the anchoring thread is stuck on the TSA
+        assert max(durations) < 2.0, durations
+        tsa.mode = "up"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if tokens(server.app):
+                break
+            time.sleep(0.3)
+        assert tokens(server.app), "the anchoring thread fetched no token once the TSA was up"
+    finally:
+        from ivr.services import anchoring, audit_sequencer
+
+        audit_sequencer.stop_thread(server.app)
+        anchoring.stop_thread(server.app)
+        server.stop()

@@ -10,8 +10,8 @@ import pytest
 
 from ivr.audit import checkpoint as cps
 from ivr.audit import cosignature, note
-from tests.support.auditor import audio_dir, auditor, place_call, rendered_audio
 from tests.support.audit import invoke
+from tests.support.auditor import audio_dir, auditor, place_call, rendered_audio
 
 from .conftest import require_tools
 from .test_audit_anchors import log_key, log_vkey, tsa, witness
