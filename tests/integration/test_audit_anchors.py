@@ -384,6 +384,7 @@ def test_attack_4_a_witness_replays_an_old_cosignature(app, witness):
         assert "replayed from another checkpoint" in out
     finally:
         replaying.server.shutdown()
+        replaying.server.server_close()
 
 
 # --- webhooks never wait for an authority or a witness ------------------------------------
@@ -421,3 +422,4 @@ def test_webhooks_do_not_wait_for_a_slow_authority_or_a_down_witness(app_config,
         audit_sequencer.stop_thread(server.app)
         anchoring.stop_thread(server.app)
         server.stop()
+        server.server.server_close()
