@@ -25,6 +25,7 @@ from .kvkk import register as kvkk_commands
 from .simulate import simulate
 from .spool import spool_cli
 from .users import users_cli
+from .witness import witness_cli
 
 
 @click.group()
@@ -143,6 +144,7 @@ def _register() -> None:
     cli.add_command(db_cli)
     cli.add_command(spool_cli)
     cli.add_command(simulate)
+    cli.add_command(witness_cli)
     kvkk_commands(cli)
 
 

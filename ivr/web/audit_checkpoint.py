@@ -1,4 +1,5 @@
-"""`GET /audit/checkpoint`: the latest signed checkpoint, for anyone (it names no caller).
+"""`GET /audit/checkpoint`: the latest signed checkpoint, for anyone (it names no caller),
+with every witness cosignature collected for it as extra signature lines.
 
 A public checkpoint holds the tree's size, so polling it measures how many leaves (calls,
 key presses, logins) the log takes over time. An operator who does not want that seen
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Flask, Response, current_app
 
 from ..domain.config import ConfigError
+from ..storage.anchor_store import cosignature_lines
 from ..storage.audit_tree import latest_head
 from ..storage.db import session, utcnow
 
@@ -46,10 +48,11 @@ def latest_checkpoint():
     s = session()
     head = latest_head(s, signed_before=published_before(publish_minutes(current_app),
                                                          utcnow()))
+    cosigs = cosignature_lines(s, head.id) if head is not None else []
     s.rollback()
     if head is None:
         return Response("no checkpoint published yet\n", status=404, mimetype="text/plain")
-    return Response(head.note, mimetype="text/plain",
+    return Response(head.note + "".join(cosigs), mimetype="text/plain",
                     headers={"Cache-Control": "no-cache"})
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from ivr.services import audit_sequencer
+from ivr.services import anchoring, audit_sequencer
 
 from ..storage.migrate import MIGRATIONS, current_revision, head_revision
 from .auditor.login import current_user
@@ -56,6 +56,7 @@ def readyz():
     checks["audio"] = check_audio(registry, app.extensions.get("ivr_audio"))
     checks["spool"] = check_spool(app)
     checks["audit_queue"] = audit_sequencer.queue_check(app, probe_engine(app))
+    checks["audit_anchors"], anchor_warnings = anchoring.readiness(app, probe_engine(app))
     ready = all(v.startswith("ok") for v in checks.values())
     # A quarantined record needs an operator, but this server still takes calls well:
     # failing readiness for it would take every server out of rotation over one record.
@@ -63,6 +64,9 @@ def readyz():
     held = sp.quarantine_depth() if sp is not None else 0
     warnings = [f"{held} spooled webhook(s) quarantined: run `python -m ivr spool "
                 "quarantine list`"] if held else []
+    # Anchoring never takes a server out of rotation: an authority or witness that is away,
+    # or a sequencer that refuses to fork the log, is reported, and calls go on.
+    warnings += anchor_warnings
     status = "not ready" if not ready else ("degraded" if warnings else "ready")
     if operator(app):
         response = jsonify(status=status, checks=checks, spool_quarantine=held,

@@ -58,7 +58,8 @@ def test_ready_when_everything_is_there(app, client):
     code, body = _ready(client)
     assert code == 200, body
     assert body["status"] == "ready"
-    assert set(body["checks"]) == {"database", "flows", "audio", "spool", "audit_queue"}
+    assert set(body["checks"]) == {"database", "flows", "audio", "spool", "audit_queue",
+                                   "audit_anchors"}
     assert all(v.startswith("ok") for v in body["checks"].values())
 
 

@@ -11,6 +11,7 @@ entry about any other call, and its size does not grow with the log.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -18,21 +19,23 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from flask import current_app, render_template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ivr.audit import chain, merkle, note, proofs
+from ivr.audit import chain, merkle, note, proofs, timestamps
 from ivr.audit import checkpoint as cps
 from ivr.audit.errors import AuditError
 from ivr.domain import times
 from ivr.domain.notice import notice_version
 from ivr.domain.pii import PersonalData
-from ivr.services import audit_keys, audit_sequencer
+from ivr.services import anchoring, audit_keys, audit_sequencer
 from ivr.services.accounts import User
 from ivr.services.audit_replay import replay_call
 from ivr.services.reports import call_timeline
 from ivr.services.timeline import fact_entries, run_versions
+from ivr.storage import anchor_store
 from ivr.storage.audit_tree import StoredTree, latest_head
 from ivr.storage.db import utcnow
 from ivr.storage.models import AuditEntry, AuditQueue, AuditTreeHead, Call
@@ -184,14 +187,45 @@ def build_package(s: Session, call_sid: str, *, registry, pii: PersonalData,
     return package
 
 
+def _stamped_head(s: Session, last_seq: int) -> AuditTreeHead | None:
+    """The first time-stamped checkpoint that covers the leaf of seq `last_seq`."""
+    for _a, head in anchor_store.done(s, anchor_store.TIMESTAMP):
+        if head.tree_size >= last_seq:
+            return head
+    return None
+
+
+def _timestamp_files(s: Session, head: AuditTreeHead) -> dict[str, bytes]:
+    """The checkpoint's tokens, and the authorities' certificates to check them with."""
+    files: dict[str, bytes] = {}
+    roots = anchoring.verifier_roots(current_app)
+    ca, certs = [], []
+    k = 0
+    for a, h in anchor_store.done(s, anchor_store.TIMESTAMP):
+        if h.id != head.id:
+            continue
+        der = base64.b64decode(a.data)
+        tok = timestamps.describe(timestamps.parse(der))
+        k += 1
+        files[f"timestamp/token-{k}.tsr"] = der
+        certs.extend(c for c in tok.certificates if c not in certs)
+        ca.extend(r for r in timestamps.chain_roots(tok, roots) if r not in ca)
+    if k:
+        files["timestamp/tsa-certs.pem"] = timestamps.certificate_pem(certs).encode()
+        files["timestamp/tsa-ca.pem"] = timestamps.certificate_pem(
+            [c.public_bytes(serialization.Encoding.DER) for c in ca]).encode()
+    return files
+
+
 def _proof_files(s: Session, entries: list[AuditEntry], since: int | None):
-    head = latest_head(s)
+    head = _stamped_head(s, entries[-1].seq) or latest_head(s)
     if head is None or entries[-1].seq > head.tree_size:
         raise EvidenceError("no checkpoint covers this call yet; try again", 503)
     tree = StoredTree(s)
     n = head.tree_size
     root = bytes.fromhex(head.root_hash)
-    doc = {"checkpoint": head.note, "tree_size": n, "root_hash": proofs.b64(root),
+    cosigned = head.note + "".join(anchor_store.cosignature_lines(s, head.id))
+    doc = {"checkpoint": cosigned, "tree_size": n, "root_hash": proofs.b64(root),
            "leaves": []}
     files: dict[str, bytes] = {}
     for e in entries:
@@ -204,7 +238,8 @@ def _proof_files(s: Session, entries: list[AuditEntry], since: int | None):
             f"{side} {h.hex()}\n" for side, h in _sides(i, n, path)).encode()
     parsed = note.parse_note(head.note)
     files["proof/proof.json"] = (json.dumps(doc, indent=1) + "\n").encode()
-    files["proof/checkpoint.note"] = head.note.encode()
+    files["proof/checkpoint.note"] = cosigned.encode()
+    files.update(_timestamp_files(s, head))
     files["proof/checkpoint.txt"] = parsed.text.encode()
     files["proof/checkpoint.sig"] = parsed.signatures[0].signature
     key = audit_keys.signing_key(create=False)
@@ -315,6 +350,8 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], registry, pii, ind
         head_at=times.text(head.at),
         entries=entries, notices=notices, has_key="proof/public_key.pem" in files,
         has_consistency="proof/consistency.json" in files,
+        tokens=sorted(n for n in files if n.startswith("timestamp/token-")),
+        cosignatures=anchor_store.cosignature_lines(s, head.id),
         audio=[h for h in hashes if h not in missing_audio], missing_audio=missing_audio,
     ).encode("utf-8")
     sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
