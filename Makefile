@@ -74,8 +74,13 @@ tools:
 	  else echo "!!! missing$$missing and not root: the tests that need them will be skipped"; fi; \
 	fi
 
+# The suite on TEST_WORKERS pytest-xdist workers (default: one per core), then, alone, the
+# modules that time how soon something answers (the `serial` marker, tests/conftest.py).
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+
 test: setup-dev tools audio lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not serial"
+	$(PY) -m pytest -m serial
 
 # ruff, and the layer rules of pyproject.toml's [tool.importlinter] (imports point down only).
 lint: setup-dev

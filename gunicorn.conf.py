@@ -33,6 +33,9 @@ preload_app = False
 # an access log would repeat it. When it is on, it shows the path without its query string
 # (search forms carry phone numbers there) and no Referer (a page URL with its query).
 accesslog = os.environ.get("IVR_ACCESS_LOG") or None
+# Every field of the access log with its control characters escaped (a path with %0A or
+# %00 cannot forge a line or write a NUL byte): ivr/web/access_log.py.
+logger_class = "ivr.web.access_log.AccessLogger"
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s" %(M)sms'
 errorlog = "-"
 loglevel = os.environ.get("IVR_GUNICORN_LOG_LEVEL", "info")

@@ -20,5 +20,18 @@ def pytest_report_header(config):
             "every test that needs it FAILS")
 
 
+# Modules whose tests time how soon something answers (the fault table's 2 s, the database
+# deadline, the sequencer's MMD): `make test` runs them alone, after the rest has run on
+# pytest-xdist's workers, so a busy neighbour cannot make them late.
+SERIAL = {"test_fault_table.py", "test_outage.py", "test_faults.py", "test_db_deadline.py",
+          "test_audit_sequencer.py", "test_observability.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SERIAL:
+            item.add_marker("serial")
+
+
 def pytest_sessionfinish(session, exitstatus):
     stop_embedded_server()

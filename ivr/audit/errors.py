@@ -21,10 +21,19 @@ TREE_NODE_MODIFIED = "tree node modified"
 FACT_WITHOUT_LEAF = "fact without leaf"
 LEAF_QUEUED_TOO_LONG = "leaf queued too long"
 
+# The checkpoints' anchors, named by checkpoint id.
+TIMESTAMP_OTHER_CHECKPOINT = "time-stamp over another checkpoint"
+TIMESTAMP_INVALID = "time-stamp invalid"
+TIMESTAMP_EARLY = "time-stamp before its checkpoint"
+TIMESTAMP_MISSING = "checkpoint without time-stamp"
+COSIGNATURE_INVALID = "cosignature invalid"
+COSIGNATURES_MISSING = "cosignatures missing"
+
 PROBLEMS = (BODY_MODIFIED, ENTRY_DELETED, ENTRY_INSERTED, ORDER_CHANGED, CHECKPOINT_MISMATCH,
             LINK_BROKEN, LEAF_MODIFIED, LEAF_DELETED, LEAF_INSERTED, LEAVES_SWAPPED,
             CHECKPOINT_FORGED, SPLIT_VIEW, ROOT_MISMATCH, TREE_NODE_MODIFIED, FACT_WITHOUT_LEAF,
-            LEAF_QUEUED_TOO_LONG)
+            LEAF_QUEUED_TOO_LONG, TIMESTAMP_OTHER_CHECKPOINT, TIMESTAMP_INVALID, TIMESTAMP_EARLY,
+            TIMESTAMP_MISSING, COSIGNATURE_INVALID, COSIGNATURES_MISSING)
 
 
 class AuditError(Exception):

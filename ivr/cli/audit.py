@@ -12,19 +12,21 @@ from flask import current_app
 from sqlalchemy import select
 
 from ivr.audit import checkpoint as cps
-from ivr.audit import note
+from ivr.audit import cosignature, note, timestamps
 from ivr.audit.chain import iso
 from ivr.audit.errors import AuditError, VerificationError
 from ivr.audit.proofs import b64, proof_json
 from ivr.audit.verify import max_queue_age_default
 from ivr.cli.context import parse_when, with_app
-from ivr.services import audit_keys
+from ivr.services import anchoring, audit_keys
+from ivr.services.anchor_verify import AnchorSummary, check_cosignatures, check_timestamps
 from ivr.services.audit_replay import replay_call, replay_range
 from ivr.services.audit_sequencer import log_origin, mmd, note_verifier, run_pass
 from ivr.services.audit_verify import verify_log
+from ivr.storage import anchor_store
 from ivr.storage.audit_tree import checkpoint_head, latest_head, prove_call
 from ivr.storage.audit_tree import consistency as consistency_proof
-from ivr.storage.db import session
+from ivr.storage.db import session, utcnow
 from ivr.storage.flowstore import flows
 from ivr.storage.models import AuditEntry, AuditTreeHead
 
@@ -79,15 +81,32 @@ def audit_cli():
 @click.option("--max-queue-age", type=float, default=None,
               help="Fail if a leaf has been queued longer than this many seconds "
                    "(default: 60, or 10 MMD if longer).")
+@click.option("--tsa-ca", "tsa_ca", type=click.Path(dir_okay=False), default=None,
+              help="PEM roots of the time-stamp authorities (default: IVR_TSA_CA_FILE).")
+@click.option("--witness", "witness_keys", multiple=True,
+              help="A witness's cosignature/v1 verifier key (type 0x04), or a file holding "
+                   "one, whose cosignatures are required (repeatable).")
+@click.option("--quorum", type=int, default=None,
+              help="How many of the --witness keys must cosign (default: all of them).")
+@click.option("--max-cosign-age", type=float, default=60.0, show_default=True,
+              help="Checkpoints younger than this many seconds may still wait for their "
+                   "cosignatures.")
 @click.option("--progress", is_flag=True, help="Report progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def verify(checkpoint_files, key_files, max_queue_age, progress, as_json):
+def verify(checkpoint_files, key_files, max_queue_age, tsa_ca, witness_keys, quorum,
+           max_cosign_age, progress, as_json):
     """Recompute the Merkle tree from every leaf and check every signed checkpoint, the hash
-    chain from before the Merkle log, the queue, and that every fact has its leaf.
+    chain from before the Merkle log, the queue, and that every fact has its leaf; then
+    every time-stamp token and, with --witness, the witnesses' cosignatures.
 
-    Exits 0 with a summary of both parts, or 1 naming the first bad leaf index (or seq of the
-    hash chain) and the kind of tampering.
+    Exits 0 with a summary, or 1 naming the first bad leaf index (or seq of the hash chain,
+    or checkpoint) and the kind of tampering.
     """
+    witnesses = [_read_witness(k) for k in witness_keys]
+    if quorum is None:
+        quorum = len(witnesses)
+    if witnesses and not 1 <= quorum <= len(witnesses):
+        raise click.BadParameter(f"between 1 and {len(witnesses)}", param_hint="--quorum")
 
     @with_app
     def run():
@@ -101,10 +120,17 @@ def verify(checkpoint_files, key_files, max_queue_age, progress, as_json):
             if progress else None
         bound = max_queue_age if max_queue_age is not None else \
             max_queue_age_default(mmd(current_app))
+        roots = _tsa_roots(tsa_ca)
+        cfg = anchoring.settings(current_app)
+        anchors = AnchorSummary()
         try:
             summary = verify_log(s, public_keys=keys, verifiers=own + vkeys, origin=origin,
                                  progress=report, checkpoints=chain, notes=notes,
                                  max_queue_age=bound)
+            now = utcnow()
+            check_timestamps(s, roots, anchors, now=now,
+                             interval=cfg.interval if cfg.tsa_urls else None)
+            check_cosignatures(s, witnesses, quorum, anchors, max_age=max_cosign_age, now=now)
         except VerificationError as e:
             if as_json:
                 click.echo(json.dumps({"ok": False, **e.to_dict()}))
@@ -114,7 +140,87 @@ def verify(checkpoint_files, key_files, max_queue_age, progress, as_json):
             sys.exit(1)
         except AuditError as e:
             raise click.ClickException(str(e)) from None
-        click.echo(json.dumps(summary.to_dict()) if as_json else summary.line())
+        if as_json:
+            click.echo(json.dumps({**summary.to_dict(), "anchors": anchors.to_dict()}))
+        else:
+            extra = anchors.line() if anchors.timestamps or anchors.unchecked_timestamps \
+                or anchors.cosigned else ""
+            click.echo(f"{summary.line()}; {extra}" if extra else summary.line())
+
+    run()
+
+
+def _read_witness(value: str) -> cosignature.Cosigner:
+    """A --witness: a vkey, or a file that holds one."""
+    text = value
+    if "+" not in value or Path(value).is_file():
+        try:
+            text = Path(value).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise click.BadParameter(f"{value}: {e}", param_hint="--witness") from None
+    try:
+        return cosignature.parse_vkey(text)
+    except note.NoteError as e:
+        raise click.BadParameter(str(e), param_hint="--witness") from None
+
+
+def _tsa_roots(path: str | None) -> list:
+    """The authorities' roots: --tsa-ca, else IVR_TSA_CA_FILE."""
+    if path is None:
+        return anchoring.verifier_roots(current_app)
+    try:
+        return timestamps.load_roots(Path(path).read_bytes(), path)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"--tsa-ca: {e}") from None
+
+
+@audit_cli.command("anchor")
+@click.option("--once", is_flag=True, help="One pass, then exit.")
+def anchor(once):
+    """Fetch the time-stamps and witness cosignatures the checkpoints are waiting for.
+
+    The servers do this in a background thread; this command does the same from a shell
+    (cron, or a worker of its own). Without --once it runs until interrupted.
+    """
+
+    @with_app
+    def run():
+        app = current_app._get_current_object()
+        while True:
+            report = anchoring.run_anchoring(app)
+            if report is None:
+                if once:
+                    raise click.ClickException("another process is anchoring; try again")
+            elif once or report.stamped or report.cosigned or report.failures:
+                click.echo(f"time-stamped {report.stamped}, cosigned {report.cosigned}, "
+                           f"skipped {report.skipped}, failed {len(report.failures)}")
+                for f in report.failures:
+                    click.echo(f"  {f}", err=True)
+            if once:
+                return
+            time.sleep(anchoring.settings(app).period)
+
+    run()
+
+
+@audit_cli.command("timestamps")
+@click.option("--json", "as_json", is_flag=True,
+              help='JSON lines {"tree_size", "note", "tsa", "token"}: the public contract.')
+def timestamps_cmd(as_json):
+    """Every time-stamp token held, oldest checkpoint first.
+
+    A token is the base64 DER TimeStampResp of the authority; its message imprint is the
+    SHA-256 of the note's signed body (the text up to and including its final newline).
+    """
+
+    @with_app
+    def run():
+        for a, head in anchor_store.done(session(), anchor_store.TIMESTAMP):
+            if as_json:
+                click.echo(json.dumps({"tree_size": head.tree_size, "note": head.note,
+                                       "tsa": a.target, "token": a.data}))
+            else:
+                click.echo(f"#{head.id}\t{head.tree_size}\t{iso(a.anchored_at)}\t{a.target}")
 
     run()
 
@@ -152,6 +258,10 @@ def integrate(once):
                       f"{result.checkpoint.tree_size}" if result.checkpoint else "")
                 click.echo(f"integrated {result.integrated} leaves; tree size "
                            f"{result.tree_size}{cp}")
+            if result is not None and result.refused:
+                click.echo(f"refused to sign a checkpoint: {result.refused}", err=True)
+                if once:
+                    sys.exit(1)
             if once:
                 return
             time.sleep(mmd(app) / 2)

@@ -13,6 +13,7 @@ from flask import current_app
 from ..adapters.twilio_standin import TwilioStandIn
 from ..domain.config import finalize, from_env
 from ..domain.flow import InvalidFlow, load_flow, load_flows
+from ..domain.spreadsheet import safe_row
 from ..services.consents import EXPORT_FIELDS, export_record
 from ..services.keys import personal_data
 from ..services.reports import call_timeline, consents_query, timeline_text
@@ -26,6 +27,7 @@ from .kvkk import register as kvkk_commands
 from .simulate import simulate
 from .spool import spool_cli
 from .users import users_cli
+from .witness import witness_cli
 
 
 @click.group()
@@ -127,7 +129,7 @@ def consents_export(fmt, since, until, out):
     for rec in session().scalars(q.execution_options(yield_per=500)):
         row = {k: export_record(rec, pii)[k] for k in fields}
         if writer:
-            writer.writerow({**row, "channels": json.dumps(row["channels"])})
+            writer.writerow(safe_row({**row, "channels": json.dumps(row["channels"])}))
         else:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
@@ -166,6 +168,7 @@ def _register() -> None:
     cli.add_command(db_cli)
     cli.add_command(spool_cli)
     cli.add_command(simulate)
+    cli.add_command(witness_cli)
     kvkk_commands(cli)
 
 

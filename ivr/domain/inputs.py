@@ -85,6 +85,12 @@ def day(raw: str, field: str, *, end: bool = False) -> date:
         d = date.fromisoformat(raw)
     except ValueError:
         raise InvalidInput(field, "not a date (YYYY-MM-DD)") from None
+    return held_day(d, field, end=end)
+
+
+def held_day(d: date, field: str, *, end: bool = False) -> date:
+    """A calendar day within the range held: an open end beyond it becomes its edge; a
+    start after the last day, or an end before the first, is refused."""
     if FIRST_DAY <= d <= LAST_DAY:
         return d
     if (d > LAST_DAY) == end:

@@ -28,6 +28,40 @@ def normalise_phone(raw: str | None, region: str = "TR") -> str | None:
     return _normalise_cached(raw, region)
 
 
+# What Twilio puts in `From` when the caller's number is withheld, restricted, unknown,
+# unavailable or blocked: the words spelled on a phone keypad (ANONYMOUS, UNAVAILABLE,
+# UNKNOWN, RESTRICTED, BLOCKED; help.twilio.com article 223179988, "Why am I getting calls
+# from these strange numbers?"). Some of them parse as valid numbers of other countries
+# (+8656696687 does, in China), so validity alone cannot catch them.
+TWILIO_HIDDEN_CALLER_IDS = frozenset({
+    "+266696687", "+86282452253", "+8656696", "+8656696687", "+7378742833", "+2562533",
+})
+
+
+def caller_number(raw: str | None, region: str = "TR") -> str | None:
+    """The E.164 form of a caller id that names one real phone number; None for anything
+    else: no value, Twilio's placeholders for a hidden number, `Anonymous`, a SIP or client
+    address, a number that is possible in length but valid nowhere (phonenumbers'
+    `is_valid_number`), or any other text. Only such a number can hold a consent."""
+    if raw is None or not raw.strip() or len(raw) > 64:
+        return None
+    return _caller_number_cached(raw.strip(), region)
+
+
+def _caller_number(raw: str, region: str) -> str | None:
+    try:
+        num = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(num):
+        return None
+    e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    return None if e164 in TWILIO_HIDDEN_CALLER_IDS else e164
+
+
+_caller_number_cached = functools.lru_cache(maxsize=4096)(_caller_number)
+
+
 def _normalise(raw: str, region: str) -> str:
     try:
         num = phonenumbers.parse(raw, region)

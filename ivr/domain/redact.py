@@ -22,6 +22,25 @@ _PHONE = re.compile(
     r"(?!\w)")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 REDACTED = "[phone]"
+# C0 controls, DEL and C1 controls, and the backslash that introduces an escape.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+
+
+def escape_controls(text: str) -> str:
+    """`text` as one printable log field: each control character (C0, DEL, C1) written as
+    `\\xNN`, the Unicode line and paragraph separators as `\\u2028` and `\\u2029`, and a
+    backslash doubled, so no field can end a line, write a NUL byte or a terminal escape,
+    or pass for an escape it is not."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(m: re.Match) -> str:
+    n = ord(m.group())
+    if m.group() == "\\":
+        return "\\\\"
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
 
 
 def redact(text: str) -> str:

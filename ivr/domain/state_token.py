@@ -48,12 +48,6 @@ def read_token(token: str) -> tuple[str, e.State, dict | None]:
         raise StateTokenError(f"unreadable state token: {type(exc).__name__}") from None
 
 
-def read_state_token(token: str) -> tuple[str, e.State]:
-    """(flow version, state) of a token; raises StateTokenError for anything malformed."""
-    version, state, _memory = read_token(token)
-    return version, state
-
-
 def transfer_token(flow_id: str, language: str | None, return_to: dict) -> str:
     """A compact, URL-safe form of a transfer's facts, for the URL Twilio fetches when the
     caller arrives: the flow can be planned without reading the transfer first."""

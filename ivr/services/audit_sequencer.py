@@ -31,12 +31,13 @@ from sqlalchemy.orm import Session
 
 from ivr.audit import note
 from ivr.audit.errors import AuditError
+from ivr.storage import anchor_store
 from ivr.storage.audit_store import _PG_LOCK_KEY, QUEUED_FLAG, queue_report
 from ivr.storage.audit_tree import StoredTree, latest_head
 from ivr.storage.db import Database, database, utcnow
 from ivr.storage.models import AuditTreeHead, Setting
 
-from . import audit_keys
+from . import anchoring, audit_keys
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class PassResult:
     integrated: int = 0
     tree_size: int = 0
     checkpoint: AuditTreeHead | None = None
+    refused: str | None = None
 
 
 def _integrate_batch(conn: Connection, now: datetime) -> tuple[int, int, StoredTree]:
@@ -123,7 +125,26 @@ def _due(conn: Connection, size: int, now: datetime, interval: float, force: boo
         return size > 0
     if size <= last.tree_size:
         return False
-    return force or now - last.at >= timedelta(seconds=interval)
+    # At the first pass after an Istanbul midnight the tree is signed at once, so the
+    # day's last leaves are in a checkpoint that gets time-stamped (ivr/services/anchoring.py).
+    return (force or now - last.at >= timedelta(seconds=interval)
+            or anchoring.new_day(last.at, now))
+
+
+def _fork(conn: Connection, app: Flask, key: Ed25519PrivateKey, tree: StoredTree,
+          size: int) -> str | None:
+    """Why signing the tree at `size` would publish a second history (None when it extends
+    the latest checkpoint in the database and the one kept outside it)."""
+    known = []
+    last = latest_head(conn)
+    if last is not None:
+        known.append((f"checkpoint #{last.id}", last.tree_size, bytes.fromhex(last.root_hash)))
+    outside = anchoring.read_published(anchoring.settings(app),
+                                       note_verifier(app, log_origin(conn, app), key))
+    if outside is not None:
+        known.append((f"the published checkpoint kept in "
+                      f"{anchoring.settings(app).published_file}", outside.size, outside.root))
+    return anchoring.check_published(tree, size, known)
 
 
 def _try_lock(conn: Connection, wait: float) -> bool:
@@ -156,13 +177,29 @@ def run_pass(app: Flask, *, force_checkpoint: bool = False, wait: float = 0.0,
                     more = count == BATCH
                     if not more and _due(conn, size, now, interval, force_checkpoint):
                         key = key or audit_keys.signing_key(app)
-                        result.checkpoint = sign_checkpoint(conn, app, key, size,
-                                                            tree.root(size), now)
+                        result.refused = _fork(conn, app, key, tree, size)
+                        if result.refused is None:
+                            result.checkpoint = sign_checkpoint(conn, app, key, size,
+                                                                tree.root(size), now)
+                        _note_refusal(conn, result.refused)
+                    if not more:
+                        anchoring.mark_wanted(conn, anchoring.settings(app), result.checkpoint,
+                                              now)
                 if not more:
+                    if result.checkpoint is not None:
+                        anchoring.write_published(anchoring.settings(app),
+                                                  result.checkpoint.note, size)
                     return result
         finally:
             conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_LOCK_KEY})")
             conn.commit()
+
+
+def _note_refusal(conn: Connection, reason: str | None) -> None:
+    """Record why no checkpoint may be signed (for /readyz), or that it may again."""
+    if reason is not None and anchor_store.refused(conn) != reason:
+        log.error("audit sequencer: refusing to sign a checkpoint: %s", reason)
+    anchor_store.set_refused(conn, reason)
 
 
 def queue_check(app: Flask, engine) -> str:
@@ -274,3 +311,4 @@ def init_app(app: Flask) -> None:
         event.listen(maker, "after_rollback", _forget_queued)
     elif how == "thread":
         app.before_request(lambda: ensure_thread(app))
+        app.before_request(lambda: anchoring.ensure_thread(app))

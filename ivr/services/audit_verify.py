@@ -2,7 +2,7 @@
 queue, and checks that every covered fact has its leaf, with the pure checks of
 ivr/audit/verify.py and ivr/audit/legacy.py. By default it trusts the app's own key.
 
-`verify_entries`/`verify_call` check a few leaves with inclusion proofs, for display.
+`verify_entries` checks a few leaves with inclusion proofs, for display.
 """
 
 from __future__ import annotations
@@ -309,11 +309,3 @@ def verify_entries(session: Session, seqs: Iterable[int], *, public_keys=None,
     except VerificationError as e:
         status.ok, status.problem = False, e
     return status
-
-
-def verify_call(session: Session, call_sid: str, **kw) -> EntriesStatus:
-    """`verify_entries` over every leaf of one call (and a count of its queued ones)."""
-    seqs = session.scalars(select(AuditEntry.seq).where(AuditEntry.ref == call_sid))
-    return verify_entries(session, list(seqs), ref=call_sid, **kw)
-
-

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from flask import current_app
 from sqlalchemy.engine import Engine
 
-from ..domain.pii import PersonalData, normalise_phone
+from ..domain.flow.model import HIDDEN_CALLER
+from ..domain.pii import PersonalData, caller_number, normalise_phone
 from ..storage.db import database
 from ..storage.flowstore import FlowRegistry, flows
 from .keys import personal_data
@@ -45,22 +46,43 @@ def clip(value: str | None, n: int = 64) -> str | None:
 
 @dataclass(frozen=True)
 class Parties:
-    """Who a webhook says the caller is (encrypted and fingerprinted) and our number."""
+    """Who a webhook says the caller is (encrypted and fingerprinted) and our number. A
+    caller id that names no real phone number (a hidden number, `Anonymous`, a SIP
+    address: ivr.domain.pii.caller_number) is nobody: no fingerprint, nothing encrypted."""
 
     phone_hmac: str | None
     phone_enc: str | None
     to_number: str | None
     direction: str | None
 
+    @property
+    def hidden(self) -> bool:
+        """The caller cannot be identified by a phone number: no consent can be theirs."""
+        return self.phone_hmac is None
+
+
+def _ends(fields) -> tuple[str | None, str | None, str | None]:
+    """(direction, the caller's id, our number) as the webhook gives them."""
+    direction = (fields.direction or "").lower()[:32] or None
+    outbound = bool(direction and direction.startswith("outbound"))
+    if outbound:
+        return direction, fields.to_number, fields.from_number
+    return direction, fields.from_number, fields.to_number
+
+
+def start_context(fields) -> dict:
+    """What a run knows of its caller when it starts: `hidden_caller` when no phone number
+    names them (ivr.domain.pii.caller_number), so the flow never asks them for a choice.
+    The live webhooks and the outage answers (ivr/services/offline.py) start from it."""
+    _direction, caller, _ours = _ends(fields)
+    return {HIDDEN_CALLER: True} if caller_number(caller) is None else {}
+
 
 def parties(ctx: Context, fields, encrypt: bool = True) -> Parties:
     """The caller and our number from a webhook's fields (the caller's number encrypted
     only when `encrypt`)."""
-    direction = (fields.direction or "").lower()[:32] or None
-    outbound = bool(direction and direction.startswith("outbound"))
-    caller = fields.to_number if outbound else fields.from_number
-    ours = fields.from_number if outbound else fields.to_number
-    phone = normalise_phone(caller)
+    direction, caller, ours = _ends(fields)
+    phone = caller_number(caller)
     return Parties(phone_hmac=ctx.pii.fingerprint(phone) if phone else None,
                    phone_enc=ctx.pii.encrypt(phone) if phone and encrypt else None,
                    to_number=clip(normalise_phone(ours), 32), direction=direction)

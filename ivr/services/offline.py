@@ -15,6 +15,7 @@ from ..domain.flow import engine as e
 from ..domain.runs import digits_input, run_id_for
 from ..domain.state_token import StateTokenError, read_token, read_transfer_token
 from . import run_memory, turns
+from .calls import start_context
 
 
 class OfflineError(Exception):
@@ -24,7 +25,9 @@ class OfflineError(Exception):
 def incoming(ctx, fields, now: datetime) -> tuple[str, dict]:
     """Answer an incoming call without the database; returns (TwiML, spool record)."""
     flow = ctx.flows.default
-    context: dict = {}  # who the caller is cannot be looked up now: no withdrawal offer
+    # Who the caller is cannot be looked up now: no withdrawal offer. A hidden number is
+    # known without the database, and is never asked, as when it is up.
+    context = start_context(fields)
     state, actions = e.start(flow, context, None)
     run_id = run_id_for(fields.call_sid, "incoming")
     plan = turns.plan_turn(ctx, flow, run_id=run_id, call_sid=fields.call_sid, state=state,
@@ -71,7 +74,8 @@ def transfer(ctx, transfer_id: str, facts_token: str | None, fields,
     flow = ctx.flows.get(facts["flow_id"])
     if flow is None:
         raise OfflineError(f"flow {facts['flow_id']!r} is not loaded")
-    context = {"return_to": facts["return_to"], "transfer_id": transfer_id}
+    context = {"return_to": facts["return_to"], "transfer_id": transfer_id,
+               **start_context(fields)}
     state, actions = e.start(flow, context, facts["language"])
     run_id = run_id_for(fields.call_sid, f"transfer:{transfer_id}")
     plan = turns.plan_turn(ctx, flow, run_id=run_id, call_sid=fields.call_sid, state=state,

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from ivr.audit import chain
 from ivr.storage import audit_store
 
 from ..adapters.twilio_rest import RedirectFailed
@@ -69,11 +68,8 @@ def origin(transfer_id: str) -> str:
 
 def _lock_call(session: Session, call_sid: str) -> None:
     # Two requests for one call (different keys) must not both pass the checks below.
-    # SQLite serialises every transaction already (BEGIN IMMEDIATE).
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(CAST(:a AS integer), "
-                             "CAST(:b AS integer))"),
-                        {"a": _PG_CALL_LOCK, "b": zlib.crc32(call_sid.encode()) - 2**31})
+    session.execute(text("SELECT pg_advisory_xact_lock(CAST(:a AS integer), CAST(:b AS integer))"),
+                    {"a": _PG_CALL_LOCK, "b": zlib.crc32(call_sid.encode()) - 2**31})
 
 
 def _facts(t: Transfer, **more) -> dict:
@@ -147,15 +143,11 @@ def request(session: Session, req: TransferRequest, agent: Agent, key: str, *, p
     if active is not None:
         raise Refused("transfer_in_progress", "another transfer of this call is on its way",
                       transfer_id=active.id, transfer_status=active.status)
-    if not req.force:
-        consent = _decided(session, req.call_sid)
-        if consent is not None:
-            raise Refused("already_decided",
-                          f"the caller already decided on this call ({consent.decision}); "
-                          'send "force": true to ask again',
-                          decision=consent.decision,
-                          decided_at=chain.iso(consent.captured_at),
-                          consent_transfer_id=consent.transfer_id)
+    if not req.force and _decided(session, req.call_sid) is not None:
+        # Only that the call cannot go now: what the caller decided, and when, is theirs,
+        # and any agent who knows a CallSid could ask.
+        raise Refused("already_decided", "this call cannot be transferred now; "
+                      'send "force": true to ask the caller again')
     t = Transfer(id=uuid.uuid4().hex, call_sid=req.call_sid, agent_id=agent.id,
                  agent_name=agent.name, idempotency_key=key, request_hash=req.fingerprint(),
                  return_to=req.return_to, language=req.language, flow_id=req.flow_id,

@@ -112,6 +112,11 @@ def consent_values(plan: TurnPlan, flow: Flow, *, run_id: str, call_sid: str,
                 source="ivr", audio=dict(plan.heard))
 
 
+CONSENT_VALUES = ("run_id", "call_sid", "phone_hmac", "purpose", "channels", "decision", "digits",
+                  "language", "notice_version", "flow_version", "captured_at", "agent_id",
+                  "transfer_id", "source", "audio")
+
+
 def consent_entry(values: dict, consent_id: int) -> tuple[str, str | None, dict]:
     """The audit entry for a consent event; the phone appears only as its keyed HMAC."""
     kind = "consent.withdrawn" if values["decision"] == "withdrawn" else "consent.decided"

@@ -15,12 +15,16 @@ state, as a spooled gather or one made before the state travelled in URLs) is an
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+
+import orjson
 
 from ..audit.chain import iso
 from ..domain.flow import Flow
 from ..domain.flow import engine as e
+from ..domain.flow.model import HIDDEN_CALLER
 from ..domain.runs import digits_input, run_id_for
 from ..domain.state_token import StateTokenError, read_token, read_transfer_token
 from ..domain.twilio_form import CallFields, GatherInput, RecordingCallback, StatusCallback
@@ -29,7 +33,7 @@ from ..domain.vocabulary import TransferStatus as T
 from ..storage import webhook_functions as fn
 from ..storage.audit_store import leaf_columns
 from . import run_memory, turns
-from .calls import RANK, RECORDING_ORDER, Context, clip, parties
+from .calls import RANK, RECORDING_ORDER, Context, clip, parties, start_context
 from .kvkk.status import CHANNELS
 from .transfers import END_OF_CALL_FAILURES, origin
 
@@ -100,6 +104,51 @@ def _start_plan(ctx: Context, flow: Flow, *, sid: str, run_id: str, origin_: str
             "leaves": _leaves([started, *plan.audit], now)}
 
 
+# Most turns are the same for every caller but for the CallSid, the run and the time: every
+# caller's first turn of a flow, and each turn a gather URL's state leads to. Each is planned
+# once per (flow, state, input, audio set) with a mark where those three go, kept as JSON,
+# and filled in by replacing the marks. A CallSid of letters and digits (as Twilio's are;
+# another is planned in full), a run's hex id and a time's ISO text need no escaping.
+_MARK_SID, _MARK_RUN = "CAivrMarkOfTheCallSid", "ivrMarkOfTheRun"
+_MARK_TIME = datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+_MARK_ISO = iso(_MARK_TIME)
+_PLAIN_SID = re.compile(r"[A-Za-z0-9]{1,64}")
+_TEMPLATES_MAX = 1024
+_templates: dict[tuple, tuple] = {}
+
+
+def _kept(ctx: Context, flow: Flow, key: tuple, plan):
+    """The template kept under `key` for this renderer and flow, planned by `plan()` (which
+    returns the JSON-able plan first, then what else the turn keeps) if missing."""
+    key = (id(ctx.renderer), id(flow), ctx.renderer.audio.current_generation(), *key)
+    kept = _templates.get(key)
+    if kept is None or kept[0] is not ctx.renderer or kept[1] is not flow:
+        planned, *rest = plan()
+        if len(_templates) >= _TEMPLATES_MAX:
+            _templates.clear()
+        kept = _templates[key] = (ctx.renderer, flow, orjson.dumps(planned).decode(), *rest)
+    return kept
+
+
+def _filled(template: str, sid: str, run_id: str, now: datetime) -> orjson.Fragment:
+    return orjson.Fragment(template.replace(_MARK_SID, sid).replace(_MARK_RUN, run_id)
+                           .replace(_MARK_ISO, iso(now)))
+
+
+def _first_turn(ctx: Context, flow: Flow, *, sid: str, run_id: str, context: dict,
+                now: datetime) -> orjson.Fragment:
+    """`_start_plan` of an incoming call as JSON, from the flow's template."""
+    def plan(sid_: str, run_: str, now_: datetime) -> tuple[dict]:
+        return (_start_plan(ctx, flow, sid=sid_, run_id=run_, origin_="incoming",
+                            context=context, language=None, now=now_),)
+
+    if not _PLAIN_SID.fullmatch(sid):
+        return orjson.Fragment(orjson.dumps(plan(sid, run_id, now)[0]))
+    kept = _kept(ctx, flow, ("start", orjson.dumps(context, option=orjson.OPT_SORT_KEYS)),
+                 lambda: plan(_MARK_SID, _MARK_RUN, _MARK_TIME))
+    return _filled(kept[2], sid, run_id, now)
+
+
 def _caller(ctx: Context, fields: CallFields, sid: str, token: str | None, path: str,
             now: datetime, label: str) -> dict:
     who = parties(ctx, fields)
@@ -127,21 +176,26 @@ def _started(ctx: Context, flow: Flow, row, origin_: str) -> Answer:
 def incoming(ctx: Context, fields: CallFields, now: datetime, token: str | None, path: str,
              label: str = "ok", exact_context: dict | None = None) -> Answer:
     """/voice/incoming: a call starts the default flow; a caller with a standing grant is
-    offered the withdrawal. `exact_context` replays a start already answered (from the
-    spool) with the context it was answered with."""
+    offered the withdrawal, and a caller with no phone number (hidden, `Anonymous`, SIP)
+    hears the notice and why no choice can be recorded. `exact_context` replays a start
+    already answered (from the spool) with the context it was answered with."""
     flow = ctx.flows.default
     sid = fields.call_sid
     run_id = run_id_for(sid, "incoming")
+    caller = _caller(ctx, fields, sid, token, path, now, label)
+    # A caller with no phone number to hold a choice is planned one way only: the notice,
+    # then why nothing can be recorded. No grant is looked up for them.
+    context = start_context(fields)
+    hidden = HIDDEN_CALLER in context
 
-    def plan(context: dict) -> dict:
-        return _start_plan(ctx, flow, sid=sid, run_id=run_id, origin_="incoming",
-                           context=context, language=None, now=now)
+    def plan(context: dict) -> orjson.Fragment:
+        return _first_turn(ctx, flow, sid=sid, run_id=run_id, context=context, now=now)
 
-    plain = plan(dict(exact_context) if exact_context is not None else {})
-    consenter = plan({"has_consent": True}) if exact_context is None else None
-    args = fn.Incoming(**_caller(ctx, fields, sid, token, path, now, label),
-                       **_starts(ctx, flow, run_id, "incoming"),
-                       plain=plain, consenter=consenter, lookup=exact_context is None)
+    plain = plan(dict(exact_context) if exact_context is not None else context)
+    lookup = exact_context is None and not hidden
+    consenter = plan({"has_consent": True}) if lookup else None
+    args = fn.Incoming(**caller, **_starts(ctx, flow, run_id, "incoming"),
+                       plain=plain, consenter=consenter, lookup=lookup)
     return _started(ctx, flow, _run(ctx, args), "incoming")
 
 
@@ -152,6 +206,9 @@ def transfer(ctx: Context, transfer_id: str, url_token: str | None, fields: Call
     language they may have spoken), and the transfer is in the flow. `exact` ({"context",
     "language"}) replays a start already answered (from the spool) as it was answered."""
     sid = fields.call_sid
+    caller = _caller(ctx, fields, sid, token, path, now, label)
+    known = start_context(fields)
+    hidden = HIDDEN_CALLER in known
     try:
         facts = read_transfer_token(url_token) if url_token else None
     except StateTokenError:
@@ -164,7 +221,7 @@ def transfer(ctx: Context, transfer_id: str, url_token: str | None, fields: Call
             raise UnknownRun(f"transfer {transfer_id}: flow {flow_id!r} is not loaded")
         origin_ = origin(transfer_id)
         run_id = run_id_for(sid, origin_)
-        context = {"return_to": return_to, "transfer_id": transfer_id}
+        context = {"return_to": return_to, "transfer_id": transfer_id, **known}
         languages = [language] if language else list(flow.languages)
         default = flow.default_language
         if exact is not None:
@@ -176,15 +233,15 @@ def transfer(ctx: Context, transfer_id: str, url_token: str | None, fields: Call
                 kw = dict(sid=sid, run_id=run_id, origin_=origin_, language=lang, now=now,
                           transfer_id=transfer_id)
                 plain[lang] = _start_plan(ctx, flow, context=context, **kw)
-                if exact is None:
+                if exact is None and not hidden:
                     consenter[lang] = _start_plan(ctx, flow, context={
                         **context, "has_consent": True}, **kw)
         in_flow = ("transfer.in_flow", sid, {
             "transfer_id": transfer_id, "call_sid": sid, "agent_id": hole("agent_id"),
             "status": T.IN_FLOW.value, "run": run_id, "after_failure": hole("after_failure")})
-        args = fn.Transfer(**_caller(ctx, fields, sid, token, path, now, label),
-                           **_starts(ctx, flow, run_id, origin_),
-                           plain=plain, consenter=consenter, lookup=exact is None,
+        args = fn.Transfer(**caller, **_starts(ctx, flow, run_id, origin_),
+                           plain=plain, consenter=consenter,
+                           lookup=exact is None and not hidden,
                            transfer_id=transfer_id, language=language,
                            return_to=return_to if facts else None, default_language=default,
                            enters=[T.REQUESTED.value, T.FAILED.value], failed=T.FAILED.value,
@@ -235,10 +292,10 @@ def _from_stored(ctx: Context, step: int | None, stored: dict) -> _Before:
                    stored["notice"] or {}, stored["transfer_id"])
 
 
-def _turn(ctx: Context, b: _Before, run_id: str, result: GatherInput, now: datetime
-          ) -> tuple[dict, dict | None, list[str], list[list], list[tuple]]:
+def _turn(ctx: Context, b: _Before, run_id: str, sid: str, result: GatherInput,
+          now: datetime) -> tuple[dict, dict | None, list[str], list[list], list[tuple]]:
     """Plan the turn: (plan, consent, transfer moves, transfer leaves, facts)."""
-    flow, sid = b.flow, result.call.call_sid
+    flow = b.flow
     inp = digits_input(result.digits)
     state, actions = e.advance(flow, b.state, inp)
     plan = turns.plan_turn(ctx, flow, run_id=run_id, call_sid=sid, state=state,
@@ -252,6 +309,8 @@ def _turn(ctx: Context, b: _Before, run_id: str, result: GatherInput, now: datet
     consent = None
     agent = hole("agent_id") if b.transfer_id else None
     if plan.decide is not None:
+        if b.state.context.get(HIDDEN_CALLER):  # the engine refuses this first
+            raise e.EngineError(f"run {run_id}: a hidden caller cannot decide")
         values = turns.consent_values(plan, flow, run_id=run_id, call_sid=sid,
                                       phone_hmac=hole("phone"), phone_enc=None,
                                       agent_id=agent, transfer_id=b.transfer_id,
@@ -282,22 +341,35 @@ def _turn(ctx: Context, b: _Before, run_id: str, result: GatherInput, now: datet
     return payload, consent, moves, _leaves(moved, now), facts
 
 
+def _planned_turn(ctx: Context, b: _Before, run_id: str, sid: str, result: GatherInput,
+                  now: datetime, state_token: str | None) -> tuple:
+    """`_turn` with the plan as JSON and the state before it: from the template of the
+    turn the URL's state leads to (see _kept), if `b` came from that URL's `state_token`."""
+    if state_token is None or b.transfer_id is not None or not _PLAIN_SID.fullmatch(sid):
+        plan, *rest = _turn(ctx, b, run_id, sid, result, now)
+        return orjson.Fragment(orjson.dumps(plan)), *rest, b.state.to_dict()
+    kept = _kept(ctx, b.flow, ("turn", state_token, b.step, result.digits), lambda: (
+        *_turn(ctx, b, _MARK_RUN, _MARK_SID, result, _MARK_TIME), b.state.to_dict()))
+    return _filled(kept[2], sid, run_id, now), *kept[3:]
+
+
 def gather(ctx: Context, run_id: str, step: int | None, state_token: str | None,
            result: GatherInput, now: datetime, token: str | None, path: str,
            label: str = "ok") -> Answer:
     """/voice/gather: the keys (or the silence) for one step of a run, once per step."""
     sid = result.call.call_sid
     before = _from_url(ctx, step, state_token)
-    for _ in range(_PLANS_TRIED):
+    for attempt in range(_PLANS_TRIED):
         planned = before.flow is not None
-        plan, consent, moves, moved, facts = (_turn(ctx, before, run_id, result, now)
-                                              if planned else (None, None, [], [], []))
+        plan, consent, moves, moved, facts, state_before = (
+            _planned_turn(ctx, before, run_id, sid, result, now,
+                          state_token if attempt == 0 else None)
+            if planned else (None, None, [], [], [], None))
         args = fn.Gather(
             token=token, path=path[:200], now=now, sid=sid, label=label, run=run_id,
             step=before.step if planned else step,
             flow_version=before.flow.version if planned else None,
-            transfer_id=before.transfer_id,
-            state_before=before.state.to_dict() if planned else None,
+            transfer_id=before.transfer_id, state_before=state_before,
             heard_before=before.heard, notice_before=before.notice, plan=plan,
             consent=consent, transfer_moves=moves, transfer_leaves=moved, moves=_MOVES,
             decided=T.DECIDED.value, returned=T.RETURNED.value)

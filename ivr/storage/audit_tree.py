@@ -8,6 +8,8 @@ proof costs O(log² n) point reads at worst and never a scan.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -66,11 +68,15 @@ class StoredTree:
         return merkle.consistency_proof(old, new, self.subtree)
 
 
-def latest_head(conn, at_least: int = 0) -> AuditTreeHead | None:
-    """The newest signed checkpoint (of at least `at_least` leaves, if given)."""
+def latest_head(conn, at_least: int = 0, signed_before: datetime | None = None
+                ) -> AuditTreeHead | None:
+    """The newest signed checkpoint (of at least `at_least` leaves, and signed before
+    `signed_before`, if given)."""
     q = select(AuditTreeHead).order_by(AuditTreeHead.tree_size.desc(), AuditTreeHead.id.desc())
     if at_least:
         q = q.where(AuditTreeHead.tree_size >= at_least)
+    if signed_before is not None:
+        q = q.where(AuditTreeHead.at < signed_before)
     row = conn.execute(q.limit(1)).first()
     return row[0] if row is not None and isinstance(row[0], AuditTreeHead) else (
         _head_from_row(row) if row is not None else None)

@@ -223,6 +223,31 @@ class AuditTreeHead(Base):
     note: Mapped[str] = mapped_column(Text)
 
 
+class AuditAnchor(Base):
+    """Evidence about a signed checkpoint from outside the controller: an RFC 3161 time-stamp
+    token from an authority, or a C2SP cosignature from a witness. A row is 'wanted' from
+    the moment the sequencer decides the checkpoint needs it, and 'done' once the token or
+    cosignature was fetched and verified (ivr/services/anchoring.py); 'skipped' when it can
+    no longer be had (the witness cosigned a later checkpoint first)."""
+
+    __tablename__ = "audit_anchors"
+    __table_args__ = (UniqueConstraint("head_id", "kind", "target"),
+                      Index("ix_audit_anchors_state_kind", "state", "kind", "tree_size"))
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    head_id: Mapped[int] = mapped_column(ForeignKey("audit_tree_heads.id"))
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))  # 'timestamp' | 'cosignature'
+    target: Mapped[str] = mapped_column(Text)  # the authority's URL, the witness's vkey
+    state: Mapped[str] = mapped_column(String(8), default="wanted")
+    data: Mapped[str | None] = mapped_column(Text)  # base64 DER TimeStampResp; cosig. line
+    anchored_at: Mapped[datetime | None]  # the token's genTime, the cosignature's time
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_try_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 class AuditCheckpoint(Base):
     """A signed statement of the hash chain's head (the log before the Merkle tree)."""
 

@@ -7,24 +7,32 @@ this code, the flows are loaded, every prompt has its audio, and the outage spoo
 written. Each check that fails names its reason; the answer is 503 then. Spooled webhooks
 in quarantine do not fail readiness: the answer stays 200, with status "degraded",
 `spool_quarantine` counting them and a line in `warnings`.
+
+The checks name the database's host and driver error, the schema revision and the spool's
+counts: they are shown to operators only, a request from this machine's loopback that no
+proxy forwarded, one with the IVR_METRICS_TOKEN bearer token, or a signed-in admin. Anyone
+else gets the status alone, with the same HTTP status code (all a load balancer reads).
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import math
 import os
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify, request
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from ivr.services import audit_sequencer
+from ivr.services import anchoring, audit_sequencer
 
 from ..storage.migrate import MIGRATIONS, current_revision, head_revision
+from .auditor.login import current_user
 
 bp = Blueprint("health", __name__)
 
@@ -48,6 +56,7 @@ def readyz():
     checks["audio"] = check_audio(registry, app.extensions.get("ivr_audio"))
     checks["spool"] = check_spool(app)
     checks["audit_queue"] = audit_sequencer.queue_check(app, probe_engine(app))
+    checks["audit_anchors"], anchor_warnings = anchoring.readiness(app, probe_engine(app))
     ready = all(v.startswith("ok") for v in checks.values())
     # A quarantined record needs an operator, but this server still takes calls well:
     # failing readiness for it would take every server out of rotation over one record.
@@ -55,10 +64,50 @@ def readyz():
     held = sp.quarantine_depth() if sp is not None else 0
     warnings = [f"{held} spooled webhook(s) quarantined: run `python -m ivr spool "
                 "quarantine list`"] if held else []
+    # Anchoring never takes a server out of rotation: an authority or witness that is away,
+    # or a sequencer that refuses to fork the log, is reported, and calls go on.
+    warnings += anchor_warnings
     status = "not ready" if not ready else ("degraded" if warnings else "ready")
-    response = jsonify(status=status, checks=checks, spool_quarantine=held, warnings=warnings)
+    if operator(app):
+        response = jsonify(status=status, checks=checks, spool_quarantine=held,
+                           warnings=warnings)
+    else:
+        response = jsonify(status=status)
     response.headers["Cache-Control"] = "no-store"
     return response, (200 if ready else 503)
+
+
+_FORWARDING = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host")
+
+
+def operator(app: Flask) -> bool:
+    """Whether this request may see the checks' details: from loopback and forwarded by no
+    proxy, with the metrics bearer token, or from a signed-in admin."""
+    peer = request.environ.get("ivr.peer_addr") or request.remote_addr or ""
+    try:
+        loopback = (ipaddress.ip_address(peer.split("%")[0]).is_loopback
+                    and ipaddress.ip_address((request.remote_addr or "").split("%")[0])
+                    .is_loopback)
+    except ValueError:
+        loopback = False
+    if loopback and not any(h in request.headers for h in _FORWARDING):
+        return True
+    token = app.config.get("METRICS_TOKEN") or os.environ.get("IVR_METRICS_TOKEN")
+    header = request.headers.get("Authorization", "")
+    if token and header[:7].lower() == "bearer " and hmac.compare_digest(
+            header[7:].strip().encode(), token.encode()):
+        return True
+    return _signed_in_admin()
+
+
+def _signed_in_admin() -> bool:
+    if not request.cookies:
+        return False
+    try:
+        user = current_user()
+    except SQLAlchemyError:  # the database is away: nobody can be known to be an admin
+        return False
+    return user is not None and user.role == "admin"
 
 
 def _timeout(app: Flask) -> float:

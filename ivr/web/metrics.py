@@ -25,11 +25,13 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
+from ivr.storage import anchor_store
 from ivr.storage.audit_store import queue_report
 
 from ..domain.flow.engine import digits_chose
 from ..domain.redact import safe_sid
 from ..domain.vocabulary import DECISIONS, TERMINAL
+from ..storage.db import utcnow
 from ..storage.models import Call, Consent, FlowRun, Turn
 from .health import probe_engine
 
@@ -165,6 +167,31 @@ class _AuditQueueCollector:
                               "Age of the oldest queued audit leaf (0 when none is queued)")
         g.add_metric([], age)
         yield g
+        yield from _anchor_metrics(anchor_store.status(probe_engine(self.app)))
+
+
+def _anchor_metrics(st: anchor_store.Status):
+    nan = float("nan")
+    pending = GaugeMetricFamily("ivr_audit_anchors_wanted",
+                                "Checkpoint time-stamps and cosignatures not yet had, by kind",
+                                labels=["kind"])
+    oldest = GaugeMetricFamily("ivr_audit_anchors_oldest_wanted_seconds",
+                               "Age of the oldest wanted time-stamp or cosignature (0: none)",
+                               labels=["kind"])
+    failing = GaugeMetricFamily("ivr_audit_anchors_failing",
+                                "Wanted anchors whose authority or witness failed at least once",
+                                labels=["kind"])
+    now = utcnow()
+    for kind, p in st.pending.items():
+        pending.add_metric([kind], p.count if st.readable else nan)
+        oldest.add_metric([kind], (now - p.oldest).total_seconds() if p.oldest else
+                          (0.0 if st.readable else nan))
+        failing.add_metric([kind], p.failing if st.readable else nan)
+    refused = GaugeMetricFamily("ivr_audit_checkpoint_refused",
+                                "1 while the sequencer refuses to sign a checkpoint that would "
+                                "fork the published log")
+    refused.add_metric([], (1.0 if st.refused else 0.0) if st.readable else nan)
+    yield from (pending, oldest, failing, refused)
 
 
 def metrics_text(app: Flask) -> bytes:

@@ -17,8 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
+from ivr import create_app
 from ivr.audit import checkpoint as cps
 from ivr.audit import merkle, note
+from ivr.domain.config import ConfigError
 from ivr.storage.db import database
 from tests.integration.conftest import require_tools
 from tests.support.audit import append_entries, invoke
@@ -249,3 +251,48 @@ def test_a_third_party_verifies_the_checkpoint_with_openssl(app, tmp_path):
     (tmp_path / "checkpoint.note").write_text(forged)
     bad = subprocess.run(["bash", "-c", RECIPE], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode != 0 and "Signature Verification Failure" in bad.stdout + bad.stderr
+
+
+def _sign_two_checkpoints(app) -> tuple[str, str]:
+    append_entries(app, 3)
+    integrate(app)
+    first = invoke(app, "audit", "checkpoints", "--json").output.splitlines()[-1]
+    append_entries(app, 2)
+    return json.loads(first)["note"], signed_checkpoint(app)
+
+
+def _signed_at(app, tree_size: int, shift: str) -> None:
+    """Move when a checkpoint says it was signed (its row's time, not its note)."""
+    with database(app).engine.begin() as conn:
+        conn.execute(text(f"UPDATE audit_tree_heads SET at = at + interval '{shift}' "
+                          "WHERE tree_size = :n"), {"n": tree_size})
+
+
+def test_checkpoints_can_be_published_only_every_n_minutes(app_config):
+    app_config["CHECKPOINT_PUBLISH_MINUTES"] = "10"
+    application = create_app(app_config)
+    database(application).create_all()
+    try:
+        client = application.test_client()
+        first, latest = _sign_two_checkpoints(application)
+        # Both were signed in the current ten minutes: neither is published yet.
+        _signed_at(application, 3, "1 hour")
+        _signed_at(application, 5, "1 hour")
+        r = client.get("/audit/checkpoint")
+        assert r.status_code == 404 and r.get_data(as_text=True) == \
+            "no checkpoint published yet\n"
+        # The first from an earlier period is served; the newer one waits for its period.
+        _signed_at(application, 3, "-2 hours")
+        r = client.get("/audit/checkpoint")
+        assert r.status_code == 200 and r.get_data(as_text=True) == first != latest
+        _signed_at(application, 5, "-2 hours")
+        assert client.get("/audit/checkpoint").get_data(as_text=True) == latest
+    finally:
+        database(application).engine.dispose()
+
+
+@pytest.mark.parametrize("value", ["-1", "ten", "1.5", "1441"])
+def test_a_wrong_publish_interval_stops_start_up(app_config, value):
+    app_config["CHECKPOINT_PUBLISH_MINUTES"] = value
+    with pytest.raises(ConfigError, match="IVR_CHECKPOINT_PUBLISH_MINUTES"):
+        create_app(app_config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
@@ -222,10 +223,33 @@ def test_unknown_names_from_one_address_never_lock_out_a_known_account(app_confi
         for i in range(3):
             assert login(c, f"guess-{i}", "ivr_wrong").status_code == 401
         assert login(c, "guess-9", "ivr_wrong").status_code == 429
-        # The known account keeps its own budget at this address: a wrong secret is only a
-        # refusal, and the right one logs in.
-        assert login(c, "ayse", "ivr_wrong").status_code == 401
+        # Past the address's budget a wrong try is refused alike for an account's name (it
+        # would tell the account apart otherwise), and the right secret still logs in.
+        assert login(c, "ayse", "ivr_wrong").status_code == 429
         assert login(c, "ayse", secret).status_code == 302
+    finally:
+        database(application).engine.dispose()
+
+
+def test_a_known_and_an_unknown_name_are_answered_alike(app_config):
+    """No name can be told to be an account's by the throttle: 401 the same number of
+    times, then 429 with the same wait, from the same page."""
+    application = _throttled_app(app_config)  # the defaults: 5 per name, 20 per address
+    try:
+        make_user(application, "ayse", "auditor")
+        answers = {}
+        for name, address in (("ayse", "198.51.100.7"), ("nobody", "198.51.100.8")):
+            c = application.test_client()
+            c.environ_base["REMOTE_ADDR"] = address
+            got = []
+            for _ in range(8):
+                r = login(c, name, "ivr_wrong")
+                page = re.sub(r'name="csrf_token" value="[^"]*"', "",
+                              r.get_data(as_text=True).replace(name, "NAME"))
+                got.append((r.status_code, r.headers.get("Retry-After"), page))
+            answers[name] = got
+        assert [a[0] for a in answers["ayse"]] == [401] * 5 + [429] * 3
+        assert answers["ayse"] == answers["nobody"]
     finally:
         database(application).engine.dispose()
 

@@ -22,6 +22,8 @@ from tests.support.fake_iys import FakeIys
 
 FLOW = load_flow(ROOT / "flows" / "consent.yaml")
 PHONE = "+905321234567"
+HIDDEN_FROM = "+266696687"  # Twilio's From for a withheld number (ANONYMOUS on a keypad)
+HIDDEN_PRIOR = "any (the number is hidden, `Anonymous` or not a valid phone number)"
 CHANNELS = ("ARAMA", "MESAJ", "EPOSTA")
 TOKEN = "iys-truth-token"
 DOCS = (ROOT / "README.md",)
@@ -53,10 +55,13 @@ class Cell:
     iys_gets: str | None  # the status sent for every channel, or None
     iys_note: str  # why İYS gets that (the export's decision)
     iys_holds: str | None  # what İYS holds for every channel afterwards
+    hidden: bool = False  # the call comes from HIDDEN_FROM, not PHONE
 
     @property
     def menu(self) -> str:
         """The question the caller hears first."""
+        if self.hidden:
+            return "hidden_caller"
         return W if self.prior == "granted" else Q
 
 
@@ -99,6 +104,10 @@ def _cells() -> list[Cell]:
              "no_input (no keys)", "granted", None, "nothing: silence is not a decision",
              "ONAY"),
         Cell("granted", "hangup", (), None, "granted", None, "nothing: no decision", "ONAY"),
+        # Nobody's consent: whatever an earlier caller with the same hidden From pressed,
+        # no choice is asked for, none is recorded, and no withdrawal is offered.
+        Cell(HIDDEN_PRIOR, "1", ("hidden_caller_end", "goodbye"), None, "none", None,
+             "nothing: no number to hold a choice", None, hidden=True),
     ]
     return rows
 
@@ -130,7 +139,7 @@ def prompt_table() -> str:
     """Every prompt the truth table names, with its Turkish and English words."""
     ids = [Q, W]
     for c in CELLS:
-        for p in c.heard:
+        for p in (c.menu, *c.heard):
             if p not in ids:
                 ids.append(p)
     lines = ["| Prompt id | Turkish (what the caller hears) | English (after pressing 0) |",
@@ -149,8 +158,8 @@ def test_the_documented_table_is_the_tested_table():
 
 
 def test_every_prior_and_outcome_has_a_row():
-    pairs = {(c.prior, c.outcome) for c in CELLS}
-    assert len(pairs) == len(CELLS)
+    pairs = {(c.prior, c.outcome) for c in CELLS if not c.hidden}
+    assert len(pairs) == len(CELLS) - 1
     for prior in ("none", "declined", "withdrawn", "granted"):
         wanted = {"1", "2", "invalid", "silence", "hangup"}
         wanted |= {"3"} if prior == "granted" else {"3-not-offered"}
@@ -196,15 +205,19 @@ def holds(fake: FakeIys) -> dict[str, str | None]:
     return {c: (fake.state.get((PHONE, c)) or (None,))[0] for c in CHANNELS}
 
 
-def call(caller, keys: list[str]):
+def call(caller, keys: list[str], from_number: str = PHONE):
     """One whole call from PHONE with these keys; the caller's turns hold what was heard."""
-    c = caller()
+    c = caller(from_number=from_number)
     c.run(keys)
     return c
 
 
 def prior_state(prior: str, caller, app, fake: FakeIys) -> None:
     """Bring PHONE to `prior` on every channel, with İYS told, through calls."""
+    if prior == HIDDEN_PRIOR:  # an earlier caller with the same hidden From pressed 1
+        call(caller, ["1"], HIDDEN_FROM)
+        assert push_to_iys(app, fake) == []
+        return
     if prior == "none":
         return
     call(caller, ["1" if prior in ("granted", "withdrawn") else "2"])
@@ -235,7 +248,7 @@ def test_truth_table_cell(cell: Cell, caller, live_app, fake_iys):
     prior_state(cell.prior, caller, app, fake_iys)
     held_before = holds(fake_iys)
 
-    c = call(caller, OUTCOMES[cell.outcome][1])
+    c = call(caller, OUTCOMES[cell.outcome][1], HIDDEN_FROM if cell.hidden else PHONE)
 
     # What the caller hears: greeting and notice, the question for their status, then
     # exactly the cell's prompts.

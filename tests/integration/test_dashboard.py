@@ -64,7 +64,8 @@ def table_counts(doc, table_id: str) -> dict[str, dict[str, int]]:
     assert table is not None, table_id
     out = {}
     for tr in table.findall("tr", data_value=True):
-        cells = {td.get("data-decision", "all"): int(td.get("data-count"))
+        cells = {td.get("data-decision") or td.get("data-outcome") or "all":
+                 int(td.get("data-count"))
                  for td in tr.findall("td", data_count=True)}
         out[tr.get("data-value")] = cells
     return out
@@ -305,3 +306,20 @@ def test_an_admin_may_use_both_pages(app, client):
     assert login(client, "root", secret).status_code == 302
     for path in ("/auditor/dashboard", "/auditor/flows"):
         assert client.get(path).status_code == 200
+
+
+def test_calls_from_a_hidden_number_are_counted_as_numara_gizli(app, auditor, local_caller):
+    place_call(local_caller, ["1"], from_number="+905321234567")
+    for number in ("Anonymous", "+266696687", "sip:a@b.c"):
+        place_call(local_caller, ["1"], from_number=number)
+    gone = local_caller(from_number="+2562533")
+    gone.dial()
+    gone.hang_up()  # during the notice: a hang-up, and still a hidden-number call
+    today = istanbul_today()
+    doc = dashboard(auditor, f"?since={today:%d.%m.%Y}&until={today:%d.%m.%Y}")
+    totals = table_counts(doc, "series")["all"]
+    assert totals["hidden"] == 4 and totals["all"] == 1 and totals["granted"] == 1
+    assert doc.find("p", id="hidden-text").get("data-count") == "4"
+    # Every call that started is in the drop-off's calls, the hidden ones too.
+    runs = doc.find("table", id="table-dropoff").find("tr", data_language="tr")
+    assert runs.find("td", data_count=True).get("data-count") == "5"

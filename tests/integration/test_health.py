@@ -14,6 +14,7 @@ from ivr import create_app
 from ivr.adapters.audio.manifest import MANIFEST, ManifestEntry, write_manifest
 from ivr.storage.db import database
 from ivr.storage.migrate import upgrade
+from tests.support.auditor import login, make_user
 
 
 def render_all_prompts(app) -> int:
@@ -57,7 +58,8 @@ def test_ready_when_everything_is_there(app, client):
     code, body = _ready(client)
     assert code == 200, body
     assert body["status"] == "ready"
-    assert set(body["checks"]) == {"database", "flows", "audio", "spool", "audit_queue"}
+    assert set(body["checks"]) == {"database", "flows", "audio", "spool", "audit_queue",
+                                   "audit_anchors"}
     assert all(v.startswith("ok") for v in body["checks"].values())
 
 
@@ -133,5 +135,60 @@ def test_an_unwritable_spool_is_not_ready(app_config, tmp_path):
         render_all_prompts(application)
         code, body = _ready(application.test_client())
         assert code == 503 and body["checks"]["spool"].startswith("cannot create")
+    finally:
+        database(application).engine.dispose()
+
+
+# --- who sees the checks: operators only ---------------------------------------------
+
+def _outsider(app, address: str = "203.0.113.9"):
+    c = app.test_client()
+    c.environ_base["REMOTE_ADDR"] = address
+    return c
+
+
+@pytest.mark.parametrize("address,headers", [
+    ("203.0.113.9", {}),
+    ("127.0.0.1", {"X-Forwarded-For": "203.0.113.9"}),  # a local proxy's outsider
+    ("127.0.0.1", {"Forwarded": "for=203.0.113.9"}),
+    ("203.0.113.9", {"Authorization": "Bearer wrong-token"}),
+])
+def test_an_outsider_gets_the_status_alone(app_config, address, headers):
+    app_config["METRICS_TOKEN"] = "metrics-token-0123456789"
+    application = create_app(app_config)
+    database(application).create_all()
+    try:
+        c = _outsider(application, address)
+        r = c.get("/readyz", headers=headers)
+        assert r.status_code == 503 and r.get_json() == {"status": "not ready"}
+        render_all_prompts(application)
+        r = c.get("/readyz", headers=headers)
+        assert r.status_code == 200 and r.get_json() == {"status": "ready"}
+        assert r.headers["Cache-Control"] == "no-store"
+    finally:
+        database(application).engine.dispose()
+
+
+def test_an_outsider_learns_nothing_of_an_unreachable_database(unreachable_app):
+    r = _outsider(unreachable_app).get("/readyz")
+    assert r.status_code == 503 and r.get_json() == {"status": "not ready"}
+    assert b"127.0.0.1" not in r.get_data() and b"OperationalError" not in r.get_data()
+
+
+def test_operators_see_the_checks(app_config):
+    app_config["METRICS_TOKEN"] = "metrics-token-0123456789"
+    application = create_app(app_config)
+    database(application).create_all()
+    try:
+        token = {"Authorization": "Bearer metrics-token-0123456789"}
+        assert "checks" in _outsider(application).get("/readyz", headers=token).get_json()
+        admin = _outsider(application)
+        assert login(admin, "root", make_user(application, "root", "admin")).status_code == 302
+        assert "checks" in admin.get("/readyz").get_json()
+        auditor = _outsider(application)
+        assert login(auditor, "ayse", make_user(application, "ayse", "auditor")) \
+            .status_code == 302
+        assert "checks" not in auditor.get("/readyz").get_json()
+        assert "checks" in application.test_client().get("/readyz").get_json()  # loopback
     finally:
         database(application).engine.dispose()

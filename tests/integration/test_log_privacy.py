@@ -104,8 +104,10 @@ def _env(tmp_path, port: int, url: str) -> dict:
     return env
 
 
-def _serve_and_request(command: list[str], env: dict, port: int, log_file) -> list[int]:
-    """Start a server, send every target of every form exactly as written, stop it."""
+def _serve_and_request(command: list[str], env: dict, port: int, log_file,
+                       sent: list[str] | None = None, agent: str | None = None) -> list[int]:
+    """Start a server, send every target of every form (or `sent`, with the User-Agent
+    `agent`) exactly as written, stop it."""
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file,
                             stderr=subprocess.STDOUT)
     try:
@@ -124,16 +126,19 @@ def _serve_and_request(command: list[str], env: dict, port: int, log_file) -> li
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.1)
         codes = []
-        for form in FORMS:
-            for target in targets(form):
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                try:
-                    conn.request("GET", target)
-                    response = conn.getresponse()
-                    response.read()
-                    codes.append(response.status)
-                finally:
-                    conn.close()
+        every = sent if sent is not None else [t for form in FORMS for t in targets(form)]
+        for target in every:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.putrequest("GET", target, skip_accept_encoding=True)
+                if agent is not None:
+                    conn.putheader("User-Agent", agent)
+                conn.endheaders()
+                response = conn.getresponse()
+                response.read()
+                codes.append(response.status)
+            finally:
+                conn.close()
         return codes
     finally:
         proc.terminate()
@@ -170,6 +175,35 @@ def test_gunicorns_access_log_holds_no_number(tmp_path, database_url):
     assert any('"GET /api/consents HTTP/1.1" 401' in ln for ln in lines), lines[:3]
     assert leaks("\n".join(lines)) == []
     assert leaks((tmp_path / "gunicorn.log").read_text()) == []
+
+
+# A path that would forge a line, write a NUL byte, an escape sequence or a backslash.
+FORGING = ["/forged%0A127.0.0.1%20-%20-%20[01/Jan/2026]%20%22GET%20/admin%20HTTP/1.1%22%20200",
+           "/nul%00byte", "/cr%0Dreturn", "/esc%1B[2Jclear", "/del%7Fc1%C2%85end",
+           "/back%5Cx0aslash"]
+
+
+def test_gunicorns_access_log_escapes_control_characters(tmp_path, database_url):
+    port = free_port()
+    env = _env(tmp_path, port, database_url)
+    access = tmp_path / "access.log"
+    env.update({"IVR_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1", "IVR_THREADS": "2",
+                "IVR_ACCESS_LOG": str(access)})
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        codes = _serve_and_request([sys.executable, "-m", "gunicorn", "-c",
+                                    str(ROOT / "gunicorn.conf.py"), "wsgi:app"], env, port, log,
+                                   sent=FORGING, agent="probe\tagent")
+    assert len(codes) == len(FORGING) and all(400 <= c < 500 for c in codes), codes
+    raw = access.read_bytes()
+    assert not any(0 <= b < 0x20 and b != 0x0A or b == 0x7F for b in raw), raw
+    lines = raw.decode("utf-8").splitlines()
+    probes = [ln for ln in lines if '"GET /' in ln and "/healthz" not in ln]
+    assert len(probes) == len(FORGING), lines  # one line per request: nothing forged
+    text = "\n".join(probes)
+    for kept in ("/forged\\x0a127.0.0.1", "/nul\\x00byte", "/cr\\x0dreturn",
+                 "/esc\\x1b[2Jclear", "/del\\x7fc1", "/back\\\\x0aslash",
+                 '"probe\\x09agent"', '\\"GET /admin HTTP/1.1\\"'):
+        assert kept in text, (kept, text)
 
 
 @pytest.mark.parametrize("formatter", [JsonLogFormatter, TextLogFormatter])

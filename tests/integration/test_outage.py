@@ -100,6 +100,28 @@ def test_call_that_starts_during_the_outage_is_ingested_automatically(outage):
     assert "0 record(s)" in app.test_cli_runner().invoke(cli, ["spool", "status"]).output
 
 
+def test_a_hidden_caller_during_the_outage_is_never_asked(outage):
+    """Without the database the rule holds: a caller with no phone number hears the notice
+    and why nothing can be recorded; the spool's replay records no consent."""
+    app, proxy = outage.app, outage.proxy
+    proxy.cut()
+    c = Caller(outage.url, AUTH_TOKEN, http_transport(), from_number="Anonymous")
+    first = c.dial()
+    assert first.heard[-1].text == FLOW.text("hidden_caller", "tr")
+    last = c.press(first, "1")
+    assert [h.text for h in last.heard] == [FLOW.text("hidden_caller_end", "tr"),
+                                            FLOW.text("goodbye", "tr")]
+    c.hang_up()
+    proxy.restore()
+    result = app.test_cli_runner().invoke(cli, ["spool", "drain"])
+    assert result.exit_code == 0 and "applied 3" in result.output, result.output
+    assert consents(app) == []
+    shown = json.loads(app.test_cli_runner().invoke(
+        cli, ["calls", "show", c.call_sid, "--json"]).output)
+    assert shown["status"] == "completed" and shown["consents"] == []
+    assert verified_chain_length(app) > 0
+
+
 def test_fallback_url_is_static_twiml(client):
     for method in (client.get, client.post):
         r = method("/voice/fallback")

@@ -69,7 +69,7 @@ def test_an_auditor_plays_a_recording_and_the_play_is_audited(app, auditor, loca
     assert src == f"/auditor/calls/{c.call_sid}/recordings/{RSID}.wav"
     assert plays(app) == []  # showing the page plays nothing
     r = auditor.get(src)
-    assert r.status_code == 200 and r.mimetype == "audio/x-wav"
+    assert r.status_code == 200 and r.mimetype == "audio/wav"
     assert r.get_data() == twilio.recordings[RSID]
     assert r.headers["Cache-Control"] == "no-store"
     [asked] = twilio.media_requests
@@ -135,3 +135,30 @@ def test_a_destroyed_recording_says_when_and_under_which_policy(app, auditor, lo
     when = row.find("time")
     assert when.get("datetime")[:10] == datetime.now(UTC).date().isoformat()
     assert auditor.get(f"/auditor/calls/{c.call_sid}/recordings/{RSID}.wav").status_code == 404
+
+
+@pytest.mark.parametrize("given,served,ext", [("audio/x-wav", "audio/wav", "wav"),
+                                              ("audio/wav; charset=binary", "audio/wav", "wav"),
+                                              ("audio/mpeg", "audio/mpeg", "mp3")])
+def test_a_recording_is_served_only_as_wav_or_mp3(app, auditor, local_caller, twilio, given,
+                                                  served, ext):
+    c = recorded_call(local_caller, twilio)
+    twilio.media_type = given
+    r = auditor.get(f"/auditor/calls/{c.call_sid}/recordings/{RSID}.wav")
+    assert r.status_code == 200 and r.mimetype == served
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Content-Disposition"] == f'inline; filename="{RSID}.{ext}"'
+
+
+@pytest.mark.parametrize("given", ["text/html", "image/svg+xml", "application/octet-stream",
+                                   "text/plain", ""])
+def test_a_recording_answered_as_anything_else_is_refused(app, auditor, local_caller, twilio,
+                                                          given):
+    c = recorded_call(local_caller, twilio)
+    twilio.recordings[RSID] = b"<script>alert(document.cookie)</script>"
+    twilio.media_type = given
+    r = auditor.get(f"/auditor/calls/{c.call_sid}/recordings/{RSID}.wav")
+    assert r.status_code == 502 and r.mimetype == "text/html"
+    assert b"alert(document.cookie)" not in r.get_data()
+    assert "WAV or MP3" in r.get_data(as_text=True)
+    assert plays(app) == []  # nothing played, nothing audited as played

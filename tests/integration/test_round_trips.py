@@ -1,8 +1,9 @@
 """Database round trips per webhook: exactly one, in every scenario of the benchmark's mix
 (benchmarks/consent_calls.py --mix): fresh callers, returning consenters offered the
-withdrawal (and withdrawing), hang-ups during the notice, Twilio's retries with the same
-idempotency token, callbacks for a call not seen yet, out-of-order and duplicated statuses,
-and a transfer (its start, its return, its call's end).
+withdrawal (and withdrawing), a caller whose number is hidden, hang-ups during the notice,
+Twilio's retries with the same idempotency token, callbacks for a call not seen yet,
+out-of-order and duplicated statuses, and a transfer (its start, its return, its call's
+end).
 
 Counted twice: statements through SQLAlchemy's `before_cursor_execute` event (the
 functions' calls go to psycopg directly and count 0 there), and round trips on the wire
@@ -141,6 +142,12 @@ def test_each_webhook_of_the_mix_is_one_round_trip(app, client, local_caller, tm
     confirm = local_caller(from_number="+905321112244")
     turn = m("consenter: incoming", confirm.dial)
     m("consenter: gather (confirms)", lambda: confirm.press(turn, "1"))
+    # A caller whose number is hidden: the notice, why nothing can be recorded, goodbye.
+    hidden = local_caller(from_number="+266696687")
+    turn = m("hidden: incoming", hidden.dial)
+    end = m("hidden: gather (nothing recorded)", lambda: hidden.press(turn, "1"))
+    assert end.end == "hangup"
+    m("hidden: status", lambda: hidden.status("completed", duration=40))
     # A caller who hangs up during the notice.
     gone = local_caller(from_number="+905321112255")
     m("hang-up: incoming", gone.dial)

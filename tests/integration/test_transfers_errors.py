@@ -4,6 +4,7 @@ duplicates, calls already decided or already ended, accounts and roles, bad requ
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 
@@ -231,8 +232,10 @@ def test_a_call_that_already_decided(app, client, twilio, local_caller):
     twilio.calls[c.call_sid] = "in-progress"
     got, doc, _ = post_transfer(client, token, "k1", body(c.call_sid))
     assert got == 409
-    assert doc["reason"] == "already_decided" and doc["decision"] == "declined"
-    assert doc["decided_at"] and "force" in doc["message"]
+    # The agent learns only that the call cannot go now, never what the caller decided.
+    assert doc["reason"] == "already_decided" and "force" in doc["message"]
+    assert not {"decision", "decided_at", "consent_transfer_id"} & set(doc), doc
+    assert "declined" not in json.dumps(doc) and "decided" not in doc["message"]
     assert twilio.updates() == [] and transfers(app) == []
     # Asking again on purpose (the caller changed their mind) is allowed.
     got, doc, _ = post_transfer(client, token, "k2", body(c.call_sid, force=True))

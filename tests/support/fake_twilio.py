@@ -64,6 +64,7 @@ class FakeTwilio:
     stall: bool = False
     recordings: dict[str, bytes] = field(default_factory=dict)
     media_requests: list[Received] = field(default_factory=list)
+    media_type: str = "audio/x-wav"  # the Content-Type recordings are served with
 
     def __post_init__(self):
         self.received = threading.Event()
@@ -188,7 +189,7 @@ class FakeTwilio:
         else:
             data = self.recordings[m["recording"]]
             handler.send_response(200)
-            handler.send_header("Content-Type", "audio/x-wav")
+            handler.send_header("Content-Type", self.media_type)
             handler.send_header("Content-Length", str(len(data)))
             handler.end_headers()
             handler.wfile.write(data)

@@ -155,9 +155,12 @@ def test_flow_file_example_in_docs_is_minimal_and_valid(tmp_path):
         prompts:
           notice: {tr: "Bilgilendirme."}
           ask: {tr: "Onay için 1."}
+          hidden: {tr: "Numaranız gizli; tercih kaydedilemez."}
           bye: {tr: "Güle güle."}
         nodes:
-          notice: {type: notice, prompts: [notice], next: ask}
+          notice: {type: notice, prompts: [notice], next: known}
+          known: {type: branch, if: hidden_caller, then: hidden, else: ask}
+          hidden: {type: play, prompts: [hidden], next: bye}
           ask:
             type: menu
             prompts: [ask]
@@ -167,6 +170,40 @@ def test_flow_file_example_in_docs_is_minimal_and_valid(tmp_path):
           bye: {type: exit, prompts: [bye], action: hangup}
     """), encoding="utf-8")
     assert load_flow(path).id == "mini"
+
+
+def test_a_flow_that_would_ask_a_hidden_caller_is_refused(tmp_path):
+    def edit(d):
+        d["nodes"]["notice_details"]["next"] = "ask"  # past the hidden_caller branch
+        del d["nodes"]["caller_known"]
+        del d["nodes"]["hidden_caller"]
+        del d["nodes"]["hidden_caller_end"]
+    with pytest.raises(InvalidFlow, match="a caller whose number is hidden could be asked"):
+        load_flow(variant(tmp_path, edit))
+
+
+def test_a_hidden_caller_hears_the_notice_and_is_never_asked():
+    flow = load_flow(ROOT / "flows" / "consent.yaml")
+    s, actions = e.start(flow, {"hidden_caller": True})
+    played = [a.prompt for a in actions if isinstance(a, e.Play)]
+    assert played == ["greeting", "language_offer", "notice_intro", "notice_body"]
+    assert actions[-1].node == "hidden_caller" and s.notice_heard
+    for keys in ("1", "2", "3", "5", None):
+        _, after = e.advance(flow, s, e.Digits(keys) if keys else e.Timeout())
+        assert not any(isinstance(a, e.Decide) for a in after)
+        assert [a.prompt for a in after if isinstance(a, e.Play)] == ["hidden_caller_end",
+                                                                      "goodbye"]
+        assert after[-1] == e.Hangup()
+    s2, after = e.advance(flow, s, e.Digits("0"))
+    assert s2.language == "en" and after[-1].node == "hidden_caller"
+
+
+def test_the_engine_refuses_a_decision_for_a_hidden_caller():
+    flow = load_flow(ROOT / "flows" / "consent.yaml")
+    s, _ = e.start(flow)  # a known caller at the question...
+    s = e.State.from_dict({**s.to_dict(), "context": {"hidden_caller": True}})
+    with pytest.raises(e.EngineError, match="hidden number cannot decide"):
+        e.advance(flow, s, e.Digits("1"))  # ...whose context says hidden: never a decision
 
 
 def test_a_prompt_may_hold_parts_in_several_languages():

@@ -27,7 +27,7 @@ def test_the_stored_strings_are_the_ones_always_written():
         '{"d": "no_input", "s": "no-answer"}'
 
 
-ALLOWED = [(a, b) for a, targets in TRANSFER_MOVES.items() for b in targets]
+ALLOWED = [(a, b) for a, targets in TRANSFER_MOVES.items() for b in sorted(targets)]
 REFUSED = [(a, b) for a in TransferStatus for b in TransferStatus if (a, b) not in ALLOWED]
 
 

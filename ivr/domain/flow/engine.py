@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 
-from .model import Flow, Node
+from .model import HIDDEN_CALLER, Flow, Node
 
 # --- inputs -----------------------------------------------------------------------
 
@@ -231,6 +231,9 @@ def _choose(flow: Flow, state: State, option, actions: list):
     if option.language:
         state = replace(state, language=option.language)
     if option.decision:
+        if state.context.get(HIDDEN_CALLER):
+            # A validated flow never gets here (loader: _check_hidden_callers).
+            raise EngineError(f"flow {flow.id}: a caller with a hidden number cannot decide")
         state = replace(state, decision=option.decision)
         actions.append(Decide(option.decision, state.digits, state.language))
     return _enter(flow, state, option.next, actions)

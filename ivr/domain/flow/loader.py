@@ -15,7 +15,7 @@ import rfc8785
 import yaml
 
 from ..vocabulary import DECISIONS, Decision
-from .model import EXIT_ACTIONS, NODE_TYPES, Flow, Node, Option, Segment
+from .model import EXIT_ACTIONS, HIDDEN_CALLER, NODE_TYPES, Flow, Node, Option, Segment
 
 
 class InvalidFlow(Exception):
@@ -171,13 +171,37 @@ def parse_yaml(text: str, source: str) -> dict:
 
 
 def load_flow(path: str | Path) -> Flow:
-    """Read, validate and build the flow in `path`."""
+    """Read, validate and build the flow in `path`, as a flow that may answer calls now."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidFlow(str(path), f"cannot read file: {e}") from None
-    return build_flow(parse_yaml(text, str(path)), str(path))
+    flow = build_flow(parse_yaml(text, str(path)), str(path))
+    _check_hidden_callers(flow)
+    return flow
+
+
+def _check_hidden_callers(flow: Flow) -> None:
+    """A flow that asks for consent must never ask a caller whose number is hidden: every
+    path from the start to a node that decides passes a branch on `hidden_caller` whose
+    `else` side it takes. Checked for the flows that answer calls (load_flow), not for the
+    versions stored before this rule, which are only replayed."""
+    if not any(n.decides for n in flow.nodes.values()):
+        return
+    seen, todo = {flow.start}, deque([flow.start])
+    while todo:
+        node = flow.nodes[todo.popleft()]
+        if node.decides:
+            raise InvalidFlow(flow.source, "a caller whose number is hidden could be asked "
+                              f"for consent here; branch on '{HIDDEN_CALLER}' before it",
+                              node.id)
+        targets = ([node.then] if node.type == "branch" and node.condition == HIDDEN_CALLER
+                   else node.targets())
+        for t in targets:
+            if t in flow.nodes and t not in seen:
+                seen.add(t)
+                todo.append(t)
 
 
 def load_flows(directory: str | Path) -> dict[str, Flow]:

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 NODE_TYPES = ("play", "notice", "menu", "branch", "exit")
 EXIT_ACTIONS = ("hangup", "enqueue", "dial", "return")
+# The context flag of a run whose caller cannot be identified by a phone number (a hidden
+# number, `Anonymous`, a SIP address): no consent decision can be theirs.
+HIDDEN_CALLER = "hidden_caller"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...domain.vocabulary import DECISIVE, Decision
+from ...domain.vocabulary import DECISIVE
 from ...storage.models import Consent
 
 CHANNELS = ("ARAMA", "MESAJ", "EPOSTA")
@@ -47,8 +47,3 @@ def status_from(events: list[Consent]) -> dict[str, ChannelStatus]:
 def current_status(session: Session, phone_hmac: str) -> dict[str, ChannelStatus]:
     """A person's current status for every channel."""
     return status_from(history(session, phone_hmac))
-
-
-def has_granted_channel(session: Session, phone_hmac: str) -> bool:
-    """True when at least one channel's latest decision is a grant."""
-    return any(s.status == Decision.GRANTED for s in current_status(session, phone_hmac).values())

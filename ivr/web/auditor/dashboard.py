@@ -3,7 +3,9 @@
 Each consent record counts once, on the Istanbul calendar day of its `captured_at`: the
 same records, over the same instants, as `python -m ivr consents export --since --until`.
 The counting is done by the database (GROUP BY over the `captured_at` index); only the
-grouped counts reach Python.
+grouped counts reach Python. Beside them, the calls from a hidden number ("numara gizli":
+no phone number, so no choice could be recorded) count once each, on the day their run
+started, so that every call that heard the notice is in the figures.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from flask_babel import gettext as _
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from ivr.storage.models import Consent
+from ivr.domain import inputs
+from ivr.domain.flow.model import HIDDEN_CALLER
+from ivr.storage.models import Consent, FlowRun
 from ivr.storage.transfer_models import Transfer
 
 from .search import NONE_VALUE, origin_conditions
@@ -46,8 +50,8 @@ def parse_day(value: str) -> date:
 
 
 def day_text(day: date) -> str:
-    """A day as auditors read it: dd.mm.yyyy."""
-    return day.strftime("%d.%m.%Y")
+    """A day as auditors read it: dd.mm.yyyy (four digits of year, 0001 too)."""
+    return f"{day.day:02d}.{day.month:02d}.{day.year:04d}"
 
 
 def local_today() -> date:
@@ -72,8 +76,9 @@ class Period:
         out = []
         start = self.since
         while start <= self.until:
-            if self.step == "week":
-                end = min(self.until, start + timedelta(days=6 - start.weekday()))
+            if self.step == "week":  # (counted so that no day past the year 9999 is made)
+                end = start + timedelta(days=min(6 - start.weekday(),
+                                                 (self.until - start).days))
             else:
                 end = start
             out.append((start, end))
@@ -82,14 +87,21 @@ class Period:
 
 
 def parse_period(args: Mapping[str, str], today: date) -> Period:
-    """The period from a query's since/until/step; the last 30 days by default."""
+    """The period from a query's since/until/step; the last 30 days by default. Days follow
+    the API's rules (ivr/domain/inputs.py): an open end far out is clamped to the first or
+    last day held, a start after the last day or an end before the first is refused."""
     errors: dict[str, str] = {}
     days = {}
     for name, default in (("since", today - timedelta(days=DEFAULT_DAYS - 1)),
                           ("until", today)):
         raw = (args.get(name) or "").strip()
         try:
-            days[name] = parse_day(raw) if raw else default
+            days[name] = (inputs.held_day(parse_day(raw), name, end=name == "until")
+                          if raw else default)
+        except inputs.InvalidInput:
+            errors[name] = _("Use a day from %(first)s to %(last)s.",
+                             first=day_text(inputs.FIRST_DAY), last=day_text(inputs.LAST_DAY))
+            days[name] = default
         except ValueError:
             errors[name] = _("Write the day as dd.mm.yyyy, for example 01.03.2026.")
             days[name] = default
@@ -114,6 +126,7 @@ class Row:
     label: str
     criteria: dict[str, str]
     counts: dict[str, int] = field(default_factory=dict)
+    hidden: int = 0  # calls from a hidden number: no decision could be theirs
 
     @property
     def total(self) -> int:
@@ -177,14 +190,32 @@ def outcomes(s: Session, period: Period) -> Outcomes:
             for decision, n in per_day.get(first + timedelta(days=d), {}).items():
                 row.counts[decision] = row.counts.get(decision, 0) + n
         series.append(row)
+    hidden = _hidden_per_day(s, period)
+    for (first, last), row in zip(period.buckets(), series, strict=True):
+        row.hidden = sum(hidden.get(first + timedelta(days=d), 0)
+                         for d in range(((last - first).days) + 1))
     totals = Row("all", period_criteria)
     for row in series:
         for decision, n in row.counts.items():
             totals.counts[decision] = totals.counts.get(decision, 0) + n
+        totals.hidden += row.hidden
     breakdowns = {name: _breakdown(grouped[name], name, period_criteria)
                   for name in DIMENSIONS}
     agents = [r.label for r in breakdowns["agent"] if r.label]
     return Outcomes(period, series, breakdowns, totals, agent_names(s, agents))
+
+
+def _hidden_per_day(s: Session, period: Period) -> dict[date, int]:
+    """Calls from a hidden number per Istanbul day their run started (a call sent into the
+    flow twice counts once, on its first day)."""
+    lo, hi = period.bounds()
+    day = func.min(func.date(func.timezone(LOCAL.key, FlowRun.created_at)))
+    first_days = (select(FlowRun.call_sid, day.label("day"))
+                  .where(FlowRun.created_at >= lo, FlowRun.created_at < hi,
+                         FlowRun.state[("context", HIDDEN_CALLER)].as_boolean())
+                  .group_by(FlowRun.call_sid).subquery())
+    return dict(s.execute(select(first_days.c.day, func.count())
+                          .group_by(first_days.c.day)).all())
 
 
 def agent_names(s: Session, agent_ids: list[str]) -> dict[str, str]:

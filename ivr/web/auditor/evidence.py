@@ -19,21 +19,23 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from flask import current_app, render_template
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ivr.audit import chain, merkle, note, proofs
+from ivr.audit import chain, merkle, note, proofs, timestamps
 from ivr.audit import checkpoint as cps
 from ivr.audit.errors import AuditError
 from ivr.domain import times
 from ivr.domain.notice import notice_version
 from ivr.domain.pii import PersonalData
-from ivr.services import audit_keys, audit_sequencer
+from ivr.services import anchoring, audit_keys, audit_sequencer
 from ivr.services.accounts import User
 from ivr.services.audit_replay import replay_call
 from ivr.services.reports import call_timeline
 from ivr.services.timeline import AUDITOR_KINDS, run_versions
+from ivr.storage import anchor_store
 from ivr.storage.audit_tree import StoredTree, latest_head, prove_call
 from ivr.storage.db import utcnow
 from ivr.storage.models import AuditEntry, AuditQueue, AuditTreeHead, Call
@@ -234,6 +236,28 @@ def _coverage(head: AuditTreeHead, entries: list[AuditEntry]) -> Coverage:
                     entries[-1].seq - 1, len(entries) - access, access)
 
 
+def _timestamp_files(s: Session, head: AuditTreeHead) -> dict[str, bytes]:
+    """The checkpoint's tokens, and the authorities' certificates to check them with."""
+    files: dict[str, bytes] = {}
+    roots = anchoring.verifier_roots(current_app)
+    ca, certs = [], []
+    k = 0
+    for a, h in anchor_store.done(s, anchor_store.TIMESTAMP):
+        if h.id != head.id:
+            continue
+        der = base64.b64decode(a.data)
+        tok = timestamps.describe(timestamps.parse(der))
+        k += 1
+        files[f"timestamp/token-{k}.tsr"] = der
+        certs.extend(c for c in tok.certificates if c not in certs)
+        ca.extend(r for r in timestamps.chain_roots(tok, roots) if r not in ca)
+    if k:
+        files["timestamp/tsa-certs.pem"] = timestamps.certificate_pem(certs).encode()
+        files["timestamp/tsa-ca.pem"] = timestamps.certificate_pem(
+            [c.public_bytes(serialization.Encoding.DER) for c in ca]).encode()
+    return files
+
+
 def _proof_files(s: Session, call_sid: str, entries: list[AuditEntry], head: AuditTreeHead,
                  cover: Coverage, since: int | None):
     n = head.tree_size
@@ -250,7 +274,11 @@ def _proof_files(s: Session, call_sid: str, entries: list[AuditEntry], head: Aud
             f"{side} {h.hex()}\n" for side, h in _sides(i, n, path)).encode()
     parsed = note.parse_note(head.note)
     files["proof/proof.json"] = proofs.proof_json(doc).encode()
-    files["proof/checkpoint.note"] = head.note.encode()
+    # The note with every witness cosignature collected for it (the log's own signature
+    # stays the first line, as verify.py and the README's steps read it).
+    files["proof/checkpoint.note"] = (head.note + "".join(
+        anchor_store.cosignature_lines(s, head.id))).encode()
+    files.update(_timestamp_files(s, head))
     files["proof/checkpoint.txt"] = parsed.text.encode()
     files["proof/checkpoint.sig"] = parsed.signatures[0].signature
     key = audit_keys.signing_key(create=False)
@@ -365,6 +393,8 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], head: AuditTreeHea
         head_at=times.text(head.at), cover=cover,
         entries=entries, notices=notices, has_key="proof/public_key.pem" in files,
         has_consistency="proof/consistency.json" in files,
+        tokens=sorted(n for n in files if n.startswith("timestamp/token-")),
+        cosignatures=anchor_store.cosignature_lines(s, head.id),
         audio=[h for h in hashes if h not in missing_audio], missing_audio=missing_audio,
     ).encode("utf-8")
     sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}

@@ -7,13 +7,17 @@ rotated secret end the session at once, a copied cookie included. A session also
 PERMANENT_SESSION_LIFETIME without use (30 minutes) and AUDITOR_SESSION_MAX_AGE after
 login (8 hours).
 
-Throttle, as identity servers keep it (no account can be locked out from elsewhere):
-- a known account slows down per (account, client address): after
-  AUDITOR_LOGIN_MAX_PER_NAME failures in the window, each further try waits
-  AUDITOR_LOGIN_DELAY_SECONDS, doubling per failure up to AUDITOR_LOGIN_MAX_DELAY_SECONDS;
-  a correct secret from another address is never slowed by these failures;
-- names that are no account share one budget per address, AUDITOR_LOGIN_MAX_PER_ADDRESS
-  failures in the window, which never slows a known account down.
+Throttle, as identity servers keep it (no account can be locked out from elsewhere), and
+alike for every name typed, an account's or not, so that it tells nobody which names are
+accounts (OWASP's authentication guidance):
+- a name slows down per (name, client address): after AUDITOR_LOGIN_MAX_PER_NAME failures
+  in the window, each further try waits AUDITOR_LOGIN_DELAY_SECONDS, doubling per failure
+  up to AUDITOR_LOGIN_MAX_DELAY_SECONDS, and is refused before the secret is looked at; a
+  correct secret from another address is never slowed by these failures;
+- an address has a budget of AUDITOR_LOGIN_MAX_PER_ADDRESS failures in the window, over
+  all the names it typed; past it every wrong name or secret from there is answered 429,
+  whatever the name, while the right name and secret still log in (the budget slows a
+  sprayer of names down and locks no account holder out).
 
 Why the database and not Flask-Limiter: Flask-Limiter keeps counts in process memory
 (one count per gunicorn worker, lost on restart) unless it is given Redis, Memcached or
@@ -45,7 +49,7 @@ from .roles import WORKSPACE_ROLES, area_message, forbidden, home_url, may_open
 
 bp = Blueprint("auth", __name__)
 
-# The failures of names that are no account are counted under this name, per address.
+# The failures of an empty name are counted under this key.
 UNKNOWN = ""
 
 
@@ -73,24 +77,32 @@ def slow_down(failed: int) -> timedelta:
     return timedelta(seconds=min(cap, step * 2 ** min(failed - free, 32)))
 
 
-def throttled_for(s: Session, name: str, address: str, now: datetime) -> int:
-    """Seconds until this name may try again from this address; 0 when it may try now.
-
-    `name` is the failure key: an account's lowercased name, or UNKNOWN for a name that is
-    no account.
-    """
-    if name == UNKNOWN:
-        limit = _setting("AUDITOR_LOGIN_MAX_PER_ADDRESS", 20)
-        times = _recent(s, UNKNOWN, address, now, limit)
-        # Refused while `limit` failures lie in the window: until the oldest of them expires.
-        until = times[-1] + _window() if len(times) >= limit else None
-    else:
-        times = _recent(s, name, address, now, 64)
-        wait = slow_down(len(times))
-        until = times[0] + wait if wait else None
+def _seconds_until(until: datetime | None, now: datetime) -> int:
     if until is None or until <= now:
         return 0
     return max(1, math.ceil((until - now).total_seconds()))
+
+
+def throttled_for(s: Session, name: str, address: str, now: datetime) -> int:
+    """Seconds until this name may try again from this address; 0 when it may try now.
+
+    `name` is the failure key: the name as typed, lowercased (UNKNOWN when empty), the same
+    rule whether or not it is an account's.
+    """
+    times = _recent(s, name, address, now, 64)
+    wait = slow_down(len(times))
+    return _seconds_until(times[0] + wait if wait else None, now)
+
+
+def address_spent_for(s: Session, address: str, now: datetime) -> int:
+    """Seconds until this address is under its budget of failures again (every name it
+    typed counts); 0 when it is under it now."""
+    limit = _setting("AUDITOR_LOGIN_MAX_PER_ADDRESS", 20)
+    times = list(s.scalars(select(LoginFailure.at).where(
+        LoginFailure.address == address, LoginFailure.at > now - _window())
+        .order_by(LoginFailure.at.desc()).limit(limit)))
+    # Spent while `limit` failures lie in the window: until the oldest of them expires.
+    return _seconds_until(times[-1] + _window() if len(times) >= limit else None, now)
 
 
 def record_failure(s: Session, name: str, address: str, now: datetime) -> None:
@@ -178,13 +190,16 @@ def login():
     address, now = _address(), utcnow()
     s = db_session()
     with transaction(s):
-        known = bool(name) and s.scalar(select(User.id).where(User.name == name)) is not None
-        key = name.lower() if known else UNKNOWN
+        # Every name is counted the same way, an account's or not: the answers (401, then
+        # 429 at the same count) never tell which names are accounts.
+        key = name.lower() if name else UNKNOWN
         # A slowed-down name and address are refused before the secret is even looked at.
         wait = throttled_for(s, key, address, now)
+        spent = 0 if wait else address_spent_for(s, address, now)
         user = None if wait else authenticate(s, secret, name)
         if user is None and not wait:
             record_failure(s, key, address, now)
+            wait = spent  # past the address's budget: any wrong try is answered 429
         elif user is not None:
             s.execute(delete(LoginFailure).where(LoginFailure.name == key,
                                                  LoginFailure.address == address))

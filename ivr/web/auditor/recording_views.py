@@ -13,7 +13,7 @@ from ivr.storage.db import session as db_session
 from .access import access_entry, transaction
 from .blueprint import bp
 from .login import current_user, workspace_required
-from .recordings import RECORDING_SID, MediaUnavailable, open_media, playable
+from .recordings import EXTENSIONS, RECORDING_SID, MediaUnavailable, open_media, playable
 from .search import CALL_SID
 
 
@@ -43,8 +43,10 @@ def recording(call_sid: str, recording_sid: str):
     except Exception:
         media.close()  # no audit entry, no audio
         raise
-    headers = {"Accept-Ranges": "none", "Content-Disposition":
-               f'inline; filename="{recording_sid}.wav"'}
+    # Only WAV or MP3 reaches here (open_media); named as a file, never sniffed as a page.
+    headers = {"Accept-Ranges": "none", "X-Content-Type-Options": "nosniff",
+               "Content-Disposition":
+               f'inline; filename="{recording_sid}.{EXTENSIONS[media.content_type]}"'}
     if media.length:
         headers["Content-Length"] = media.length
     return Response(stream_with_context(media.chunks()), mimetype=media.content_type,

@@ -22,6 +22,12 @@ from ivr.storage.models import AuditEntry, Recording
 
 RECORDING_SID = re.compile(r"RE[0-9a-f]{32}")
 CHUNK = 64 * 1024
+# The media types a recording is served as, from the names Twilio (and others) give them;
+# anything else is refused, never served from this origin (it could be a page or a script).
+MEDIA_TYPES = {"audio/wav": "audio/wav", "audio/x-wav": "audio/wav", "audio/wave": "audio/wav",
+               "audio/vnd.wave": "audio/wav", "audio/mpeg": "audio/mpeg",
+               "audio/mp3": "audio/mpeg"}
+EXTENSIONS = {"audio/wav": "wav", "audio/mpeg": "mp3"}
 # Twilio's own statuses; only a completed recording has media to play.
 PLAYABLE = ("completed",)
 
@@ -122,8 +128,13 @@ def open_media(account: TwilioAccount, recording_sid: str) -> Media:
         raise MediaUnavailable(502, f"Twilio could not be reached ({type(e).__name__}).",
                                "unreachable", f"{type(e).__name__}: {e}"[:300]) from None
     if r.status_code == 200:
-        return Media(r, r.headers.get("Content-Type", "audio/wav").split(";")[0],
-                     r.headers.get("Content-Length"))
+        given = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        media_type = MEDIA_TYPES.get(given)
+        if media_type is None:
+            r.close()
+            raise MediaUnavailable(502, "Twilio did not answer with a WAV or MP3 recording; "
+                                        "nothing was played.")
+        return Media(r, media_type, r.headers.get("Content-Length"))
     r.close()
     detail = f"HTTP {r.status_code} {r.reason or ''}".strip()
     if r.status_code == 404:

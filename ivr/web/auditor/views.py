@@ -18,6 +18,7 @@ from ivr.services.audit_verify import verify_entries
 
 from ...audit.errors import AuditError
 from ...domain.pii import DataKeyError
+from ...domain.spreadsheet import safe_row
 from ...domain.times import DAY_PATTERN, form_day
 from ...services.keys import personal_data
 from ...services.reports import call_duration, call_timeline
@@ -171,8 +172,9 @@ def _csv(rows):
     writer = csv.DictWriter(buf, fieldnames=EXPORT_FIELDS, lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "channels": json.dumps(row["channels"]),
-                         "duration": "" if row["duration"] in (None, "") else row["duration"]})
+        writer.writerow(safe_row({
+            **row, "channels": json.dumps(row["channels"]),
+            "duration": "" if row["duration"] in (None, "") else row["duration"]}))
         if buf.tell() > 1 << 16:
             yield buf.getvalue()
             buf.seek(0)
