@@ -206,6 +206,7 @@ MEDIA_ERRORS = {
                       "check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN."),
     "http": _l("Twilio answered with an error, so the recording cannot be played now. "
                "Try again later."),
+    "type": _l("Twilio did not answer with a WAV or MP3 recording; nothing was played."),
 }
 
 

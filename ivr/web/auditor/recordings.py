@@ -34,7 +34,7 @@ PLAYABLE = ("completed",)
 
 class MediaUnavailable(Exception):
     """Twilio did not hand the recording over; `status` is the HTTP status to answer,
-    `reason` what the page says (`unreachable`, `gone`, `credentials`, `http`: the view
+    `reason` what the page says (`unreachable`, `gone`, `credentials`, `http`, `type`: the view
     translates it) and `detail` the program's own words (an exception's name, a status)."""
 
     def __init__(self, status: int, message: str, reason: str = "http", detail: str = ""):
@@ -133,7 +133,8 @@ def open_media(account: TwilioAccount, recording_sid: str) -> Media:
         if media_type is None:
             r.close()
             raise MediaUnavailable(502, "Twilio did not answer with a WAV or MP3 recording; "
-                                        "nothing was played.")
+                                        "nothing was played.", "type",
+                                   f"Content-Type: {given or '(none)'}"[:100])
         return Media(r, media_type, r.headers.get("Content-Length"))
     r.close()
     detail = f"HTTP {r.status_code} {r.reason or ''}".strip()
