@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import call_mix  # noqa: E402 - after the path set-up
+from anchors import Anchors  # noqa: E402
 
 PATHS = ("/voice/incoming", "/voice/gather", "/voice/status")
 BARE_PATH = "/commit"
@@ -711,6 +712,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "figures); raw stacks and a summary go to DIR")
     p.add_argument("--profile-idle", action="store_true",
                    help="with --profile: include waiting threads (wall time, not CPU)")
+    p.add_argument("--anchors", action="store_true",
+                   help="time-stamp and cosign the checkpoints while calls run: a local "
+                        "openssl ts authority and a witness (benchmarks/anchors.py)")
+    p.add_argument("--anchors-down", action="store_true",
+                   help="with --anchors: both are down through every IVR window, then up; "
+                        "reports how soon every checkpoint has its anchors")
     p.add_argument("--keep", action="store_true",
                    help="keep the database and the server logs afterwards")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
@@ -741,6 +748,7 @@ def main(argv=None) -> int:
     rounds = []
     store_ok = False
     twilio = call_mix.LiveTwilio(call_mix.ACCOUNT_SID, auth_token) if args.mix else None
+    anchors = None
     try:
         # The same keys in every round: the database keeps a check value of the data key.
         app_env = {"IVR_DATABASE_URL": url, "TWILIO_AUTH_TOKEN": auth_token,
@@ -757,6 +765,9 @@ def main(argv=None) -> int:
                               env={**os.environ, **app_env}, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"python -m ivr db upgrade failed:\n{done.stdout}{done.stderr}")
+        if args.anchors or args.anchors_down:
+            anchors = Anchors({**os.environ, **app_env})
+            app_env.update(anchors.env)
         bare_app.create_table(url)
         callers = Callers("mix" if args.mix else "fresh", twilio=twilio.url if twilio else "")
         # Made while the bare app is served and measured (a quiet wait lets them finish).
@@ -790,6 +801,8 @@ def main(argv=None) -> int:
             env = {**app_env, "IVR_PUBLIC_URL": f"http://127.0.0.1:{port}",
                    # As in production: /metrics adds up every worker's counters.
                    "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(workdir / f"prom{i}"))}
+            if anchors is not None and args.anchors_down:
+                anchors.down()
             server = start_gunicorn("wsgi:app", env, port, args, workdir / "ivr.log")
             try:
                 with QueueAge(url) as queue_age:
@@ -818,6 +831,8 @@ def main(argv=None) -> int:
                     "\n".join(summary) + "\n")
                 print("\n".join(summary))
         print()
+        if anchors is not None:
+            print(anchors.settle({**os.environ, **app_env}), flush=True)
         lines, store_ok = check_store(url, callers, app_env)
         if args.mix:
             placed = Counter()
@@ -846,6 +861,8 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": summary},
                                                   indent=2))
     finally:
+        if anchors is not None:
+            anchors.close()
         if twilio is not None:
             twilio.__exit__(None, None, None)
         if not args.keep:

@@ -175,7 +175,9 @@ def _tsa_roots(path: str | None) -> list:
 
 
 @audit_cli.command("anchor")
-@click.option("--once", is_flag=True, help="One pass, then exit.")
+@click.option("--once", is_flag=True,
+              help="One pass, then exit; every wanted anchor is tried now, whatever its "
+                   "back-off says (after an outage, fill the gap at once).")
 def anchor(once):
     """Fetch the time-stamps and witness cosignatures the checkpoints are waiting for.
 
@@ -187,7 +189,7 @@ def anchor(once):
     def run():
         app = current_app._get_current_object()
         while True:
-            report = anchoring.run_anchoring(app)
+            report = anchoring.run_anchoring(app, retry_now=once)
             if report is None:
                 if once:
                     raise click.ClickException("another process is anchoring; try again")

@@ -252,16 +252,16 @@ def _fail(conn, s: Settings, row, now: datetime, why: str, report: Report) -> No
                 _backoff(s, attempts).total_seconds())
 
 
-def _due(row, now: datetime) -> bool:
-    return row.next_try_at is None or row.next_try_at <= now
+def _due(row, now: datetime, retry_now: bool) -> bool:
+    return retry_now or row.next_try_at is None or row.next_try_at <= now
 
 
-def _stamp(conn, s: Settings, url: str, report: Report, clock) -> None:
+def _stamp(conn, s: Settings, url: str, report: Report, clock, retry_now: bool) -> None:
     with conn.begin():
         rows = store.wanted(conn, store.TIMESTAMP, url)
     for row in rows:
         now = clock()
-        if not _due(row, now):
+        if not _due(row, now, retry_now):
             return
         body = timestamps.signed_body(row.note)
         req = timestamps.make_request(body)
@@ -356,20 +356,25 @@ def _cosign_one(conn, s: Settings, w: Witness, row: store.Wanted, old: int, repo
     return _STOP
 
 
-def _cosign(conn, s: Settings, w: Witness, report: Report, clock) -> None:
+def _cosign(conn, s: Settings, w: Witness, report: Report, clock, retry_now: bool) -> None:
     with conn.begin():
         rows = store.wanted(conn, store.COSIGNATURE, w.target)
         old = store.done_size(conn, store.COSIGNATURE, w.target)
     for row in rows:
-        if not _due(row, clock()):
+        if not _due(row, clock(), retry_now):
             return
         old = _cosign_one(conn, s, w, row, old, report, clock)
         if old == _STOP:
             return
 
 
-def run_anchoring(app: Flask, *, clock=utcnow) -> Report | None:
-    """One pass over every authority and witness; None when another process is anchoring."""
+def run_anchoring(app: Flask, *, clock=utcnow, retry_now: bool = False) -> Report | None:
+    """One pass over every authority and witness; None when another process is anchoring.
+
+    It first asks for the latest checkpoint's time-stamp when one is due, as the sequencer's
+    pass does: with no new calls no pass runs, and the last checkpoint before a quiet spell
+    (or before the servers stop) must not wait for the next call. `retry_now` (an operator's
+    `audit anchor --once`) tries every wanted anchor now, whatever its back-off says."""
     s = settings(app)
     report = Report()
     if not s.enabled:
@@ -380,10 +385,12 @@ def run_anchoring(app: Flask, *, clock=utcnow) -> Report | None:
         if not got:
             return None
         try:
+            with conn.begin():
+                mark_wanted(conn, s, None, clock())
             for url in s.tsa_urls:
-                _stamp(conn, s, url, report, clock)
+                _stamp(conn, s, url, report, clock, retry_now)
             for w in s.witnesses:
-                _cosign(conn, s, w, report, clock)
+                _cosign(conn, s, w, report, clock, retry_now)
         finally:
             conn.rollback()
             conn.exec_driver_sql(f"SELECT pg_advisory_unlock({ANCHOR_LOCK_KEY})")

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from .models import AuditAnchor, AuditTreeHead, Setting
@@ -19,14 +20,15 @@ REFUSED_SETTING = "audit.checkpoint_refused"
 
 
 def want(conn, head: AuditTreeHead, kind: str, targets: list[str], now: datetime) -> None:
-    """Ask for these anchors of a checkpoint (once each)."""
+    """Ask for these anchors of a checkpoint (once each, whoever asks first: the sequencer
+    and an anchoring pass may ask at the same time)."""
     have = set(conn.scalars(select(AuditAnchor.target).where(
         AuditAnchor.head_id == head.id, AuditAnchor.kind == kind)))
     rows = [{"head_id": head.id, "tree_size": head.tree_size, "kind": kind, "target": t,
              "state": WANTED, "created_at": now, "attempts": 0} for t in targets
             if t not in have]
     if rows:
-        conn.execute(insert(AuditAnchor), rows)
+        conn.execute(insert(AuditAnchor).on_conflict_do_nothing(), rows)
 
 
 def has_kind(conn, head_id: int, kind: str) -> bool:

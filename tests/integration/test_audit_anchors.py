@@ -18,6 +18,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
+from ivr import create_app
 from ivr.audit import checkpoint as cps
 from ivr.audit import cosignature, note
 from ivr.storage.db import database
@@ -136,6 +137,30 @@ def test_authority_down_then_up_every_gap_checkpoint_gets_its_token(app, client,
     assert ready["checks"]["audit_anchors"] == "ok (none wanted)", ready
     assert not any("time-stamp" in w for w in ready["warnings"]), ready
     assert "3 time-stamps verified" in run(app, "audit", "verify")
+
+
+def test_after_an_outage_anchor_once_fills_the_gap_at_once_and_stamps_the_quiet_last_one(
+        app_config, tsa):
+    """Back-off for an hour, and a last checkpoint signed too soon after the one before to
+    be asked for: once the authority is back, `audit anchor --once` stamps both, with no
+    sequencer pass in between (the servers may be down, or no call comes)."""
+    app = create_app({**app_config, "AUDIT_TIMESTAMP_INTERVAL": "1", "ANCHOR_RETRY": "3600",
+                      "ANCHOR_RETRY_MAX": "3600"})
+    database(app).create_all()
+    try:
+        tsa.stop()
+        checkpoint(app)
+        assert "failed 1" in anchor(app)
+        checkpoint(app)  # within the interval: not asked for when signed
+        assert [r[0] for r in sql(app, "SELECT tree_size FROM audit_anchors "
+                                       "WHERE kind = 'timestamp'")] == [3]
+        tsa.start()
+        time.sleep(1.1)
+        assert anchor(app).startswith("time-stamped 2,")
+        assert [t["tree_size"] for t in tokens(app)] == [3, 6]
+        assert "2 time-stamps verified" in run(app, "audit", "verify")
+    finally:
+        database(app).engine.dispose()
 
 
 @pytest.mark.parametrize("mode", ["garbage", "slow", "error"])
