@@ -318,6 +318,13 @@ def test_every_page_and_state_reads_in_turkish(live_app, caller, twilio, fake_iy
     assert {f"/auditor/calls/{ids[k]}" for k in ("granted", "withdrawn", "transferred")} \
         <= reached_calls, sorted(crawled)
     assert f"/agent/transfers/{ids['transfer']}" in crawled
+    # The dashboard's agent links narrow the search by agent, which names the agent.
+    by_agent = [p for p in crawled if p.startswith("/auditor/?")
+                and "agent=" in p and "agent=-" not in p]
+    assert by_agent, sorted(crawled)
+    shown = parse_html(client.get(by_agent[0]).get_data(as_text=True)).find(
+        "p", id="consent-filters")
+    assert shown is not None and "deniz" in shown.text, by_agent[0]
     assert any(p.startswith("/auditor/flows/") for p in crawled)
 
     # English too: no 5xx and no Turkish-only gap (English shows the msgid).

@@ -111,6 +111,8 @@ def _search():
         found = search(s, crit)
         phones = {c.call_sid: masked(safe_phone(pii, c.phone_enc)) for c in found.calls}
         durations = {c.call_sid: call_duration(c)[0] for c in found.calls}
+        agent = args.get("agent")
+        ctx["agent_names"] = agent_names(s, [agent]) if agent and agent != "-" else {}
         record_access(s, current_user(), "view.search", via="web", phone_hmac=crit.phone_hmac,
                       query=crit.audit_query(), call_sids=found.call_sids)
     ctx.update(found=found, phones=phones, durations=durations)
