@@ -189,7 +189,7 @@ def anchor(once):
     def run():
         app = current_app._get_current_object()
         while True:
-            report = anchoring.run_anchoring(app, retry_now=once)
+            report = anchoring.run_anchoring(app, retry_now=once, wait=30.0 if once else 0.0)
             if report is None:
                 if once:
                     raise click.ClickException("another process is anchoring; try again")

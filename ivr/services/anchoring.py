@@ -40,7 +40,7 @@ from ivr.audit import witness as protocol
 from ivr.domain.config import ConfigError
 from ivr.domain.times import LOCAL
 from ivr.storage import anchor_store as store
-from ivr.storage.audit_store import _PG_LOCK_KEY
+from ivr.storage.audit_store import _PG_LOCK_KEY, try_lock
 from ivr.storage.audit_tree import StoredTree, latest_head
 from ivr.storage.db import database, utcnow
 from ivr.storage.models import AuditTreeHead
@@ -257,26 +257,30 @@ def _due(row, now: datetime, retry_now: bool) -> bool:
 
 
 def _stamp(conn, s: Settings, url: str, report: Report, clock, retry_now: bool) -> None:
-    with conn.begin():
-        rows = store.wanted(conn, store.TIMESTAMP, url)
-    for row in rows:
-        now = clock()
-        if not _due(row, now, retry_now):
-            return
-        body = timestamps.signed_body(row.note)
-        req = timestamps.make_request(body)
-        try:
-            der = tsa_client.request_token(url, req.der, s.timeout)
-            tok = timestamps.verify(der, body, list(s.roots), request=req)
-            timestamps.check_not_before(tok, row.at)
-        except (tsa_client.AuthorityUnavailable, merkle.VerificationError) as e:
-            _fail(conn, s, row, clock(), f"time-stamp authority {url}: {e}", report)
-            return
+    """Every wanted time-stamp of one authority, page by page, until it fails."""
+    while True:
         with conn.begin():
-            store.settle(conn, row.id, state=store.DONE, data=base64.b64encode(der).decode(),
-                         anchored_at=tok.gen_time, attempts=row.attempts + 1,
-                         next_try_at=None, last_error=None)
-        report.stamped += 1
+            rows = store.wanted(conn, store.TIMESTAMP, url)
+        for row in rows:
+            now = clock()
+            if not _due(row, now, retry_now):
+                return
+            body = timestamps.signed_body(row.note)
+            req = timestamps.make_request(body)
+            try:
+                der = tsa_client.request_token(url, req.der, s.timeout)
+                tok = timestamps.verify(der, body, list(s.roots), request=req)
+                timestamps.check_not_before(tok, row.at)
+            except (tsa_client.AuthorityUnavailable, merkle.VerificationError) as e:
+                _fail(conn, s, row, clock(), f"time-stamp authority {url}: {e}", report)
+                return
+            with conn.begin():
+                store.settle(conn, row.id, state=store.DONE, data=base64.b64encode(der).decode(),
+                             anchored_at=tok.gen_time, attempts=row.attempts + 1,
+                             next_try_at=None, last_error=None)
+            report.stamped += 1
+        if len(rows) < store.PAGE:
+            return
 
 
 def _cosignature(reply: witness_client.Reply, text: str, w: Witness) -> tuple[str, int]:
@@ -357,32 +361,36 @@ def _cosign_one(conn, s: Settings, w: Witness, row: store.Wanted, old: int, repo
 
 
 def _cosign(conn, s: Settings, w: Witness, report: Report, clock, retry_now: bool) -> None:
-    with conn.begin():
-        rows = store.wanted(conn, store.COSIGNATURE, w.target)
-        old = store.done_size(conn, store.COSIGNATURE, w.target)
-    for row in rows:
-        if not _due(row, clock(), retry_now):
-            return
-        old = _cosign_one(conn, s, w, row, old, report, clock)
-        if old == _STOP:
+    """Every wanted cosignature of one witness, page by page, until it fails."""
+    while True:
+        with conn.begin():
+            rows = store.wanted(conn, store.COSIGNATURE, w.target)
+            old = store.done_size(conn, store.COSIGNATURE, w.target)
+        for row in rows:
+            if not _due(row, clock(), retry_now):
+                return
+            old = _cosign_one(conn, s, w, row, old, report, clock)
+            if old == _STOP:
+                return
+        if len(rows) < store.PAGE:
             return
 
 
-def run_anchoring(app: Flask, *, clock=utcnow, retry_now: bool = False) -> Report | None:
+def run_anchoring(app: Flask, *, clock=utcnow, retry_now: bool = False,
+                  wait: float = 0.0) -> Report | None:
     """One pass over every authority and witness; None when another process is anchoring.
 
     It first asks for the latest checkpoint's time-stamp when one is due, as the sequencer's
     pass does: with no new calls no pass runs, and the last checkpoint before a quiet spell
     (or before the servers stop) must not wait for the next call. `retry_now` (an operator's
-    `audit anchor --once`) tries every wanted anchor now, whatever its back-off says."""
+    `audit anchor --once`) tries every wanted anchor now, whatever its back-off says; `wait`
+    is how long to wait for another process's pass to end."""
     s = settings(app)
     report = Report()
     if not s.enabled:
         return report
     with database(app).engine.connect() as conn:
-        got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({ANCHOR_LOCK_KEY})").scalar()
-        conn.commit()
-        if not got:
+        if not try_lock(conn, ANCHOR_LOCK_KEY, wait):
             return None
         try:
             with conn.begin():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,7 +31,7 @@ from sqlalchemy.orm import Session
 from ivr.audit import note
 from ivr.audit.errors import AuditError
 from ivr.storage import anchor_store
-from ivr.storage.audit_store import _PG_LOCK_KEY, QUEUED_FLAG, queue_report
+from ivr.storage.audit_store import _PG_LOCK_KEY, QUEUED_FLAG, queue_report, try_lock
 from ivr.storage.audit_tree import StoredTree, latest_head
 from ivr.storage.db import Database, database, utcnow
 from ivr.storage.models import AuditTreeHead, Setting
@@ -147,16 +146,6 @@ def _fork(conn: Connection, app: Flask, key: Ed25519PrivateKey, tree: StoredTree
     return anchoring.check_published(tree, size, known)
 
 
-def _try_lock(conn: Connection, wait: float) -> bool:
-    deadline = time.monotonic() + wait
-    while True:
-        got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({_PG_LOCK_KEY})").scalar()
-        conn.commit()
-        if got or time.monotonic() >= deadline:
-            return bool(got)
-        time.sleep(0.02)
-
-
 def run_pass(app: Flask, *, force_checkpoint: bool = False, wait: float = 0.0,
              key: Ed25519PrivateKey | None = None) -> PassResult | None:
     """Integrate every visible queued leaf and sign a checkpoint when due; None when
@@ -164,7 +153,7 @@ def run_pass(app: Flask, *, force_checkpoint: bool = False, wait: float = 0.0,
     db: Database = database(app)
     result = PassResult()
     with db.engine.connect() as conn:
-        if not _try_lock(conn, wait):
+        if not try_lock(conn, _PG_LOCK_KEY, wait):
             return None
         try:
             interval = checkpoint_interval(app)

@@ -57,14 +57,17 @@ class Wanted:
     at: datetime
 
 
-def wanted(conn, kind: str, target: str, limit: int = 50) -> list[Wanted]:
-    """The wanted anchors of one target, oldest checkpoint first."""
+PAGE = 50
+
+
+def wanted(conn, kind: str, target: str, limit: int | None = None) -> list[Wanted]:
+    """The wanted anchors of one target, oldest checkpoint first (a page of them)."""
     q = (select(AuditAnchor.id, AuditAnchor.tree_size, AuditAnchor.attempts,
                 AuditAnchor.next_try_at, AuditTreeHead.id, AuditTreeHead.note, AuditTreeHead.at)
          .join(AuditTreeHead, AuditTreeHead.id == AuditAnchor.head_id)
          .where(AuditAnchor.kind == kind, AuditAnchor.target == target,
                 AuditAnchor.state == WANTED)
-         .order_by(AuditAnchor.tree_size, AuditAnchor.id).limit(limit))
+         .order_by(AuditAnchor.tree_size, AuditAnchor.id).limit(limit or PAGE))
     return [Wanted(*r) for r in conn.execute(q)]
 
 

@@ -9,6 +9,7 @@ gives it its index later.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -26,6 +27,17 @@ log = logging.getLogger(__name__)
 # Any constant: the key of the PostgreSQL advisory lock that one sequencer holds at a time.
 _PG_LOCK_KEY = 0x1FC0_AD17
 QUEUED_FLAG = "ivr_audit_queued"
+
+
+def try_lock(conn, key: int, wait: float) -> bool:
+    """Take a session advisory lock, trying for up to `wait` seconds (0: once)."""
+    deadline = time.monotonic() + wait
+    while True:
+        got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({int(key)})").scalar()
+        conn.commit()
+        if got or time.monotonic() >= deadline:
+            return bool(got)
+        time.sleep(0.02)
 
 
 def append(session: Session, entries: list[tuple[str, str | None, dict]],

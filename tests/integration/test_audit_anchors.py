@@ -21,6 +21,7 @@ from sqlalchemy import text
 from ivr import create_app
 from ivr.audit import checkpoint as cps
 from ivr.audit import cosignature, note
+from ivr.storage import anchor_store
 from ivr.storage.db import database
 from tests.support.anchors import WitnessProcess, rewrite_log
 from tests.support.audit import append_entries, invoke
@@ -161,6 +162,15 @@ def test_after_an_outage_anchor_once_fills_the_gap_at_once_and_stamps_the_quiet_
         assert "2 time-stamps verified" in run(app, "audit", "verify")
     finally:
         database(app).engine.dispose()
+
+
+def test_one_anchoring_pass_drains_a_gap_longer_than_a_page(app, monkeypatch):
+    """Five checkpoints waiting (an outage's gap, say), two to a page: one pass takes all."""
+    monkeypatch.setattr(anchor_store, "PAGE", 2)
+    for _ in range(5):
+        checkpoint(app)
+    assert anchor(app).startswith("time-stamped 5, cosigned 5,")
+    assert "5 time-stamps verified" in run(app, "audit", "verify")
 
 
 @pytest.mark.parametrize("mode", ["garbage", "slow", "error"])
