@@ -10,7 +10,6 @@ either table. Page 2 and a deep page (a keyset cursor, no OFFSET) are explained 
 from __future__ import annotations
 
 import json
-from datetime import date
 
 import pytest
 from sqlalchemy import event, text
