@@ -39,6 +39,7 @@ from ivr.audit.verify import (
     merkle_size,
     note_root_hex,
     open_heads,
+    start_range,
     verify_leaves,
 )
 from ivr.storage.audit_store import queue_status
@@ -62,6 +63,8 @@ from .audit_sequencer import log_origin, note_verifier
 _LEAVES_SQL = ("SELECT a.seq, a.body, a.kind, a.ref, t.hash FROM audit_log a "
                "LEFT JOIN audit_tree t ON t.level = 0 AND t.idx = a.seq - 1 ORDER BY a.seq")
 _HEADS_SQL = "SELECT id, tree_size, root_hash, note FROM audit_tree_heads ORDER BY tree_size, id"
+_NEW_LEAVES_SQL = _LEAVES_SQL.replace(" ORDER BY", " WHERE a.seq > %s ORDER BY")
+_HEADS_FROM_SQL = _HEADS_SQL.replace(" ORDER BY", " WHERE tree_size >= %s ORDER BY")
 
 
 @contextmanager
@@ -79,20 +82,20 @@ def _raw(session: Session):
             conn.close()
 
 
-def _stream(conn, sql: str, name: str) -> Iterator[tuple]:
+def _stream(conn, sql: str, name: str, params: tuple = ()) -> Iterator[tuple]:
     cur = conn.driver_connection.cursor(name=name)  # server-side: constant memory
     cur.itersize = BATCH
     try:
-        cur.execute(sql)
+        cur.execute(sql, params or None)
         yield from itertools.chain.from_iterable(iter(lambda: cur.fetchmany(BATCH), []))
     finally:
         cur.close()
 
 
-def _fetch(conn, sql: str) -> list[tuple]:
+def _fetch(conn, sql: str, params: tuple = ()) -> list[tuple]:
     cur = conn.cursor()
     try:
-        cur.execute(sql)
+        cur.execute(sql, params or None)
         return list(cur.fetchall())
     finally:
         cur.close()
@@ -150,6 +153,67 @@ def verify_log(session: Session, *, public_keys=None, verifiers=None, origin=Non
     summary.queued = check_queue(session, max_queue_age, summary.entries)
     if check_facts:
         check_coverage(session)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def verify_from_checkpoint(session: Session, checkpoint_id: int, *, verifiers=None,
+                           origin=None, progress=None, notes: Iterable[str] = (),
+                           max_queue_age: float = DEFAULT_MAX_QUEUE_AGE) -> VerifySummary:
+    """Verify what the log added after signed checkpoint #`checkpoint_id`, one that an
+    earlier run verified; raises VerificationError at the first problem.
+
+    The checkpoint's signature is checked and its root recomputed from the stored hashes of
+    its perfect subtrees (one per bit of its size), so the leaves it covers are not read.
+    Then every later leaf is checked against its stored hash and appended, every later
+    checkpoint's signature and root is checked against the recomputed tree, and the RFC 9162
+    consistency proof from the checkpoint to the latest one must hold. Leaves before the
+    checkpoint, the former hash chain and the facts' leaves are the full verify's job.
+    """
+    started = time.perf_counter()
+    if verifiers is None:
+        _k, verifiers, origin0 = _default_trust(session)
+        origin = origin if origin is not None else origin0
+    bind = session.get_bind()
+    dbapi_error = getattr(bind, "engine", bind).dialect.loaded_dbapi.Error
+    row = session.get(AuditTreeHead, checkpoint_id)
+    if row is None:
+        raise AuditError(f"there is no signed checkpoint #{checkpoint_id} (see "
+                         "`python -m ivr audit checkpoints`)")
+    summary = VerifySummary(entries=0, checkpoints=0, head_seq=0, head_hash="",
+                            from_checkpoint=row.id, from_size=row.tree_size)
+    try:
+        with _raw(session) as conn:
+            rows = _fetch(conn, _HEADS_FROM_SQL, (row.tree_size,))
+            heads = open_heads(rows, verifiers, origin)
+            outside = [(0, merkle_size(t), note_root_hex(t), t) for t in notes]
+            heads += open_heads([o for o in outside if o[1] >= row.tree_size], verifiers, origin)
+            heads.sort(key=lambda h: (h.size, h.id))
+            check_split_views(heads)
+            start = next(h for h in heads if h.id == row.id)
+            stored = StoredTree(session)
+            try:
+                peaks = [stored.subtree(idx << level, (idx + 1) << level)
+                         for level, idx in merkle.peak_ranges(start.size)]
+            except LookupError as e:
+                raise leaf_error(start.size, TREE_NODE_MODIFIED,
+                                 f"the stored subtrees of {start.source}", str(e)) from None
+            compact = start_range(start, peaks)
+            later = [h for h in heads if h.size > start.size]
+            with closing(_stream(conn, _NEW_LEAVES_SQL, "ivr_audit_new_leaves",
+                                 (start.size,))) as leaves:
+                compact = verify_leaves(leaves, later, progress, lambda n: _safe_root(stored, n),
+                                        start=compact, start_head=start)
+            if later:
+                check_consistency(stored, [start, later[-1]])
+            summary.entries = summary.head_seq = compact.size
+            summary.head_hash = compact.root().hex() if summary.entries else ""
+            summary.tree_checkpoints = summary.checkpoints = len(heads)
+            newest = [h for h in heads if h.id]
+            summary.latest_checkpoint = newest[-1].id if newest else None
+    except dbapi_error as e:
+        raise AuditError(f"cannot read the audit log: {str(e).splitlines()[0]}") from e
+    summary.queued = check_queue(session, max_queue_age, summary.entries)
     summary.seconds = time.perf_counter() - started
     return summary
 
