@@ -321,9 +321,11 @@ class Found:
                 not self.more_loose)}
 
 
-def search(s: Session, c: CallSearch, limit: int = PAGE_LIMIT,
+def search(s: Session, c: CallSearch, limit: int | None = None,
            cursor: Cursor | None = None) -> Found:
-    """One page of `limit` calls (and call-less consents) for these criteria, from `cursor`."""
+    """One page of `limit` (PAGE_LIMIT) calls (and call-less consents) for these criteria,
+    from `cursor`."""
+    limit = limit or PAGE_LIMIT
     cursor = cursor or Cursor()
     found = Found()
     if not cursor.calls_done:
