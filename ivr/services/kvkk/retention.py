@@ -24,6 +24,9 @@ from ...storage.kvkk_models import DestructionLog, IysBatch, IysRecord, SubjectR
 from ...storage.models import Call, CallEvent, Consent, Recording, WebhookRequest
 
 _CHUNK = 500
+# Rows destroyed per transaction by a batched run: each commits in tens of milliseconds,
+# so a webhook that needs one of those rows never waits long.
+BATCH = 2000
 
 
 def _chunks(items: list, n: int = _CHUNK):
@@ -179,68 +182,132 @@ class Outcome:
 
 def apply(session: Session, p: Plan, now: datetime, *, reason: str, kind: str,
           ref: str | None = None, gone_at_twilio: set[str] | None = None,
-          failures: dict[str, str] | None = None, audit: dict | None = None) -> Outcome:
+          failures: dict[str, str] | None = None, audit: dict | None = None,
+          batch: int | None = None) -> Outcome:
     """Destroy what the plan lists, log every act, and append one audit entry.
 
     With `gone_at_twilio`, a recording's metadata is deleted only once the recording is
     gone at Twilio; the others wait for the next run (their reasons are in `failures`).
+
+    Without `batch`, all of it happens in the caller's transaction. With `batch`, the
+    session must have no transaction open: at most `batch` rows are destroyed (and their
+    destruction-log rows written) per transaction, each committed on its own, so no lock is
+    held for long; the audit entry with the run's totals is appended by the last one.
     """
     run_id = uuid.uuid4().hex
     failures = dict(failures or {})
     recordings = [r for r in p.recordings if gone_at_twilio is None or r in gone_at_twilio]
+    steps = _steps(p, recordings)
+    counts: dict[str, int] = {k: 0 for k in p.counts()}
+
+    def run(part: list[tuple[str, list]]) -> None:
+        log = _destroy(session, part, run_id, now, reason, failures)
+        for part_rows in _chunks(log, 1000):
+            session.execute(insert(DestructionLog), part_rows)
+        for e in log:
+            counts[e["category"]] += 1
+
+    if batch is None:
+        run(steps)
+        return _finish(session, p, now, run_id, counts, failures, kind, ref, audit)
+    for part in _batches(steps, batch):
+        with session.begin():
+            run(part)
+    with session.begin():
+        return _finish(session, p, now, run_id, counts, failures, kind, ref, audit)
+
+
+def _steps(p: Plan, recordings: list[str]) -> list[tuple[str, list]]:
+    """The plan's acts, in the order they are done: (category, items)."""
+    return [("consent_records", p.consents), ("recording_metadata", recordings),
+            ("transaction_security", p.calls), ("webhook_logs", p.webhook_logs),
+            ("subject_requests", p.subject_requests), ("iys_batch_files", p.iys_files)]
+
+
+def _batches(steps: list[tuple[str, list]], size: int):
+    """The steps cut into parts of at most `size` items, in order."""
+    part: list[tuple[str, list]] = []
+    room = size
+    for category, items in steps:
+        i = 0
+        while i < len(items):
+            take = items[i:i + room]
+            part.append((category, take))
+            i += len(take)
+            room -= len(take)
+            if room == 0:
+                yield part
+                part, room = [], size
+    if part:
+        yield part
+
+
+def _destroy(session: Session, steps: list[tuple[str, list]], run_id: str, now: datetime,
+             reason: str, failures: dict[str, str]) -> list[dict]:
+    """Delete or anonymise these items; the destruction-log rows of what was done."""
     log: list[dict] = []
 
     def act(category, action, table, row_ref):
         log.append({"at": now, "run_id": run_id, "category": category, "action": action,
                     "table_name": table, "row_ref": str(row_ref)[:100], "reason": reason[:200]})
 
-    for part in _chunks(p.consents):
-        session.execute(update(Consent).where(Consent.id.in_(part))
-                        .values(phone_hmac=None, phone_enc=None, reason=None))
-        session.execute(update(IysRecord).where(IysRecord.consent_id.in_(part))
-                        .values(recipient_hmac=None))
-        for cid in part:
-            act("consent_records", "anonymised", "consents", cid)
-    for part in _chunks(recordings):
-        session.execute(delete(Recording).where(Recording.recording_sid.in_(part)))
-        session.execute(delete(CallEvent).where(CallEvent.kind == "recording", or_(
-            *[CallEvent.dedupe_key.startswith(f"recording:{sid}:", autoescape=True)
-              for sid in part])))
-        for sid in part:
-            act("recording_metadata", "deleted", "recordings", sid)
-    for part in _chunks(p.calls):
-        session.execute(update(Call).where(Call.call_sid.in_(part))
-                        .values(phone_hmac=None, phone_enc=None))
-        for sid in part:
-            act("transaction_security", "anonymised", "calls", sid)
-    for part in _chunks(p.webhook_logs):
-        session.execute(delete(WebhookRequest).where(WebhookRequest.id.in_(part)))
-        for wid in part:
-            act("webhook_logs", "deleted", "webhook_requests", wid)
-    for part in _chunks(p.subject_requests):
-        session.execute(update(SubjectRequest).where(SubjectRequest.id.in_(part))
-                        .values(phone_hmac=None, phone_enc=None, note_enc=None,
-                                outcome_enc=None))
-        for rid in part:
-            act("subject_requests", "anonymised", "subject_requests", rid)
-    for batch_id, path in p.iys_files:
-        try:
-            Path(path).unlink(missing_ok=True)
-        except OSError as e:
-            failures[f"file:{batch_id}"] = f"cannot delete {path}: {e.strerror}"
-            continue
-        session.execute(update(IysBatch).where(IysBatch.id == batch_id).values(file=None))
-        act("iys_batch_files", "deleted", "iys batch file", batch_id)
+    for category, items in steps:
+        if category == "consent_records":
+            for part in _chunks(items):
+                session.execute(update(Consent).where(Consent.id.in_(part))
+                                .values(phone_hmac=None, phone_enc=None, reason=None))
+                session.execute(update(IysRecord).where(IysRecord.consent_id.in_(part))
+                                .values(recipient_hmac=None))
+                for cid in part:
+                    act(category, "anonymised", "consents", cid)
+        elif category == "recording_metadata":
+            for part in _chunks(items):
+                session.execute(delete(Recording).where(Recording.recording_sid.in_(part)))
+                session.execute(delete(CallEvent).where(CallEvent.kind == "recording", or_(
+                    *[CallEvent.dedupe_key.startswith(f"recording:{sid}:", autoescape=True)
+                      for sid in part])))
+                for sid in part:
+                    act(category, "deleted", "recordings", sid)
+        elif category == "transaction_security":
+            for part in _chunks(items):
+                session.execute(update(Call).where(Call.call_sid.in_(part))
+                                .values(phone_hmac=None, phone_enc=None))
+                for sid in part:
+                    act(category, "anonymised", "calls", sid)
+        elif category == "webhook_logs":
+            for part in _chunks(items):
+                session.execute(delete(WebhookRequest).where(WebhookRequest.id.in_(part)))
+                for wid in part:
+                    act(category, "deleted", "webhook_requests", wid)
+        elif category == "subject_requests":
+            for part in _chunks(items):
+                session.execute(update(SubjectRequest).where(SubjectRequest.id.in_(part))
+                                .values(phone_hmac=None, phone_enc=None, note_enc=None,
+                                        outcome_enc=None))
+                for rid in part:
+                    act(category, "anonymised", "subject_requests", rid)
+        else:
+            for batch_id, path in items:
+                try:
+                    Path(path).unlink(missing_ok=True)
+                except OSError as e:
+                    failures[f"file:{batch_id}"] = f"cannot delete {path}: {e.strerror}"
+                    continue
+                session.execute(update(IysBatch).where(IysBatch.id == batch_id)
+                                .values(file=None))
+                act(category, "deleted", "iys batch file", batch_id)
+    return log
+
+
+def _finish(session: Session, p: Plan, now: datetime, run_id: str, counts: dict[str, int],
+            failures: dict[str, str], kind: str, ref: str | None,
+            audit: dict | None) -> Outcome:
+    """Prune the destruction log past its period and append the run's audit entry."""
     pruned = 0
     if p.log_cutoff is not None and p.log_prune:
         # Only records older than the kept period (the policy refuses less than 3 years).
         pruned = session.execute(delete(DestructionLog).where(
             DestructionLog.at < p.log_cutoff)).rowcount or 0
-    for part in _chunks(log, 1000):
-        session.execute(insert(DestructionLog), part)
-    counts: dict[str, int] = {k: 0 for k in p.counts()}
-    for e in log:
-        counts[e["category"]] += 1
     audit_store.append(session, [(kind, ref or f"retention:{run_id}", {
         "run_id": run_id, "counts": counts, "pruned_destruction_log": pruned,
         "not_done": sorted(failures), **(audit or {}),

@@ -1,4 +1,4 @@
-"""Running a destruction: plan, delete recordings at Twilio, then apply under one lock."""
+"""Running a destruction: plan, delete recordings at Twilio, then apply in short batches."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from . import retention
 
 def destroy(session: Session, policy: Policy, account: TwilioAccount, *, now: datetime,
             dry_run: bool, reason: str, kind: str, subject: str | None = None,
-            ref: str | None = None, audit: dict | None = None) \
+            ref: str | None = None, audit: dict | None = None, batch: int | None = None) \
         -> tuple[retention.Plan, retention.Outcome | None]:
     """Plan what is due and (unless a dry run) destroy it; returns the plan and outcome.
 
     Twilio is asked outside any transaction (a slow API must not hold the database's write
-    lock); the plan is then made again under the lock and applied.
+    lock); the plan is then made again and applied in batches of at most `batch` rows
+    (retention.BATCH), each its own transaction, the run's audit entry in the last.
     """
     with session.begin():
         first = retention.plan(session, policy, now, subject)
@@ -36,6 +37,9 @@ def destroy(session: Session, policy: Policy, account: TwilioAccount, *, now: da
             gone |= deleted
     with session.begin():
         p = retention.plan(session, policy, now, subject)
-        outcome = retention.apply(session, p, now, reason=reason, kind=kind, ref=ref,
-                                  gone_at_twilio=gone, failures=failures, audit=audit)
+    # What was due stays due (a later event only ends a grant sooner), so the plan holds
+    # while it is applied in short transactions of `batch` rows each.
+    outcome = retention.apply(session, p, now, reason=reason, kind=kind, ref=ref,
+                              gone_at_twilio=gone, failures=failures, audit=audit,
+                              batch=batch or retention.BATCH)
     return p, outcome
