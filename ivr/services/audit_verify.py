@@ -63,7 +63,11 @@ from .audit_sequencer import log_origin, note_verifier
 _LEAVES_SQL = ("SELECT a.seq, a.body, a.kind, a.ref, t.hash FROM audit_log a "
                "LEFT JOIN audit_tree t ON t.level = 0 AND t.idx = a.seq - 1 ORDER BY a.seq")
 _HEADS_SQL = "SELECT id, tree_size, root_hash, note FROM audit_tree_heads ORDER BY tree_size, id"
-_NEW_LEAVES_SQL = _LEAVES_SQL.replace(" ORDER BY", " WHERE a.seq > %s ORDER BY")
+# The leaves after a tree size and their stored hashes, as two index ranges read in order
+# and merged here (a join would hash or sort the day's rows first).
+_NEW_LEAVES_SQL = "SELECT seq, body, kind, ref FROM audit_log WHERE seq > %s ORDER BY seq"
+_NEW_HASHES_SQL = ("SELECT idx, hash FROM audit_tree WHERE level = 0 AND idx >= %s "
+                   "ORDER BY idx")
 _HEADS_FROM_SQL = _HEADS_SQL.replace(" ORDER BY", " WHERE tree_size >= %s ORDER BY")
 
 
@@ -201,9 +205,12 @@ def verify_from_checkpoint(session: Session, checkpoint_id: int, *, verifiers=No
             compact = start_range(start, peaks)
             later = [h for h in heads if h.size > start.size]
             with closing(_stream(conn, _NEW_LEAVES_SQL, "ivr_audit_new_leaves",
-                                 (start.size,))) as leaves:
-                compact = verify_leaves(leaves, later, progress, lambda n: _safe_root(stored, n),
-                                        start=compact, start_head=start)
+                                 (start.size,))) as leaves, \
+                    closing(_stream(conn, _NEW_HASHES_SQL, "ivr_audit_new_hashes",
+                                    (start.size,))) as hashes:
+                compact = verify_leaves(_with_hashes(leaves, hashes), later, progress,
+                                        lambda n: _safe_root(stored, n), start=compact,
+                                        start_head=start)
             if later:
                 check_consistency(stored, [start, later[-1]])
             summary.entries = summary.head_seq = compact.size
@@ -216,6 +223,17 @@ def verify_from_checkpoint(session: Session, checkpoint_id: int, *, verifiers=No
     summary.queued = check_queue(session, max_queue_age, summary.entries)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _with_hashes(leaves: Iterator[tuple], hashes: Iterator[tuple]) -> Iterator[tuple]:
+    """(seq, body, kind, ref, the hash stored at index seq - 1 or None), from two streams
+    in order: what _LEAVES_SQL's join gives."""
+    stored = next(hashes, None)
+    for seq, body, kind, ref in leaves:
+        while stored is not None and stored[0] < seq - 1:
+            stored = next(hashes, None)
+        yield seq, body, kind, ref, stored[1] if stored is not None and stored[0] == seq - 1 \
+            else None
 
 
 def _safe_root(stored: StoredTree, n: int) -> bytes | None:
