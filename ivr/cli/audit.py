@@ -139,9 +139,12 @@ def verify(checkpoint_files, key_files, max_queue_age, tsa_ca, witness_keys, quo
                                      progress=report, checkpoints=chain, notes=notes,
                                      max_queue_age=bound)
             now = utcnow()
-            check_timestamps(s, roots, anchors, now=now,
+            # From a checkpoint, the anchors of the checkpoints from it on.
+            floor = summary.from_size if from_checkpoint is not None else 0
+            check_timestamps(s, roots, anchors, now=now, min_size=floor,
                              interval=cfg.interval if cfg.tsa_urls else None)
-            check_cosignatures(s, witnesses, quorum, anchors, max_age=max_cosign_age, now=now)
+            check_cosignatures(s, witnesses, quorum, anchors, max_age=max_cosign_age, now=now,
+                               min_size=floor)
         except VerificationError as e:
             if as_json:
                 click.echo(json.dumps({"ok": False, **e.to_dict()}))

@@ -65,7 +65,7 @@ def test_untouched_log_verifies_from_a_checkpoint(filled):
     assert result.exit_code == 0, result.output
     root = merkle.root_of([merkle.leaf_hash(b.encode()) for b in bodies(filled)])
     assert result.output == (
-        f"ok: {N - 8} leaves after checkpoint #1 (tree size 8) of {N}, 3 signed checkpoints "
+        f"ok: {N - 8} leaves after checkpoint #1 (tree size 8) of {N}, 3 checkpoints "
         f"from it, consistent; root {root.hex()[:16]}…; 0 queued; next run: "
         "--from-checkpoint 3\n")
     data = json.loads(invoke(filled, "audit", "verify", "--from-checkpoint", "2",

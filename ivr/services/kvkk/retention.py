@@ -87,23 +87,26 @@ class Plan:
 
 def _consents(session: Session, policy: Policy, now: datetime, subject: str | None):
     """(ids due, [(consent, kept until or None)] kept), person by person."""
-    q = (select(Consent).where(Consent.phone_hmac.is_not(None))
+    # Only the columns the rule reads: a retention run reads every consent event.
+    q = (select(Consent.id, Consent.phone_hmac, Consent.decision, Consent.channels,
+                Consent.captured_at).where(Consent.phone_hmac.is_not(None))
          .order_by(Consent.phone_hmac, Consent.captured_at, Consent.id))
     if subject:
         q = q.where(Consent.phone_hmac == subject)
     due: list[int] = []
-    kept: list[tuple[Consent, datetime | None]] = []
-    group: list[Consent] = []
+    kept: list[tuple] = []  # (the event's row, kept until or None)
+    group: list = []
 
     def settle():
-        for ev, until in ((ev, consent_expiry(group, policy.consent_proof)[ev.id])
-                          for ev in group):
+        expiry = consent_expiry(group, policy.consent_proof)
+        for ev in group:
+            until = expiry[ev.id]
             if until is not None and until <= now:
                 due.append(ev.id)
             else:
                 kept.append((ev, until))
 
-    for ev in session.scalars(q.execution_options(yield_per=1000)):
+    for ev in session.execute(q.execution_options(yield_per=1000)):
         if group and group[0].phone_hmac != ev.phone_hmac:
             settle()
             group = []
@@ -203,7 +206,7 @@ def apply(session: Session, p: Plan, now: datetime, *, reason: str, kind: str,
     def run(part: list[tuple[str, list]]) -> None:
         log = _destroy(session, part, run_id, now, reason, failures)
         for part_rows in _chunks(log, 1000):
-            session.execute(insert(DestructionLog), part_rows)
+            session.connection().execute(insert(DestructionLog.__table__), part_rows)
         for e in log:
             counts[e["category"]] += 1
 
