@@ -17,7 +17,7 @@ from ivr.services.kvkk import retention
 from ivr.services.kvkk.runner import destroy
 from ivr.storage.db import database
 from ivr.storage.kvkk_models import DestructionLog, SubjectRequest
-from ivr.storage.models import AuditEntry, Call, Consent, Recording, WebhookRequest
+from ivr.storage.models import AuditEntry, AuditQueue, Call, Consent, Recording, WebhookRequest
 
 from .conftest import ROOT, pg_schema_url
 
@@ -104,7 +104,8 @@ def state(app) -> dict:
     (without run ids) and the run's audit entry (without its run id)."""
     s = database(app).sessionmaker()
     try:
-        entry = s.scalars(select(AuditEntry).where(AuditEntry.kind == "retention.run")).one()
+        entry = s.scalars(select(AuditEntry).where(AuditEntry.kind == "retention.run")
+                          .order_by(AuditEntry.seq.desc()).limit(1)).one()
         data = json.loads(entry.body)["data"]
         data.pop("run_id")
         return {
@@ -120,6 +121,19 @@ def state(app) -> dict:
                           for e in s.scalars(select(DestructionLog))),
             "audit": data,
         }
+    finally:
+        s.close()
+
+
+def retention_entries(app) -> list[dict]:
+    """The data of the retention.run leaves, integrated or queued, oldest first."""
+    s = database(app).sessionmaker()
+    try:
+        bodies = [*s.scalars(select(AuditEntry.body).where(AuditEntry.kind == "retention.run")
+                             .order_by(AuditEntry.seq)),
+                  *s.scalars(select(AuditQueue.body).where(AuditQueue.kind == "retention.run")
+                             .order_by(AuditQueue.id))]
+        return [json.loads(b)["data"] for b in bodies]
     finally:
         s.close()
 
@@ -177,3 +191,49 @@ def test_batches_cut_the_steps_in_order():
     parts = list(retention._batches(steps, 3))
     assert parts == [[("a", [1, 2, 3])], [("c", [4, 5, 6])], [("c", [7, 8])]]
     assert list(retention._batches(steps, 100)) == [[("a", [1, 2, 3]), ("c", [4, 5, 6, 7, 8])]]
+
+
+def test_a_run_stopped_between_batches_is_finished_by_the_next(app, twin, monkeypatch):
+    rows = history(4)
+    store(app, rows)
+    store(twin, rows)
+    policy = load_policy(ROOT / "config" / "retention.yaml")
+    with app.app_context():
+        s = database(app).sessionmaker()
+        with s.begin():
+            one = retention.apply(s, retention.plan(s, policy, NOW), NOW,
+                                  reason="retention period ended", kind="retention.run")
+        s.close()
+    # The process dies after its third batch committed.
+    real = retention._destroy
+    done = []
+
+    def dies(*a, **kw):
+        if len(done) == 3:
+            raise KeyboardInterrupt
+        done.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(retention, "_destroy", dies)
+    with twin.app_context():
+        s = database(twin).sessionmaker()
+        with pytest.raises(KeyboardInterrupt):
+            destroy(s, policy, None, now=NOW, dry_run=False, reason="retention period ended",
+                    kind="retention.run", batch=BATCH)
+        s.close()
+        # Its acts are logged, its audit entry is not (`audit verify`: a fact without leaf).
+        assert retention_entries(twin) == []
+        monkeypatch.setattr(retention, "_destroy", real)
+        s = database(twin).sessionmaker()
+        _p, rest = destroy(s, policy, None, now=NOW, dry_run=False,
+                           reason="retention period ended", kind="retention.run", batch=BATCH)
+        s.close()
+    entries = retention_entries(twin)
+    assert [e.get("interrupted") for e in entries] == [True, None]
+    assert entries[0]["counts"]["consent_records"] == 3 * BATCH
+    # Both runs together destroyed what the one run did.
+    assert {k: entries[0]["counts"][k] + rest.counts[k] for k in rest.counts} == one.counts
+    mine, theirs = state(twin), state(app)
+    for key in ("calls", "consents", "recordings", "webhooks", "requests"):
+        assert mine[key] == theirs[key], key
+    assert sorted(e[:4] for e in mine["log"]) == sorted(e[:4] for e in theirs["log"])

@@ -21,7 +21,15 @@ from ivr.storage import audit_store
 from ...domain.kvkk.policy import Policy
 from ...domain.vocabulary import DECISIVE, Decision
 from ...storage.kvkk_models import DestructionLog, IysBatch, IysRecord, SubjectRequest
-from ...storage.models import Call, CallEvent, Consent, Recording, WebhookRequest
+from ...storage.models import (
+    AuditEntry,
+    AuditQueue,
+    Call,
+    CallEvent,
+    Consent,
+    Recording,
+    WebhookRequest,
+)
 
 _CHUNK = 500
 # Rows destroyed per transaction by a batched run: each commits in tens of milliseconds,
@@ -316,3 +324,26 @@ def _finish(session: Session, p: Plan, now: datetime, run_id: str, counts: dict[
         "not_done": sorted(failures), **(audit or {}),
     })], at=now)
     return Outcome(run_id, counts, pruned, failures)
+
+
+def finish_interrupted(session: Session, now: datetime) -> str | None:
+    """The id of a batched run that stopped before its last transaction, whose audit entry
+    is now appended (its counts from its destruction-log rows, marked interrupted); None
+    when there is none. Only the latest run can be one: each run first finishes the last."""
+    last = session.scalar(select(DestructionLog.run_id).order_by(DestructionLog.id.desc())
+                          .limit(1))
+    if last is None:
+        return None
+    marker = f'"run_id":"{last}"'
+    for table in (AuditEntry, AuditQueue):
+        if session.scalar(select(table.kind).where(
+                table.kind.in_(("retention.run", "subject.erased")),
+                table.body.contains(marker, autoescape=True)).limit(1)) is not None:
+            return None
+    done = dict(session.execute(select(DestructionLog.category, func.count())
+                                .where(DestructionLog.run_id == last)
+                                .group_by(DestructionLog.category)).all())
+    audit_store.append(session, [("retention.run", f"retention:{last}", {
+        "run_id": last, "counts": {k: done.get(k, 0) for k in Plan().counts()},
+        "pruned_destruction_log": 0, "not_done": [], "interrupted": True})], at=now)
+    return last

@@ -21,6 +21,9 @@ def destroy(session: Session, policy: Policy, account: TwilioAccount, *, now: da
     lock); the plan is then made again and applied in batches of at most `batch` rows
     (retention.BATCH), each its own transaction, the run's audit entry in the last.
     """
+    if not dry_run:
+        with session.begin():
+            retention.finish_interrupted(session, now)
     with session.begin():
         first = retention.plan(session, policy, now, subject)
     if dry_run:
