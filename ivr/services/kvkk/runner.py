@@ -44,5 +44,5 @@ def destroy(session: Session, policy: Policy, account: TwilioAccount, *, now: da
     # while it is applied in short transactions of `batch` rows each.
     outcome = retention.apply(session, p, now, reason=reason, kind=kind, ref=ref,
                               gone_at_twilio=gone, failures=failures, audit=audit,
-                              batch=batch or retention.BATCH)
+                              batch=batch or retention.BATCH, pace=retention.PACE)
     return p, outcome
