@@ -11,9 +11,10 @@ drives it with C concurrent simulated callers placing whole consent calls (incom
 status `completed`), every request signed as Twilio signs it. A window of W seconds
 without retention, then `python -m ivr retention run` in its own process while the callers
 go on, then W seconds without it again; the p99 of the webhooks that started while it ran
-is compared with the p99 of both windows without it (target: within 1.5x). Prints both, the run's time and what it
-destroyed, and checks that every expired call was anonymised and every caller's consent
-stored. Exits 1 on a webhook error, a wrong count, or (without --smoke) a missed target.
+is compared with the p99 of both windows without it (target: within 1.5x). Prints both,
+the run's time and what it destroyed, and checks that every expired call was anonymised
+and every caller's consent stored. Exits 1 on a webhook error, a wrong count, or (without
+--smoke) a missed target.
 """
 
 from __future__ import annotations
