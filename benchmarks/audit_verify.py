@@ -8,6 +8,17 @@ leaves shaped like the app's (four per call), their stored tree nodes and one si
 checkpoint, inserted in bulk; then, each in a fresh process:
 queues Q more leaves and times one sequencer pass (leaves/s integrated); times `audit verify`
 over the whole log (leaves/s, peak RSS); and times `audit prove` of one call (median of 20).
+
+    .venv/bin/python benchmarks/audit_verify.py --from-checkpoint [--entries 250000]
+        [--calls 10000] [--leaves-per-call 10] [--checkpoints 1440]
+
+The nightly check: N leaves under signed checkpoint #1 (the log so far, verified the night
+before), then a day of C calls (C x L leaves) signed by K checkpoints through the day, as
+the sequencer signs one a minute while the tree grows. Times `audit verify
+--from-checkpoint 1` (the command, in a fresh process; target < 1 s for a day of 10,000
+calls) and the full `audit verify` over the same log, for comparison.
+
+`--smoke` runs either mode at a tiny size (a test runs it, so the script cannot rot).
 """
 
 from __future__ import annotations
@@ -72,8 +83,9 @@ def make_app(url: str, instance: str):
                        os.environ["BENCH_SIGNING_KEY"]})
 
 
-def fill(url: str, instance: str, n: int) -> None:
-    """Create the schema; insert n leaves, their tree nodes and one signed checkpoint."""
+def fill(url: str, instance: str, n: int, day: int = 0, checkpoints: int = 0) -> None:
+    """Create the schema; insert n leaves, their tree nodes and one signed checkpoint; then
+    `day` more leaves with `checkpoints` checkpoints signed evenly among them."""
     from ivr.audit import merkle
     from ivr.services import audit_keys, audit_sequencer
     from ivr.storage.db import database, utcnow
@@ -83,6 +95,10 @@ def fill(url: str, instance: str, n: int) -> None:
     db.create_all()
     t0 = time.perf_counter()
     compact = merkle.CompactRange()
+    total = n + day
+    marks = {n} | {n + day * (k + 1) // checkpoints for k in range(checkpoints)} \
+        if day and checkpoints else {n}
+    key = audit_keys.signing_key(app)
     raw = db.engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -90,21 +106,24 @@ def fill(url: str, instance: str, n: int) -> None:
         # every row anyway.
         cur.execute("SET session_replication_role = replica")
         log_rows, node_rows = [], []
-        for i, (kind, ref, body) in enumerate(leaves(0, n)):
+        for i, (kind, ref, body) in enumerate(leaves(0, total)):
             h = merkle.leaf_hash(body.encode())
             log_rows.append((i + 1, body, kind, ref))
             node_rows.append((0, i, h))
             compact.append(h, lambda lv, idx, hh, out=node_rows: out.append((lv, idx, hh)))
-            if len(log_rows) == BATCH or i == n - 1:
+            if len(log_rows) == BATCH or i + 1 in marks or i == total - 1:
                 _insert(cur, log_rows, node_rows)
                 log_rows, node_rows = [], []
+            if i + 1 in marks:
+                raw.commit()
+                with app.app_context(), db.engine.begin() as conn:
+                    audit_sequencer.sign_checkpoint(conn, app, key, i + 1, compact.root(),
+                                                    utcnow())
         raw.commit()
     finally:
         raw.close()
-    with app.app_context(), db.engine.begin() as conn:
-        audit_sequencer.sign_checkpoint(conn, app, audit_keys.signing_key(app), n, compact.root(),
-                                        utcnow())
-    print(f"filled {n} leaves in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(f"filled {total} leaves ({len(marks)} checkpoints) in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
     db.engine.dispose()
 
 
@@ -165,6 +184,20 @@ def verify(url: str, instance: str) -> dict:
             "peak_rss_mb": round(peak / 1024, 1), "line": summary.line()}
 
 
+def verify_command(url: str, instance: str, *args: str) -> dict:
+    """Time the `audit verify` command itself (ARGS added), its app already built."""
+    from ivr.cli.main import cli
+
+    app = make_app(url, instance)
+    runner = app.test_cli_runner()
+    t0 = time.perf_counter()
+    result = runner.invoke(cli, ["audit", "verify", "--json", *args])
+    seconds = time.perf_counter() - t0
+    if result.exit_code != 0:
+        raise SystemExit(f"audit verify {' '.join(args)} failed: {result.output}")
+    return {"seconds": round(seconds, 3), **json.loads(result.output)}
+
+
 def prove(url: str, instance: str, n: int) -> dict:
     """The median time of `audit prove` for one call near the end of the log."""
     from ivr.audit.proofs import check_proof_document
@@ -188,16 +221,34 @@ def prove(url: str, instance: str, n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--entries", type=int, default=1_000_000)
+    ap.add_argument("--entries", type=int, default=None,
+                    help="leaves already in the log (default 1,000,000; 250,000 with "
+                         "--from-checkpoint)")
     ap.add_argument("--queue", type=int, default=100_000)
+    ap.add_argument("--from-checkpoint", action="store_true",
+                    help="time the nightly `audit verify --from-checkpoint` after a day")
+    ap.add_argument("--calls", type=int, default=10_000, help="the day's calls")
+    ap.add_argument("--leaves-per-call", type=int, default=10,
+                    help="leaves a call adds (load_calls.py stores about 9.7)")
+    ap.add_argument("--checkpoints", type=int, default=1440,
+                    help="checkpoints signed through the day (one a minute)")
+    ap.add_argument("--smoke", action="store_true", help="a tiny run, for the tests")
     ap.add_argument("--_step", help=argparse.SUPPRESS)
     ap.add_argument("--_url", help=argparse.SUPPRESS)
     ap.add_argument("--_instance", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.entries is None:
+        args.entries = 250_000 if args.from_checkpoint else 1_000_000
+    if args.smoke:
+        args.entries, args.queue, args.calls, args.checkpoints = 2_000, 500, 60, 12
+    day = args.calls * args.leaves_per_call
     if args._step:
         n, q, url, inst = args.entries, args.queue, args._url, args._instance
         out = {"fill": lambda: fill(url, inst, n), "integrate": lambda: integrate(url, inst, n, q),
-               "verify": lambda: verify(url, inst), "prove": lambda: prove(url, inst, n + q)}
+               "verify": lambda: verify(url, inst), "prove": lambda: prove(url, inst, n + q),
+               "fill_day": lambda: fill(url, inst, n, day, args.checkpoints),
+               "verify_from": lambda: verify_command(url, inst, "--from-checkpoint", "1"),
+               "verify_full": lambda: verify_command(url, inst)}
         r = out[args._step]()
         if r is not None:
             print(json.dumps(r))
@@ -211,13 +262,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, \
             scratch_database() as url:
         me = [sys.executable, __file__, "--entries", str(args.entries), "--queue",
-              str(args.queue), "--_url", url, "--_instance", tmp]
+              str(args.queue), "--calls", str(args.calls), "--leaves-per-call",
+              str(args.leaves_per_call), "--checkpoints", str(args.checkpoints),
+              "--_url", url, "--_instance", tmp]
 
         def step(name):
             out = subprocess.run([*me, "--_step", name], env=env, check=True,
                                  capture_output=True, text=True)
-            return json.loads(out.stdout.splitlines()[-1]) if name != "fill" else out.stdout
+            return json.loads(out.stdout.splitlines()[-1]) if not name.startswith("fill") \
+                else out.stdout
 
+        if args.from_checkpoint:
+            print(step("fill_day").strip())
+            inc, full = step("verify_from"), step("verify_full")
+            print(f"postgresql: audit verify --from-checkpoint 1 (tree size "
+                  f"{inc['from_size']:,}): {inc['leaves_checked']:,} new leaves "
+                  f"({args.calls:,} calls), {inc['tree_checkpoints']} checkpoints, in "
+                  f"{inc['seconds']} s; next run: --from-checkpoint {inc['latest_checkpoint']}")
+            print(f"postgresql: full audit verify ({full['entries']:,} leaves, "
+                  f"{full['tree_checkpoints']} checkpoints): {full['seconds']} s")
+            if inc["root_hash"] != full["root_hash"]:
+                raise SystemExit("the two runs recomputed different roots")
+            return
         print(step("fill").strip())
         i, v, p = step("integrate"), step("verify"), step("prove")
         backend = "postgresql"

@@ -47,10 +47,21 @@ class VerifySummary:
     chain_head: str = ""
     tree_checkpoints: int = 0
     queued: int = 0
+    # An incremental run (`audit verify --from-checkpoint N`): where it started, what it read.
+    from_checkpoint: int | None = None
+    from_size: int = 0
+    latest_checkpoint: int | None = None
 
     def line(self) -> str:
         """The summary `audit verify` prints: the Merkle log, then the former hash chain."""
         root = f"root {self.head_hash[:16]}…" if self.entries else "empty log"
+        if self.from_checkpoint is not None:
+            nxt = (f"; next run: --from-checkpoint {self.latest_checkpoint}"
+                   if self.latest_checkpoint is not None else "")
+            return (f"ok: {self.entries - self.from_size} leaves after checkpoint "
+                    f"#{self.from_checkpoint} (tree size {self.from_size}) of {self.entries}, "
+                    f"{self.tree_checkpoints} checkpoints from it, consistent; {root}; "
+                    f"{self.queued} queued{nxt}")
         out = (f"ok: {self.entries} leaves, {self.tree_checkpoints} signed checkpoints, "
                f"{root}; {self.queued} queued")
         if self.chain_entries:
@@ -66,6 +77,10 @@ class VerifySummary:
                 "head_seq": self.head_seq, "head_hash": self.head_hash,
                 "chain": {"entries": self.chain_entries, "checkpoints": self.chain_checkpoints,
                           "head_hash": self.chain_head},
+                **({"from_checkpoint": self.from_checkpoint, "from_size": self.from_size,
+                    "leaves_checked": self.entries - self.from_size,
+                    "latest_checkpoint": self.latest_checkpoint}
+                   if self.from_checkpoint is not None else {}),
                 "seconds": round(self.seconds, 3)}
 
 
@@ -91,13 +106,15 @@ class Head:
 
 
 def open_heads(rows: Iterable[tuple], verifiers: list[note.Verifier],
-               origin: str | None) -> list[Head]:
-    """Check every stored checkpoint's signature and that its columns equal its note."""
+               origin: str | None, unsigned: frozenset[int] = frozenset()) -> list[Head]:
+    """Check every stored checkpoint's signature and that its columns equal its note (for
+    the ids in `unsigned`, only the latter: their roots are checked against the leaves)."""
     out = []
     for cp_id, size, root_hex, text in rows:
         what = f"checkpoint #{cp_id}" if cp_id else "checkpoint file"
         try:
-            cp = note.open_checkpoint(text, verifiers, origin, what)
+            cp = (_parse_checkpoint(text, origin, what) if cp_id in unsigned
+                  else note.open_checkpoint(text, verifiers, origin, what))
         except merkle.VerificationError as e:
             raise leaf_error(size, CHECKPOINT_FORGED, e.expected, e.found, what) from None
         if (cp.size, cp.root.hex()) != (size, root_hex):
@@ -106,6 +123,16 @@ def open_heads(rows: Iterable[tuple], verifiers: list[note.Verifier],
                              f"{cp.root.hex()[:16]}…)", f"size {size}, root {root_hex[:16]}…", what)
         out.append(Head(cp_id, cp.size, cp.root, text))
     return out
+
+
+def _parse_checkpoint(text: str, origin: str | None, what: str) -> note.Checkpoint:
+    try:
+        cp = note.parse_checkpoint(note.parse_note(text).text)
+    except note.NoteError as e:
+        raise merkle.VerificationError(what, "a signed checkpoint note", str(e)) from None
+    if origin is not None and cp.origin != origin:
+        raise merkle.VerificationError(what, f"origin {origin!r}", f"origin {cp.origin!r}")
+    return cp
 
 
 def check_split_views(heads: list[Head]) -> None:
@@ -120,12 +147,14 @@ def check_split_views(heads: list[Head]) -> None:
 class _Leaves:
     """The leaves, checked one by one against the hashes stored by position."""
 
-    def __init__(self, rows: Iterator[tuple], heads: list[Head], progress, tree_check):
+    def __init__(self, rows: Iterator[tuple], heads: list[Head], progress, tree_check,
+                 start: merkle.CompactRange | None = None, start_head: Head | None = None):
         self.rows = rows
         self.heads = heads
         self.progress = progress
         self.tree_check = tree_check  # (size) -> stored root, only read on a failure
-        self.compact = merkle.CompactRange()
+        self.compact = start if start is not None else merkle.CompactRange()
+        self.start_head = start_head
 
     def run(self) -> None:
         leaf_hash, node_hash = merkle.leaf_hash, merkle.node_hash
@@ -133,10 +162,10 @@ class _Leaves:
         peaks = compact.peaks
         heads = iter(self.heads)
         head = next(heads, None)
-        matched = None
+        matched = self.start_head
         rows = self.rows
         cur = next(rows, None)
-        n = 0
+        n = compact.size
         while cur is not None:
             nxt = next(rows, None)
             seq, body, kind, ref, stored = cur
@@ -248,16 +277,32 @@ def check_consistency(stored, heads: list[Head]) -> None:
 
 
 def verify_leaves(rows: Iterator[tuple], heads: list[Head], progress=None,
-                  stored_root: Callable[[int], bytes | None] = lambda n: None
+                  stored_root: Callable[[int], bytes | None] = lambda n: None,
+                  start: merkle.CompactRange | None = None, start_head: Head | None = None
                   ) -> merkle.CompactRange:
     """Check (seq, body, kind, ref, stored leaf hash) rows in seq order against their stored
     hashes and the checkpoints' roots; the compact range of the whole tree.
 
     `stored_root(n)` gives the stored tree's root at size n, read only to name a failure.
+    From `start` (a verified compact range, see `start_range`), the rows begin after its
+    leaves and `heads` are the checkpoints beyond `start_head`.
     """
-    leaves = _Leaves(rows, heads, progress, stored_root)
+    leaves = _Leaves(rows, heads, progress, stored_root, start, start_head)
     leaves.run()
     return leaves.compact
+
+
+def start_range(head: Head, peaks: list[bytes]) -> merkle.CompactRange:
+    """The compact range of `head`'s tree from the stored hashes of its perfect subtrees
+    (merkle.peak_ranges), checked against the root the checkpoint signs: leaves appended to
+    it then recompute every later root without reading the leaves `head` covers."""
+    compact = merkle.CompactRange(head.size, peaks)
+    root = compact.root()
+    if root != head.root:
+        raise leaf_error(head.size, TREE_NODE_MODIFIED, f"root {head.root.hex()} ({head.source})",
+                         f"root {root.hex()} from the stored subtrees of its {head.size} leaves",
+                         "the stored tree nodes the incremental check starts from were changed")
+    return compact
 
 
 # --- a few leaves, for the call page --------------------------------------------------

@@ -22,7 +22,7 @@ from ivr.services import anchoring, audit_keys
 from ivr.services.anchor_verify import AnchorSummary, check_cosignatures, check_timestamps
 from ivr.services.audit_replay import replay_call, replay_range
 from ivr.services.audit_sequencer import log_origin, mmd, note_verifier, run_pass
-from ivr.services.audit_verify import verify_log
+from ivr.services.audit_verify import verify_from_checkpoint, verify_log
 from ivr.storage import anchor_store
 from ivr.storage.audit_tree import checkpoint_head, latest_head, prove_call
 from ivr.storage.audit_tree import consistency as consistency_proof
@@ -91,13 +91,19 @@ def audit_cli():
 @click.option("--max-cosign-age", type=float, default=60.0, show_default=True,
               help="Checkpoints younger than this many seconds may still wait for their "
                    "cosignatures.")
+@click.option("--from-checkpoint", "from_checkpoint", type=click.IntRange(min=1), default=None,
+              help="Check only what came after signed checkpoint #N (its id in `audit "
+                   "checkpoints`), which an earlier run verified: its signature and root from "
+                   "the stored tree, every later leaf and checkpoint, and the consistency "
+                   "proof to the latest one. The summary names the N for the next run.")
 @click.option("--progress", is_flag=True, help="Report progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def verify(checkpoint_files, key_files, max_queue_age, tsa_ca, witness_keys, quorum,
-           max_cosign_age, progress, as_json):
+           max_cosign_age, from_checkpoint, progress, as_json):
     """Recompute the Merkle tree from every leaf and check every signed checkpoint, the hash
     chain from before the Merkle log, the queue, and that every fact has its leaf; then
-    every time-stamp token and, with --witness, the witnesses' cosignatures.
+    every time-stamp token and, with --witness, the witnesses' cosignatures. With
+    --from-checkpoint N, only the leaves and checkpoints after #N (see docs/auditors.md).
 
     Exits 0 with a summary, or 1 naming the first bad leaf index (or seq of the hash chain,
     or checkpoint) and the kind of tampering.
@@ -124,13 +130,21 @@ def verify(checkpoint_files, key_files, max_queue_age, tsa_ca, witness_keys, quo
         cfg = anchoring.settings(current_app)
         anchors = AnchorSummary()
         try:
-            summary = verify_log(s, public_keys=keys, verifiers=own + vkeys, origin=origin,
-                                 progress=report, checkpoints=chain, notes=notes,
-                                 max_queue_age=bound)
+            if from_checkpoint is not None:
+                summary = verify_from_checkpoint(s, from_checkpoint, verifiers=own + vkeys,
+                                                 origin=origin, progress=report, notes=notes,
+                                                 max_queue_age=bound)
+            else:
+                summary = verify_log(s, public_keys=keys, verifiers=own + vkeys, origin=origin,
+                                     progress=report, checkpoints=chain, notes=notes,
+                                     max_queue_age=bound)
             now = utcnow()
-            check_timestamps(s, roots, anchors, now=now,
+            # From a checkpoint, the anchors of the checkpoints from it on.
+            floor = summary.from_size if from_checkpoint is not None else 0
+            check_timestamps(s, roots, anchors, now=now, min_size=floor,
                              interval=cfg.interval if cfg.tsa_urls else None)
-            check_cosignatures(s, witnesses, quorum, anchors, max_age=max_cosign_age, now=now)
+            check_cosignatures(s, witnesses, quorum, anchors, max_age=max_cosign_age, now=now,
+                               min_size=floor)
         except VerificationError as e:
             if as_json:
                 click.echo(json.dumps({"ok": False, **e.to_dict()}))

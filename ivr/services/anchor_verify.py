@@ -82,15 +82,15 @@ def _which(heads: list[AuditTreeHead], digest: bytes) -> str:
 
 
 def check_timestamps(s: Session, roots: list[x509.Certificate], summary: AnchorSummary,
-                     *, interval: float | None, now: datetime) -> None:
+                     *, interval: float | None, now: datetime, min_size: int = 0) -> None:
     """Every stored token: over its own checkpoint's signed body, signed under the roots,
     not before the checkpoint's time. With `interval` (time-stamping is configured), the
     oldest checkpoint that no token covers (a token on it or on a larger checkpoint) must be
-    younger than the interval."""
-    heads = list(s.scalars(select(AuditTreeHead).order_by(AuditTreeHead.tree_size,
-                                                          AuditTreeHead.id)))
+    younger than the interval. With `min_size`, only checkpoints of at least that size."""
+    heads = list(s.scalars(select(AuditTreeHead).where(AuditTreeHead.tree_size >= min_size)
+                           .order_by(AuditTreeHead.tree_size, AuditTreeHead.id)))
     covered = 0
-    for anchor, head in store.done(s, store.TIMESTAMP):
+    for anchor, head in store.done(s, store.TIMESTAMP, min_size):
         what = f"time-stamp token of {anchor.target} stored with checkpoint #{head.id}"
         try:
             der = base64.b64decode(anchor.data or "", validate=True)
@@ -135,14 +135,17 @@ def check_timestamps(s: Session, roots: list[x509.Certificate], summary: AnchorS
 
 
 def check_cosignatures(s: Session, witnesses: list[cosignature.Cosigner], quorum: int,
-                       summary: AnchorSummary, *, max_age: float, now: datetime) -> None:
+                       summary: AnchorSummary, *, max_age: float, now: datetime,
+                       min_size: int = 0) -> None:
     """Every stored cosignature of a known witness verifies over its checkpoint and is not
     older than it; and the newest checkpoint older than `max_age` seconds is covered (it,
-    or a larger checkpoint) by valid cosignatures of at least `quorum` of the witnesses."""
+    or a larger checkpoint) by valid cosignatures of at least `quorum` of the witnesses.
+    With `min_size`, only checkpoints of at least that size."""
     summary.quorum = quorum
     by_head: dict[int, set[str]] = {}
-    heads = {h.id: h for h in s.scalars(select(AuditTreeHead))}
-    rows = store.done(s, store.COSIGNATURE)
+    heads = {h.id: h for h in s.scalars(select(AuditTreeHead)
+                                        .where(AuditTreeHead.tree_size >= min_size))}
+    rows = store.done(s, store.COSIGNATURE, min_size)
     for w in witnesses:
         summary.cosigned[w.name] = 0
     for anchor, head in rows:

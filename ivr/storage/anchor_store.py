@@ -89,11 +89,13 @@ def cosignature_lines(conn, head_id: int) -> list[str]:
         AuditAnchor.state == DONE).order_by(AuditAnchor.id)))
 
 
-def done(conn, kind: str) -> list[tuple[AuditAnchor, AuditTreeHead]]:
-    """Every done anchor of a kind with its checkpoint, oldest checkpoint first."""
+def done(conn, kind: str, min_size: int = 0) -> list[tuple[AuditAnchor, AuditTreeHead]]:
+    """Every done anchor of a kind (on checkpoints of at least `min_size` leaves) with its
+    checkpoint, oldest checkpoint first."""
     q = (select(AuditAnchor, AuditTreeHead).join(AuditTreeHead,
                                                  AuditTreeHead.id == AuditAnchor.head_id)
-         .where(AuditAnchor.kind == kind, AuditAnchor.state == DONE)
+         .where(AuditAnchor.kind == kind, AuditAnchor.state == DONE,
+                AuditAnchor.tree_size >= min_size)
          .order_by(AuditAnchor.tree_size, AuditAnchor.id))
     return [(r[0], r[1]) for r in conn.execute(q)]
 

@@ -13,6 +13,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -23,6 +25,9 @@ class Call(Base):
     """One Twilio call leg and its transaction-security data (işlem güvenliği bilgisi)."""
 
     __tablename__ = "calls"
+    # The search lists calls newest first by this time, keyset-paginated on (time, sid).
+    __table_args__ = (Index("ix_calls_time", func.coalesce(text("started_at"), text("created_at")),
+                            "call_sid"),)
 
     call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_sid: Mapped[str | None] = mapped_column(String(64))
@@ -147,6 +152,10 @@ class Consent(Base):
 
     __tablename__ = "consents"
     __table_args__ = (Index("ix_consents_captured_at", "captured_at"),
+                      # The search's decisions, and its consents without a call (few).
+                      Index("ix_consents_decision", "decision", "call_sid"),
+                      Index("ix_consents_loose", "captured_at", "id",
+                            postgresql_where=text("call_sid IS NULL")),
                       # The registry's notice versions per flow version and language.
                       Index("ix_consents_flow_version", "flow_version", "language",
                             "notice_version"))

@@ -316,6 +316,8 @@ FORM_ERRORS = {
         _l("calls without a decision have no consent to match consent criteria or consent days"),
     "too long": _l("too long"),
     "not a date (YYYY-MM-DD)": _l("not a date (YYYY-MM-DD)"),
+    "not a page of this search (start again from the first page)":
+        _l("not a page of this search (start again from the first page)"),
 }
 
 

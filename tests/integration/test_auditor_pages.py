@@ -15,6 +15,7 @@ from sqlalchemy import text
 from ivr.audit import chain
 from ivr.storage import audit_store
 from ivr.storage.db import database
+from ivr.web.auditor import search as search_module
 from ivr.web.auditor.search import EXPORT_FIELDS
 
 from ..support.auditor import (
@@ -74,6 +75,25 @@ def test_search_by_callsid_decision_and_date(auditor, calls):
     assert sids_on(page(auditor, f"/auditor/?until={yesterday}")) == set()
     assert sids_on(page(auditor, f"/auditor/?since={today + timedelta(days=1)}")) == set()
     assert sids_on(page(auditor, f"/auditor/?phone={BOB}&decision=granted")) == set()
+
+
+def test_search_pages_follow_the_next_link(auditor, calls, monkeypatch):
+    monkeypatch.setattr(search_module, "PAGE_LIMIT", 2)
+    today = datetime.now(ISTANBUL).date()
+    first = page(auditor, f"/auditor/?since={today}&until={today}")
+    nxt = re.search(r'<a rel="next" href="([^"]+)"', first)
+    assert nxt and len(sids_on(first)) == 2
+    url = nxt.group(1).replace("&amp;", "&")
+    assert f"since={today}" in url and "after=" in url and "offset" not in url
+    second = page(auditor, url)
+    assert 'rel="next"' not in second
+    assert sids_on(first) | sids_on(second) == {c.call_sid for c in calls.values()}
+    assert not sids_on(first) & sids_on(second)
+
+
+def test_a_garbled_page_cursor_is_a_clear_error(auditor, calls):
+    html = page(auditor, "/auditor/?decision=granted&after=12.%20x", 400)
+    assert "not a page of this search" in html
 
 
 def test_search_without_criteria_shows_only_the_form(app, auditor, calls):

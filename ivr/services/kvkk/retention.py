@@ -8,6 +8,7 @@ personal data, and stays verifiable.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,9 +22,22 @@ from ivr.storage import audit_store
 from ...domain.kvkk.policy import Policy
 from ...domain.vocabulary import DECISIVE, Decision
 from ...storage.kvkk_models import DestructionLog, IysBatch, IysRecord, SubjectRequest
-from ...storage.models import Call, CallEvent, Consent, Recording, WebhookRequest
+from ...storage.models import (
+    AuditEntry,
+    AuditQueue,
+    Call,
+    CallEvent,
+    Consent,
+    Recording,
+    WebhookRequest,
+)
 
 _CHUNK = 500
+# Rows destroyed per transaction by a batched run: each commits in tens of milliseconds,
+# so a webhook that needs one of those rows never waits long.
+BATCH = 2000
+# A batched run pauses this many times as long as each batch took (half the time idle).
+PACE = 1.0
 
 
 def _chunks(items: list, n: int = _CHUNK):
@@ -84,23 +98,26 @@ class Plan:
 
 def _consents(session: Session, policy: Policy, now: datetime, subject: str | None):
     """(ids due, [(consent, kept until or None)] kept), person by person."""
-    q = (select(Consent).where(Consent.phone_hmac.is_not(None))
+    # Only the columns the rule reads: a retention run reads every consent event.
+    q = (select(Consent.id, Consent.phone_hmac, Consent.decision, Consent.channels,
+                Consent.captured_at).where(Consent.phone_hmac.is_not(None))
          .order_by(Consent.phone_hmac, Consent.captured_at, Consent.id))
     if subject:
         q = q.where(Consent.phone_hmac == subject)
     due: list[int] = []
-    kept: list[tuple[Consent, datetime | None]] = []
-    group: list[Consent] = []
+    kept: list[tuple] = []  # (the event's row, kept until or None)
+    group: list = []
 
     def settle():
-        for ev, until in ((ev, consent_expiry(group, policy.consent_proof)[ev.id])
-                          for ev in group):
+        expiry = consent_expiry(group, policy.consent_proof)
+        for ev in group:
+            until = expiry[ev.id]
             if until is not None and until <= now:
                 due.append(ev.id)
             else:
                 kept.append((ev, until))
 
-    for ev in session.scalars(q.execution_options(yield_per=1000)):
+    for ev in session.execute(q.execution_options(yield_per=1000)):
         if group and group[0].phone_hmac != ev.phone_hmac:
             settle()
             group = []
@@ -179,70 +196,162 @@ class Outcome:
 
 def apply(session: Session, p: Plan, now: datetime, *, reason: str, kind: str,
           ref: str | None = None, gone_at_twilio: set[str] | None = None,
-          failures: dict[str, str] | None = None, audit: dict | None = None) -> Outcome:
+          failures: dict[str, str] | None = None, audit: dict | None = None,
+          batch: int | None = None, pace: float = 0.0) -> Outcome:
     """Destroy what the plan lists, log every act, and append one audit entry.
 
     With `gone_at_twilio`, a recording's metadata is deleted only once the recording is
     gone at Twilio; the others wait for the next run (their reasons are in `failures`).
+
+    Without `batch`, all of it happens in the caller's transaction. With `batch`, the
+    session must have no transaction open: at most `batch` rows are destroyed (and their
+    destruction-log rows written) per transaction, each committed on its own, so no lock is
+    held for long; the audit entry with the run's totals is appended by the last one. After
+    each batch it pauses `pace` times as long as the batch took.
     """
     run_id = uuid.uuid4().hex
     failures = dict(failures or {})
     recordings = [r for r in p.recordings if gone_at_twilio is None or r in gone_at_twilio]
+    steps = _steps(p, recordings)
+    counts: dict[str, int] = {k: 0 for k in p.counts()}
+
+    def run(part: list[tuple[str, list]]) -> None:
+        log = _destroy(session, part, run_id, now, reason, failures)
+        for part_rows in _chunks(log, 1000):
+            session.connection().execute(insert(DestructionLog.__table__), part_rows)
+        for e in log:
+            counts[e["category"]] += 1
+
+    if batch is None:
+        run(steps)
+        return _finish(session, p, now, run_id, counts, failures, kind, ref, audit)
+    for part in _batches(steps, batch):
+        started = time.monotonic()
+        with session.begin():
+            run(part)
+        # Leave the database and the cores to the webhooks as long again: the run is a
+        # background job, and the webhooks' p99 must not feel it.
+        time.sleep(pace * (time.monotonic() - started))
+    with session.begin():
+        return _finish(session, p, now, run_id, counts, failures, kind, ref, audit)
+
+
+def _steps(p: Plan, recordings: list[str]) -> list[tuple[str, list]]:
+    """The plan's acts, in the order they are done: (category, items)."""
+    return [("consent_records", p.consents), ("recording_metadata", recordings),
+            ("transaction_security", p.calls), ("webhook_logs", p.webhook_logs),
+            ("subject_requests", p.subject_requests), ("iys_batch_files", p.iys_files)]
+
+
+def _batches(steps: list[tuple[str, list]], size: int):
+    """The steps cut into parts of at most `size` items, in order."""
+    part: list[tuple[str, list]] = []
+    room = size
+    for category, items in steps:
+        i = 0
+        while i < len(items):
+            take = items[i:i + room]
+            part.append((category, take))
+            i += len(take)
+            room -= len(take)
+            if room == 0:
+                yield part
+                part, room = [], size
+    if part:
+        yield part
+
+
+def _destroy(session: Session, steps: list[tuple[str, list]], run_id: str, now: datetime,
+             reason: str, failures: dict[str, str]) -> list[dict]:
+    """Delete or anonymise these items; the destruction-log rows of what was done."""
     log: list[dict] = []
 
     def act(category, action, table, row_ref):
         log.append({"at": now, "run_id": run_id, "category": category, "action": action,
                     "table_name": table, "row_ref": str(row_ref)[:100], "reason": reason[:200]})
 
-    for part in _chunks(p.consents):
-        session.execute(update(Consent).where(Consent.id.in_(part))
-                        .values(phone_hmac=None, phone_enc=None, reason=None))
-        session.execute(update(IysRecord).where(IysRecord.consent_id.in_(part))
-                        .values(recipient_hmac=None))
-        for cid in part:
-            act("consent_records", "anonymised", "consents", cid)
-    for part in _chunks(recordings):
-        session.execute(delete(Recording).where(Recording.recording_sid.in_(part)))
-        session.execute(delete(CallEvent).where(CallEvent.kind == "recording", or_(
-            *[CallEvent.dedupe_key.startswith(f"recording:{sid}:", autoescape=True)
-              for sid in part])))
-        for sid in part:
-            act("recording_metadata", "deleted", "recordings", sid)
-    for part in _chunks(p.calls):
-        session.execute(update(Call).where(Call.call_sid.in_(part))
-                        .values(phone_hmac=None, phone_enc=None))
-        for sid in part:
-            act("transaction_security", "anonymised", "calls", sid)
-    for part in _chunks(p.webhook_logs):
-        session.execute(delete(WebhookRequest).where(WebhookRequest.id.in_(part)))
-        for wid in part:
-            act("webhook_logs", "deleted", "webhook_requests", wid)
-    for part in _chunks(p.subject_requests):
-        session.execute(update(SubjectRequest).where(SubjectRequest.id.in_(part))
-                        .values(phone_hmac=None, phone_enc=None, note_enc=None,
-                                outcome_enc=None))
-        for rid in part:
-            act("subject_requests", "anonymised", "subject_requests", rid)
-    for batch_id, path in p.iys_files:
-        try:
-            Path(path).unlink(missing_ok=True)
-        except OSError as e:
-            failures[f"file:{batch_id}"] = f"cannot delete {path}: {e.strerror}"
-            continue
-        session.execute(update(IysBatch).where(IysBatch.id == batch_id).values(file=None))
-        act("iys_batch_files", "deleted", "iys batch file", batch_id)
+    for category, items in steps:
+        if category == "consent_records":
+            for part in _chunks(items):
+                session.execute(update(Consent).where(Consent.id.in_(part))
+                                .values(phone_hmac=None, phone_enc=None, reason=None))
+                session.execute(update(IysRecord).where(IysRecord.consent_id.in_(part))
+                                .values(recipient_hmac=None))
+                for cid in part:
+                    act(category, "anonymised", "consents", cid)
+        elif category == "recording_metadata":
+            for part in _chunks(items):
+                session.execute(delete(Recording).where(Recording.recording_sid.in_(part)))
+                session.execute(delete(CallEvent).where(CallEvent.kind == "recording", or_(
+                    *[CallEvent.dedupe_key.startswith(f"recording:{sid}:", autoescape=True)
+                      for sid in part])))
+                for sid in part:
+                    act(category, "deleted", "recordings", sid)
+        elif category == "transaction_security":
+            for part in _chunks(items):
+                session.execute(update(Call).where(Call.call_sid.in_(part))
+                                .values(phone_hmac=None, phone_enc=None))
+                for sid in part:
+                    act(category, "anonymised", "calls", sid)
+        elif category == "webhook_logs":
+            for part in _chunks(items):
+                session.execute(delete(WebhookRequest).where(WebhookRequest.id.in_(part)))
+                for wid in part:
+                    act(category, "deleted", "webhook_requests", wid)
+        elif category == "subject_requests":
+            for part in _chunks(items):
+                session.execute(update(SubjectRequest).where(SubjectRequest.id.in_(part))
+                                .values(phone_hmac=None, phone_enc=None, note_enc=None,
+                                        outcome_enc=None))
+                for rid in part:
+                    act(category, "anonymised", "subject_requests", rid)
+        else:
+            for batch_id, path in items:
+                try:
+                    Path(path).unlink(missing_ok=True)
+                except OSError as e:
+                    failures[f"file:{batch_id}"] = f"cannot delete {path}: {e.strerror}"
+                    continue
+                session.execute(update(IysBatch).where(IysBatch.id == batch_id)
+                                .values(file=None))
+                act(category, "deleted", "iys batch file", batch_id)
+    return log
+
+
+def _finish(session: Session, p: Plan, now: datetime, run_id: str, counts: dict[str, int],
+            failures: dict[str, str], kind: str, ref: str | None,
+            audit: dict | None) -> Outcome:
+    """Prune the destruction log past its period and append the run's audit entry."""
     pruned = 0
     if p.log_cutoff is not None and p.log_prune:
         # Only records older than the kept period (the policy refuses less than 3 years).
         pruned = session.execute(delete(DestructionLog).where(
             DestructionLog.at < p.log_cutoff)).rowcount or 0
-    for part in _chunks(log, 1000):
-        session.execute(insert(DestructionLog), part)
-    counts: dict[str, int] = {k: 0 for k in p.counts()}
-    for e in log:
-        counts[e["category"]] += 1
     audit_store.append(session, [(kind, ref or f"retention:{run_id}", {
         "run_id": run_id, "counts": counts, "pruned_destruction_log": pruned,
         "not_done": sorted(failures), **(audit or {}),
     })], at=now)
     return Outcome(run_id, counts, pruned, failures)
+
+
+def finish_interrupted(session: Session, now: datetime) -> str | None:
+    """The id of a batched run that stopped before its last transaction, whose audit entry
+    is now appended (its counts from its destruction-log rows, marked interrupted); None
+    when there is none. Only the latest run can be one: each run first finishes the last."""
+    last = session.scalar(select(DestructionLog.run_id).order_by(DestructionLog.id.desc())
+                          .limit(1))
+    if last is None:
+        return None
+    marker = f'"run_id":"{last}"'
+    for table in (AuditEntry, AuditQueue):
+        if session.scalar(select(table.kind).where(
+                table.kind.in_(("retention.run", "subject.erased")),
+                table.body.contains(marker, autoescape=True)).limit(1)) is not None:
+            return None
+    done = dict(session.execute(select(DestructionLog.category, func.count())
+                                .where(DestructionLog.run_id == last)
+                                .group_by(DestructionLog.category)).all())
+    audit_store.append(session, [("retention.run", f"retention:{last}", {
+        "run_id": last, "counts": {k: done.get(k, 0) for k in Plan().counts()},
+        "pruned_destruction_log": 0, "not_done": [], "interrupted": True})], at=now)
+    return last

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import and_, exists, false, func, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from ...domain import inputs
@@ -34,6 +34,8 @@ BASES = ("call", "consent")
 PAGE_LIMIT = 200
 EXPORT_LIMIT = 20000
 CHUNK = 500
+# The longest a call lasts (Twilio's limit is 4 hours by default, 24 at most).
+CALL_SPAN = timedelta(hours=24)
 
 EXPORT_FIELDS = ["call_sid", "started_at", "ended_at", "direction", "status", "duration",
                  "phone", "decision", "digits", "language", "purpose", "channels",
@@ -177,37 +179,113 @@ def consent_conditions(c: CallSearch) -> list:
 
 
 def _call_time():
+    # The expression of the index ix_calls_time: keep the two in step.
     return func.coalesce(Call.started_at, Call.created_at)
 
 
-def calls_select(c: CallSearch):
-    """The calls matching the criteria, newest first."""
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page starts: after this call (time, CallSid) and after this call-less
+    consent (capture time, id); `done` marks a list the earlier pages finished."""
+
+    call: tuple[datetime, str] | None = None
+    loose: tuple[datetime, int] | None = None
+    calls_done: bool = False
+    loose_done: bool = False
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def _stamp(dt: datetime) -> str:
+    return str((dt - EPOCH) // MICROSECOND)
+
+
+def _instant(value: str) -> datetime:
+    return EPOCH + int(value) * MICROSECOND
+
+
+def encode_cursor(after: tuple[datetime, str | int] | None, done: bool) -> str:
+    """A cursor as it travels in the query string: "end", or microseconds "." key."""
+    return "end" if done or after is None else f"{_stamp(after[0])}.{after[1]}"
+
+
+def parse_cursor(args) -> Cursor:
+    """The page's start from `after` (calls) and `after_consent`; SearchError if garbled."""
+    errors: dict[str, str] = {}
+    parts: dict[str, tuple | None] = {}
+    done: dict[str, bool] = {}
+    for name, key in (("after", CALL_SID), ("after_consent", re.compile(r"[0-9]{1,18}"))):
+        raw = (args.get(name) or "").strip()
+        done[name] = raw == "end"
+        parts[name] = None
+        if not raw or done[name]:
+            continue
+        stamp, _, ref = raw.partition(".")
+        if not (re.fullmatch(r"-?[0-9]{1,18}", stamp) and key.fullmatch(ref)):
+            errors[name] = "not a page of this search (start again from the first page)"
+            continue
+        try:
+            parts[name] = (_instant(stamp), ref if name == "after" else int(ref))
+        except (OverflowError, ValueError, OSError):
+            errors[name] = "not a page of this search (start again from the first page)"
+    if errors:
+        raise SearchError(errors)
+    return Cursor(parts["after"], parts["after_consent"], done["after"], done["after_consent"])
+
+
+def _call_span(lo: datetime | None, hi: datetime | None):
+    """The call times that can hold a consent captured in [lo, hi): a consent is captured
+    during its call, and Twilio ends a call after at most CALL_SPAN. (The bound lets
+    consent-day searches read calls through ix_calls_time, not the whole table.)"""
+    floor = datetime.min.replace(tzinfo=UTC) + CALL_SPAN
+    ceiling = datetime.max.replace(tzinfo=UTC) - CALL_SPAN
+    return (lo - CALL_SPAN if lo and lo > floor else lo,
+            hi + CALL_SPAN if hi and hi < ceiling else hi)
+
+
+def calls_select(c: CallSearch, after: tuple[datetime, str] | None = None):
+    """The calls matching the criteria, newest first; after `after` (time, CallSid) if given.
+    The order is the index ix_calls_time read backwards, so any page costs one index range."""
     q = select(Call)
     if c.phone_hmac:
         q = q.where(Call.phone_hmac == c.phone_hmac)
     if c.call_sid:
         q = q.where(Call.call_sid == c.call_sid)
-    lo, hi = c.bounds() if c.basis == "call" else (None, None)
+    lo, hi = c.bounds() if c.basis == "call" else _call_span(*c.bounds())
     if lo:
         q = q.where(_call_time() >= lo)
     if hi:
         q = q.where(_call_time() < hi)
+    if ("origin", "api") in c.consent:
+        q = q.where(false())  # an API consent has no call
+    if after:
+        q = q.where(tuple_(_call_time(), Call.call_sid) < tuple_(*after))
     extra = consent_conditions(c)
     if c.decision == "none":
         q = q.where(~exists().where(Consent.call_sid == Call.call_sid))
     elif c.decision or extra:
         decided = [Consent.decision == c.decision] if c.decision else []
-        q = q.where(exists().where(Consent.call_sid == Call.call_sid, *decided, *extra))
-    return q.order_by(_call_time().desc(), Call.call_sid)
+        # A per-call probe of ix_consents_call_sid, not an EXISTS: PostgreSQL turns an EXISTS
+        # into a join that may read all of consents and calls for a common value; a probe
+        # keeps the calls in ix_calls_time's order, so a page reads only what it shows.
+        q = q.where(select(literal(1)).where(Consent.call_sid == Call.call_sid, *decided, *extra)
+                    .limit(1).scalar_subquery().is_not(None))
+    return q.order_by(_call_time().desc(), Call.call_sid.desc())
 
 
-def loose_consents_select(c: CallSearch):
-    """Consent events not tied to a call (withdrawals through the API) matching the criteria."""
+def loose_consents_select(c: CallSearch, after: tuple[datetime, int] | None = None):
+    """Consent events not tied to a call (withdrawals through the API) matching the criteria,
+    oldest first; after `after` (capture time, id) if given."""
     if c.call_sid or c.decision == "none":
         return None
     lo, hi = c.bounds()
-    return (consents_query(lo, hi, c.decision, c.phone_hmac)
-            .where(Consent.call_sid.is_(None), *consent_conditions(c)))
+    q = (consents_query(lo, hi, c.decision, c.phone_hmac)
+         .where(Consent.call_sid.is_(None), *consent_conditions(c)))
+    if after:
+        q = q.where(tuple_(Consent.captured_at, Consent.id) > tuple_(*after))
+    return q
 
 
 @dataclass
@@ -217,26 +295,49 @@ class Found:
     calls: list[Call] = field(default_factory=list)
     consents: dict[str, list[Consent]] = field(default_factory=dict)
     loose: list[Consent] = field(default_factory=list)
-    more: bool = False
+    more_calls: bool = False
+    more_loose: bool = False
+
+    @property
+    def more(self) -> bool:
+        """True when a next page has calls or call-less consents."""
+        return self.more_calls or self.more_loose
 
     @property
     def call_sids(self) -> list[str]:
         """The CallSids on this page."""
         return [c.call_sid for c in self.calls]
 
+    def next_cursor(self) -> dict[str, str]:
+        """The query parameters of the next page (each list resumes after its last row)."""
+        last_call = self.calls[-1] if self.calls else None
+        last_loose = self.loose[-1] if self.loose else None
+        return {
+            "after": encode_cursor(
+                (last_call.started_at or last_call.created_at, last_call.call_sid)
+                if last_call else None, not self.more_calls),
+            "after_consent": encode_cursor(
+                (last_loose.captured_at, last_loose.id) if last_loose else None,
+                not self.more_loose)}
 
-def search(s: Session, c: CallSearch, limit: int = PAGE_LIMIT) -> Found:
-    """The first `limit` calls (and call-less consents) for these criteria."""
+
+def search(s: Session, c: CallSearch, limit: int | None = None,
+           cursor: Cursor | None = None) -> Found:
+    """One page of `limit` (PAGE_LIMIT) calls (and call-less consents) for these criteria,
+    from `cursor`."""
+    limit = limit or PAGE_LIMIT
+    cursor = cursor or Cursor()
     found = Found()
-    found.calls = list(s.scalars(calls_select(c).limit(limit + 1)))
-    found.more = len(found.calls) > limit
-    found.calls = found.calls[:limit]
+    if not cursor.calls_done:
+        found.calls = list(s.scalars(calls_select(c, cursor.call).limit(limit + 1)))
+        found.more_calls = len(found.calls) > limit
+        found.calls = found.calls[:limit]
     for rec in _consents_of(s, found.call_sids):
         found.consents.setdefault(rec.call_sid, []).append(rec)
-    loose = loose_consents_select(c)
+    loose = None if cursor.loose_done else loose_consents_select(c, cursor.loose)
     if loose is not None:
         found.loose = list(s.scalars(loose.limit(limit + 1)))
-        found.more = found.more or len(found.loose) > limit
+        found.more_loose = len(found.loose) > limit
         found.loose = found.loose[:limit]
     return found
 
@@ -250,13 +351,32 @@ def _consents_of(s: Session, call_sids: list[str]) -> list[Consent]:
 
 
 def export_subjects(s: Session, c: CallSearch) -> tuple[list[str], list[int]]:
-    """CallSids and call-less consent ids an export covers (at most EXPORT_LIMIT + 1 each)."""
-    sids = list(s.scalars(calls_select(c).with_only_columns(Call.call_sid)
-                          .limit(EXPORT_LIMIT + 1)))
-    loose = loose_consents_select(c)
-    ids = [] if loose is None else list(s.scalars(loose.with_only_columns(Consent.id)
-                                                  .limit(EXPORT_LIMIT + 1)))
-    return sids, ids
+    """CallSids and call-less consent ids an export covers (at most EXPORT_LIMIT + 1 each),
+    read a page at a time, as the search pages them, so each read uses the index."""
+    sids: list[str] = []
+    after = None
+    while len(sids) <= EXPORT_LIMIT:
+        page = s.execute(calls_select(c, after)
+                         .with_only_columns(Call.call_sid, Call.started_at, Call.created_at)
+                         .limit(CHUNK)).all()
+        sids += [r.call_sid for r in page]
+        if len(page) < CHUNK:
+            break
+        last = page[-1]
+        after = (last.started_at or last.created_at, last.call_sid)
+    ids: list[int] = []
+    loose_after = None
+    while len(ids) <= EXPORT_LIMIT:
+        loose = loose_consents_select(c, loose_after)
+        if loose is None:
+            break
+        page = s.execute(loose.with_only_columns(Consent.id, Consent.captured_at)
+                         .limit(CHUNK)).all()
+        ids += [r.id for r in page]
+        if len(page) < CHUNK:
+            break
+        loose_after = (page[-1].captured_at, page[-1].id)
+    return sids[:EXPORT_LIMIT + 1], ids[:EXPORT_LIMIT + 1]
 
 
 def safe_phone(pii: PersonalData, token: str | None) -> str:

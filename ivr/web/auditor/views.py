@@ -8,7 +8,15 @@ import hashlib
 import io
 import json
 
-from flask import Response, current_app, g, render_template, request, stream_with_context
+from flask import (
+    Response,
+    current_app,
+    g,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_babel import gettext as _
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound
@@ -45,6 +53,7 @@ from .search import (
     export_rows,
     export_subjects,
     masked,
+    parse_cursor,
     parse_search,
     safe_phone,
     search,
@@ -100,6 +109,7 @@ def _search():
            "phones": {}, "message": None, "day_pattern": DAY_PATTERN}
     try:
         crit = parse_search(_iso_days(args), pii)
+        cursor = parse_cursor(args)
     except SearchError as e:
         ctx["errors"] = e.errors
         return render_template("auditor/search.html", **ctx), 400
@@ -108,14 +118,16 @@ def _search():
         return render_template("auditor/search.html", **ctx)
     s = db_session()
     with transaction(s):
-        found = search(s, crit)
+        found = search(s, crit, cursor=cursor)
         phones = {c.call_sid: masked(safe_phone(pii, c.phone_enc)) for c in found.calls}
         durations = {c.call_sid: call_duration(c)[0] for c in found.calls}
         agent = args.get("agent")
         ctx["agent_names"] = agent_names(s, [agent]) if agent and agent != "-" else {}
         record_access(s, current_user(), "view.search", via="web", phone_hmac=crit.phone_hmac,
                       query=crit.audit_query(), call_sids=found.call_sids)
-    ctx.update(found=found, phones=phones, durations=durations)
+    next_url = (url_for("auditor.search", **{**args.to_dict(), **found.next_cursor()})
+                if found.more else None)
+    ctx.update(found=found, phones=phones, durations=durations, next_url=next_url)
     return render_template("auditor/search.html", **ctx)
 
 
