@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from datetime import datetime
 
 from flask import current_app, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup, escape
 
-from ivr.adapters.audio.errors import AudioError
-from ivr.adapters.audio.manifest import MANIFEST, read_manifest
 from ivr.domain.vocabulary import DECISIONS
+from ivr.services.daily_aggregates import Reader, notice_dropoff
+from ivr.services.notice_dropoff import AFTER, BEFORE, audio_seconds, hang_ups
 from ivr.storage.db import session as db_session
 from ivr.storage.flowstore import flows
 
@@ -26,7 +26,6 @@ from .dashboard import (
     outcomes,
     parse_period,
 )
-from .dropoff import AFTER, BEFORE, hang_ups, notice_dropoff
 from .login import current_user, workspace_required
 from .svgchart import Bar, Series, stacked_bars
 
@@ -39,15 +38,6 @@ TITLES = {"language": _l("By language"), "origin": _l("By origin"), "agent": _l(
 HEADS = {"language": _l("Language"), "origin": _l("Origin"), "agent": _l("Agent"),
          "flow_version": _l("Flow version"), "notice_version": _l("Notice version")}
 SERIES = [Series(d, LABELS[d], COLOURS[d]) for d in DECISIONS]
-
-
-def audio_seconds(audio_dir: str) -> dict[str, float]:
-    """Each rendered prompt's length in seconds, by the SHA-256 of its file."""
-    try:
-        entries = read_manifest(Path(audio_dir) / MANIFEST)
-    except AudioError:
-        return {}
-    return {e.sha256: e.duration_ms / 1000 for e in entries}
 
 
 def search_url(criteria: dict, decision: str | None = None) -> str:
@@ -82,11 +72,11 @@ def dashboard():
         errors = e.errors
         period = parse_period({}, today)
     s = db_session()
-    lo, hi = period.bounds()
     with transaction(s):
-        result = outcomes(s, period)
-        drop = notice_dropoff(s, lo, hi, flows().default.notice_prompts(),
-                              audio_seconds(current_app.config["AUDIO_DIR"]))
+        counts = Reader(s, period.since, period.until,
+                        audio_seconds(current_app.config["AUDIO_DIR"]))
+        result = outcomes(s, period, counts)
+        drop = notice_dropoff(counts, flows().default.notice_prompts())
     title = (_("Consent outcomes per week") if period.step == "week"
              else _("Consent outcomes per day"))
     charts = {"series": _chart(title, result.series)}
@@ -109,6 +99,7 @@ def dashboard():
 
 
 LIST_LIMIT = 200
+LIST_BATCH = 500  # hang-ups read at a time while a page of one phase fills
 
 
 def phase_text(phase: str) -> str:
@@ -121,10 +112,20 @@ def phase_text(phase: str) -> str:
         "part": Markup("<code>{}</code>").format(phase)}
 
 
+def _cursor(text: str) -> tuple[datetime, str] | None:
+    """A list cursor (`start~run id` of the last call shown), None if absent or unreadable."""
+    at, _sep, run = (text or "").partition("~")
+    try:
+        return (datetime.fromisoformat(at), run[:32]) if run else None
+    except ValueError:
+        return None
+
+
 @bp.get("/dashboard/hangups")
 @workspace_required
 def hangups():
-    """The calls behind one drop-off number: hung up in one phase, in one language."""
+    """The calls behind one drop-off number: hung up in one phase, in one language; newest
+    first, a page at a time (keyset: `before` names the last call of the previous page)."""
     try:
         period = parse_period(request.args, local_today())
     except PeriodError as e:
@@ -132,18 +133,36 @@ def hangups():
                                message="; ".join(e.errors.values())), 400
     language = (request.args.get("language") or "")[:100]
     phase = (request.args.get("phase") or "")[:100]
+    before = _cursor(request.args.get("before", ""))
     lo, hi = period.bounds()
+    durations = audio_seconds(current_app.config["AUDIO_DIR"])
     s = db_session()
     with transaction(s):
-        found = [h for h in hang_ups(s, lo, hi, audio_seconds(current_app.config["AUDIO_DIR"]))
-                 if h.language == language and (not phase or h.phase == phase)]
-        found.sort(key=lambda h: h.started_at, reverse=True)
+        counts = Reader(s, period.since, period.until, durations)
+        total = sum(n for (lang, ph), n in counts.hangups().items()
+                    if lang == language and (not phase or ph == phase))
+        found, more = [], True
+        while more and len(found) <= LIST_LIMIT:
+            batch = hang_ups(s, lo, hi, durations, language=language, before=before,
+                             limit=LIST_BATCH)
+            more = len(batch) == LIST_BATCH
+            if batch:
+                before = (batch[-1].started_at, batch[-1].run_id)
+            found += [h for h in batch if not phase or h.phase == phase]
+        calls, more = found[:LIST_LIMIT], len(found) > LIST_LIMIT
         record_access(s, current_user(), "view.hangups", via="web",
                       query={"since": period.since.isoformat(),
                              "until": period.until.isoformat(), "language": language,
-                             "phase": phase},
-                      call_sids=[h.call_sid for h in found])
-    return render_template("auditor/hangups.html", calls=found[:LIST_LIMIT], total=len(found),
+                             "phase": phase, "before": request.args.get("before", "")},
+                      call_sids=[h.call_sid for h in calls])
+    args = {"since": period.since.isoformat(), "until": period.until.isoformat(),
+            "language": language, "phase": phase}
+    next_url = (url_for("auditor.hangups", **args,
+                        before=f"{calls[-1].started_at.isoformat()}~{calls[-1].run_id}")
+                if more else None)
+    return render_template("auditor/hangups.html", calls=calls, total=total,
                            language=language, phase=phase_text(phase) if phase else "",
                            since_text=day_text(period.since), until_text=day_text(period.until),
-                           phase_text=phase_text)
+                           phase_text=phase_text, next_url=next_url,
+                           first_url=(url_for("auditor.hangups", **args)
+                                      if request.args.get("before") else None))
