@@ -57,10 +57,13 @@ from ivr.domain.notice import notice_version  # noqa: E402
 from ivr.domain.runs import run_id_for  # noqa: E402
 from ivr.services import audit_sequencer, daily_aggregates  # noqa: E402
 from ivr.services.accounts import add_user  # noqa: E402
+from ivr.services.notice_dropoff import audio_seconds  # noqa: E402
 from ivr.storage.db import database  # noqa: E402
 from ivr.storage.models import Consent  # noqa: E402
 
 CHUNK = 20_000
+FILLED = ("calls", "flow_runs", "flow_turns", "consents", "flow_versions", "daily_consents",
+          "daily_runs", "daily_hangups", "aggregate_marks")
 AGENTS = 20
 ISTANBUL = timedelta(hours=3)  # UTC+3 all year since 2016
 TWIML = "<Response>" + "<Play>https://ivr.example/audio/x.wav</Play>" * 12 + "</Response>"
@@ -263,6 +266,7 @@ def run(args) -> int:
     for name in ("werkzeug", "ivr"):
         logging.getLogger(name).setLevel(logging.ERROR)
     db = database(app)
+    serving = None
     try:
         if reuse:
             with db.engine.connect() as conn:
@@ -282,14 +286,14 @@ def run(args) -> int:
             with app.app_context():
                 s = db.sessionmaker()
                 with s.begin():
-                    built = daily_aggregates.rebuild(s, app.config["AUDIO_DIR"])
+                    built = daily_aggregates.rebuild(s, audio_seconds(app.config["AUDIO_DIR"]))
                 s.close()
             print(f"rebuilt the daily aggregates ({built:,} rows) in "
                   f"{time.perf_counter() - t0:.1f} s")
             plain = create_engine(url, isolation_level="AUTOCOMMIT")
             t0 = time.perf_counter()
             with plain.connect() as conn:  # fresh statistics, as autovacuum would have by now
-                conn.execute(text("VACUUM ANALYZE"))
+                conn.execute(text(f"VACUUM ANALYZE {', '.join(FILLED)}"))
             plain.dispose()
             print(f"VACUUM ANALYZE in {time.perf_counter() - t0:.1f} s")
         with app.app_context():
@@ -299,7 +303,8 @@ def run(args) -> int:
                 secret = add_user(s, name, "auditor")[1]
             s.close()
         server.app = app
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        serving = threading.Thread(target=server.serve_forever, daemon=True)
+        serving.start()
         http = login(base, name, secret)
         today = (datetime.now(UTC) + ISTANBUL).date()
         ninety = f"since={today - timedelta(days=89):%d.%m.%Y}&until={today:%d.%m.%Y}"
@@ -320,7 +325,8 @@ def run(args) -> int:
             print(f"  {label:36} {statistics.median(v) * 1000:10.0f} {p95(v) * 1000:8.0f}",
                   flush=True)
     finally:
-        server.shutdown()
+        if serving is not None:
+            server.shutdown()
         audit_sequencer.stop_thread(app)  # before its schema goes
         db.engine.dispose()
         scratch.close()
