@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,27 +79,67 @@ def flow_versions(app):
     return [first, build_flow(doc, "flows/consent.yaml (earlier)")]
 
 
-def copy_text(value) -> str:
-    """A JSON value as one field of COPY's text format."""
-    return (json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-            .replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n"))
-
-
-class Clock:
-    """UTC text of whole epoch seconds, fast: the day's prefix and the time of day."""
-
-    def __init__(self, first_day: date, days: int):
-        self.base = int(datetime.combine(first_day, datetime.min.time(), UTC).timestamp())
-        self.days = [f"{first_day + timedelta(days=d):%Y-%m-%d} " for d in range(days + 2)]
-        self.tod = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+00" for s in range(86400)]
-
-    def __call__(self, epoch: int) -> str:
-        d, s = divmod(epoch - self.base, 86400)
-        return self.days[d] + self.tod[s]
+SEED = """CREATE TEMP TABLE seed (sid text, at bigint, dur int, lang int, flow int, kind int,
+                                 decision text, agent int, tid text, phone int)"""
+CONSTS = """CREATE TEMP TABLE consts (flow int, lang int, language text, version text,
+                                   flow_id text, state json, hidden json, actions json,
+                                   notice json, notice_version text)"""
+# The rows of every table, expanded from the seeds and the constants by the server (run ids
+# as ivr.domain.runs.run_id_for makes them; phone HMACs stand-ins from a pool of numbers).
+EXPAND = [
+    """INSERT INTO calls (call_sid, account_sid, phone_hmac, to_number, direction, status,
+                         status_seq, status_at, started_at, answered_at, ended_at, duration,
+                         seen_incoming, created_at)
+       SELECT sid, 'AC' || repeat('0', 32),
+              CASE WHEN kind <> 2 THEN encode(sha256(phone::text::bytea), 'hex') END,
+              '+902122223344', 'inbound', 'completed', 3, to_timestamp(at + dur),
+              to_timestamp(at), to_timestamp(at), to_timestamp(at + dur), dur, true,
+              to_timestamp(at)
+         FROM seed WHERE kind <> 3""",
+    """INSERT INTO flow_runs (id, call_sid, origin, flow_id, flow_version, transfer_id,
+                             agent_id, state, step, ended, hangup_at, heard, notice,
+                             created_at, updated_at)
+       SELECT substr(encode(sha256(convert_to(sid || E'\n' || coalesce('transfer:' || tid,
+                                                                      'incoming'),
+                                               'UTF8')), 'hex'), 1, 32),
+              sid, coalesce('transfer:' || tid, 'incoming'), c.flow_id, c.version, tid,
+              CASE WHEN agent >= 0 THEN agent::text END,
+              CASE WHEN kind = 2 THEN c.hidden ELSE c.state END, 0, true,
+              CASE WHEN kind = 1 THEN to_timestamp(at + dur) END, %(heard)s::json, c.notice,
+              to_timestamp(at), to_timestamp(at + dur)
+         FROM seed JOIN consts c USING (flow, lang) WHERE kind <> 3""",
+    """INSERT INTO flow_turns (run_id, step, actions, twiml, created_at)
+       SELECT substr(encode(sha256(convert_to(sid || E'\n' || coalesce('transfer:' || tid,
+                                                                      'incoming'),
+                                               'UTF8')), 'hex'), 1, 32),
+              0, c.actions, %(twiml)s, to_timestamp(at)
+         FROM seed JOIN consts c USING (flow, lang) WHERE kind = 1""",
+    """INSERT INTO consents (run_id, call_sid, phone_hmac, purpose, channels, decision, digits,
+                            language, notice_version, flow_version, captured_at, agent_id,
+                            transfer_id, source, reason, audio, idempotency_key)
+       SELECT CASE WHEN kind = 0 THEN substr(encode(sha256(convert_to(
+                   sid || E'\n' || coalesce('transfer:' || tid, 'incoming'), 'UTF8')),
+                   'hex'), 1, 32) END,
+              CASE WHEN kind = 0 THEN sid END, encode(sha256(phone::text::bytea), 'hex'),
+              'marketing', '["ARAMA"]', decision, CASE WHEN kind = 0 THEN '1' ELSE '' END,
+              c.language, CASE WHEN kind = 0 THEN c.notice_version END,
+              CASE WHEN kind = 0 THEN c.version END, to_timestamp(at + dur),
+              CASE WHEN agent >= 0 THEN agent::text END, tid,
+              CASE WHEN kind = 0 THEN 'ivr' ELSE 'api' END,
+              CASE WHEN kind = 3 THEN 'asked by phone' END, '{}',
+              CASE WHEN kind = 3 THEN 'api-' || sid END
+         FROM seed JOIN consts c USING (flow, lang) WHERE kind IN (0, 3)""",
+]
 
 
 def fill(url: str, flows, n: int, days: int, seed: int = 7) -> dict:
-    """COPY n calls over the last `days` Istanbul days (today the last); returns counts."""
+    """COPY n calls over the last `days` Istanbul days (today the last); returns counts.
+
+    Python draws each call (its CallSid, start, length, language, flow version, outcome,
+    agent, number) and COPYs it as one short line into a temporary table; the server
+    expands the lines into the calls, runs, turns and consent records with the flows'
+    stored documents (state, heard prompts, notice, the first turn's actions).
+    """
     rnd = random.Random(seed)
     today = (datetime.now(UTC) + ISTANBUL).date()
     first_day = today - timedelta(days=days - 1)
@@ -107,32 +147,34 @@ def fill(url: str, flows, n: int, days: int, seed: int = 7) -> dict:
                 - ISTANBUL.total_seconds())
     # Calls until an hour ago: the last day is today, and nothing lies in the future.
     span = max(3600, int(time.time()) - 3600 - start)
-    clock = Clock(first_day - timedelta(days=1), days + 1)
     heard = {p: hashlib.sha256(p.encode()).hexdigest() for p in flows[0].prompts}
-    heard_text = copy_text(heard)
-    per = {}
-    for f in flows:
-        for lang in ("tr", "en"):
+    consts = []
+    for fi, f in enumerate(flows):
+        for li, lang in enumerate(("tr", "en")):
             state, actions = e.start(f, {}, lang)
             hidden_state = e.start(f, {HIDDEN_CALLER: True}, lang)[0]
-            notice = notice_version(lang, [(p, f.text(p, lang), heard[p])
-                                           for p in f.notice_prompts()])
-            per[(f.version, lang)] = {
-                "state": copy_text(state.to_dict()),
-                "hidden": copy_text(hidden_state.to_dict()),
-                "actions": copy_text([e.action_to_dict(a) for a in actions]),
-                "notice_json": copy_text({lang: [{"prompt": p, "audio": heard[p]}
-                                                 for p in f.notice_prompts()]}),
-                "notice": notice, "flow": f}
+            consts.append((fi, li, lang, f.version, f.id, json.dumps(state.to_dict()),
+                           json.dumps(hidden_state.to_dict()),
+                           json.dumps([e.action_to_dict(a) for a in actions]),
+                           json.dumps({lang: [{"prompt": p, "audio": heard[p]}
+                                              for p in f.notice_prompts()]}),
+                           notice_version(lang, [(p, f.text(p, lang), heard[p])
+                                                 for p in f.notice_prompts()])))
     switch = start + span // 3
     pool = max(1, n // 3)
-    decisions = ("granted", "declined", "no_input", "withdrawn")
+    decisions = ["granted"] * 55 + ["declined"] * 30 + ["no_input"] * 12 + ["withdrawn"] * 3
     stats = {"calls": 0, "consents": 0, "hangups": 0, "hidden": 0, "api": 0}
     conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
     with conn:
         cur = conn.cursor()
         cur.execute("SET session_replication_role = replica")  # no triggers, no FK checks
         cur.execute("SET maintenance_work_mem = '512MB'")
+        cur.execute("SET synchronous_commit = off")
+        cur.executemany(
+            "INSERT INTO flow_versions (version, flow_id, source, document, first_seen) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [(f.version, f.id, f.source, json.dumps(f.document),
+              datetime.fromtimestamp(start, UTC)) for f in flows])
         # As pg_restore does: the secondary indexes and unique constraints are built once,
         # after the rows are in (the primary keys stay: the foreign keys hang on them).
         cur.execute("""
@@ -154,78 +196,59 @@ def fill(url: str, flows, n: int, days: int, seed: int = 7) -> dict:
         rebuilt += cur.fetchall()
         for drop, _create in rebuilt:
             cur.execute(drop)
-        cur.executemany(
-            "INSERT INTO flow_versions (version, flow_id, source, document, first_seen) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            [(f.version, f.id, f.source, json.dumps(f.document),
-              datetime.fromtimestamp(start, UTC)) for f in flows])
-        done = 0
-        while done < n:
-            m = min(CHUNK, n - done)
-            calls, runs, turns, consents = [], [], [], []
-            for i in range(done, done + m):
-                at = start + span * i // n + rnd.randrange(30)
-                flow = flows[0] if at > switch else flows[1]
-                r = rnd.random()
-                lang = "en" if r < 0.2 else "tr"
-                p = per[(flow.version, lang)]
-                r = rnd.random()
-                if r < 0.01:  # a withdrawal through the API: a consent record, no call
-                    stats["api"] += 1
-                    consents.append(
-                        f"{NULL}\t{NULL}\t{hashlib.sha256(str(rnd.randrange(pool)).encode()).hexdigest()}"
-                        f"\t{NULL}\tmarketing\t[\"ARAMA\"]\twithdrawn\t\t{lang}\t{NULL}\t{NULL}"
-                        f"\t{clock(at)}\t{NULL}\t{NULL}\tapi\tapi\t{{}}\tapi-{i}\n")
-                    continue
-                sid = f"CA{rnd.getrandbits(128):032x}"
-                transfer = r < 0.16
-                tid = f"{rnd.getrandbits(64):016x}" if transfer else None
-                origin = f"transfer:{tid}" if transfer else "incoming"
-                run_id = run_id_for(sid, origin)
-                agent = str(rnd.randrange(AGENTS)) if transfer else NULL
-                hidden = not transfer and rnd.random() < 0.01
-                hangup = not hidden and rnd.random() < 0.12
-                end = at + (rnd.randrange(2, 75) if hangup else rnd.randrange(50, 100))
-                phone = (NULL if hidden else
-                         hashlib.sha256(str(rnd.randrange(pool)).encode()).hexdigest())
-                at_t, end_t = clock(at), clock(end)
-                calls.append(f"{sid}\tAC{'0' * 32}\t{phone}\t{NULL}\t+902122223344\tinbound"
-                             f"\tcompleted\t3\t{end_t}\t{at_t}\t{at_t}\t{end_t}\t{end - at}"
-                             f"\tt\t{at_t}\n")
-                runs.append(f"{run_id}\t{sid}\t{origin}\t{flow.id}\t{flow.version}"
-                            f"\t{tid or NULL}\t{agent}\t{p['hidden'] if hidden else p['state']}"
-                            f"\t0\tt\t{end_t if hangup else NULL}\t{heard_text}"
-                            f"\t{p['notice_json']}\t{at_t}\t{end_t}\n")
-                if hangup:
-                    stats["hangups"] += 1
-                    turns.append(f"{run_id}\t0\t{NULL}\t{p['actions']}\t{TWIML}\t{at_t}\n")
-                elif hidden:
-                    stats["hidden"] += 1
-                else:
-                    decision = decisions[rnd.choices((0, 1, 2, 3), (55, 30, 12, 3))[0]]
-                    consents.append(
-                        f"{run_id}\t{sid}\t{phone}\t{NULL}\tmarketing\t[\"ARAMA\"]\t{decision}"
-                        f"\t1\t{lang}\t{p['notice']}\t{flow.version}\t{end_t}\t{agent}"
-                        f"\t{tid or NULL}\tivr\t{NULL}\t{{}}\t{NULL}\n")
-                stats["calls"] += 1
-            for table, cols, lines in (
-                    ("calls", "call_sid, account_sid, phone_hmac, phone_enc, to_number, "
-                     "direction, status, status_seq, status_at, started_at, answered_at, "
-                     "ended_at, duration, seen_incoming, created_at", calls),
-                    ("flow_runs", "id, call_sid, origin, flow_id, flow_version, transfer_id, "
-                     "agent_id, state, step, ended, hangup_at, heard, notice, created_at, "
-                     "updated_at", runs),
-                    ("flow_turns", "run_id, step, input, actions, twiml, created_at", turns),
-                    ("consents", "run_id, call_sid, phone_hmac, phone_enc, purpose, channels, "
-                     "decision, digits, language, notice_version, flow_version, captured_at, "
-                     "agent_id, transfer_id, source, reason, audio, idempotency_key",
-                     consents)):
-                if lines:
-                    with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
-                        cp.write("".join(lines))
-            stats["consents"] += len(consents)
-            done += m
-            conn.commit()
+        cur.execute(SEED)
+        cur.execute(CONSTS)
+        cur.executemany("INSERT INTO consts VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        consts)
+        t0 = time.perf_counter()
+        bits = rnd.getrandbits
+        with cur.copy("COPY seed FROM STDIN") as cp:
+            done = 0
+            while done < n:
+                m = min(CHUNK, n - done)
+                lines = []
+                for i in range(done, done + m):
+                    r = bits(64)
+                    at = start + span * i // n + (r & 31)
+                    flow = 0 if at > switch else 1
+                    lang = 1 if (r >> 5) & 255 < 51 else 0  # 20 % English
+                    what = (r >> 13) & 1023  # the outcome, per mille
+                    agent, tid = -1, NULL
+                    if what < 10:  # a withdrawal through the API: no call
+                        stats["api"] += 1
+                        lines.append(f"a{i:09d}\t{at}\t0\t{lang}\t{flow}\t3\twithdrawn\t-1"
+                                     f"\t{NULL}\t{(r >> 23) % pool}\n")
+                        continue
+                    if what < 170:  # 16 %: an agent's transfer
+                        agent, tid = (r >> 23) % AGENTS, f"{bits(64):016x}"
+                    kind = 0
+                    if what >= 170 and what < 180:  # 1 %: a hidden number
+                        kind = 2
+                        stats["hidden"] += 1
+                    elif (r >> 28) & 255 < 31:  # 12 %: hangs up without a decision
+                        kind = 1
+                        stats["hangups"] += 1
+                    dur = (2 + (r >> 36) % 73) if kind == 1 else (50 + (r >> 36) % 50)
+                    decision = decisions[(r >> 44) % 100] if kind == 0 else NULL
+                    stats["consents"] += kind == 0
+                    lines.append(f"CA{bits(128):032x}\t{at}\t{dur}\t{lang}\t{flow}\t{kind}"
+                                 f"\t{decision}\t{agent}\t{tid}\t{(r >> 51) % pool}\n")
+                    stats["calls"] += 1
+                cp.write("".join(lines))
+                done += m
+        stats["copy_seconds"] = time.perf_counter() - t0
+        stats["consents"] += stats["api"]
+        t0 = time.perf_counter()
+        for sql in EXPAND:
+            cur.execute(sql, {"heard": json.dumps(heard), "twiml": TWIML})
+        cur.execute("DROP TABLE seed")
+        sid, origin, run = cur.execute("SELECT call_sid, origin, id FROM flow_runs LIMIT 1"
+                                       ).fetchone()
+        if run != run_id_for(sid, origin):
+            raise SystemExit(f"the server made run id {run}, the IVR makes "
+                             f"{run_id_for(sid, origin)}")
+        stats["expand_seconds"] = time.perf_counter() - t0
+        conn.commit()
         t0 = time.perf_counter()
         for _drop, create in rebuilt:
             cur.execute(create)
@@ -306,9 +329,10 @@ def run(args) -> int:
             print(f"stored {stats['calls']:,} calls ({stats['consents']:,} consent records, "
                   f"{stats['api']:,} of them withdrawals through the API; {stats['hangups']:,} "
                   f"hang-ups without a decision; {stats['hidden']:,} hidden numbers) over "
-                  f"{args.days} days by COPY in {copied:.1f} s, the secondary indexes built "
-                  f"again in {stats['index_seconds']:.1f} s of it: "
-                  f"{stats['calls'] / copied:,.0f} calls/s", flush=True)
+                  f"{args.days} days in {copied:.1f} s (COPY {stats['copy_seconds']:.1f} s, "
+                  f"rows made by the server {stats['expand_seconds']:.1f} s, secondary "
+                  f"indexes {stats['index_seconds']:.1f} s): {stats['calls'] / copied:,.0f} "
+                  f"calls/s", flush=True)
             plain = create_engine(url, isolation_level="AUTOCOMMIT")
             t0 = time.perf_counter()
             with plain.connect() as conn:  # fresh statistics, as autovacuum would have by now
