@@ -63,7 +63,8 @@ from ivr.storage.models import Consent  # noqa: E402
 
 CHUNK = 20_000
 FILLED = ("calls", "flow_runs", "flow_turns", "consents", "flow_versions")
-AGGREGATES = ("daily_consents", "daily_runs", "daily_hangups", "aggregate_marks")
+AGGREGATES = ("daily_consents", "daily_notices", "daily_runs", "daily_hangups",
+              "aggregate_marks")
 AGENTS = 20
 ISTANBUL = timedelta(hours=3)  # UTC+3 all year since 2016
 TWIML = "<Response>" + "<Play>https://ivr.example/audio/x.wav</Play>" * 12 + "</Response>"
@@ -317,12 +318,13 @@ def run(args) -> int:
     db = database(app)
     serving = None
     try:
+        db.create_all()  # (on a kept schema: the tables and triggers this code adds)
+        plain = create_engine(url, isolation_level="AUTOCOMMIT")
         if reuse:
             with db.engine.connect() as conn:
                 stored = conn.scalar(select(text("count(*)")).select_from(Consent))
             print(f"re-using schema {args.schema} ({stored:,} consent records)")
         else:
-            db.create_all()
             t0 = time.perf_counter()
             stats = fill(url, flow_versions(app), args.calls, args.days)
             copied = time.perf_counter() - t0
@@ -333,11 +335,11 @@ def run(args) -> int:
                   f"rows made by the server {stats['expand_seconds']:.1f} s, secondary "
                   f"indexes {stats['index_seconds']:.1f} s): {stats['calls'] / copied:,.0f} "
                   f"calls/s", flush=True)
-            plain = create_engine(url, isolation_level="AUTOCOMMIT")
             t0 = time.perf_counter()
             with plain.connect() as conn:  # fresh statistics, as autovacuum would have by now
                 conn.execute(text(f"VACUUM ANALYZE {', '.join(FILLED)}"))
-            print(f"VACUUM ANALYZE in {time.perf_counter() - t0:.1f} s")
+            print(f"VACUUM ANALYZE in {time.perf_counter() - t0:.1f} s", flush=True)
+        if not reuse or args.rebuild:
             t0 = time.perf_counter()
             with app.app_context():
                 s = db.sessionmaker()
@@ -345,10 +347,10 @@ def run(args) -> int:
                     built = daily_aggregates.rebuild(s, audio_seconds(app.config["AUDIO_DIR"]))
                 s.close()
             print(f"rebuilt the daily aggregates ({built:,} rows) in "
-                  f"{time.perf_counter() - t0:.1f} s")
+                  f"{time.perf_counter() - t0:.1f} s", flush=True)
             with plain.connect() as conn:
                 conn.execute(text(f"VACUUM ANALYZE {', '.join(AGGREGATES)}"))
-            plain.dispose()
+        plain.dispose()
         with app.app_context():
             s = db.sessionmaker()
             with s.begin():
@@ -414,6 +416,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20, help="timed requests per page")
     ap.add_argument("--schema", help="fill this schema (re-use it if it exists)")
     ap.add_argument("--keep", action="store_true", help="do not drop the schema at the end")
+    ap.add_argument("--rebuild", action="store_true",
+                    help="on a re-used schema, count the daily aggregates again first")
     ap.add_argument("--smoke", action="store_true",
                     help="2,000 calls over 40 days, 3 requests per page (seconds)")
     args = ap.parse_args()

@@ -31,7 +31,13 @@ from sqlalchemy.orm import Session, aliased
 
 from ivr.domain.flow.model import HIDDEN_CALLER
 from ivr.domain.times import LOCAL
-from ivr.storage.daily_aggregates import AggregateMark, DailyConsents, DailyHangups, DailyRuns
+from ivr.storage.daily_aggregates import (
+    AggregateMark,
+    DailyConsents,
+    DailyHangups,
+    DailyNotices,
+    DailyRuns,
+)
 from ivr.storage.models import Consent, FlowRun
 
 from .notice_dropoff import AFTER, BEFORE, Dropoff, LanguageDropoff, hang_ups
@@ -63,11 +69,12 @@ class Counts:
     """The aggregate rows of some days, as the tables hold them (dicts of column values)."""
 
     consents: list[dict] = field(default_factory=list)
+    notices: list[dict] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)
     hangups: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.consents) + len(self.runs) + len(self.hangups)
+        return len(self.consents) + len(self.notices) + len(self.runs) + len(self.hangups)
 
 
 def _run_language():
@@ -93,6 +100,12 @@ def compute(s: Session, first: date, last: date,
                          .group_by(*cols)):
         out.consents.append(dict(zip(("day", *CONSENT_DIMENSIONS, "consents"), row,
                                      strict=True)))
+    notices: dict[tuple, int] = {}
+    for r in out.consents:
+        key = (r["day"], r["flow_version"], r["language"], r["notice_version"])
+        notices[key] = notices.get(key, 0) + r["consents"]
+    out.notices = [dict(zip(("day", "flow_version", "language", "notice_version", "consents"),
+                            (*key, n), strict=True)) for key, n in notices.items()]
     earlier = aliased(FlowRun)
     before = (earlier.call_sid == FlowRun.call_sid,
               tuple_(earlier.created_at, earlier.id) < tuple_(FlowRun.created_at, FlowRun.id))
@@ -119,8 +132,8 @@ def compute(s: Session, first: date, last: date,
 
 def store(s: Session, first: date, last: date, counts: Counts) -> None:
     """Replace the aggregates of the days [first, last] with `counts`."""
-    for model, rows in ((DailyConsents, counts.consents), (DailyRuns, counts.runs),
-                        (DailyHangups, counts.hangups)):
+    for model, rows in ((DailyConsents, counts.consents), (DailyNotices, counts.notices),
+                        (DailyRuns, counts.runs), (DailyHangups, counts.hangups)):
         s.execute(delete(model).where(model.day >= first, model.day <= last))
         if rows:
             s.execute(insert(model), rows)
@@ -155,7 +168,7 @@ def chunks(first: date, last: date, days: int = CHUNK_DAYS) -> Iterator[tuple[da
 
 def drop_outside(s: Session, span: tuple[date, date] | None) -> None:
     """Delete the aggregates (and marks) of days outside `span` (all of them for None)."""
-    for model in (DailyConsents, DailyRuns, DailyHangups, AggregateMark):
+    for model in (DailyConsents, DailyNotices, DailyRuns, DailyHangups, AggregateMark):
         if span is None:
             s.execute(delete(model))
         else:
@@ -216,6 +229,7 @@ class Reader:
         for a, b in runs_of(self.marked):
             counts = compute(s, a, b, durations)
             self.live.consents += counts.consents
+            self.live.notices += counts.notices
             self.live.runs += counts.runs
             self.live.hangups += counts.hangups
 
@@ -259,6 +273,12 @@ class Reader:
         sums = self._sums(DailyConsents, (*names, "decision"), {"consents": "sum"},
                           self.live.consents)
         return [(*key, int(v["consents"])) for key, v in sums.items()]
+
+    def notices(self) -> dict[tuple[str, str, str], int]:
+        """{(flow version, language, notice version): consent records}."""
+        sums = self._sums(DailyNotices, ("flow_version", "language", "notice_version"),
+                          {"consents": "sum"}, self.live.notices)
+        return {key: int(v["consents"]) for key, v in sums.items()}
 
     def runs(self, *names: str) -> dict[tuple, dict[str, object]]:
         """{values of `names`: runs, calls, hidden, first_at, last_at} of the flow runs."""

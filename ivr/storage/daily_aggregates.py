@@ -2,6 +2,8 @@
 
 - `daily_consents`: consent records per day (of `captured_at`) × decision × language ×
   origin × agent × flow version × notice version;
+- `daily_notices`: the same records per day × flow version × language × notice version (the
+  flow registry reads every day of them);
 - `daily_runs`: flow runs per day (of `created_at`) × flow version × language: the runs,
   the calls whose first run of that version it was, the calls from a hidden number whose
   first such run it was, and the first and last start;
@@ -39,6 +41,19 @@ class DailyConsents(Base):
     origin: Mapped[str] = mapped_column(String(16), primary_key=True)
     agent_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     flow_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    notice_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    consents: Mapped[int] = mapped_column(Integer)
+
+
+class DailyNotices(Base):
+    """Consent records of one Istanbul day per flow version, language and notice version
+    (what the flow registry reads over every day: a few rows a day)."""
+
+    __tablename__ = "daily_notices"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    flow_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    language: Mapped[str] = mapped_column(String(8), primary_key=True)
     notice_version: Mapped[str] = mapped_column(String(64), primary_key=True)
     consents: Mapped[int] = mapped_column(Integer)
 

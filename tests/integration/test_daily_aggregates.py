@@ -18,7 +18,13 @@ from sqlalchemy import func, select
 
 from ivr.cli.main import cli
 from ivr.domain.times import LOCAL
-from ivr.storage.daily_aggregates import AggregateMark, DailyConsents, DailyHangups, DailyRuns
+from ivr.storage.daily_aggregates import (
+    AggregateMark,
+    DailyConsents,
+    DailyHangups,
+    DailyNotices,
+    DailyRuns,
+)
 from ivr.storage.db import database
 from tests.support.auditor import auditor, parse_html
 from tests.support.transfer import ACCOUNT, QUEUE, follow, make_user, post_transfer, twilio
@@ -52,7 +58,7 @@ def tables(app) -> dict[str, list[tuple]]:
     s = database(app).sessionmaker()
     try:
         out = {}
-        for model in (DailyConsents, DailyRuns, DailyHangups):
+        for model in (DailyConsents, DailyNotices, DailyRuns, DailyHangups):
             cols = [c for c in model.__table__.columns]
             out[model.__tablename__] = sorted(tuple(r) for r in s.execute(select(*cols)))
         out["marks"] = s.scalar(select(func.count()).select_from(AggregateMark))

@@ -63,14 +63,8 @@ def versions(s: Session) -> list[VersionUse]:
         lo, hi, n = used.get(row.version, (None, None, 0))
         out[row.version] = VersionUse(row.version, row.flow_id, row.source, row.first_seen,
                                       lo, hi, n)
-    notices: dict[tuple[str, str, str], int] = {}
-    for version, language, notice, _decision, n in counts.consents(
-            "flow_version", "language", "notice_version"):
-        if version and notice:
-            notices[(version, language, notice)] = notices.get((version, language, notice),
-                                                               0) + n
-    for (version, language, notice), n in notices.items():
-        if version in out:
+    for (version, language, notice), n in counts.notices().items():
+        if version in out and notice:
             out[version].notices.append(NoticeUse(language, notice, n))
     for v in out.values():
         v.notices.sort(key=lambda u: (u.language, -u.consents))

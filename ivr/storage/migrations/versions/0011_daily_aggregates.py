@@ -4,7 +4,7 @@ drop-off, and the triggers that mark the days a write changed
 Revision ID: 0011
 Revises: 0010
 
-Four tables (daily_consents, daily_runs, daily_hangups, aggregate_marks), a partial
+Five tables (daily_consents, daily_notices, daily_runs, daily_hangups, aggregate_marks), a partial
 index of the runs that hung up (the drop-off's list, newest first), and the triggers from
 this migration's own frozen copy (0011_daily_aggregates.sql, written from
 ivr/storage/sql/daily_aggregates.sql when this release was made). The tables start empty:
@@ -52,6 +52,16 @@ def upgrade() -> None:
                                 "flow_version", "notice_version", name="pk_daily_consents"),
     )
     op.create_table(
+        "daily_notices",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("flow_version", sa.String(length=64), nullable=False),
+        sa.Column("language", sa.String(length=8), nullable=False),
+        sa.Column("notice_version", sa.String(length=64), nullable=False),
+        sa.Column("consents", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("day", "flow_version", "language", "notice_version",
+                                name="pk_daily_notices"),
+    )
+    op.create_table(
         "daily_runs",
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("flow_version", sa.String(length=64), nullable=False),
@@ -88,5 +98,6 @@ def downgrade() -> None:
     op.get_bind().exec_driver_sql(_DROP)
     op.drop_index("ix_flow_runs_hangups", table_name="flow_runs")
     op.drop_index("ix_aggregate_marks_day", table_name="aggregate_marks")
-    for table in ("aggregate_marks", "daily_hangups", "daily_runs", "daily_consents"):
+    for table in ("aggregate_marks", "daily_hangups", "daily_runs", "daily_notices",
+                  "daily_consents"):
         op.drop_table(table)
