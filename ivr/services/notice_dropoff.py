@@ -144,10 +144,9 @@ def hang_up_conditions(lo: datetime, hi: datetime, language: str | None = None) 
 
 
 def hang_ups(s: Session, lo: datetime, hi: datetime, durations: dict[str, float], *,
-             language: str | None = None, before: tuple[datetime, str] | None = None,
-             limit: int | None = None) -> list[HangUp]:
-    """The runs started in [lo, hi) that hung up without a decision, each with its phase;
-    newest first, from just `before` a (start, run id) cursor, at most `limit` of them.
+             language: str | None = None, runs: list[str] | None = None) -> list[HangUp]:
+    """The runs started in [lo, hi) that hung up without a decision (in `language`, among
+    `runs` if given), each with its phase.
 
     They share a handful of distinct last turns (same flow version, language and path),
     so each distinct turn is read and timed once, and every hang-up is placed on its
@@ -160,10 +159,8 @@ def hang_ups(s: Session, lo: datetime, hi: datetime, durations: dict[str, float]
              .join(Turn, and_(Turn.run_id == FlowRun.id, Turn.step == FlowRun.step))
              .join(Call, Call.call_sid == FlowRun.call_sid, isouter=True)
              .where(*hang_up_conditions(lo, hi, language)))
-    if before is not None:
-        query = query.where(tuple_(FlowRun.created_at, FlowRun.id) < tuple_(*before))
-    if limit is not None:
-        query = query.order_by(FlowRun.created_at.desc(), FlowRun.id.desc()).limit(limit)
+    if runs is not None:
+        query = query.where(FlowRun.id.in_(runs))
     rows = list(s.execute(query))
     examples: dict[tuple, str] = {}
     for r in rows:
@@ -176,7 +173,27 @@ def hang_ups(s: Session, lo: datetime, hi: datetime, durations: dict[str, float]
         out.append(HangUp(sid, at, lang or "",
                           phase_at(actions, heard, elapsed, bool(earlier), durations), elapsed,
                           run))
-    return out
+    return sorted(out, key=lambda h: (h.started_at, h.run_id), reverse=True)
+
+
+def hang_ups_before(s: Session, lo: datetime, hi: datetime, durations: dict[str, float], *,
+                    language: str, before: tuple[datetime, str] | None,
+                    batch: int) -> tuple[list[HangUp], tuple[datetime, str] | None]:
+    """The next `batch` runs that hung up, started in [lo, hi) just before the `before`
+    cursor (start, run id), newest first, read in the order of the partial index
+    ix_flow_runs_hangups; returns the ones without a decision in `language`, and the
+    cursor after the batch (None at the end). A page costs the same however deep it is."""
+    query = (select(FlowRun.created_at, FlowRun.id)
+             .where(FlowRun.hangup_at.is_not(None), FlowRun.created_at >= lo,
+                    FlowRun.created_at < hi)
+             .order_by(FlowRun.created_at.desc(), FlowRun.id.desc()).limit(batch))
+    if before is not None:
+        query = query.where(tuple_(FlowRun.created_at, FlowRun.id) < tuple_(*before))
+    keys = list(s.execute(query))
+    if not keys:
+        return [], None
+    found = hang_ups(s, lo, hi, durations, language=language, runs=[run for _at, run in keys])
+    return found, (tuple(keys[-1]) if len(keys) == batch else None)
 
 
 def audio_seconds(audio_dir: str) -> dict[str, float]:

@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 
 from ivr.domain.vocabulary import DECISIONS
 from ivr.services.daily_aggregates import Reader, notice_dropoff
-from ivr.services.notice_dropoff import AFTER, BEFORE, audio_seconds, hang_ups
+from ivr.services.notice_dropoff import AFTER, BEFORE, audio_seconds, hang_ups_before
 from ivr.storage.db import session as db_session
 from ivr.storage.flowstore import flows
 
@@ -141,14 +141,12 @@ def hangups():
         counts = Reader(s, period.since, period.until, durations)
         total = sum(n for (lang, ph), n in counts.hangups().items()
                     if lang == language and (not phase or ph == phase))
-        found, more = [], True
-        while more and len(found) <= LIST_LIMIT:
-            batch = hang_ups(s, lo, hi, durations, language=language, before=before,
-                             limit=LIST_BATCH)
-            more = len(batch) == LIST_BATCH
-            if batch:
-                before = (batch[-1].started_at, batch[-1].run_id)
+        found, cursor = [], (before, )
+        while cursor is not None and len(found) <= LIST_LIMIT:
+            batch, after = hang_ups_before(s, lo, hi, durations, language=language,
+                                           before=cursor[0], batch=LIST_BATCH)
             found += [h for h in batch if not phase or h.phase == phase]
+            cursor = (after, ) if after is not None else None
         calls, more = found[:LIST_LIMIT], len(found) > LIST_LIMIT
         record_access(s, current_user(), "view.hangups", via="web",
                       query={"since": period.since.isoformat(),
