@@ -182,3 +182,32 @@ def test_a_page_counts_a_day_still_marked_from_the_calls(app, auditor, local_cal
     counts = {td.get("data-decision") or "all": int(td.get("data-count"))
               for td in row.findall("td", data_count=True)}
     assert counts["granted"] == 2 and counts["declined"] == 1
+
+
+def test_the_hangups_list_pages_by_keyset(app, auditor, local_caller):
+    """205 hang-ups: page 1 shows the newest 200 and links to page 2 by the last one shown
+    (no OFFSET); together the pages hold every call once."""
+    sids = set()
+    for n in range(205):
+        c = local_caller(from_number=f"+9053300{n:05d}")
+        c.dial()
+        c.hang_up()
+        sids.add(c.call_sid)
+    today = datetime.now(LOCAL).date()
+    r = auditor.get(f"/auditor/dashboard/hangups?since={today:%d.%m.%Y}"
+                    f"&until={today:%d.%m.%Y}&language=tr")
+    assert r.status_code == 200
+    first = parse_html(r.get_data(as_text=True))
+    page1 = [tr.get("data-call") for tr in first.findall("tr", data_call=True)]
+    assert len(page1) == 200
+    summary = first.find("p", id="hangups-summary").text
+    assert "205" in summary
+    [link] = [a for a in first.findall("a") if a.get("rel") == "next"]
+    assert "before=" in link.get("href") and "offset" not in link.get("href")
+    r = auditor.get(link.get("href").replace("&amp;", "&"))
+    second = parse_html(r.get_data(as_text=True))
+    page2 = [tr.get("data-call") for tr in second.findall("tr", data_call=True)]
+    assert len(page2) == 5
+    assert set(page1) | set(page2) == sids and not set(page1) & set(page2)
+    assert not [a for a in second.findall("a") if a.get("rel") == "next"]
+    assert [a for a in second.findall("a") if a.get("rel") == "first"]
