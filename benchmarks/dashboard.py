@@ -309,7 +309,10 @@ def run(args) -> int:
     url = scratch.enter_context(scratch_database(schema=args.schema, keep=args.keep))
     server = make_server("127.0.0.1", 0, None, threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"
-    app = create_app({"DATABASE_URL": url, "INSTANCE_DIR": f"{tmp.name}/instance",
+    # A kept schema keeps its instance folder (its data keys), to be re-used with it.
+    instance = (Path(tempfile.gettempdir()) / f"ivr-bench-{args.schema}" if args.schema
+                else Path(tmp.name) / "instance")
+    app = create_app({"DATABASE_URL": url, "INSTANCE_DIR": str(instance),
                       "AUDIO_DIR": str(ROOT / "audio"), "PUBLIC_URL": base,
                       "TWILIO_AUTH_TOKEN": "bench", "RATELIMIT_ENABLED": False,
                       "LOG_LEVEL": "ERROR"})
