@@ -48,7 +48,22 @@ def search_url(criteria: dict, decision: str | None = None) -> str:
     return url_for("auditor.search", **args)
 
 
-def _chart(title: str, rows, short: bool = False, width: int = 760, name=None) -> object:
+def remembered(link):
+    """`link` (criteria, decision) → URL, each distinct link built once: the charts and the
+    tables link the same numbers, and url_for is a large part of a long period's page."""
+    built: dict[tuple, str] = {}
+
+    def cached(criteria: dict, decision: str | None = None) -> str:
+        key = (tuple(sorted(criteria.items())), decision)
+        if key not in built:
+            built[key] = link(criteria, decision)
+        return built[key]
+
+    return cached
+
+
+def _chart(title: str, rows, short: bool = False, width: int = 760, name=None,
+           link=search_url) -> object:
     """A stacked bar chart; each bar named as the table names its row."""
     def label(value: str | None) -> str:
         if not value:
@@ -56,7 +71,7 @@ def _chart(title: str, rows, short: bool = False, width: int = 760, name=None) -
         return name(value) if name else (value[:12] if short else value)
 
     bars = [Bar(label(r.label), r.counts,
-                {d: search_url(r.criteria, d) for d in r.counts}) for r in rows]
+                {d: link(r.criteria, d) for d in r.counts}) for r in rows]
     return stacked_bars(title, SERIES, bars, width=width)
 
 
@@ -79,7 +94,8 @@ def dashboard():
         drop = notice_dropoff(counts, flows().default.notice_prompts())
     title = (_("Consent outcomes per week") if period.step == "week"
              else _("Consent outcomes per day"))
-    charts = {"series": _chart(title, result.series)}
+    link = remembered(search_url)
+    charts = {"series": _chart(title, result.series, link=link)}
     names = {"origin": lambda o: name_of(ORIGINS, o),
              "agent": lambda a: f"{a} {result.agent_names[a]}" if result.agent_names.get(a)
              else a}
@@ -87,12 +103,12 @@ def dashboard():
         # Drawn half as wide: the breakdowns sit two to a row.
         charts[name] = _chart(str(TITLES[name]), result.breakdowns[name],
                               short=name.endswith("_version"), width=480,
-                              name=names.get(name))
+                              name=names.get(name), link=link)
     days = {"since": period.since.isoformat(), "until": period.until.isoformat()}
     return render_template(
         "auditor/dashboard.html", period=period, errors=errors, args=request.args,
         result=result, drop=drop, charts=charts, decisions=DECISIONS, labels=LABELS,
-        dimensions=DIMENSIONS, titles=TITLES, heads=HEADS, search_url=search_url,
+        dimensions=DIMENSIONS, titles=TITLES, heads=HEADS, search_url=link,
         hangups_url=lambda **kw: url_for("auditor.hangups", **days, **kw),
         since_text=day_text(period.since), until_text=day_text(period.until)), \
         (400 if errors else 200)
