@@ -87,13 +87,14 @@ class Database:
     def create_all(self) -> None:
         """Create the schema (tests and the embedded default; production uses migrations)."""
         # Late imports: the tables import Base from here.
-        from . import audit_functions, models, webhook_functions  # noqa: F401
+        from . import audit_functions, daily_aggregates, models, webhook_functions  # noqa: F401
         from .audit_store import install_append_only_guard  # late import: it imports utcnow
 
         Base.metadata.create_all(self.engine)
         install_append_only_guard(self.engine)
         webhook_functions.install(self.engine)
         audit_functions.install(self.engine)
+        daily_aggregates.install(self.engine)
         self.forget_functions()
 
     def forget_functions(self) -> None:

@@ -97,7 +97,10 @@ class FlowRun(Base):
     # The dashboard's drop-off reads runs by start time; the registry, by flow version.
     __table_args__ = (UniqueConstraint("call_sid", "origin"),
                       Index("ix_flow_runs_created_at", "created_at"),
-                      Index("ix_flow_runs_flow_version", "flow_version", "created_at"))
+                      Index("ix_flow_runs_flow_version", "flow_version", "created_at"),
+                      # The drop-off's list of hang-ups, newest first (a page at a time).
+                      Index("ix_flow_runs_hangups", "created_at", "id",
+                            postgresql_where=text("hangup_at IS NOT NULL")))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), index=True)

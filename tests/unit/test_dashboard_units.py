@@ -9,8 +9,8 @@ from datetime import date
 import pytest
 
 from ivr.domain.flow.model import Flow, Node, Option
+from ivr.services.notice_dropoff import AFTER, BEFORE, phase_at
 from ivr.web.auditor.dashboard import Period, PeriodError, parse_period
-from ivr.web.auditor.dropoff import AFTER, BEFORE, phase_at
 from ivr.web.auditor.flowgraph import dot_to_svg, flow_dot, quote
 from ivr.web.auditor.svgchart import Bar, Series, nice_top, stacked_bars
 from tests.integration.conftest import require_tools

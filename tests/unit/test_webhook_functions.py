@@ -19,10 +19,21 @@ VERSIONS = Path(fn.__file__).parent / "migrations" / "versions"
 def test_the_newest_migration_freezes_the_live_functions():
     """A change to the SQL or a declaration needs a migration with its own copy."""
     frozen = sorted(VERSIONS.glob("*.sql"))
-    newest = [p for p in frozen if not p.name.endswith(".down.sql")][-1]
+    newest = [p for p in frozen if not p.name.endswith(".down.sql")
+              and "ivr_webhook_incoming" in p.read_text("utf-8")][-1]
     assert newest.read_text("utf-8") == fn.create_sql(), (
         f"{newest.name} is not the live SQL: add a migration with a frozen copy of "
         "webhook_functions.create_sql()")
+
+
+def test_the_newest_migration_freezes_the_live_aggregate_triggers():
+    """A change to the daily aggregates' triggers needs a migration with its own copy."""
+    from ivr.storage import daily_aggregates
+
+    frozen = [p for p in sorted(VERSIONS.glob("*.sql"))
+              if "ivr_mark_day" in p.read_text("utf-8")]
+    assert frozen and frozen[-1].read_text("utf-8") == daily_aggregates.create_sql(), (
+        "add a migration with a frozen copy of daily_aggregates.create_sql()")
 
 
 def test_the_frozen_audit_guard_is_the_live_one():

@@ -1,11 +1,12 @@
-"""Consent outcomes over a period, counted from the stored consent records.
+"""Consent outcomes over a period, counted from the daily aggregates of the consent records.
 
 Each consent record counts once, on the Istanbul calendar day of its `captured_at`: the
 same records, over the same instants, as `python -m ivr consents export --since --until`.
-The counting is done by the database (GROUP BY over the `captured_at` index); only the
-grouped counts reach Python. Beside them, the calls from a hidden number ("numara gizli":
-no phone number, so no choice could be recorded) count once each, on the day their run
-started, so that every call that heard the notice is in the figures.
+The counts come from the daily aggregates (ivr/services/daily_aggregates.py), which grow
+with days, not with calls; only grouped counts reach Python. Beside them, the calls from a
+hidden number ("numara gizli": no phone number, so no choice could be recorded) count once
+each, on the day of their first run, so that every call that heard the notice is in the
+figures.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ivr.domain import inputs
-from ivr.domain.flow.model import HIDDEN_CALLER
-from ivr.storage.models import Consent, FlowRun
+from ivr.services.daily_aggregates import Reader
 from ivr.storage.transfer_models import Transfer
 
-from .search import NONE_VALUE, origin_conditions
+from .search import NONE_VALUE
 from .timefmt import LOCAL, local_day_bounds
 
 STEPS = ("day", "week")
@@ -149,38 +149,18 @@ class Outcomes:
     agent_names: dict[str, str] = field(default_factory=dict)
 
 
-def origin_expr():
-    """Where a consent came from: an agent's transfer, an inbound call, or the API."""
-    return case(*[(cond, name) for name, cond in origin_conditions().items()])
-
-
-def _dimension(name: str):
-    return {"language": Consent.language, "origin": origin_expr(), "agent": Consent.agent_id,
-            "flow_version": Consent.flow_version,
-            "notice_version": Consent.notice_version}[name]
-
-
-def _time_key():
-    """The consent's day in Istanbul."""
-    return func.date(func.timezone(LOCAL.key, Consent.captured_at))
-
-
-def _in_period(period: Period):
-    lo, hi = period.bounds()
-    return (Consent.captured_at >= lo, Consent.captured_at < hi)
-
-
 def _day_criteria(first: date, last: date) -> dict[str, str]:
     return {"since": first.isoformat(), "until": last.isoformat(), "basis": "consent"}
 
 
-def outcomes(s: Session, period: Period) -> Outcomes:
-    """Count the period's consent records per day or week, and per breakdown value."""
-    grouped = _grouped_counts(s, period)
+def outcomes(s: Session, period: Period, counts: Reader) -> Outcomes:
+    """The period's consent outcomes per day or week, and per breakdown value, from the
+    daily aggregates (`counts`, a Reader over the period's days)."""
+    grouped = _grouped_counts(counts)
     per_day: dict[date, dict[str, int]] = {}
     for k, decision, n in grouped["time"]:
-        counts = per_day.setdefault(k, {})
-        counts[decision] = counts.get(decision, 0) + n
+        day_counts = per_day.setdefault(k, {})
+        day_counts[decision] = day_counts.get(decision, 0) + n
     period_criteria = _day_criteria(period.since, period.until)
     series = []
     for first, last in period.buckets():
@@ -190,7 +170,7 @@ def outcomes(s: Session, period: Period) -> Outcomes:
             for decision, n in per_day.get(first + timedelta(days=d), {}).items():
                 row.counts[decision] = row.counts.get(decision, 0) + n
         series.append(row)
-    hidden = _hidden_per_day(s, period)
+    hidden = {day: int(v["hidden"]) for (day,), v in counts.runs("day").items()}
     for (first, last), row in zip(period.buckets(), series, strict=True):
         row.hidden = sum(hidden.get(first + timedelta(days=d), 0)
                          for d in range(((last - first).days) + 1))
@@ -205,19 +185,6 @@ def outcomes(s: Session, period: Period) -> Outcomes:
     return Outcomes(period, series, breakdowns, totals, agent_names(s, agents))
 
 
-def _hidden_per_day(s: Session, period: Period) -> dict[date, int]:
-    """Calls from a hidden number per Istanbul day their run started (a call sent into the
-    flow twice counts once, on its first day)."""
-    lo, hi = period.bounds()
-    day = func.min(func.date(func.timezone(LOCAL.key, FlowRun.created_at)))
-    first_days = (select(FlowRun.call_sid, day.label("day"))
-                  .where(FlowRun.created_at >= lo, FlowRun.created_at < hi,
-                         FlowRun.state[("context", HIDDEN_CALLER)].as_boolean())
-                  .group_by(FlowRun.call_sid).subquery())
-    return dict(s.execute(select(first_days.c.day, func.count())
-                          .group_by(first_days.c.day)).all())
-
-
 def agent_names(s: Session, agent_ids: list[str]) -> dict[str, str]:
     """The names the agents had on their transfers, by agent id."""
     if not agent_ids:
@@ -228,21 +195,17 @@ def agent_names(s: Session, agent_ids: list[str]) -> dict[str, str]:
 
 
 # Breakdowns counted together: each query groups by few values, so its rows stay few
-# (days x languages x origins, versions x versions, agents), and the period's consents are
-# read three times instead of six.
+# (days x languages x origins, versions x versions, agents).
 QUERIES = (("time", "language", "origin"), ("flow_version", "notice_version"), ("agent",))
+# The aggregates' column of each grouping.
+COLUMNS = {"time": "day", "agent": "agent_id"}
 
 
-def _grouped_counts(s: Session, period: Period) -> dict[str, list[tuple]]:
+def _grouped_counts(counts: Reader) -> dict[str, list[tuple]]:
     """(value, decision, count) per grouping: the day key and each breakdown."""
-    exprs = {"time": _time_key(),
-             **{n: _dimension(n) for n in DIMENSIONS}}
-    sums: dict[str, dict[tuple, int]] = {name: {} for name in exprs}
+    sums: dict[str, dict[tuple, int]] = {name: {} for name in ("time", *DIMENSIONS)}
     for names in QUERIES:
-        cols = [exprs[n] for n in names]
-        for *values, decision, n in s.execute(select(*cols, Consent.decision, func.count())
-                                              .where(*_in_period(period))
-                                              .group_by(*cols, Consent.decision)):
+        for *values, decision, n in counts.consents(*[COLUMNS.get(n, n) for n in names]):
             for name, value in zip(names, values, strict=True):
                 key = (value, decision)
                 sums[name][key] = sums[name].get(key, 0) + n

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from datetime import datetime
 
 from flask import current_app, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup, escape
 
-from ivr.adapters.audio.errors import AudioError
-from ivr.adapters.audio.manifest import MANIFEST, read_manifest
 from ivr.domain.vocabulary import DECISIONS
+from ivr.services.daily_aggregates import Reader, notice_dropoff
+from ivr.services.notice_dropoff import AFTER, BEFORE, audio_seconds, hang_ups_before
 from ivr.storage.db import session as db_session
 from ivr.storage.flowstore import flows
 
@@ -26,7 +26,6 @@ from .dashboard import (
     outcomes,
     parse_period,
 )
-from .dropoff import AFTER, BEFORE, hang_ups, notice_dropoff
 from .login import current_user, workspace_required
 from .svgchart import Bar, Series, stacked_bars
 
@@ -41,15 +40,6 @@ HEADS = {"language": _l("Language"), "origin": _l("Origin"), "agent": _l("Agent"
 SERIES = [Series(d, LABELS[d], COLOURS[d]) for d in DECISIONS]
 
 
-def audio_seconds(audio_dir: str) -> dict[str, float]:
-    """Each rendered prompt's length in seconds, by the SHA-256 of its file."""
-    try:
-        entries = read_manifest(Path(audio_dir) / MANIFEST)
-    except AudioError:
-        return {}
-    return {e.sha256: e.duration_ms / 1000 for e in entries}
-
-
 def search_url(criteria: dict, decision: str | None = None) -> str:
     """The search page listing the calls behind one number."""
     args = dict(criteria)
@@ -58,7 +48,22 @@ def search_url(criteria: dict, decision: str | None = None) -> str:
     return url_for("auditor.search", **args)
 
 
-def _chart(title: str, rows, short: bool = False, width: int = 760, name=None) -> object:
+def remembered(link):
+    """`link` (criteria, decision) → URL, each distinct link built once: the charts and the
+    tables link the same numbers, and url_for is a large part of a long period's page."""
+    built: dict[tuple, str] = {}
+
+    def cached(criteria: dict, decision: str | None = None) -> str:
+        key = (tuple(sorted(criteria.items())), decision)
+        if key not in built:
+            built[key] = link(criteria, decision)
+        return built[key]
+
+    return cached
+
+
+def _chart(title: str, rows, short: bool = False, width: int = 760, name=None,
+           link=search_url) -> object:
     """A stacked bar chart; each bar named as the table names its row."""
     def label(value: str | None) -> str:
         if not value:
@@ -66,7 +71,7 @@ def _chart(title: str, rows, short: bool = False, width: int = 760, name=None) -
         return name(value) if name else (value[:12] if short else value)
 
     bars = [Bar(label(r.label), r.counts,
-                {d: search_url(r.criteria, d) for d in r.counts}) for r in rows]
+                {d: link(r.criteria, d) for d in r.counts}) for r in rows]
     return stacked_bars(title, SERIES, bars, width=width)
 
 
@@ -82,14 +87,15 @@ def dashboard():
         errors = e.errors
         period = parse_period({}, today)
     s = db_session()
-    lo, hi = period.bounds()
     with transaction(s):
-        result = outcomes(s, period)
-        drop = notice_dropoff(s, lo, hi, flows().default.notice_prompts(),
-                              audio_seconds(current_app.config["AUDIO_DIR"]))
+        counts = Reader(s, period.since, period.until,
+                        audio_seconds(current_app.config["AUDIO_DIR"]))
+        result = outcomes(s, period, counts)
+        drop = notice_dropoff(counts, flows().default.notice_prompts())
     title = (_("Consent outcomes per week") if period.step == "week"
              else _("Consent outcomes per day"))
-    charts = {"series": _chart(title, result.series)}
+    link = remembered(search_url)
+    charts = {"series": _chart(title, result.series, link=link)}
     names = {"origin": lambda o: name_of(ORIGINS, o),
              "agent": lambda a: f"{a} {result.agent_names[a]}" if result.agent_names.get(a)
              else a}
@@ -97,18 +103,19 @@ def dashboard():
         # Drawn half as wide: the breakdowns sit two to a row.
         charts[name] = _chart(str(TITLES[name]), result.breakdowns[name],
                               short=name.endswith("_version"), width=480,
-                              name=names.get(name))
+                              name=names.get(name), link=link)
     days = {"since": period.since.isoformat(), "until": period.until.isoformat()}
     return render_template(
         "auditor/dashboard.html", period=period, errors=errors, args=request.args,
         result=result, drop=drop, charts=charts, decisions=DECISIONS, labels=LABELS,
-        dimensions=DIMENSIONS, titles=TITLES, heads=HEADS, search_url=search_url,
+        dimensions=DIMENSIONS, titles=TITLES, heads=HEADS, search_url=link,
         hangups_url=lambda **kw: url_for("auditor.hangups", **days, **kw),
         since_text=day_text(period.since), until_text=day_text(period.until)), \
         (400 if errors else 200)
 
 
 LIST_LIMIT = 200
+LIST_BATCH = 500  # hang-ups read at a time while a page of one phase fills
 
 
 def phase_text(phase: str) -> str:
@@ -121,10 +128,20 @@ def phase_text(phase: str) -> str:
         "part": Markup("<code>{}</code>").format(phase)}
 
 
+def _cursor(text: str) -> tuple[datetime, str] | None:
+    """A list cursor (`start~run id` of the last call shown), None if absent or unreadable."""
+    at, _sep, run = (text or "").partition("~")
+    try:
+        return (datetime.fromisoformat(at), run[:32]) if run else None
+    except ValueError:
+        return None
+
+
 @bp.get("/dashboard/hangups")
 @workspace_required
 def hangups():
-    """The calls behind one drop-off number: hung up in one phase, in one language."""
+    """The calls behind one drop-off number: hung up in one phase, in one language; newest
+    first, a page at a time (keyset: `before` names the last call of the previous page)."""
     try:
         period = parse_period(request.args, local_today())
     except PeriodError as e:
@@ -132,18 +149,34 @@ def hangups():
                                message="; ".join(e.errors.values())), 400
     language = (request.args.get("language") or "")[:100]
     phase = (request.args.get("phase") or "")[:100]
+    before = _cursor(request.args.get("before", ""))
     lo, hi = period.bounds()
+    durations = audio_seconds(current_app.config["AUDIO_DIR"])
     s = db_session()
     with transaction(s):
-        found = [h for h in hang_ups(s, lo, hi, audio_seconds(current_app.config["AUDIO_DIR"]))
-                 if h.language == language and (not phase or h.phase == phase)]
-        found.sort(key=lambda h: h.started_at, reverse=True)
+        counts = Reader(s, period.since, period.until, durations)
+        total = sum(n for (lang, ph), n in counts.hangups().items()
+                    if lang == language and (not phase or ph == phase))
+        found, cursor = [], (before, )
+        while cursor is not None and len(found) <= LIST_LIMIT:
+            batch, after = hang_ups_before(s, lo, hi, durations, language=language,
+                                           before=cursor[0], batch=LIST_BATCH)
+            found += [h for h in batch if not phase or h.phase == phase]
+            cursor = (after, ) if after is not None else None
+        calls, more = found[:LIST_LIMIT], len(found) > LIST_LIMIT
         record_access(s, current_user(), "view.hangups", via="web",
                       query={"since": period.since.isoformat(),
                              "until": period.until.isoformat(), "language": language,
-                             "phase": phase},
-                      call_sids=[h.call_sid for h in found])
-    return render_template("auditor/hangups.html", calls=found[:LIST_LIMIT], total=len(found),
+                             "phase": phase, "before": request.args.get("before", "")},
+                      call_sids=[h.call_sid for h in calls])
+    args = {"since": period.since.isoformat(), "until": period.until.isoformat(),
+            "language": language, "phase": phase}
+    next_url = (url_for("auditor.hangups", **args,
+                        before=f"{calls[-1].started_at.isoformat()}~{calls[-1].run_id}")
+                if more else None)
+    return render_template("auditor/hangups.html", calls=calls, total=total,
                            language=language, phase=phase_text(phase) if phase else "",
                            since_text=day_text(period.since), until_text=day_text(period.until),
-                           phase_text=phase_text)
+                           phase_text=phase_text, next_url=next_url,
+                           first_url=(url_for("auditor.hangups", **args)
+                                      if request.args.get("before") else None))

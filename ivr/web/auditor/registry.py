@@ -2,7 +2,8 @@
 
 A flow version is stored (flow_versions) the first time a call runs it, and never
 deleted. Its use comes from the runs (flow_runs); its notice versions per language from
-the consent records, which carry the notice version the caller heard before deciding.
+the consent records, which carry the notice version the caller heard before deciding; both
+counted by the daily aggregates (ivr/services/daily_aggregates.py).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from flask_babel import gettext as _
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ivr.domain.flow.model import Flow, Node
-from ivr.storage.models import Consent, FlowRun, FlowVersion
+from ivr.services.daily_aggregates import Reader
+from ivr.storage.models import FlowRun, FlowVersion
 
 VERSION = re.compile(r"[0-9a-f]{6,64}")
 AUDIO_SAMPLE_RUNS = 200
@@ -51,22 +53,19 @@ class VersionUse:
 
 
 def versions(s: Session) -> list[VersionUse]:
-    """Every stored flow version with its first and last use, call count and notices."""
-    use = (select(FlowRun.flow_version, func.min(FlowRun.created_at),
-                  func.max(FlowRun.created_at), func.count(FlowRun.call_sid.distinct()))
-           .group_by(FlowRun.flow_version))
-    used = {v: (lo, hi, n) for v, lo, hi, n in s.execute(use)}
+    """Every stored flow version with its first and last use, call count and notices (from
+    the daily aggregates)."""
+    counts = Reader(s, None, None, None)
+    used = {v: (u["first_at"], u["last_at"], int(u["calls"]))
+            for (v,), u in counts.runs("flow_version").items()}
     out = {}
     for row in s.scalars(select(FlowVersion)):
         lo, hi, n = used.get(row.version, (None, None, 0))
         out[row.version] = VersionUse(row.version, row.flow_id, row.source, row.first_seen,
                                       lo, hi, n)
-    for version, language, notice, n in s.execute(
-            select(Consent.flow_version, Consent.language, Consent.notice_version, func.count())
-            .where(Consent.flow_version.is_not(None), Consent.notice_version.is_not(None))
-            .group_by(Consent.flow_version, Consent.language, Consent.notice_version)):
-        if version in out:
-            out[version].notices.append(NoticeUse(language or "", notice, n))
+    for (version, language, notice), n in counts.notices().items():
+        if version in out and notice:
+            out[version].notices.append(NoticeUse(language, notice, n))
     for v in out.values():
         v.notices.sort(key=lambda u: (u.language, -u.consents))
     return sorted(out.values(), key=lambda v: (v.first_use or v.first_seen), reverse=True)

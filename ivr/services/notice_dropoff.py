@@ -1,5 +1,8 @@
 """Where callers hang up during the privacy notice, from the stored runs and turns.
 
+The daily aggregates count these per day (ivr/services/daily_aggregates.py); the list of
+one number's calls reads them here, a page at a time.
+
 A turn's prompts are played one after another from the moment its TwiML was served
 (`flow_turns.created_at`). A run that hung up without a decision ended at the call's end
 time (Twilio's timestamp, else when we heard of the hang-up); the prompt playing at that
@@ -10,13 +13,15 @@ timed at SAY_WORDS_PER_SECOND, as the call simulator times it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
-from sqlalchemy import Text, and_, cast, exists, func, select
+from sqlalchemy import Text, and_, cast, exists, func, select, tuple_
 from sqlalchemy.orm import Session, aliased
 
+from ivr.adapters.audio.errors import AudioError
+from ivr.adapters.audio.manifest import MANIFEST, read_manifest
 from ivr.storage.models import Call, Consent, FlowRun, Turn
 
 SAY_WORDS_PER_SECOND = 2.5
@@ -126,50 +131,75 @@ class HangUp:
     language: str
     phase: str
     seconds: float  # into the turn that was playing
+    run_id: str = ""
 
 
-def hang_ups(s: Session, lo: datetime, hi: datetime,
-             durations: dict[str, float]) -> list[HangUp]:
-    """The runs started in [lo, hi) that hung up without a decision, each with its phase.
+def hang_up_conditions(lo: datetime, hi: datetime, language: str | None = None) -> list:
+    """The runs started in [lo, hi) that hung up without a decision (in `language`)."""
+    out = [FlowRun.created_at >= lo, FlowRun.created_at < hi, FlowRun.hangup_at.is_not(None),
+           ~exists().where(Consent.run_id == FlowRun.id)]
+    if language is not None:
+        out.append(func.coalesce(_language(), "") == language)
+    return out
+
+
+def hang_ups(s: Session, lo: datetime, hi: datetime, durations: dict[str, float], *,
+             language: str | None = None, runs: list[str] | None = None) -> list[HangUp]:
+    """The runs started in [lo, hi) that hung up without a decision (in `language`, among
+    `runs` if given), each with its phase.
 
     They share a handful of distinct last turns (same flow version, language and path),
     so each distinct turn is read and timed once, and every hang-up is placed on its
     turn's timeline by its own elapsed time.
     """
     turn_key, heard_key = _key(Turn.actions), _key(FlowRun.heard)
-    rows = list(s.execute(
-        select(_language(), FlowRun.hangup_at, Call.ended_at, Turn.created_at, turn_key,
-               heard_key, _notice_in_earlier_turn(), FlowRun.id, FlowRun.call_sid,
-               FlowRun.created_at)
-        .join(Turn, and_(Turn.run_id == FlowRun.id, Turn.step == FlowRun.step))
-        .join(Call, Call.call_sid == FlowRun.call_sid, isouter=True)
-        .where(FlowRun.created_at >= lo, FlowRun.created_at < hi,
-               FlowRun.hangup_at.is_not(None), ~exists().where(Consent.run_id == FlowRun.id))))
+    query = (select(_language(), FlowRun.hangup_at, Call.ended_at, Turn.created_at, turn_key,
+                    heard_key, _notice_in_earlier_turn(), FlowRun.id, FlowRun.call_sid,
+                    FlowRun.created_at)
+             .join(Turn, and_(Turn.run_id == FlowRun.id, Turn.step == FlowRun.step))
+             .join(Call, Call.call_sid == FlowRun.call_sid, isouter=True)
+             .where(*hang_up_conditions(lo, hi, language)))
+    if runs is not None:
+        query = query.where(FlowRun.id.in_(runs))
+    rows = list(s.execute(query))
     examples: dict[tuple, str] = {}
     for r in rows:
         examples.setdefault((r[4], r[5]), r[7])
     samples = _samples(s, examples)
     out = []
-    for language, hangup_at, ended_at, served_at, tk, hk, earlier, _run, sid, at in rows:
+    for lang, hangup_at, ended_at, served_at, tk, hk, earlier, run, sid, at in rows:
         actions, heard = samples[(tk, hk)]
         elapsed = ((ended_at or hangup_at) - served_at).total_seconds()
-        out.append(HangUp(sid, at, language or "",
-                          phase_at(actions, heard, elapsed, bool(earlier), durations), elapsed))
-    return out
+        out.append(HangUp(sid, at, lang or "",
+                          phase_at(actions, heard, elapsed, bool(earlier), durations), elapsed,
+                          run))
+    return sorted(out, key=lambda h: (h.started_at, h.run_id), reverse=True)
 
 
-def notice_dropoff(s: Session, lo: datetime, hi: datetime, parts: Iterable[str],
-                   durations: dict[str, float]) -> Dropoff:
-    """Hang-ups per notice phase and language, for the runs started in [lo, hi)."""
-    lang = _language()
-    by_lang = {language or "": LanguageDropoff(language or "", n) for language, n in
-               s.execute(select(lang, func.count())
-                         .where(FlowRun.created_at >= lo, FlowRun.created_at < hi)
-                         .group_by(lang))}
-    order = list(parts)
-    for h in hang_ups(s, lo, hi, durations):
-        if h.phase not in (BEFORE, AFTER) and h.phase not in order:
-            order.append(h.phase)
-        row = by_lang.setdefault(h.language, LanguageDropoff(h.language, 0))
-        row.hangups[h.phase] = row.hangups.get(h.phase, 0) + 1
-    return Dropoff(order, sorted(by_lang.values(), key=lambda r: (-r.runs, r.language)))
+def hang_ups_before(s: Session, lo: datetime, hi: datetime, durations: dict[str, float], *,
+                    language: str, before: tuple[datetime, str] | None,
+                    batch: int) -> tuple[list[HangUp], tuple[datetime, str] | None]:
+    """The next `batch` runs that hung up, started in [lo, hi) just before the `before`
+    cursor (start, run id), newest first, read in the order of the partial index
+    ix_flow_runs_hangups; returns the ones without a decision in `language`, and the
+    cursor after the batch (None at the end). A page costs the same however deep it is."""
+    query = (select(FlowRun.created_at, FlowRun.id)
+             .where(FlowRun.hangup_at.is_not(None), FlowRun.created_at >= lo,
+                    FlowRun.created_at < hi)
+             .order_by(FlowRun.created_at.desc(), FlowRun.id.desc()).limit(batch))
+    if before is not None:
+        query = query.where(tuple_(FlowRun.created_at, FlowRun.id) < tuple_(*before))
+    keys = list(s.execute(query))
+    if not keys:
+        return [], None
+    found = hang_ups(s, lo, hi, durations, language=language, runs=[run for _at, run in keys])
+    return found, (tuple(keys[-1]) if len(keys) == batch else None)
+
+
+def audio_seconds(audio_dir: str) -> dict[str, float]:
+    """Each rendered prompt's length in seconds, by the SHA-256 of its file."""
+    try:
+        entries = read_manifest(Path(audio_dir) / MANIFEST)
+    except AudioError:
+        return {}
+    return {e.sha256: e.duration_ms / 1000 for e in entries}
