@@ -55,7 +55,7 @@ def sid(call: int) -> str:
 
 def leaves(start: int, n: int):
     """(kind, ref, body) of leaves start..start+n-1."""
-    from ivr.audit.chain import leaf_body
+    from ivr.audit.leaves import leaf_body
 
     for i in range(start, start + n):
         kind, data = TEMPLATES[i % 4]

@@ -17,7 +17,6 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 
 from . import checkpoint as cps
-from .chain import FIRST_PREV, entry_hash
 from .errors import (
     BODY_MODIFIED,
     CHECKPOINT_MISMATCH,
@@ -27,6 +26,7 @@ from .errors import (
     ORDER_CHANGED,
     VerificationError,
 )
+from .leaves import FIRST_PREV, entry_hash
 
 BATCH = 5000
 ROWS_SQL = ("SELECT seq, prev_hash, body, hash, kind, ref FROM audit_log "

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..domain.flow import engine as e
-from ..domain.notice import notice_version
+from ..domain.notice_version import notice_version
 from .verify import EntriesStatus
 
 AUDIT = ("audit log:", "replayed:")

@@ -13,11 +13,11 @@ from sqlalchemy import select
 
 from ivr.audit import checkpoint as cps
 from ivr.audit import cosignature, note, timestamps
-from ivr.audit.chain import iso
 from ivr.audit.errors import AuditError, VerificationError
 from ivr.audit.proofs import b64, proof_json
 from ivr.audit.verify import max_queue_age_default
 from ivr.cli.context import parse_when, with_app
+from ivr.domain.times import AUDIT, utc_iso
 from ivr.services import anchoring, audit_keys
 from ivr.services.anchor_verify import AnchorSummary, check_cosignatures, check_timestamps
 from ivr.services.audit_replay import replay_call, replay_range
@@ -220,7 +220,8 @@ def timestamps_cmd(as_json):
                 click.echo(json.dumps({"tree_size": head.tree_size, "note": head.note,
                                        "tsa": a.target, "token": a.data}))
             else:
-                click.echo(f"#{head.id}\t{head.tree_size}\t{iso(a.anchored_at)}\t{a.target}")
+                at = utc_iso(a.anchored_at, AUDIT)
+                click.echo(f"#{head.id}\t{head.tree_size}\t{at}\t{a.target}")
 
     run()
 
@@ -298,11 +299,12 @@ def checkpoints(as_json):
         for h in session().scalars(select(AuditTreeHead).order_by(AuditTreeHead.tree_size,
                                                                   AuditTreeHead.id)):
             root = b64(bytes.fromhex(h.root_hash))
+            at = utc_iso(h.at, AUDIT)
             if as_json:
-                click.echo(json.dumps({"id": h.id, "tree_size": h.tree_size, "at": iso(h.at),
+                click.echo(json.dumps({"id": h.id, "tree_size": h.tree_size, "at": at,
                                        "root_hash": root, "note": h.note}))
             else:
-                click.echo(f"#{h.id}\t{h.tree_size}\t{iso(h.at)}\t{root}")
+                click.echo(f"#{h.id}\t{h.tree_size}\t{at}\t{root}")
 
     run()
 

@@ -7,9 +7,9 @@ import json
 import click
 
 from ..domain import times
-from ..services.keys import personal_data
 from ..services.kvkk.status import current_status
 from ..services.kvkk.withdrawals import WithdrawalError, e164
+from ..services.personal_data_keys import personal_data
 from ..storage.db import session
 from .context import with_app
 from .kvkk_iys import iys_cli

@@ -19,8 +19,8 @@ from ..domain.kvkk.businessdays import (
     iys_deadline,
     load_calendar,
 )
-from ..services.keys import personal_data
 from ..services.kvkk import iys_export
+from ..services.personal_data_keys import personal_data
 from ..storage.db import session, utcnow
 from ..storage.kvkk_models import IysBatch
 from .context import parse_when, with_app

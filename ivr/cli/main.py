@@ -15,7 +15,7 @@ from ..domain.config import finalize, from_env
 from ..domain.flow import InvalidFlow, load_flow, load_flows
 from ..domain.spreadsheet import safe_row
 from ..services.consents import EXPORT_FIELDS, export_record
-from ..services.keys import personal_data
+from ..services.personal_data_keys import personal_data
 from ..services.reports import call_timeline, consents_query, timeline_text
 from ..storage.db import init_db_command, session
 from ..web.logs import RequestLogHandler

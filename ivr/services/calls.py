@@ -13,7 +13,7 @@ from ..domain.flow.model import HIDDEN_CALLER
 from ..domain.pii import PersonalData, caller_number, normalise_phone
 from ..storage.db import database
 from ..storage.flowstore import FlowRegistry, flows
-from .keys import personal_data
+from .personal_data_keys import personal_data
 
 # Twilio's call statuses before the end, in the order they come (ties by sequence number).
 RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "answered": 3}

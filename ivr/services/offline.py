@@ -4,7 +4,7 @@ Every gather URL carries the engine state (signed by Twilio together with the UR
 webhook can step the pure engine without reading the database. The turn is answered at
 once and the request is spooled to local disk (ivr/storage/spool.py); when the database is back,
 the spool is replayed through the normal verbs, in order (ivr/services/spool_replay.py), so
-consents and the audit chain come out exactly as if nothing had happened.
+consents and the audit log come out exactly as if nothing had happened.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ivr.audit import merkle
 
-from ..domain.notice import notice_version
+from ..domain.notice_version import notice_version
 from ..storage.models import AuditEntry, FlowRun, Turn
 
 AUDITOR_KINDS = ("auditor.access", "auditor.login")

@@ -7,7 +7,7 @@ import re
 import uuid
 from dataclasses import asdict, dataclass
 
-from ..audit.chain import canonical
+from ..audit.leaves import canonical
 from ..domain.inputs import InvalidInput, is_unicode, label
 from ..domain.pii import normalise_phone
 

@@ -183,7 +183,7 @@ def record_failure(session: Session, transfer_id: str, failure: RedirectFailed,
     """Twilio refused the redirect, or its answer never came: the transfer failed.
 
     If Twilio already fetched our TwiML (its answer was lost, not its action), the
-    transfer carries on and the error is only noted in the audit chain.
+    transfer carries on and the error is only noted in the audit log.
     """
     now = now or utcnow()
     t = session.get(Transfer, transfer_id, with_for_update=True)

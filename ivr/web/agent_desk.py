@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.services import transfer_request
 from ivr.services import transfers as service
-from ivr.services.keys import personal_data
+from ivr.services.personal_data_keys import personal_data
 from ivr.storage.db import session as db_session
 from ivr.storage.flowstore import flows
 from ivr.storage.transfer_models import Transfer

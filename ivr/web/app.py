@@ -8,7 +8,7 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from ..domain import config
-from ..services import anchoring, audit_sequencer, keys
+from ..services import anchoring, audit_sequencer, personal_data_keys
 from ..storage import accounts as _accounts  # noqa: F401 - register the accounts table
 from ..storage import db, flowstore, spool
 from . import (
@@ -62,7 +62,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     audit_checkpoint.init_app(app)
     anchoring.init_app(app)  # a bad IVR_TSA_* or IVR_WITNESSES stops start-up here
     audit_sequencer.init_app(app)  # needs the engine above
-    keys.init_app(app)
+    personal_data_keys.init_app(app)
     kvkk.init_app(app)
     spool.init_app(app)
     flowstore.init_app(app)

@@ -333,7 +333,7 @@ def form_error(message: object) -> str:
 
 
 # A call's timeline is described in English by the code the CLI, the API and the evidence
-# package share (ivr/timeline.py). The call page puts each title, and each " · " or "; "
+# package share (ivr/services/timeline.py). The call page puts each title, and each " · " or "; "
 # separated piece of a detail, through these patterns; a piece none matches stays as it is.
 TITLES = [
     (re.compile(r"Call started"), lambda m: _("Call started")),

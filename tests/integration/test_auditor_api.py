@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ivr.services.consents import EXPORT_FIELDS
-from ivr.services.keys import personal_data
+from ivr.services.personal_data_keys import personal_data
 from ivr.services.reports import call_timeline
 from ivr.storage.db import database
 

@@ -21,7 +21,7 @@ from ivr.domain.kvkk.businessdays import (
     iys_deadline,
     load_calendar,
 )
-from ivr.services.keys import personal_data
+from ivr.services.personal_data_keys import personal_data
 from ivr.storage.kvkk_models import IysBatch, IysPushAnswer, IysRecord
 from ivr.storage.models import AuditEntry, Consent
 from tests.support.fake_iys import FakeIys

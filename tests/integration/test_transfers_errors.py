@@ -389,7 +389,7 @@ def test_a_transfer_left_hanging_without_a_status_callback_stops_blocking(app, c
 
     from ivr.services import transfer_request
     from ivr.services import transfers as service
-    from ivr.services.keys import personal_data
+    from ivr.services.personal_data_keys import personal_data
     from ivr.storage.db import utcnow
 
     _agent, token = make_user(app, "ayse", "agent")

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from ivr.services.keys import personal_data
 from ivr.services.kvkk import subject_requests as sr
+from ivr.services.personal_data_keys import personal_data
 from ivr.services.spool_replay import apply_record
 from ivr.storage.db import database
 from ivr.storage.kvkk_models import IysBatch, IysPushAnswer, SubjectRequest

@@ -8,7 +8,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr.audit.chain import canonical
+from ivr.audit.leaves import canonical
 
 _text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=12)
 _scalars = (st.none() | st.booleans() | _text

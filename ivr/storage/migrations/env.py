@@ -1,6 +1,6 @@
 """Alembic environment: the app's own engine and every model's metadata, no alembic.ini.
 
-Run through `python -m ivr db ...` (ivr/dbcli.py), which hands over the Flask app in
+Run through `python -m ivr db ...` (ivr/cli/db.py), which hands over the Flask app in
 `config.attributes["app"]`; the app factory has imported every model module by then.
 """
 

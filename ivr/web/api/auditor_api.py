@@ -14,7 +14,7 @@ from ...domain import inputs
 from ...domain.pii import DataKeyError
 from ...domain.vocabulary import DECISIONS
 from ...services.consents import export_record
-from ...services.keys import personal_data
+from ...services.personal_data_keys import personal_data
 from ...services.reports import call_timeline, consents_query
 from ...storage.db import session
 from ...storage.models import Call

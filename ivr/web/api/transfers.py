@@ -7,10 +7,11 @@ import logging
 from flask import current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from ...domain.times import utc_iso_or_none
 from ...domain.vocabulary import TransferStatus
 from ...services import transfer_request
 from ...services import transfers as service
-from ...services.keys import personal_data
+from ...services.personal_data_keys import personal_data
 from ...storage.db import session
 from ...storage.flowstore import flows
 from ...storage.transfer_models import Transfer
@@ -26,10 +27,6 @@ REFUSALS = {"call_ended": 409, "transfer_in_progress": 409, "already_decided": 4
             "key_reused": 422}
 
 
-def _iso(dt):
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
-
-
 def document(t: Transfer) -> dict:
     """A transfer as the API shows it."""
     error = None
@@ -40,9 +37,10 @@ def document(t: Transfer) -> dict:
         "id": t.id, "call_sid": t.call_sid, "status": t.status, "decision": t.decision,
         "return_to": t.return_to, "language": t.language, "flow": t.flow_id, "force": t.force,
         "agent": {"id": t.agent_id, "name": t.agent_name}, "consent_id": t.consent_id,
-        "requested_at": _iso(t.requested_at), "redirected_at": _iso(t.redirected_at),
-        "in_flow_at": _iso(t.in_flow_at), "decided_at": _iso(t.decided_at),
-        "returned_at": _iso(t.returned_at), "failed_at": _iso(t.failed_at),
+        "requested_at": utc_iso_or_none(t.requested_at),
+        "redirected_at": utc_iso_or_none(t.redirected_at),
+        "in_flow_at": utc_iso_or_none(t.in_flow_at), "decided_at": utc_iso_or_none(t.decided_at),
+        "returned_at": utc_iso_or_none(t.returned_at), "failed_at": utc_iso_or_none(t.failed_at),
         "error": error,
         "status_url": f"/api/transfers/{t.id}", "page_url": f"/agent/transfers/{t.id}",
     }

@@ -1,5 +1,5 @@
 """Who has seen a call: the auditor access entries shown on the call page. (The call's
-own timeline is ivr.timeline, shared with `calls show` and the API.)"""
+own timeline is ivr.services.timeline, shared with `calls show` and the API.)"""
 
 from __future__ import annotations
 

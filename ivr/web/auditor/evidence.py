@@ -24,11 +24,11 @@ from flask import current_app, render_template
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ivr.audit import chain, merkle, note, proofs, timestamps
 from ivr.audit import checkpoint as cps
+from ivr.audit import leaves, merkle, note, proofs, timestamps
 from ivr.audit.errors import AuditError
 from ivr.domain import times
-from ivr.domain.notice import notice_version
+from ivr.domain.notice_version import notice_version
 from ivr.domain.pii import PersonalData
 from ivr.services import anchoring, audit_keys, audit_sequencer
 from ivr.services.accounts import User
@@ -109,7 +109,7 @@ def _earlier(s: Session, since: int | None, head: AuditTreeHead):
 def _notice_doc(flow, lang: str, items: list[tuple[str, str | None]]) -> tuple[bytes, str]:
     parts = [(p, flow.text(p, lang), a) for p, a in items]
     doc = {"language": lang, "prompts": [{"id": p, "text": t, "audio": a} for p, t, a in parts]}
-    return chain.canonical(doc), notice_version(lang, parts)
+    return leaves.canonical(doc), notice_version(lang, parts)
 
 
 def _notices(bodies: list[dict], versions: dict[str, str], registry, s: Session) -> list[dict]:

@@ -11,7 +11,7 @@ from flask_babel import gettext as _
 
 from ivr.adapters import iys_push
 from ivr.domain.kvkk.businessdays import HolidayConfigError, load_calendar, local_date
-from ivr.services.keys import personal_data
+from ivr.services.personal_data_keys import personal_data
 from ivr.services.spool_replay import apply_record
 from ivr.storage.db import session as db_session
 from ivr.storage.db import utcnow

@@ -64,7 +64,7 @@ def call_recordings(s: Session, call_sid: str) -> list[dict]:
     """Every recording the call had: stored metadata, or what destroyed it."""
     stored = {r.recording_sid: r for r in s.scalars(
         select(Recording).where(Recording.call_sid == call_sid))}
-    # The audit chain keeps the recording SIDs the call ever had, after retention too.
+    # The audit log keeps the recording SIDs the call ever had, after retention too.
     seen = set(stored)
     for body in s.scalars(select(AuditEntry.body).where(AuditEntry.ref == call_sid,
                                                         AuditEntry.kind == "recording.status")):

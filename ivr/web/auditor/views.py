@@ -20,7 +20,7 @@ from ...audit.errors import AuditError
 from ...domain.pii import DataKeyError
 from ...domain.spreadsheet import safe_row
 from ...domain.times import DAY_PATTERN, form_day
-from ...services.keys import personal_data
+from ...services.personal_data_keys import personal_data
 from ...services.reports import call_duration, call_timeline
 from ...services.timeline import fact_entries
 from ...storage.db import session as db_session

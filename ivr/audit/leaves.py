@@ -11,7 +11,6 @@ the first leaves and their chain stays verifiable (ivr/audit/legacy.py).
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 
 from ivr.domain.canonical import canonical_json
 
@@ -28,11 +27,6 @@ def canonical(data) -> bytes:
 def entry_hash(prev_hash: str, body: bytes) -> str:
     """The hash of one entry of the former hash chain, chained to the previous one."""
     return hashlib.sha256(ENTRY_PREFIX + bytes.fromhex(prev_hash) + body).hexdigest()
-
-
-def iso(dt: datetime) -> str:
-    """ISO 8601 UTC with microseconds and a Z, as stored in bodies."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def leaf_body(kind: str, ref: str | None, data: dict, stamp: str) -> bytes:
