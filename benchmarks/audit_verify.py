@@ -75,8 +75,9 @@ def make_app(url: str, instance: str):
 def fill(url: str, instance: str, n: int) -> None:
     """Create the schema; insert n leaves, their tree nodes and one signed checkpoint."""
     from ivr.audit import merkle
+    from ivr.domain.times import utcnow
     from ivr.services import audit_keys, audit_sequencer
-    from ivr.storage.db import database, utcnow
+    from ivr.storage.db import database
 
     app = make_app(url, instance)
     db = database(app)
@@ -121,8 +122,9 @@ def integrate(url: str, instance: str, n: int, q: int) -> dict:
     """Queue q leaves after the n stored ones, then time one sequencer pass over them."""
     from sqlalchemy import insert
 
+    from ivr.domain.times import utcnow
     from ivr.services import audit_sequencer
-    from ivr.storage.db import database, utcnow
+    from ivr.storage.db import database
     from ivr.storage.models import AuditQueue
 
     app = make_app(url, instance)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from twilio.request_validator import RequestValidator
 
-from ..storage.db import utcnow
+from ..domain.times import utcnow
 
 
 class SimulationError(Exception):

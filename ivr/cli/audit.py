@@ -17,7 +17,7 @@ from ivr.audit.errors import AuditError, VerificationError
 from ivr.audit.proofs import b64, proof_json
 from ivr.audit.verify import max_queue_age_default
 from ivr.cli.context import parse_when, with_app
-from ivr.domain.times import AUDIT, utc_iso
+from ivr.domain.times import AUDIT, utc_iso, utcnow
 from ivr.services import anchoring, audit_keys
 from ivr.services.anchor_verify import AnchorSummary, check_cosignatures, check_timestamps
 from ivr.services.audit_replay import replay_call, replay_range
@@ -26,7 +26,7 @@ from ivr.services.audit_verify import verify_log
 from ivr.storage import anchor_store
 from ivr.storage.audit_tree import checkpoint_head, latest_head, prove_call
 from ivr.storage.audit_tree import consistency as consistency_proof
-from ivr.storage.db import session, utcnow
+from ivr.storage.db import session
 from ivr.storage.flowstore import flows
 from ivr.storage.models import AuditEntry, AuditTreeHead
 

@@ -10,7 +10,6 @@ import click
 from flask import current_app
 from sqlalchemy import select
 
-from ..adapters import iys_push
 from ..domain import times
 from ..domain.kvkk import iys
 from ..domain.kvkk.businessdays import (
@@ -19,9 +18,10 @@ from ..domain.kvkk.businessdays import (
     iys_deadline,
     load_calendar,
 )
-from ..services.kvkk import iys_export
+from ..domain.times import utcnow
+from ..services.kvkk import iys_export, iys_push
 from ..services.personal_data_keys import personal_data
-from ..storage.db import session, utcnow
+from ..storage.db import session
 from ..storage.kvkk_models import IysBatch
 from .context import parse_when, with_app
 

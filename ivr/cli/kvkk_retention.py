@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from ..adapters.twilio_recordings import TwilioAccount
 from ..domain.kvkk.policy import PolicyError, load_policy
+from ..domain.times import utcnow
 from ..services.kvkk.runner import destroy
-from ..storage.db import session, utcnow
+from ..storage.db import session
 from ..storage.kvkk_models import DestructionLog
 from .context import with_app
 

@@ -11,12 +11,13 @@ from flask import current_app
 from ivr.storage import audit_store
 
 from ..domain.kvkk.businessdays import local_date
+from ..domain.times import utcnow
 from ..services.kvkk import subject_requests as sr
 from ..services.kvkk.runner import destroy
 from ..services.kvkk.subject_report import LANGS, build, render_text
 from ..services.kvkk.withdrawals import WithdrawalError, e164
 from ..services.personal_data_keys import personal_data
-from ..storage.db import session, utcnow
+from ..storage.db import session
 from .context import with_app
 from .kvkk_retention import load, print_plan, twilio_account
 

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import click
 from flask import current_app
 
+from ..domain.times import utcnow
 from ..services.accounts import (
     ROLES,
     AccountError,
@@ -16,7 +17,7 @@ from ..services.accounts import (
     rotate_secret,
     set_active,
 )
-from ..storage.db import session, utcnow
+from ..storage.db import session
 from .context import with_app
 
 

@@ -14,6 +14,11 @@ DAY_FORMAT = "%d.%m.%Y"
 DAY_PATTERN = r"[0-9]{2}\.[0-9]{2}\.[0-9]{4}"  # what the web's date fields accept, 30.11.2026
 
 
+def utcnow() -> datetime:
+    """The current time, in UTC, timezone-aware."""
+    return datetime.now(UTC)
+
+
 def parse_utc(value) -> datetime | None:
     """A UTC datetime from a stored ISO string ("...Z") or a datetime; None when absent."""
     if value is None or value == "":

@@ -31,10 +31,11 @@ from sqlalchemy.orm import Session
 
 from ivr.audit import note
 from ivr.audit.errors import AuditError
+from ivr.domain.times import utcnow
 from ivr.storage import anchor_store
 from ivr.storage.audit_store import _PG_LOCK_KEY, QUEUED_FLAG, queue_report
 from ivr.storage.audit_tree import StoredTree, latest_head
-from ivr.storage.db import Database, database, utcnow
+from ivr.storage.db import Database, database
 from ivr.storage.models import AuditTreeHead, Setting
 
 from . import anchoring, audit_keys

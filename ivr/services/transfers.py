@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 from ivr.storage import audit_store
 
 from ..adapters.twilio_rest import RedirectFailed
+from ..domain.times import utcnow
 from ..domain.vocabulary import SETTLED, TERMINAL, TRANSFER_ACTIVE, transfer_move
 from ..domain.vocabulary import TransferStatus as S
-from ..storage.db import utcnow
 from ..storage.models import Call, Consent, FlowRun
 from ..storage.transfer_models import Transfer
 from .transfer_request import TransferRequest

@@ -28,13 +28,19 @@ from ..domain.runs import digits_input, run_id_for
 from ..domain.state_token import StateTokenError, read_token, read_transfer_token
 from ..domain.times import AUDIT, utc_iso
 from ..domain.twilio_form import CallFields, GatherInput, RecordingCallback, StatusCallback
-from ..domain.vocabulary import DECISIVE, TERMINAL, TRANSFER_ACTIVE, TRANSFER_MOVES, Decision
+from ..domain.vocabulary import (
+    CHANNELS,
+    DECISIVE,
+    TERMINAL,
+    TRANSFER_ACTIVE,
+    TRANSFER_MOVES,
+    Decision,
+)
 from ..domain.vocabulary import TransferStatus as T
 from ..storage import webhook_functions as fn
 from ..storage.audit_store import leaf_columns
 from . import run_memory, turns
 from .calls import RANK, RECORDING_ORDER, Context, clip, parties, start_context
-from .kvkk.status import CHANNELS
 from .transfers import END_OF_CALL_FAILURES, origin
 
 _RANKS = {**RANK, **{status: 9 for status in TERMINAL}}

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from ivr.audit.leaves import leaf_body
 from ivr.domain.times import AUDIT, utc_iso
 
-from .db import utcnow
+from ..domain.times import utcnow
 from .models import AuditQueue
 
 log = logging.getLogger(__name__)

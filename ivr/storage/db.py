@@ -1,59 +1,27 @@
-"""The database: declarative base, the engine (a PostgreSQL server, or the embedded one),
+"""The database: the engine (a PostgreSQL server, or the embedded one),
 and the request session."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 from flask import Flask, current_app, g
-from sqlalchemy import JSON, DateTime, MetaData, create_engine
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Session, sessionmaker
 
+from . import (
+    audit_functions,
+    embedded_pg,
+    models,  # noqa: F401 - its tables join Base.metadata, which create_all makes
+    webhook_functions,
+)
 from . import deadline as db_deadline
-from . import embedded_pg
+from .audit_store import install_append_only_guard
+from .base import Base
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 EMBEDDED_DIR = "pg"  # the embedded server's data directory, under the instance folder
-
-
-class UTCDateTime(TypeDecorator):
-    """A timezone-aware UTC datetime: a naive one is refused, and reads come back in UTC
-    whatever the session's TimeZone."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: every stored time must be timezone-aware")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value, dialect):
-        return None if value is None else value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    """Base class of every model."""
-
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime, dict: JSON, list: JSON}
-
-
-def utcnow() -> datetime:
-    """The current time, in UTC, timezone-aware."""
-    return datetime.now(UTC)
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -86,10 +54,6 @@ class Database:
 
     def create_all(self) -> None:
         """Create the schema (tests and the embedded default; production uses migrations)."""
-        # Late imports: the tables import Base from here.
-        from . import audit_functions, models, webhook_functions  # noqa: F401
-        from .audit_store import install_append_only_guard  # late import: it imports utcnow
-
         Base.metadata.create_all(self.engine)
         install_append_only_guard(self.engine)
         webhook_functions.install(self.engine)

@@ -22,7 +22,8 @@ from sqlalchemy.engine import Connection
 
 from ivr.storage.audit_store import install_append_only_guard
 
-from .db import Base, database
+from .base import Base
+from .db import database
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 

@@ -8,7 +8,7 @@ from sqlalchemy import String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..domain.vocabulary import TransferStatus
-from .db import Base
+from .base import Base
 
 STATUSES = tuple(s.value for s in TransferStatus)
 

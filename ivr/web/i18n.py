@@ -20,7 +20,7 @@ from markupsafe import Markup, escape
 
 from ivr.storage.db import session as db_session
 
-from .auditor.access import transaction
+from ..services.auditor.access import transaction
 from .auditor.login import current_user, safe_next
 from .auditor.roles import ROLE_NAMES as ROLES
 

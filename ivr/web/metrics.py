@@ -30,8 +30,8 @@ from ivr.storage.audit_store import queue_report
 
 from ..domain.flow.engine import digits_chose
 from ..domain.redact import safe_sid
+from ..domain.times import utcnow
 from ..domain.vocabulary import DECISIONS, TERMINAL
-from ..storage.db import utcnow
 from ..storage.models import Call, Consent, FlowRun, Turn
 from .health import probe_engine
 

@@ -13,9 +13,10 @@ from sqlalchemy import select, text
 
 from ivr.audit import leaves, merkle, note
 from ivr.audit.errors import VerificationError
+from ivr.domain.times import utcnow
 from ivr.services.audit_verify import verify_log
 from ivr.storage import audit_store
-from ivr.storage.db import database, utcnow
+from ivr.storage.db import database
 from ivr.storage.kvkk_models import DestructionLog, IysBatch
 from ivr.storage.models import Call, Consent, FlowRun, Turn
 from ivr.storage.transfer_models import Transfer

@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import update
 
 from ivr import create_app
+from ivr.domain.times import utcnow
 from ivr.storage.accounts import LoginFailure, User
-from ivr.storage.db import database, utcnow
+from ivr.storage.db import database
 from ivr.storage.models import WebSession
 from ivr.web.auditor.login import failures
 

@@ -41,8 +41,9 @@ from ivr import create_app
 from ivr.adapters.simulate import Caller, http_transport, parse_twiml
 from ivr.cli.main import cli
 from ivr.domain.flow import load_flow
+from ivr.domain.times import utcnow
 from ivr.services.audit_sequencer import run_pass
-from ivr.storage.db import database, utcnow
+from ivr.storage.db import database
 from ivr.storage.models import AuditEntry, AuditQueue, Call, CallEvent, Consent, Recording
 from ivr.storage.spool import spool
 from ivr.storage.transfer_models import Transfer

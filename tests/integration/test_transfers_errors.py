@@ -387,10 +387,10 @@ def test_a_transfer_left_hanging_without_a_status_callback_stops_blocking(app, c
                                                                           twilio, local_caller):
     from datetime import timedelta
 
+    from ivr.domain.times import utcnow
     from ivr.services import transfer_request
     from ivr.services import transfers as service
     from ivr.services.personal_data_keys import personal_data
-    from ivr.storage.db import utcnow
 
     _agent, token = make_user(app, "ayse", "agent")
     c = local_caller(account_sid=ACCOUNT)

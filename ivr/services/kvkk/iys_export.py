@@ -17,10 +17,9 @@ from ivr.storage import audit_store
 
 from ...domain.kvkk import iys
 from ...domain.pii import PersonalData
-from ...domain.vocabulary import DECISIVE
+from ...domain.vocabulary import CHANNELS, DECISIVE
 from ...storage.kvkk_models import IysBatch, IysRecord
 from ...storage.models import Consent
-from .status import CHANNELS
 
 _PG_EXPORT_LOCK = 0x1FC0_1A5E
 _CHUNK = 500

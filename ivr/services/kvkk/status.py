@@ -8,10 +8,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...domain.vocabulary import DECISIVE
+from ...domain.vocabulary import CHANNELS, DECISIVE
 from ...storage.models import Consent
-
-CHANNELS = ("ARAMA", "MESAJ", "EPOSTA")
 
 
 @dataclass(frozen=True)

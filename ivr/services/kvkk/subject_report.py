@@ -13,10 +13,11 @@ from ...domain.kvkk.notice_facts import localised
 from ...domain.kvkk.policy import Policy
 from ...domain.pii import PersonalData
 from ...domain.times import utc_iso_or_none
+from ...domain.vocabulary import CHANNELS
 from ...storage.kvkk_models import IysBatch, IysRecord, SubjectRequest
 from ...storage.models import Call, Recording
 from ..reports import recording_dict
-from .status import CHANNELS, history, status_from
+from .status import history, status_from
 
 LANGS = ("tr", "en")
 

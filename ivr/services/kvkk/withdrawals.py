@@ -15,10 +15,10 @@ from ivr.storage import audit_store
 
 from ...domain.inputs import InvalidInput, note
 from ...domain.pii import PersonalData, normalise_phone
-from ...storage.db import utcnow
+from ...domain.times import utcnow
+from ...domain.vocabulary import CHANNELS
 from ...storage.models import Consent
 from .. import consents
-from .status import CHANNELS
 
 MAX_REASON = 1000
 MAX_IDEMPOTENCY_KEY = 150

@@ -13,12 +13,12 @@ from flask import jsonify, request
 from ...domain import inputs
 from ...domain.pii import DataKeyError
 from ...domain.vocabulary import DECISIONS
+from ...services.auditor.access import record_access, transaction
 from ...services.consents import export_record
 from ...services.personal_data_keys import personal_data
 from ...services.reports import call_timeline, consents_query
 from ...storage.db import session
 from ...storage.models import Call
-from ..auditor.access import record_access, transaction
 from ..auditor.search import CALL_SID, SearchError, phone_fingerprint
 from ..tokens import bearer_user, require_token
 from .blueprint import bp

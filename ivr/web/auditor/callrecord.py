@@ -8,8 +8,8 @@ import json
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ...services.auditor.access import KIND as ACCESS_KIND
 from ...storage.models import AuditEntry
-from .access import KIND as ACCESS_KIND
 
 
 def access_entries(s: Session, call_sid: str) -> list[dict]:

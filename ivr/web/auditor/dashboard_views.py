@@ -12,11 +12,11 @@ from markupsafe import Markup, escape
 from ivr.adapters.audio.errors import AudioError
 from ivr.adapters.audio.manifest import MANIFEST, read_manifest
 from ivr.domain.vocabulary import DECISIONS
+from ivr.services.auditor.access import record_access, transaction
 from ivr.storage.db import session as db_session
 from ivr.storage.flowstore import flows
 
 from ..i18n import ORIGINS, name_of
-from .access import record_access, transaction
 from .blueprint import bp
 from .dashboard import (
     DIMENSIONS,

@@ -37,14 +37,14 @@ from flask_babel import ngettext
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from ivr.services.auditor.access import transaction
 from ivr.storage import audit_store
 
+from ...domain.times import utcnow
 from ...services.accounts import authenticate
 from ...storage import web_sessions
 from ...storage.accounts import LoginFailure, User
 from ...storage.db import session as db_session
-from ...storage.db import utcnow
-from .access import transaction
 from .roles import WORKSPACE_ROLES, area_message, forbidden, home_url, may_open
 
 bp = Blueprint("auth", __name__)

@@ -7,10 +7,10 @@ from flask_babel import gettext as _
 from werkzeug.exceptions import NotFound
 
 from ivr.adapters.twilio_recordings import TwilioAccount
+from ivr.services.auditor.access import access_entry, transaction
 from ivr.storage import audit_store
 from ivr.storage.db import session as db_session
 
-from .access import access_entry, transaction
 from .blueprint import bp
 from .login import current_user, workspace_required
 from .recordings import EXTENSIONS, RECORDING_SID, MediaUnavailable, open_media, playable

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+from pathlib import Path
 
 from flask import Response, current_app, g, render_template, request, stream_with_context
 from flask_babel import gettext as _
@@ -19,20 +20,19 @@ from ivr.services.audit_verify import verify_entries
 from ...audit.errors import AuditError
 from ...domain.pii import DataKeyError
 from ...domain.spreadsheet import safe_row
-from ...domain.times import DAY_PATTERN, form_day
+from ...domain.times import DAY_PATTERN, form_day, utcnow
+from ...services.auditor.access import record_access, transaction
+from ...services.auditor.audio_index import HASH, AudioIndex
+from ...services.auditor.evidence import EvidenceError, build_package
 from ...services.personal_data_keys import personal_data
 from ...services.reports import call_duration, call_timeline
 from ...services.timeline import fact_entries
 from ...storage.db import session as db_session
-from ...storage.db import utcnow
 from ...storage.flowstore import flows
 from ...storage.models import Call
-from .access import record_access, transaction
-from .audiofiles import HASH, audio_index
 from .blueprint import bp
 from .callrecord import access_entries
 from .dashboard import agent_names
-from .evidence import EvidenceError, build_package
 from .login import current_user, workspace_required
 from .recordings import call_recordings
 from .search import (
@@ -49,6 +49,15 @@ from .search import (
     safe_phone,
     search,
 )
+
+
+def _audio_index() -> AudioIndex:
+    """The app's index of its audio folder (made on first use, again when AUDIO_DIR moves)."""
+    index = current_app.extensions.get("ivr_auditor_audio")
+    if index is None or index.directory != Path(current_app.config["AUDIO_DIR"]):
+        index = current_app.extensions["ivr_auditor_audio"] = AudioIndex(
+            current_app.config["AUDIO_DIR"])
+    return index
 
 
 def _error(code: int, title: str, message: str):
@@ -221,7 +230,7 @@ def call(call_sid: str):
     if doc is None:
         return _error(404, _("Unknown call"),
                       _("No call with CallSid %(sid)s is stored.", sid=call_sid))
-    index = audio_index(current_app)
+    index = _audio_index()
     hashes = [p["audio"] for ev in doc["timeline"] for p in ev["prompts"]]
     hashes += [p["audio"] for n in doc["notices"] for p in n["parts"]]
     return render_template("auditor/call.html", doc=doc, events=doc["timeline"],
@@ -235,7 +244,7 @@ def audio(sha256: str):
     """A prompt file by the SHA-256 of its bytes, the hash the audit log records."""
     if not HASH.fullmatch(sha256):
         raise NotFound()
-    index = audio_index(current_app)
+    index = _audio_index()
     name = index.find([sha256]).get(sha256)
     if name is None:
         raise NotFound()
@@ -269,8 +278,9 @@ def evidence(call_sid: str):
         raise NotFound()
     s = db_session()
     try:
-        package = build_package(s, call_sid, registry=flows(), pii=personal_data(),
-                                index=audio_index(current_app), user=current_user(),
+        package = build_package(s, current_app._get_current_object(), call_sid,
+                                registry=flows(), pii=personal_data(),
+                                index=_audio_index(), user=current_user(),
                                 since=request.form.get("since", type=int))
     except EvidenceError as e:
         return _error(e.status, _("Cannot build the evidence package"), str(e))
