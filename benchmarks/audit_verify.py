@@ -77,7 +77,7 @@ def fill(url: str, instance: str, n: int) -> None:
     from ivr.audit import merkle
     from ivr.domain.times import utcnow
     from ivr.services import audit_keys, audit_sequencer
-    from ivr.storage.db import database
+    from ivr.web.current import database
 
     app = make_app(url, instance)
     db = database(app)
@@ -124,8 +124,8 @@ def integrate(url: str, instance: str, n: int, q: int) -> dict:
 
     from ivr.domain.times import utcnow
     from ivr.services import audit_sequencer
-    from ivr.storage.db import database
     from ivr.storage.models import AuditQueue
+    from ivr.web.current import database
 
     app = make_app(url, instance)
     db = database(app)
@@ -151,7 +151,7 @@ def integrate(url: str, instance: str, n: int, q: int) -> dict:
 def verify(url: str, instance: str) -> dict:
     """Time `audit verify` over the whole log; report speed and this process's memory."""
     from ivr.services.audit_verify import verify_log
-    from ivr.storage.db import database
+    from ivr.web.current import database
 
     app = make_app(url, instance)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -171,7 +171,7 @@ def prove(url: str, instance: str, n: int) -> dict:
     """The median time of `audit prove` for one call near the end of the log."""
     from ivr.audit.proofs import check_proof_document
     from ivr.storage.audit_tree import prove_call
-    from ivr.storage.db import database
+    from ivr.web.current import database
 
     app = make_app(url, instance)
     call = sid(n // 4 - 2)

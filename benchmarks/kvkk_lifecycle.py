@@ -45,9 +45,8 @@ def main() -> None:
     from ivr import create_app
     from ivr.domain.kvkk.policy import load_policy
     from ivr.services.kvkk import iys_export, retention, subject_report
-    from ivr.services.personal_data_keys import personal_data
-    from ivr.storage.db import database
     from ivr.storage.models import Consent
+    from ivr.web.current import database, personal_data
 
     tmp = Path(tempfile.mkdtemp(prefix="kvkk-bench-"))
     scratch = ExitStack()

@@ -26,9 +26,8 @@ from ivr.services.audit_verify import verify_log
 from ivr.storage import anchor_store
 from ivr.storage.audit_tree import checkpoint_head, latest_head, prove_call
 from ivr.storage.audit_tree import consistency as consistency_proof
-from ivr.storage.db import session
-from ivr.storage.flowstore import flows
 from ivr.storage.models import AuditEntry, AuditTreeHead
+from ivr.web.current import flows, session
 
 
 def _read_checkpoints(paths) -> tuple[list, list[str]]:
@@ -51,7 +50,7 @@ def _read_checkpoints(paths) -> tuple[list, list[str]]:
 
 def _read_public_keys(paths) -> tuple[dict, list | None]:
     """PEM keys for the hash chain's checkpoints, vkeys for the Merkle log's (plus the app's)."""
-    keys = audit_keys.app_public_keys()
+    keys = audit_keys.app_public_keys(current_app._get_current_object())
     vkeys = []
     for path in paths:
         try:
@@ -228,7 +227,7 @@ def timestamps_cmd(as_json):
 
 def _own_key():
     try:
-        return audit_keys.signing_key(create=False)
+        return audit_keys.signing_key(current_app._get_current_object(), create=False)
     except AuditError as e:
         raise click.ClickException(str(e)) from None
 
@@ -318,7 +317,7 @@ def public_key(as_note):
     @with_app
     def run():
         try:
-            key = audit_keys.signing_key()
+            key = audit_keys.signing_key(current_app._get_current_object())
         except AuditError as e:
             raise click.ClickException(str(e)) from None
         if as_note:

@@ -10,6 +10,8 @@ import click
 from flask import current_app
 from sqlalchemy import select
 
+from ivr.web.current import personal_data, session
+
 from ..domain import times
 from ..domain.kvkk import iys
 from ..domain.kvkk.businessdays import (
@@ -20,8 +22,6 @@ from ..domain.kvkk.businessdays import (
 )
 from ..domain.times import utcnow
 from ..services.kvkk import iys_export, iys_push
-from ..services.personal_data_keys import personal_data
-from ..storage.db import session
 from ..storage.kvkk_models import IysBatch
 from .context import parse_when, with_app
 

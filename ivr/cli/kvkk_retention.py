@@ -8,11 +8,12 @@ import click
 from flask import current_app
 from sqlalchemy import select
 
+from ivr.web.current import session
+
 from ..adapters.twilio_recordings import TwilioAccount
 from ..domain.kvkk.policy import PolicyError, load_policy
 from ..domain.times import utcnow
 from ..services.kvkk.runner import destroy
-from ..storage.db import session
 from ..storage.kvkk_models import DestructionLog
 from .context import with_app
 

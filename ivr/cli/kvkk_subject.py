@@ -9,6 +9,7 @@ import click
 from flask import current_app
 
 from ivr.storage import audit_store
+from ivr.web.current import personal_data, session
 
 from ..domain.kvkk.businessdays import local_date
 from ..domain.times import utcnow
@@ -16,8 +17,6 @@ from ..services.kvkk import subject_requests as sr
 from ..services.kvkk.runner import destroy
 from ..services.kvkk.subject_report import LANGS, build, render_text
 from ..services.kvkk.withdrawals import WithdrawalError, e164
-from ..services.personal_data_keys import personal_data
-from ..storage.db import session
 from .context import with_app
 from .kvkk_retention import load, print_plan, twilio_account
 

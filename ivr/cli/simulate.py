@@ -19,6 +19,8 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from ivr.web.current import database, session
+
 from ..adapters.simulate import (
     Caller,
     SimulationError,
@@ -29,7 +31,6 @@ from ..adapters.simulate import (
     manifest_texts,
 )
 from ..adapters.twilio_standin import RemoteStandIn, TwilioStandIn
-from ..storage.db import database, session
 from ..storage.models import Call, Consent
 from ..web.transfers import twilio_settings
 from .context import with_app

@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo
 import click
 from flask import current_app
 
+from ivr.web.current import session
+
 from ..domain.times import utcnow
 from ..services.accounts import (
     ROLES,
@@ -17,7 +19,6 @@ from ..services.accounts import (
     rotate_secret,
     set_active,
 )
-from ..storage.db import session
 from .context import with_app
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from ..domain import times
 from ..domain.times import utc_iso_or_none
-from ..storage.flowstore import flows
+from ..storage.flowstore import StoredFlows
 from ..storage.models import Call, CallEvent, Consent, FlowRun, Recording, Turn
 from .calls import ordered_times
 from .consents import export_record
@@ -49,7 +49,7 @@ def call_timeline(session: Session, call_sid: str, pii, registry=None) -> dict |
     call = session.get(Call, call_sid)
     if call is None:
         return None
-    registry = registry if registry is not None else flows()
+    registry = registry if registry is not None else StoredFlows()
     story = build(session, call_sid, registry)
     started, answered, ended = ordered_times(call.started_at, call.answered_at, call.ended_at)
     # A call an agent transferred to us never passed /voice/incoming: Twilio told us nothing
@@ -188,3 +188,14 @@ def timeline_text(doc: dict) -> str:
     if not doc["recordings"]:
         out.append("  — (no recording callbacks were received)")
     return "\n".join(out)
+
+
+def stored_call(s: Session, call_sid: str) -> Call | None:
+    """The stored call with this CallSid, or None."""
+    return s.get(Call, call_sid)
+
+
+def consent_records(s: Session, since: datetime | None, until: datetime | None,
+                    decision: str | None, phone_hmac: str | None, limit: int) -> list[Consent]:
+    """At most `limit` consent records matching the API's criteria (`consents_query`)."""
+    return list(s.scalars(consents_query(since, until, decision, phone_hmac).limit(limit)))

@@ -212,3 +212,16 @@ def expire(session: Session, transfer_id: str, stale_after: timedelta,
             t, "interrupted", "the request was interrupted before Twilio's answer was "
             "recorded; the call may or may not have been redirected", 502, None, now)], at=now)
     return t
+
+
+def get(session: Session, transfer_id: str) -> Transfer | None:
+    """The transfer with this id, or None."""
+    return session.get(Transfer, transfer_id)
+
+
+def recent(session: Session, agent_id: str | None, limit: int) -> list[Transfer]:
+    """The newest transfers, first the latest: one agent's, or everyone's (agent_id None)."""
+    q = select(Transfer).order_by(Transfer.requested_at.desc(), Transfer.id).limit(limit)
+    if agent_id is not None:
+        q = q.where(Transfer.agent_id == agent_id)
+    return list(session.scalars(q))

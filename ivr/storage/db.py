@@ -1,15 +1,14 @@
-"""The database: the engine (a PostgreSQL server, or the embedded one),
-and the request session."""
+"""The database: the engine (a PostgreSQL server, or the embedded one)
+and its session factory."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import click
-from flask import Flask, current_app, g
+from flask import Flask
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from . import (
     audit_functions,
@@ -66,33 +65,13 @@ class Database:
         self.engine.dispose()
 
 
-def database(app: Flask | None = None) -> Database:
-    """The Database of the given or current app."""
-    return (app or current_app).extensions["ivr_db"]
-
-
-def session() -> Session:
-    """The session for this request or CLI command, closed at teardown."""
-    if "db_session" not in g:
-        g.db_session = database().sessionmaker()
-    return g.db_session
-
-
-def _close_session(_exc=None) -> None:
-    s = g.pop("db_session", None)
-    if s is not None:
-        s.close()
-
-
-@click.command("init-db")
-def init_db_command():
-    """Create the database schema."""
-    database().create_all()
-    click.echo("Database ready.")
+def database(app: Flask) -> Database:
+    """The app's Database (views and commands: ivr.web.current.database)."""
+    return app.extensions["ivr_db"]
 
 
 def init_app(app: Flask) -> None:
-    """Attach the database to the app and close sessions after each request."""
+    """Attach the database to the app (the request's session: ivr/web/current.py)."""
     if not app.config.get("DATABASE_URL"):
         # No server named: the embedded one under instance/pg, started or reused.
         app.config["DATABASE_URL"] = embedded_pg.start(
@@ -100,5 +79,3 @@ def init_app(app: Flask) -> None:
         app.config["DATABASE_EMBEDDED"] = True
     app.extensions["ivr_db"] = Database(app.config["DATABASE_URL"],
                                         float(app.config.get("DB_CONNECT_TIMEOUT") or 1.5))
-    app.teardown_appcontext(_close_session)
-    app.cli.add_command(init_db_command)

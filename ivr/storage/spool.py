@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy.exc import IntegrityError, InterfaceError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
@@ -363,9 +363,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def spool() -> Spool:
-    """The current app's spool."""
-    return current_app.extensions["ivr_spool"]
+def spool_of(app: Flask) -> Spool:
+    """The app's spool (views and commands: ivr.web.current.spool)."""
+    return app.extensions["ivr_spool"]
 
 
 def max_wait(app: Flask) -> float:

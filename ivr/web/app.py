@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import click
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
@@ -16,6 +17,7 @@ from . import (
     audio_files,
     audit_checkpoint,
     auditor,
+    current,
     health,
     i18n,
     kvkk,
@@ -45,6 +47,13 @@ class CookieSessions(SecureCookieSessionInterface):
         return kept[1]
 
 
+@click.command("init-db")
+def init_db_command() -> None:
+    """Create the database schema."""
+    current.database().create_all()
+    click.echo("Database ready.")
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings from the environment, then one init_app per subsystem."""
     # Named for the package: templates and static files are found in ivr/.
@@ -59,6 +68,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     logging.basicConfig(level=app.config["LOG_LEVEL"])
 
     db.init_app(app)
+    current.init_app(app)  # closes the request's session
+    app.cli.add_command(init_db_command)
     audit_checkpoint.init_app(app)
     anchoring.init_app(app)  # a bad IVR_TSA_* or IVR_WITNESSES stops start-up here
     audit_sequencer.init_app(app)  # needs the engine above

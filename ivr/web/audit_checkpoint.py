@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, current_app
 
+from ivr.web.current import session
+
 from ..domain.config import ConfigError
 from ..domain.times import utcnow
 from ..storage.anchor_store import cosignature_lines
 from ..storage.audit_tree import latest_head
-from ..storage.db import session
 
 bp = Blueprint("audit_log", __name__)
 

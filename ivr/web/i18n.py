@@ -18,8 +18,9 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup, escape
 
-from ivr.storage.db import session as db_session
+from ivr.web.current import session as db_session
 
+from ..services.accounts import set_language
 from ..services.auditor.access import transaction
 from .auditor.login import current_user, safe_next
 from .auditor.roles import ROLE_NAMES as ROLES
@@ -176,8 +177,7 @@ def switch():
     if lang is not None and lang != user.language:
         s = db_session()
         with transaction(s):
-            user.language = lang
-            s.add(user)
+            set_language(s, user, lang)
     return redirect(target)
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from flask import Flask, request
 from sqlalchemy import event
 
+from ivr.web.current import database
+
 from ..domain.config import ROOT
 from ..domain.pii import DataKeyError
 from ..storage import kvkk_models as models  # noqa: F401 - register the tables
-from ..storage.db import database
 from ..storage.keycheck import KeyGuard
 from .api.errors import error_response
 

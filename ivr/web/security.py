@@ -34,8 +34,9 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
+from ivr.web.current import database
+
 from ..storage import ratelimit  # noqa: F401 - registers the storage scheme and the table
-from ..storage.db import database
 from .proxies import LOOPBACK, TrustedProxies, parse_networks
 
 HTML_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

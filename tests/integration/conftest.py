@@ -26,7 +26,7 @@ from ivr.adapters.simulate import Caller, flask_transport, http_transport
 from ivr.services.audit_sequencer import run_pass
 from ivr.services.audit_verify import verify_log
 from ivr.storage import embedded_pg
-from ivr.storage.db import database
+from ivr.web.current import database
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"

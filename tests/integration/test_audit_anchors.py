@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from ivr.audit import checkpoint as cps
 from ivr.audit import cosignature, note
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.support.anchors import WitnessProcess, rewrite_log
 from tests.support.audit import append_entries, invoke
 from tests.support.tsa import TimeStampAuthority

@@ -16,10 +16,10 @@ from ivr.audit.errors import VerificationError
 from ivr.domain.times import utcnow
 from ivr.services.audit_verify import verify_log
 from ivr.storage import audit_store
-from ivr.storage.db import database
 from ivr.storage.kvkk_models import DestructionLog, IysBatch
 from ivr.storage.models import Call, Consent, FlowRun, Turn
 from ivr.storage.transfer_models import Transfer
+from ivr.web.current import database
 from tests.support.audit import append_entries, invoke, tamper
 from tests.support.auditor import place_call
 

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from ivr import create_app
 from ivr.audit import leaves, merkle
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.support.audit import append_entries, invoke, make_legacy_log, tamper
 
 COUNT = 3000

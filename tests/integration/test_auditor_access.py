@@ -11,10 +11,10 @@ from sqlalchemy import update
 
 from ivr import create_app
 from ivr.domain.times import utcnow
+from ivr.services.auditor.login_throttle import failures
 from ivr.storage.accounts import LoginFailure, User
-from ivr.storage.db import database
 from ivr.storage.models import WebSession
-from ivr.web.auditor.login import failures
+from ivr.web.current import database
 
 from ..support.auditor import audit_bodies, csrf_token, login, make_user
 

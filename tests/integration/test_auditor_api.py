@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ivr.services.consents import EXPORT_FIELDS
-from ivr.services.personal_data_keys import personal_data
 from ivr.services.reports import call_timeline
-from ivr.storage.db import database
+from ivr.web.current import database, personal_data
 
 from ..support.auditor import audit_bodies, make_user, place_call
 

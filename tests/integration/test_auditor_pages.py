@@ -14,8 +14,8 @@ from sqlalchemy import text
 
 from ivr.audit import leaves
 from ivr.storage import audit_store
-from ivr.storage.db import database
 from ivr.web.auditor.search import EXPORT_FIELDS
+from ivr.web.current import database
 
 from ..support.auditor import (
     audio_dir,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ivr import create_app
 from ivr.adapters.simulate import Caller, flask_transport
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.support.audit import invoke
 from tests.support.verification import (
     PROOF_VECTORS,

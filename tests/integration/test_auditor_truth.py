@@ -12,8 +12,8 @@ from email.utils import format_datetime
 import pytest
 
 from ivr.cli.main import cli
-from ivr.storage.db import database
 from ivr.storage.models import Call
+from ivr.web.current import database
 
 from ..support.auditor import audio_dir, auditor, parse_html, place_call, rendered_audio
 

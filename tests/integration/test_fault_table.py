@@ -43,10 +43,9 @@ from ivr.cli.main import cli
 from ivr.domain.flow import load_flow
 from ivr.domain.times import utcnow
 from ivr.services.audit_sequencer import run_pass
-from ivr.storage.db import database
 from ivr.storage.models import AuditEntry, AuditQueue, Call, CallEvent, Consent, Recording
-from ivr.storage.spool import spool
 from ivr.storage.transfer_models import Transfer
+from ivr.web.current import database, spool
 from tests.integration.conftest import (
     AUTH_TOKEN,
     ROOT,

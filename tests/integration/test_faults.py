@@ -17,8 +17,8 @@ from ivr import create_app
 from ivr.adapters.simulate import Caller, http_transport
 from ivr.domain.flow import load_flow
 from ivr.domain.times import utcnow
-from ivr.storage.db import database
 from ivr.storage.models import Call, CallEvent, Consent, FlowRun, Recording, Turn
+from ivr.web.current import database
 from tests.integration.conftest import AUTH_TOKEN, verified_chain_length
 from tests.support.gunicorn_server import Gunicorn
 from tests.unit.conftest import ROOT

@@ -14,7 +14,7 @@ from babel.messages.pofile import read_po
 from babel.support import Translations
 
 from ivr.services.accounts import User
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.support.auditor import (
     audio_dir,
     csrf_token,

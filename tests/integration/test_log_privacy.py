@@ -20,7 +20,7 @@ import pytest
 from ivr import create_app
 from ivr.adapters.simulate import Caller, flask_transport
 from ivr.domain.redact import loggable_target, redact
-from ivr.storage.db import database
+from ivr.web.current import database
 from ivr.web.logs import JsonLogFormatter, RedactingFilter, TextLogFormatter
 
 from ..support.gunicorn_server import free_port

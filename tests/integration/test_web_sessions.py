@@ -12,8 +12,8 @@ from sqlalchemy import update
 from ivr import create_app
 from ivr.cli.main import cli
 from ivr.domain.times import utcnow
-from ivr.storage.db import database
 from ivr.storage.models import WebSession
+from ivr.web.current import database
 
 from ..support.auditor import audit_bodies, csrf_token, login, make_user
 

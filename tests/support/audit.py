@@ -7,7 +7,7 @@ from sqlalchemy import text
 from ivr.audit import leaves
 from ivr.cli.main import cli
 from ivr.storage import audit_store
-from ivr.storage.db import database
+from ivr.web.current import database
 
 
 def append_entries(app, count: int, *, per_transaction: int = 4, ref: str | None = "CAtest"):

@@ -10,15 +10,14 @@ from datetime import datetime
 
 from flask import jsonify, request
 
+from ivr.web.current import personal_data, session
+
 from ...domain import inputs
 from ...domain.pii import DataKeyError
 from ...domain.vocabulary import DECISIONS
 from ...services.auditor.access import record_access, transaction
 from ...services.consents import export_record
-from ...services.personal_data_keys import personal_data
-from ...services.reports import call_timeline, consents_query
-from ...storage.db import session
-from ...storage.models import Call
+from ...services.reports import call_timeline, consent_records, stored_call
 from ..auditor.search import CALL_SID, SearchError, phone_fingerprint
 from ..tokens import bearer_user, require_token
 from .blueprint import bp
@@ -38,7 +37,7 @@ def api_call(call_sid: str):
     s = session()
     try:
         with transaction(s):
-            row = s.get(Call, call_sid)
+            row = stored_call(s, call_sid)
             doc = call_timeline(s, call_sid, personal_data()) if row else None
             record_access(s, bearer_user(), "api.call", via="api", call_sid=call_sid,
                           phone_hmac=row.phone_hmac if row else None, found=row is not None)
@@ -116,9 +115,8 @@ def api_consents():
     pii = personal_data()
     try:
         with transaction(s):
-            recs = list(s.scalars(consents_query(crit.get("since"), crit.get("until"),
-                                                 crit.get("decision"), crit.get("phone_hmac"))
-                                  .limit(limit + 1)))
+            recs = consent_records(s, crit.get("since"), crit.get("until"),
+                                   crit.get("decision"), crit.get("phone_hmac"), limit + 1)
             truncated = len(recs) > limit
             recs = recs[:limit]
             rows = [export_record(r, pii) for r in recs]

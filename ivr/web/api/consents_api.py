@@ -7,11 +7,11 @@ import logging
 from flask import current_app, jsonify, request
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from ivr.web.current import personal_data, session
+
 from ...domain.vocabulary import CHANNELS
 from ...services.kvkk import withdrawals as w
 from ...services.kvkk.status import current_status
-from ...services.personal_data_keys import personal_data
-from ...storage.db import session
 from ..tokens import bearer_user, require_token
 from .blueprint import bp
 from .errors import bad_request, error_response

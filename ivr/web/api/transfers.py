@@ -7,13 +7,12 @@ import logging
 from flask import current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from ivr.web.current import flows, personal_data, session
+
 from ...domain.times import utc_iso_or_none
 from ...domain.vocabulary import TransferStatus
 from ...services import transfer_request
 from ...services import transfers as service
-from ...services.personal_data_keys import personal_data
-from ...storage.db import session
-from ...storage.flowstore import flows
 from ...storage.transfer_models import Transfer
 from .. import transfer_start as start
 from ..tokens import bearer_user, require_token
@@ -123,7 +122,7 @@ def get_transfer(transfer_id: str):
     s = session()
     _end_read(s)
     with s.begin():
-        t = s.get(Transfer, transfer_id[:32])
+        t = service.get(s, transfer_id[:32])
     if t is None or (user.role == "agent" and t.agent_id != str(user.id)):
         return error_response(404, "no such transfer")
     response = jsonify(document(t))

@@ -13,8 +13,8 @@ from ivr.adapters.audio.errors import AudioError
 from ivr.adapters.audio.manifest import MANIFEST, read_manifest
 from ivr.domain.vocabulary import DECISIONS
 from ivr.services.auditor.access import record_access, transaction
-from ivr.storage.db import session as db_session
-from ivr.storage.flowstore import flows
+from ivr.web.current import flows
+from ivr.web.current import session as db_session
 
 from ..i18n import ORIGINS, name_of
 from .blueprint import bp

@@ -13,10 +13,8 @@ from ivr.domain.kvkk.businessdays import HolidayConfigError, load_calendar, loca
 from ivr.domain.times import utcnow
 from ivr.services.auditor.access import record_access, transaction
 from ivr.services.kvkk import iys_push
-from ivr.services.personal_data_keys import personal_data
-from ivr.services.spool_replay import apply_record
-from ivr.storage.db import session as db_session
-from ivr.storage.spool import spool
+from ivr.web.current import apply_record, personal_data, spool
+from ivr.web.current import session as db_session
 
 from . import queues as q
 from .blueprint import bp

@@ -6,14 +6,14 @@ from flask import Response, current_app, render_template, stream_with_context
 from flask_babel import gettext as _
 from werkzeug.exceptions import NotFound
 
-from ivr.adapters.twilio_recordings import TwilioAccount
+from ivr.adapters.twilio_recordings import EXTENSIONS, MediaUnavailable, TwilioAccount, open_media
 from ivr.services.auditor.access import access_entry, transaction
+from ivr.services.auditor.recordings import RECORDING_SID, playable
 from ivr.storage import audit_store
-from ivr.storage.db import session as db_session
+from ivr.web.current import session as db_session
 
 from .blueprint import bp
 from .login import current_user, workspace_required
-from .recordings import EXTENSIONS, RECORDING_SID, MediaUnavailable, open_media, playable
 from .search import CALL_SID
 
 

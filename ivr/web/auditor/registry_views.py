@@ -7,8 +7,8 @@ from flask_babel import gettext as _
 from werkzeug.exceptions import NotFound
 
 from ivr.services.auditor.access import transaction
-from ivr.storage.db import session as db_session
-from ivr.storage.flowstore import flows
+from ivr.web.current import flows
+from ivr.web.current import session as db_session
 
 from .blueprint import bp
 from .flowgraph import GraphError, flow_svg

@@ -16,25 +16,22 @@ from werkzeug.exceptions import NotFound
 
 from ivr.services.audit_replay import replay_call
 from ivr.services.audit_verify import verify_entries
+from ivr.web.current import flows, personal_data
+from ivr.web.current import session as db_session
 
 from ...audit.errors import AuditError
 from ...domain.pii import DataKeyError
 from ...domain.spreadsheet import safe_row
 from ...domain.times import DAY_PATTERN, form_day, utcnow
-from ...services.auditor.access import record_access, transaction
+from ...services.auditor.access import access_entries, record_access, transaction
 from ...services.auditor.audio_index import HASH, AudioIndex
 from ...services.auditor.evidence import EvidenceError, build_package
-from ...services.personal_data_keys import personal_data
-from ...services.reports import call_duration, call_timeline
+from ...services.auditor.recordings import call_recordings
+from ...services.reports import call_duration, call_timeline, stored_call
 from ...services.timeline import fact_entries
-from ...storage.db import session as db_session
-from ...storage.flowstore import flows
-from ...storage.models import Call
 from .blueprint import bp
-from .callrecord import access_entries
 from .dashboard import agent_names
 from .login import current_user, workspace_required
-from .recordings import call_recordings
 from .search import (
     CALL_SID,
     CHUNK,
@@ -212,7 +209,7 @@ def call(call_sid: str):
     s = db_session()
     user = current_user()
     with transaction(s):
-        row = s.get(Call, call_sid)
+        row = stored_call(s, call_sid)
         if row is None:
             record_access(s, user, "view.call", via="web", call_sid=call_sid, found=False)
             doc = None

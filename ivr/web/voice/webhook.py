@@ -10,17 +10,15 @@ import time
 from flask import Response, current_app, request
 from twilio.twiml.voice_response import VoiceResponse
 
+from ivr.web.current import current_context, database, drain_if_pending, spool
+
 from ...domain import twilio_form
 from ...domain.times import utcnow
 from ...services import webhooks
 from ...services.audit_sequencer import leaves_committed
-from ...services.calls import current_context
 from ...services.offline import OfflineError
-from ...services.spool_replay import drain_if_pending
 from ...storage import db_errors
 from ...storage import deadline as db_deadline
-from ...storage.db import database
-from ...storage.spool import spool
 from ..metrics import count_facts, observe_webhook
 from .twiml import apology_twiml
 
