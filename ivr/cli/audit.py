@@ -27,6 +27,7 @@ from ivr.storage import anchor_store
 from ivr.storage.audit_tree import checkpoint_head, latest_head, prove_call
 from ivr.storage.audit_tree import consistency as consistency_proof
 from ivr.storage.models import AuditEntry, AuditTreeHead
+from ivr.web import current
 from ivr.web.current import flows, session
 
 
@@ -50,7 +51,7 @@ def _read_checkpoints(paths) -> tuple[list, list[str]]:
 
 def _read_public_keys(paths) -> tuple[dict, list | None]:
     """PEM keys for the hash chain's checkpoints, vkeys for the Merkle log's (plus the app's)."""
-    keys = audit_keys.app_public_keys(current_app._get_current_object())
+    keys = audit_keys.app_public_keys(current.app())
     vkeys = []
     for path in paths:
         try:
@@ -184,7 +185,7 @@ def anchor(once):
 
     @with_app
     def run():
-        app = current_app._get_current_object()
+        app = current.app()
         while True:
             report = anchoring.run_anchoring(app)
             if report is None:
@@ -227,7 +228,7 @@ def timestamps_cmd(as_json):
 
 def _own_key():
     try:
-        return audit_keys.signing_key(current_app._get_current_object(), create=False)
+        return audit_keys.signing_key(current.app(), create=False)
     except AuditError as e:
         raise click.ClickException(str(e)) from None
 
@@ -245,7 +246,7 @@ def integrate(once):
 
     @with_app
     def run():
-        app = current_app._get_current_object()
+        app = current.app()
         while True:
             try:
                 result = run_pass(app, force_checkpoint=once, wait=10.0 if once else 0.0)
@@ -276,7 +277,7 @@ def checkpoint():
     @with_app
     def run():
         try:
-            run_pass(current_app._get_current_object(), force_checkpoint=True, wait=10.0)
+            run_pass(current.app(), force_checkpoint=True, wait=10.0)
         except AuditError as e:
             raise click.ClickException(str(e)) from None
 
@@ -317,7 +318,7 @@ def public_key(as_note):
     @with_app
     def run():
         try:
-            key = audit_keys.signing_key(current_app._get_current_object())
+            key = audit_keys.signing_key(current.app())
         except AuditError as e:
             raise click.ClickException(str(e)) from None
         if as_note:

@@ -19,13 +19,14 @@ from ..storage.flowstore import FlowRegistry, flows_of
 from ..storage.spool import DrainReport, Spool, spool_of
 
 
-def _app() -> Flask:
-    return current_app._get_current_object()  # type: ignore[attr-defined]
+def app() -> Flask:
+    """The current app itself (not Flask's proxy to it), to hand to a service."""
+    return current_app._get_current_object()  # type: ignore[attr-defined]  # the proxy's own
 
 
 def database(app: Flask | None = None) -> db.Database:
     """The Database of the given or current app."""
-    return db.database(app or _app())
+    return db.database(app or app())
 
 
 def session() -> Session:
@@ -43,22 +44,22 @@ def _close_session(_exc: BaseException | None = None) -> None:
 
 def flows() -> FlowRegistry:
     """The current app's flows."""
-    return flows_of(_app())
+    return flows_of(app())
 
 
 def personal_data() -> PersonalData:
     """The current app's PersonalData."""
-    return personal_data_of(_app())
+    return personal_data_of(app())
 
 
 def spool() -> Spool:
     """The current app's spool."""
-    return spool_of(_app())
+    return spool_of(app())
 
 
 def current_context() -> Context:
     """The Context of the current app: its flows, keys, renderer and engine."""
-    return context_of(_app())
+    return context_of(app())
 
 
 def apply_record(record: dict) -> None:

@@ -313,10 +313,10 @@ def _proof_files(s: Session, app: Flask, call_sid: str, entries: list[AuditEntry
     except AuditError as e:
         raise EvidenceError(f"cannot prove the call's leaves: {e}", 503) from e
     files: dict[str, bytes] = {}
-    for e, leaf in zip(entries, doc["leaves"], strict=True):
+    for entry, leaf in zip(entries, doc["leaves"], strict=True):
         i = leaf["index"]
         path = [base64.b64decode(p) for p in leaf["proof"]]
-        files[f"proof/leaf-{i}.bin"] = e.body.encode()
+        files[f"proof/leaf-{i}.bin"] = entry.body.encode()
         files[f"proof/path-{i}.txt"] = "".join(
             f"{side} {h.hex()}\n" for side, h in _sides(i, n, path)).encode()
     parsed = note.parse_note(head.note)
