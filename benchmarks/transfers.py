@@ -47,7 +47,7 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def run(n: int, agents: int) -> None:
+def run(n: int, agents: int) -> None:  # noqa: C901 - the benchmark's steps in the order they run
     tmp = tempfile.TemporaryDirectory()
     scratch = ExitStack()
     url = scratch.enter_context(scratch_database())

@@ -58,7 +58,7 @@ def _consistent(row: Row) -> bool:
         return False
 
 
-def diagnose(row: Row, expected_seq: int, expected_prev: str | None,
+def diagnose(row: Row, expected_seq: int, expected_prev: str | None,  # noqa: C901 - one branch per way the old chain can break
              peek: Callable[[], Row | None] = lambda: None, *, columns: bool = True) -> None:
     """Name what is wrong with `row`, read where `expected_seq` should be; raise, or return
     if the row is fine after all (the fast path is only a shortcut).

@@ -10,16 +10,16 @@ from urllib.parse import urlsplit
 import click
 from flask import current_app
 
+from ivr.adapters.twilio_standin import TwilioStandIn
+from ivr.domain.config import finalize, from_env
+from ivr.domain.flow import InvalidFlow, load_flow, load_flows
+from ivr.domain.spreadsheet import safe_row
+from ivr.services.consents import EXPORT_FIELDS, export_record
+from ivr.services.reports import call_timeline, consents_query, timeline_text
+from ivr.web.app import init_db_command
 from ivr.web.current import personal_data, session
+from ivr.web.logs import RequestLogHandler
 
-from ..adapters.twilio_standin import TwilioStandIn
-from ..domain.config import finalize, from_env
-from ..domain.flow import InvalidFlow, load_flow, load_flows
-from ..domain.spreadsheet import safe_row
-from ..services.consents import EXPORT_FIELDS, export_record
-from ..services.reports import call_timeline, consents_query, timeline_text
-from ..web.app import init_db_command
-from ..web.logs import RequestLogHandler
 from .audio import audio
 from .audit import audit_cli
 from .context import parse_when, with_app

@@ -7,10 +7,8 @@ from zoneinfo import ZoneInfo
 import click
 from flask import current_app
 
-from ivr.web.current import session
-
-from ..domain.times import utcnow
-from ..services.accounts import (
+from ivr.domain.times import utcnow
+from ivr.services.accounts import (
     ROLES,
     AccountError,
     add_user,
@@ -19,6 +17,8 @@ from ..services.accounts import (
     rotate_secret,
     set_active,
 )
+from ivr.web.current import session
+
 from .context import with_app
 
 

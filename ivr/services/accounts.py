@@ -12,10 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ivr.storage import audit_store
-
-from ..storage import web_sessions
-from ..storage.accounts import User
+from ivr.storage import audit_store, web_sessions
+from ivr.storage.accounts import User
 
 ROLES = ("auditor", "agent", "admin")
 

@@ -412,7 +412,7 @@ class AnchorThread(threading.Thread):
             try:
                 run_anchoring(app)
                 failing = ""
-            except Exception as e:  # noqa: BLE001 - the rows stay wanted; the next pass retries
+            except Exception as e:  # the rows stay wanted; the next pass retries
                 if str(e) != failing:
                     log.exception("audit anchoring pass failed; retrying")
                 failing = str(e)

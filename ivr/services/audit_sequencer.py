@@ -235,7 +235,7 @@ class SequencerThread(threading.Thread):
             try:
                 run_pass(app)
                 failing = ""
-            except Exception as e:  # noqa: BLE001 - a failed pass is retried; leaves stay queued
+            except Exception as e:  # a failed pass is retried; leaves stay queued
                 # Log a failure once, not every MMD / 2, until a pass succeeds again.
                 if str(e) != failing:
                     log.exception("audit sequencer pass failed; retrying every %.1f s",
@@ -280,7 +280,7 @@ def _inline_pass(app: Flask) -> None:
         run_pass(app, wait=30.0)
     except AuditError:
         raise
-    except Exception:  # noqa: BLE001 - the leaves stay queued for the next pass
+    except Exception:  # the leaves stay queued for the next pass
         log.exception("inline audit sequencer pass failed")
 
 

@@ -11,12 +11,13 @@ from typing import Protocol
 from flask import Flask
 from sqlalchemy.engine import Engine
 
-from ..adapters.audio.catalog import AudioLibrary
-from ..domain.flow.engine import Action, State
-from ..domain.flow.model import HIDDEN_CALLER
-from ..domain.pii import PersonalData, caller_number, normalise_phone
-from ..storage.db import database
-from ..storage.flowstore import FlowRegistry, flows_of
+from ivr.adapters.audio.catalog import AudioLibrary
+from ivr.domain.flow.engine import Action, State
+from ivr.domain.flow.model import HIDDEN_CALLER
+from ivr.domain.pii import PersonalData, caller_number, normalise_phone
+from ivr.storage.db import database
+from ivr.storage.flowstore import FlowRegistry, flows_of
+
 from .personal_data_keys import personal_data_of
 
 # Twilio's call statuses before the end, in the order they come (ties by sequence number).

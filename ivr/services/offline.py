@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ..domain.flow import engine as e
-from ..domain.runs import digits_input, run_id_for
-from ..domain.state_token import StateTokenError, read_token, read_transfer_token
+from ivr.domain.flow import engine as e
+from ivr.domain.runs import digits_input, run_id_for
+from ivr.domain.state_token import StateTokenError, read_token, read_transfer_token
+
 from . import run_memory, turns
 from .calls import start_context
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from ..domain.pii import PersonalData
+from ivr.domain.pii import PersonalData
 
 
 def personal_data_of(app: Flask) -> PersonalData:

@@ -7,10 +7,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..domain import times
-from ..domain.times import utc_iso_or_none
-from ..storage.flowstore import StoredFlows
-from ..storage.models import Call, CallEvent, Consent, FlowRun, Recording, Turn
+from ivr.domain import times
+from ivr.domain.times import utc_iso_or_none
+from ivr.storage.flowstore import StoredFlows
+from ivr.storage.models import Call, CallEvent, Consent, FlowRun, Recording, Turn
+
 from .calls import ordered_times
 from .consents import export_record
 from .timeline import build, notices
@@ -137,7 +138,7 @@ def consents_query(since: datetime | None = None, until: datetime | None = None,
     return q
 
 
-def timeline_text(doc: dict) -> str:
+def timeline_text(doc: dict) -> str:  # noqa: C901 - the text's sections in reading order
     """`calls show` as text: what the auditor's call page shows, times in Europe/Istanbul with
     UTC in brackets, unknown values as "—"."""
     dash = times.value_or_dash

@@ -7,9 +7,10 @@ import functools
 import logging
 from datetime import datetime
 
-from ..domain import twilio_form
-from ..domain.twilio_form import INT32_MAX
-from ..storage.spool import DrainReport, Later, Spool
+from ivr.domain import twilio_form
+from ivr.domain.twilio_form import INT32_MAX
+from ivr.storage.spool import DrainReport, Later, Spool
+
 from . import calls, webhooks
 
 log = logging.getLogger("ivr.spool")

@@ -19,14 +19,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from ivr.adapters.twilio_rest import RedirectFailed
+from ivr.domain.times import utcnow
+from ivr.domain.vocabulary import SETTLED, TERMINAL, TRANSFER_ACTIVE, transfer_move
+from ivr.domain.vocabulary import TransferStatus as S
 from ivr.storage import audit_store
+from ivr.storage.models import Call, Consent, FlowRun
+from ivr.storage.transfer_models import Transfer
 
-from ..adapters.twilio_rest import RedirectFailed
-from ..domain.times import utcnow
-from ..domain.vocabulary import SETTLED, TERMINAL, TRANSFER_ACTIVE, transfer_move
-from ..domain.vocabulary import TransferStatus as S
-from ..storage.models import Call, Consent, FlowRun
-from ..storage.transfer_models import Transfer
 from .transfer_request import TransferRequest
 
 # A caller whose run has had no turn for this long has gone (no status callback said so).

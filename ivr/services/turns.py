@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..domain.flow import Flow
-from ..domain.flow import engine as e
-from ..domain.notice_version import notice_version
-from ..domain.times import AUDIT, utc_iso
+from ivr.domain.flow import Flow
+from ivr.domain.flow import engine as e
+from ivr.domain.notice_version import notice_version
+from ivr.domain.times import AUDIT, utc_iso
+
 from . import run_memory
 
 # Where the consent's own entry goes among a turn's audit entries (it needs the row's id).

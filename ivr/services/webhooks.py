@@ -21,14 +21,14 @@ from datetime import UTC, datetime
 
 import orjson
 
-from ..domain.flow import Flow
-from ..domain.flow import engine as e
-from ..domain.flow.model import HIDDEN_CALLER
-from ..domain.runs import digits_input, run_id_for
-from ..domain.state_token import StateTokenError, read_token, read_transfer_token
-from ..domain.times import AUDIT, utc_iso
-from ..domain.twilio_form import CallFields, GatherInput, RecordingCallback, StatusCallback
-from ..domain.vocabulary import (
+from ivr.domain.flow import Flow
+from ivr.domain.flow import engine as e
+from ivr.domain.flow.model import HIDDEN_CALLER
+from ivr.domain.runs import digits_input, run_id_for
+from ivr.domain.state_token import StateTokenError, read_token, read_transfer_token
+from ivr.domain.times import AUDIT, utc_iso
+from ivr.domain.twilio_form import CallFields, GatherInput, RecordingCallback, StatusCallback
+from ivr.domain.vocabulary import (
     CHANNELS,
     DECISIVE,
     TERMINAL,
@@ -36,9 +36,10 @@ from ..domain.vocabulary import (
     TRANSFER_MOVES,
     Decision,
 )
-from ..domain.vocabulary import TransferStatus as T
-from ..storage import webhook_functions as fn
-from ..storage.audit_store import leaf_columns
+from ivr.domain.vocabulary import TransferStatus as T
+from ivr.storage import webhook_functions as fn
+from ivr.storage.audit_store import leaf_columns
+
 from . import run_memory, turns
 from .calls import RANK, RECORDING_ORDER, Context, clip, parties, start_context
 from .transfers import END_OF_CALL_FAILURES, origin

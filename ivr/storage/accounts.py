@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..domain.times import utcnow
+from ivr.domain.times import utcnow
+
 from .base import Base
 
 

@@ -17,9 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ivr.audit.leaves import leaf_body
-from ivr.domain.times import AUDIT, utc_iso
+from ivr.domain.times import AUDIT, utc_iso, utcnow
 
-from ..domain.times import utcnow
 from .models import AuditQueue
 
 log = logging.getLogger(__name__)

@@ -159,7 +159,7 @@ def _connect_within(dialect, cargs, cparams, seconds: float):
         "connection to the database timed out (the webhook's deadline was reached)")
 
 
-def install(engine: Engine) -> None:
+def install(engine: Engine) -> None:  # noqa: C901 - the engine's event hooks belong together
     """Watch this PostgreSQL engine's connections while a deadline is set.
 
     The engine must be made without pool_pre_ping: the ping happens here instead, after

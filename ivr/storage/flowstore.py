@@ -6,8 +6,9 @@ from flask import Flask
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ..domain.flow import Flow, load_flow, load_flows
-from ..domain.flow.loader import build_flow
+from ivr.domain.flow import Flow, load_flow, load_flows
+from ivr.domain.flow.loader import build_flow
+
 from .models import FlowVersion
 
 

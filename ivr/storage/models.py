@@ -16,7 +16,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..domain.times import utcnow
+from ivr.domain.times import utcnow
+
 from .base import Base
 
 

@@ -32,7 +32,8 @@ from flask import Flask
 from sqlalchemy.exc import IntegrityError, InterfaceError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
-from ..domain.config import ConfigError
+from ivr.domain.config import ConfigError
+
 from . import db_errors
 
 log = logging.getLogger("ivr.spool")  # the name logs have always carried
@@ -232,7 +233,7 @@ class Spool:
                     continue
                 self._quarantine(path, record, describe(e), report)
                 return "quarantined", record
-            except Exception as e:  # noqa: BLE001 - no record may stop the drain
+            except Exception as e:  # no record may stop the drain
                 if database_unreachable(e):
                     report.stopped = f"database error: {type(e).__name__}"
                     return "stop", record

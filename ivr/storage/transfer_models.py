@@ -7,7 +7,8 @@ from datetime import datetime
 from sqlalchemy import String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..domain.vocabulary import TransferStatus
+from ivr.domain.vocabulary import TransferStatus
+
 from .base import Base
 
 STATUSES = tuple(s.value for s in TransferStatus)

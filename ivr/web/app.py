@@ -8,10 +8,11 @@ import click
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
-from ..domain import config
-from ..services import anchoring, audit_sequencer, personal_data_keys
-from ..storage import accounts as _accounts  # noqa: F401 - register the accounts table
-from ..storage import db, flowstore, spool
+from ivr.domain import config
+from ivr.services import anchoring, audit_sequencer, personal_data_keys
+from ivr.storage import accounts as _accounts  # noqa: F401 - register the accounts table
+from ivr.storage import db, flowstore, spool
+
 from . import (
     api,
     audio_files,

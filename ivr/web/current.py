@@ -10,13 +10,13 @@ from __future__ import annotations
 from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
-from ..domain.pii import PersonalData
-from ..services import spool_replay
-from ..services.calls import Context, context_of
-from ..services.personal_data_keys import personal_data_of
-from ..storage import db
-from ..storage.flowstore import FlowRegistry, flows_of
-from ..storage.spool import DrainReport, Spool, spool_of
+from ivr.domain.pii import PersonalData
+from ivr.services import spool_replay
+from ivr.services.calls import Context, context_of
+from ivr.services.personal_data_keys import personal_data_of
+from ivr.storage import db
+from ivr.storage.flowstore import FlowRegistry, flows_of
+from ivr.storage.spool import DrainReport, Spool, spool_of
 
 
 def app() -> Flask:
@@ -26,7 +26,7 @@ def app() -> Flask:
 
 def database(app: Flask | None = None) -> db.Database:
     """The Database of the given or current app."""
-    return db.database(app or app())
+    return db.database(app or current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 def session() -> Session:

@@ -30,8 +30,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from ivr.services import anchoring, audit_sequencer
+from ivr.storage.migrate import MIGRATIONS, head_revision, schema_state
 
-from ..storage.migrate import MIGRATIONS, head_revision, schema_state
 from .auditor.login import current_user
 
 bp = Blueprint("health", __name__)

@@ -18,10 +18,10 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup, escape
 
+from ivr.services.accounts import set_language
+from ivr.services.auditor.access import transaction
 from ivr.web.current import session as db_session
 
-from ..services.accounts import set_language
-from ..services.auditor.access import transaction
 from .auditor.login import current_user, safe_next
 from .auditor.roles import ROLE_NAMES as ROLES
 

@@ -90,7 +90,7 @@ def pg_available() -> bool:
                 conn.execute(text("SELECT 1"))
             eng.dispose()
             _pg_state["ok"] = True
-        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        except Exception as exc:  # any failure means "not reachable"
             _pg_state["ok"] = False
             _pg_state["why"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return _pg_state["ok"]
@@ -144,7 +144,7 @@ def drop_schema(admin, schema: str) -> None:
                 conn.execute(text("SET LOCAL lock_timeout = '5s'"))
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
             return
-        except Exception:  # noqa: BLE001 - a lock appeared again: end it and retry
+        except Exception:  # a lock appeared again: end it and retry
             continue
     raise RuntimeError(f"could not drop test schema {schema}")
 

@@ -343,7 +343,7 @@ class ReplayingWitness:
         kept: list[str] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if not kept:
                     kept.append(requests.post(f"{real_url}/add-checkpoint", data=body,

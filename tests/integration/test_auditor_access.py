@@ -15,8 +15,7 @@ from ivr.services.auditor.login_throttle import failures
 from ivr.storage.accounts import LoginFailure, User
 from ivr.storage.models import WebSession
 from ivr.web.current import database
-
-from ..support.auditor import audit_bodies, csrf_token, login, make_user
+from tests.support.auditor import audit_bodies, csrf_token, login, make_user
 
 
 @pytest.fixture

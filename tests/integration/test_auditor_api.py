@@ -10,8 +10,7 @@ import pytest
 from ivr.services.consents import EXPORT_FIELDS
 from ivr.services.reports import call_timeline
 from ivr.web.current import database, personal_data
-
-from ..support.auditor import audit_bodies, make_user, place_call
+from tests.support.auditor import audit_bodies, make_user, place_call
 
 ALICE = "+905321234567"
 BOB = "+905339876543"

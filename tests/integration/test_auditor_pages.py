@@ -16,8 +16,7 @@ from ivr.audit import leaves
 from ivr.storage import audit_store
 from ivr.web.auditor.search import EXPORT_FIELDS
 from ivr.web.current import database
-
-from ..support.auditor import (
+from tests.support.auditor import (
     audio_dir,
     audit_bodies,
     auditor,

@@ -14,8 +14,7 @@ from ivr.cli.main import cli
 from ivr.domain.times import utcnow
 from ivr.storage.models import WebSession
 from ivr.web.current import database
-
-from ..support.auditor import audit_bodies, csrf_token, login, make_user
+from tests.support.auditor import audit_bodies, csrf_token, login, make_user
 
 COOKIE = "ivr_session"
 

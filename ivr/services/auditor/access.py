@@ -10,9 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ivr.storage import audit_store
-
-from ...storage.accounts import User
-from ...storage.models import AuditEntry
+from ivr.storage.accounts import User
+from ivr.storage.models import AuditEntry
 
 KIND = "auditor.access"
 MAX_LISTED = 1000

@@ -37,16 +37,16 @@ from ivr.domain.flow import Flow
 from ivr.domain.notice_version import notice_version
 from ivr.domain.pii import PersonalData
 from ivr.domain.times import utcnow
+from ivr.services import anchoring, audit_keys, audit_sequencer
+from ivr.services.accounts import User
+from ivr.services.audit_replay import replay_call
+from ivr.services.reports import call_timeline
+from ivr.services.timeline import AUDITOR_KINDS, run_versions
 from ivr.storage import anchor_store
 from ivr.storage.audit_tree import StoredTree, latest_head, prove_call
 from ivr.storage.flowstore import FlowRegistry
 from ivr.storage.models import AuditEntry, AuditQueue, AuditTreeHead, Call
 
-from .. import anchoring, audit_keys, audit_sequencer
-from ..accounts import User
-from ..audit_replay import replay_call
-from ..reports import call_timeline
-from ..timeline import AUDITOR_KINDS, run_versions
 from .access import record_access, transaction
 from .audio_index import AudioIndex, file_sha256
 
@@ -419,7 +419,7 @@ def _replay_text(s: Session, registry: FlowRegistry, call_sid: str, head: AuditT
     """Step 4, the replay: the call's keys re-run through its flow version, or why not."""
     try:
         return replay_call(s, registry, call_sid, checkpoint=head).render()
-    except Exception as e:  # noqa: BLE001 - a failed replay is itself evidence, and is shown
+    except Exception as e:  # a failed replay is itself evidence, and is shown
         return f"REPLAY FAILED: {type(e).__name__}: {e}\n"
 
 

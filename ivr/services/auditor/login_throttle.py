@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from ...storage.accounts import LoginFailure
+from ivr.storage.accounts import LoginFailure
 
 # The failures of an empty name are counted under this key.
 UNKNOWN = ""

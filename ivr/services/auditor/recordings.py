@@ -10,8 +10,8 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...storage.kvkk_models import DestructionLog
-from ...storage.models import AuditEntry, Recording
+from ivr.storage.kvkk_models import DestructionLog
+from ivr.storage.models import AuditEntry, Recording
 
 RECORDING_SID = re.compile(r"RE[0-9a-f]{32}")
 # Twilio's own statuses; only a completed recording has media to play.

@@ -9,9 +9,9 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ...adapters.iys_push import Answer, safe_url, send
-from ...storage import audit_store
-from ...storage.kvkk_models import IysBatch, IysPushAnswer, IysRecord
+from ivr.adapters.iys_push import Answer, safe_url, send
+from ivr.storage import audit_store
+from ivr.storage.kvkk_models import IysBatch, IysPushAnswer, IysRecord
 
 __all__ = ["Answer", "record_answer", "send"]  # the push's two halves, for the CLI and the page
 

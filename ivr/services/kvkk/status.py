@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...domain.vocabulary import CHANNELS, DECISIVE
-from ...storage.models import Consent
+from ivr.domain.vocabulary import CHANNELS, DECISIVE
+from ivr.storage.models import Consent
 
 
 @dataclass(frozen=True)

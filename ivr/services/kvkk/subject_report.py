@@ -7,16 +7,17 @@ from datetime import date, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...domain import times
-from ...domain.kvkk.businessdays import ISTANBUL
-from ...domain.kvkk.notice_facts import localised
-from ...domain.kvkk.policy import Policy
-from ...domain.pii import PersonalData
-from ...domain.times import utc_iso_or_none
-from ...domain.vocabulary import CHANNELS
-from ...storage.kvkk_models import IysBatch, IysRecord, SubjectRequest
-from ...storage.models import Call, Recording
-from ..reports import recording_dict
+from ivr.domain import times
+from ivr.domain.kvkk.businessdays import ISTANBUL
+from ivr.domain.kvkk.notice_facts import localised
+from ivr.domain.kvkk.policy import Policy
+from ivr.domain.pii import PersonalData
+from ivr.domain.times import utc_iso_or_none
+from ivr.domain.vocabulary import CHANNELS
+from ivr.services.reports import recording_dict
+from ivr.storage.kvkk_models import IysBatch, IysRecord, SubjectRequest
+from ivr.storage.models import Call, Recording
+
 from .status import history, status_from
 
 LANGS = ("tr", "en")
@@ -183,7 +184,7 @@ def _iys_local(consent_date: str) -> str:
     return times.text(dt)
 
 
-def render_text(report: dict) -> str:
+def render_text(report: dict) -> str:  # noqa: C901 - the report's sections in reading order
     """The report as plain text for the person, in the report's language."""
     lang = report["report"]["language"]
     L, out = LABELS[lang], []

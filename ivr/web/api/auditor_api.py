@@ -10,16 +10,16 @@ from datetime import datetime
 
 from flask import jsonify, request
 
+from ivr.domain import inputs
+from ivr.domain.pii import DataKeyError
+from ivr.domain.vocabulary import DECISIONS
+from ivr.services.auditor.access import record_access, transaction
+from ivr.services.consents import export_record
+from ivr.services.reports import call_timeline, consent_records, stored_call
+from ivr.web.auditor.search import CALL_SID, SearchError, phone_fingerprint
 from ivr.web.current import personal_data, session
+from ivr.web.tokens import bearer_user, require_token
 
-from ...domain import inputs
-from ...domain.pii import DataKeyError
-from ...domain.vocabulary import DECISIONS
-from ...services.auditor.access import record_access, transaction
-from ...services.consents import export_record
-from ...services.reports import call_timeline, consent_records, stored_call
-from ..auditor.search import CALL_SID, SearchError, phone_fingerprint
-from ..tokens import bearer_user, require_token
 from .blueprint import bp
 from .errors import bad_request, error_response
 
@@ -52,7 +52,7 @@ class EmptyRange(SearchError):
     """Well-formed criteria whose time range holds no instant (422)."""
 
 
-def _consent_criteria(args) -> tuple[dict, int]:
+def _consent_criteria(args) -> tuple[dict, int]:  # noqa: C901 - one rule per query parameter, each with its error
     """The criteria of GET /api/consents; SearchError naming every bad parameter.
 
     Values are taken as sent: a parameter given empty, or with spaces around a date or a

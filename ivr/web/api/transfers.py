@@ -7,15 +7,15 @@ import logging
 from flask import current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from ivr.domain.times import utc_iso_or_none
+from ivr.domain.vocabulary import TransferStatus
+from ivr.services import transfer_request
+from ivr.services import transfers as service
+from ivr.storage.transfer_models import Transfer
+from ivr.web import transfer_start as start
 from ivr.web.current import flows, personal_data, session
+from ivr.web.tokens import bearer_user, require_token
 
-from ...domain.times import utc_iso_or_none
-from ...domain.vocabulary import TransferStatus
-from ...services import transfer_request
-from ...services import transfers as service
-from ...storage.transfer_models import Transfer
-from .. import transfer_start as start
-from ..tokens import bearer_user, require_token
 from .blueprint import bp
 from .errors import bad_request, error_response
 

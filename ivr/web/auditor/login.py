@@ -34,15 +34,14 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 from flask_babel import gettext as _
 from flask_babel import ngettext
 
+from ivr.domain.times import utcnow
+from ivr.services.accounts import authenticate, session_user
+from ivr.services.auditor import login_throttle as throttle
 from ivr.services.auditor.access import transaction
-from ivr.storage import audit_store
+from ivr.storage import audit_store, web_sessions
+from ivr.storage.accounts import User
 from ivr.web.current import session as db_session
 
-from ...domain.times import utcnow
-from ...services.accounts import authenticate, session_user
-from ...services.auditor import login_throttle as throttle
-from ...storage import web_sessions
-from ...storage.accounts import User
 from .roles import WORKSPACE_ROLES, area_message, forbidden, home_url, may_open
 
 bp = Blueprint("auth", __name__)

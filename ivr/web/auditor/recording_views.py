@@ -31,7 +31,7 @@ def recording(call_sid: str, recording_sid: str):
     try:
         media = open_media(TwilioAccount.from_config(current_app.config), recording_sid)
     except MediaUnavailable as e:
-        from ..i18n import media_error  # i18n imports this package
+        from ivr.web.i18n import media_error  # i18n imports this package
         return render_template("auditor/error.html", code=e.status,
                                title=_("The recording cannot be played"),
                                message=media_error(e.reason), detail=e.detail), e.status

@@ -14,21 +14,21 @@ from flask_babel import gettext as _
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound
 
+from ivr.audit.errors import AuditError
+from ivr.domain.pii import DataKeyError
+from ivr.domain.spreadsheet import safe_row
+from ivr.domain.times import DAY_PATTERN, form_day, utcnow
 from ivr.services.audit_replay import replay_call
 from ivr.services.audit_verify import verify_entries
+from ivr.services.auditor.access import access_entries, record_access, transaction
+from ivr.services.auditor.audio_index import HASH, AudioIndex
+from ivr.services.auditor.evidence import EvidenceError, build_package
+from ivr.services.auditor.recordings import call_recordings
+from ivr.services.reports import call_duration, call_timeline, stored_call
+from ivr.services.timeline import fact_entries
 from ivr.web.current import flows, personal_data
 from ivr.web.current import session as db_session
 
-from ...audit.errors import AuditError
-from ...domain.pii import DataKeyError
-from ...domain.spreadsheet import safe_row
-from ...domain.times import DAY_PATTERN, form_day, utcnow
-from ...services.auditor.access import access_entries, record_access, transaction
-from ...services.auditor.audio_index import HASH, AudioIndex
-from ...services.auditor.evidence import EvidenceError, build_package
-from ...services.auditor.recordings import call_recordings
-from ...services.reports import call_duration, call_timeline, stored_call
-from ...services.timeline import fact_entries
 from .blueprint import bp
 from .dashboard import agent_names
 from .login import current_user, workspace_required
