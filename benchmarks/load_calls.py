@@ -152,7 +152,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--pg-admin-url", default=os.environ.get(
         "IVR_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    p.add_argument("--smoke", action="store_true",
+                   help="a tiny run for the tests (tests/integration/test_benchmark_smokes.py): "
+                        "non-zero on a fault; its figures mean nothing")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.callers, args.calls_per_caller, args.workers = 4, 1, 1
     from cryptography.fernet import Fernet
 
     name = f"ivr_load_{os.getpid()}_{secrets.token_hex(3)}"

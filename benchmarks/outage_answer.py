@@ -74,7 +74,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--pg-admin-url", default=os.environ.get(
         "IVR_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    p.add_argument("--smoke", action="store_true",
+                   help="a tiny run for the tests (tests/integration/test_benchmark_smokes.py): "
+                        "non-zero on a fault; its figures mean nothing")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.calls, args.workers = 2, 1
     from cryptography.fernet import Fernet
 
     name = f"ivr_outage_{os.getpid()}_{secrets.token_hex(3)}"

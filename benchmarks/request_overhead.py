@@ -191,7 +191,12 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=5000, help="calls per repetition (5000)")
     ap.add_argument("--repeat", type=int, default=7, help="repetitions; medians (7)")
     ap.add_argument("--child", choices=("multiprocess", "single"), help=argparse.SUPPRESS)
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny run for the tests (tests/integration/test_benchmark_smokes.py): "
+                         "non-zero on a fault; its figures mean nothing")
     args = ap.parse_args()
+    if args.smoke:
+        args.calls, args.repeat = 200, 1
     if args.child:
         print(json.dumps(child(args.child, args.calls, args.repeat)))
         return
