@@ -82,10 +82,12 @@ test: setup-dev tools audio lint
 	$(PY) -m pytest -n $(TEST_WORKERS) -m "not serial"
 	$(PY) -m pytest -m serial
 
-# ruff, and the layer rules of pyproject.toml's [tool.importlinter] (imports point down only).
+# ruff, the layer rules of pyproject.toml's [tool.importlinter] (imports point down only) and
+# mypy ([tool.mypy]: strict for ivr/domain and ivr/audit, checked elsewhere).
 lint: setup-dev
 	$(VENV)/bin/ruff check ivr tests benchmarks wsgi.py gunicorn.conf.py
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 bench: setup-dev
 	$(PY) benchmarks/consent_calls.py

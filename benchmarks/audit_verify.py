@@ -66,7 +66,7 @@ def sid(call: int) -> str:
 
 def leaves(start: int, n: int):
     """(kind, ref, body) of leaves start..start+n-1."""
-    from ivr.audit.chain import leaf_body
+    from ivr.audit.leaves import leaf_body
 
     for i in range(start, start + n):
         kind, data = TEMPLATES[i % 4]
@@ -87,8 +87,9 @@ def fill(url: str, instance: str, n: int, day: int = 0, checkpoints: int = 0) ->
     """Create the schema; insert n leaves, their tree nodes and one signed checkpoint; then
     `day` more leaves with `checkpoints` checkpoints signed evenly among them."""
     from ivr.audit import merkle
+    from ivr.domain.times import utcnow
     from ivr.services import audit_keys, audit_sequencer
-    from ivr.storage.db import database, utcnow
+    from ivr.web.current import database
 
     app = make_app(url, instance)
     db = database(app)
@@ -140,9 +141,10 @@ def integrate(url: str, instance: str, n: int, q: int) -> dict:
     """Queue q leaves after the n stored ones, then time one sequencer pass over them."""
     from sqlalchemy import insert
 
+    from ivr.domain.times import utcnow
     from ivr.services import audit_sequencer
-    from ivr.storage.db import database, utcnow
     from ivr.storage.models import AuditQueue
+    from ivr.web.current import database
 
     app = make_app(url, instance)
     db = database(app)
@@ -168,7 +170,7 @@ def integrate(url: str, instance: str, n: int, q: int) -> dict:
 def verify(url: str, instance: str) -> dict:
     """Time `audit verify` over the whole log; report speed and this process's memory."""
     from ivr.services.audit_verify import verify_log
-    from ivr.storage.db import database
+    from ivr.web.current import database
 
     app = make_app(url, instance)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -202,7 +204,7 @@ def prove(url: str, instance: str, n: int) -> dict:
     """The median time of `audit prove` for one call near the end of the log."""
     from ivr.audit.proofs import check_proof_document
     from ivr.storage.audit_tree import prove_call
-    from ivr.storage.db import database
+    from ivr.web.current import database
 
     app = make_app(url, instance)
     call = sid(n // 4 - 2)

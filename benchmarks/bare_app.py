@@ -2,7 +2,7 @@
 
 Served by the same gunicorn settings as the IVR (`gunicorn -c gunicorn.conf.py
 --pythonpath benchmarks bare_app:app`), on the same engine and pool settings
-(`ivr.db.make_engine`), so the ratio to it is what the IVR's own work costs per webhook.
+(`ivr.storage.db.make_engine`), so the ratio to it is what the IVR's own work costs per webhook.
 The database comes from BENCH_DATABASE_URL; `create_table(url)` makes its one table.
 """
 

@@ -261,7 +261,7 @@ def start_gunicorn(app_spec: str, env: dict, port: int, args, log_path: Path,
     if args.threads:
         env["IVR_THREADS"] = str(args.threads)
     gunicorn = Path(sys.executable).parent / "gunicorn"
-    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
+    log = open(log_path, "ab")  # closed with the process
     proc = subprocess.Popen([str(gunicorn), "-c", str(ROOT / "gunicorn.conf.py"), *extra,
                              app_spec], cwd=ROOT, env=env, stdout=log, stderr=log)
     proc.log = log
@@ -360,7 +360,7 @@ def _shares(total: int, n: int) -> list[int]:
     return [total // n + (1 if i < total % n else 0) for i in range(n)]
 
 
-def run_phase(target: str, base: str, server: subprocess.Popen, args, auth_token: str,
+def run_phase(target: str, base: str, server: subprocess.Popen, args, auth_token: str,  # noqa: C901 - one phase's steps in the order they run
               callers: Callers | None = None, seed: int = 0) -> dict:
     """Drive one server with every caller for the window; results merged over generators.
     For the IVR, `callers` says which calls (--fresh or --mix) and takes back what they
@@ -650,7 +650,7 @@ def report(name: str, r: dict, cores: int, ivr: bool = True) -> list[str]:
 def _conf_threads() -> int:
     """The threads gunicorn.conf.py gives each worker in this environment."""
     conf: dict = {}
-    exec((ROOT / "gunicorn.conf.py").read_text(), conf)  # noqa: S102 - our own config file
+    exec((ROOT / "gunicorn.conf.py").read_text(), conf)  # our own config file
     return conf["threads"]
 
 
@@ -734,7 +734,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> int:  # noqa: C901 - the command line's options, read in one place
     args = parse_args(argv)
 
     import bare_app

@@ -53,7 +53,7 @@ from ivr import create_app  # noqa: E402
 from ivr.domain.flow import engine as e  # noqa: E402
 from ivr.domain.flow.loader import build_flow  # noqa: E402
 from ivr.domain.flow.model import HIDDEN_CALLER  # noqa: E402
-from ivr.domain.notice import notice_version  # noqa: E402
+from ivr.domain.notice_version import notice_version  # noqa: E402
 from ivr.domain.runs import run_id_for  # noqa: E402
 from ivr.services import audit_sequencer, daily_aggregates  # noqa: E402
 from ivr.services.accounts import add_user  # noqa: E402

@@ -38,16 +38,21 @@ def timed(label: str, fn):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--consents", type=int, default=50000)
+    ap.add_argument("--smoke", action="store_true",
+                    help="a tiny run for the tests (tests/integration/test_benchmark_smokes.py): "
+                         "non-zero on a fault; its figures mean nothing")
     args = ap.parse_args()
+    if args.smoke:
+        args.consents = 200
 
     from sqlalchemy import insert
 
     from ivr import create_app
     from ivr.domain.kvkk.policy import load_policy
-    from ivr.services.keys import personal_data
+    from ivr.services import anchoring, audit_sequencer
     from ivr.services.kvkk import iys_export, retention, subject_report
-    from ivr.storage.db import database
     from ivr.storage.models import Consent
+    from ivr.web.current import database, personal_data
 
     tmp = Path(tempfile.mkdtemp(prefix="kvkk-bench-"))
     scratch = ExitStack()
@@ -105,6 +110,9 @@ def main() -> None:
                     s, retention.plan(s, policy, now), now, reason="bench", kind="retention.run"))
             print(f"  destroyed: {out.counts}")
     finally:
+        # The app's background threads go before its scratch schema does (no UndefinedTable).
+        audit_sequencer.stop_thread(app)
+        anchoring.stop_thread(app)
         database(app).engine.dispose()
         scratch.close()
 

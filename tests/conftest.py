@@ -24,7 +24,9 @@ def pytest_report_header(config):
 # deadline, the sequencer's MMD): `make test` runs them alone, after the rest has run on
 # pytest-xdist's workers, so a busy neighbour cannot make them late.
 SERIAL = {"test_fault_table.py", "test_outage.py", "test_faults.py", "test_db_deadline.py",
-          "test_audit_sequencer.py", "test_observability.py"}
+          "test_audit_sequencer.py", "test_observability.py",
+          # the smokes fail on any error; a loaded machine makes a tiny load test time out
+          "test_benchmark_smokes.py"}
 
 
 def pytest_collection_modifyitems(config, items):

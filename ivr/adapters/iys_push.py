@@ -1,21 +1,13 @@
-"""Sending İYS batches to an İYS-compatible endpoint and recording every answer."""
+"""Sending İYS batches to an İYS-compatible endpoint (HTTP only; what an answer means for the
+stored batch is ivr/services/kvkk/iys_push.py)."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
-from ivr.storage import audit_store
-
-from ..storage.kvkk_models import IysBatch, IysPushAnswer, IysRecord
-
-log = logging.getLogger("ivr.kvkk.iys_push")  # the name logs have always carried
 # Worth another try later: the endpoint, the network or the token is the problem.
 RETRYABLE = {401, 403, 408, 429}
 
@@ -78,41 +70,3 @@ def send(url: str, token: str, body: bytes, timeout: float) -> Answer:
     if r.status_code >= 500 or r.status_code in RETRYABLE:
         return Answer("failed", r.status_code, errors=errors)
     return Answer("rejected", r.status_code, errors=errors)
-
-
-def record_answer(session: Session, batch: IysBatch, answer: Answer, url: str,
-                  now: datetime) -> None:
-    """Store the answer and what it means for the batch and its records.
-
-    Rejected: records İYS named get outcome 'rejected' with the code; the others lose
-    their row, so the next export sends them again. Failed: the batch waits for `iys push`.
-    """
-    session.add(IysPushAnswer(batch_id=batch.id, at=now, url=safe_url(url),
-                              http_status=answer.http_status, outcome=answer.outcome,
-                              transaction_id=answer.transaction_id, errors=answer.errors))
-    batch.pushed_at = now
-    if answer.outcome == "accepted":
-        batch.status, batch.transaction_id = "accepted", answer.transaction_id
-    elif answer.outcome == "failed":
-        batch.status = "push_failed"
-    else:
-        batch.status = "rejected"
-        named = {}
-        for e in answer.errors:
-            if e.get("index") is not None:
-                named.setdefault(e["index"], f"{e['code']}: {e['message']}"[:1000])
-        records = list(session.scalars(select(IysRecord).where(IysRecord.batch_id == batch.id)
-                                       .order_by(IysRecord.position)))
-        for rec in records:
-            if rec.position in named:
-                rec.outcome, rec.reason, rec.decided_at = "rejected", named[rec.position], now
-        requeue = [r.id for r in records if r.position not in named]
-        if requeue:
-            session.execute(delete(IysRecord).where(IysRecord.id.in_(requeue)))
-    session.flush()
-    audit_store.append(session, [("iys.pushed", None, {
-        "batch": batch.id, "url": safe_url(url), "http_status": answer.http_status,
-        "outcome": answer.outcome, "transaction_id": answer.transaction_id,
-        "error_codes": sorted({e["code"] for e in answer.errors if e.get("code")}),
-    })], at=now)
-    log.info("iys batch %s pushed: %s (HTTP %s)", batch.id, answer.outcome, answer.http_status)

@@ -144,7 +144,7 @@ def http_server(witness: Witness, host: str, port: int, prefix: str = "") -> Thr
             self.end_headers()
             self.wfile.write(data)
 
-        def do_POST(self):  # noqa: N802 - the stdlib's name
+        def do_POST(self):  # the stdlib's name
             length = int(self.headers.get("Content-Length") or 0)
             if self.path != f"{prefix}/add-checkpoint":
                 self.rfile.read(min(length, MAX_BODY))
@@ -154,7 +154,7 @@ def http_server(witness: Witness, host: str, port: int, prefix: str = "") -> Thr
                 return self._send(Answer(413, "request too large\n"))
             self._send(witness.add_checkpoint(self.rfile.read(length)))
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             parts = self.path[len(prefix):].strip("/").split("/") \
                 if self.path.startswith(prefix + "/") else []
             if len(parts) == 2 and parts[1] == "checkpoint":

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from . import chain
+from . import leaves
 from .errors import CHECKPOINT_MISMATCH, AuditError, VerificationError
 
 KEY_ENV = "IVR_AUDIT_SIGNING_KEY"
@@ -115,17 +115,17 @@ class Checkpoint:
 
     def body(self) -> bytes:
         """The canonical JSON that is signed (after the 0x01 prefix)."""
-        return chain.canonical({"seq": self.seq, "hash": self.hash, "at": self.at,
+        return leaves.canonical({"seq": self.seq, "hash": self.hash, "at": self.at,
                                 "key_id": self.key_id})
 
     def message(self) -> bytes:
         """The exact bytes the signature covers."""
-        return chain.CHECKPOINT_PREFIX + self.body()
+        return leaves.CHECKPOINT_PREFIX + self.body()
 
     def to_dict(self, public_key: str | None = None) -> dict:
         """The document handed to an outside party (`audit checkpoint` prints it)."""
         doc = {"seq": self.seq, "hash": self.hash, "at": self.at, "key_id": self.key_id,
-               "algorithm": "Ed25519", "signed_message_prefix": chain.CHECKPOINT_PREFIX.hex(),
+               "algorithm": "Ed25519", "signed_message_prefix": leaves.CHECKPOINT_PREFIX.hex(),
                "signed_body": self.body().decode(), "signature": self.signature}
         if public_key:
             doc["public_key"] = public_key

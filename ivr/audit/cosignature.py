@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -129,6 +130,6 @@ def verify_cosignature(text: str, sig: Signature, c: Cosigner) -> int:
     return ts
 
 
-def matching(signatures, c: Cosigner) -> list[Signature]:
+def matching(signatures: Iterable[Signature], c: Cosigner) -> list[Signature]:
     """The signature lines whose name and key ID are this cosigner's."""
     return [s for s in signatures if (s.name, s.hash) == (c.name, c.id)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 BODY_MODIFIED = "body modified"
 ENTRY_DELETED = "entry deleted"
 ENTRY_INSERTED = "entry inserted"
@@ -55,7 +57,7 @@ class VerificationError(Exception):
         msg = f"{unit} {seq}: {problem}: expected {expected}, found {found}"
         super().__init__(f"{msg} ({detail})" if detail else msg)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form, for pages and evidence packages."""
         return {"seq": self.seq, "unit": self.unit, "problem": self.problem,
                 "expected": self.expected, "found": self.found, "message": str(self)}

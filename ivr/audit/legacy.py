@@ -17,7 +17,6 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 
 from . import checkpoint as cps
-from .chain import FIRST_PREV, entry_hash
 from .errors import (
     BODY_MODIFIED,
     CHECKPOINT_MISMATCH,
@@ -27,6 +26,7 @@ from .errors import (
     ORDER_CHANGED,
     VerificationError,
 )
+from .leaves import FIRST_PREV, entry_hash
 
 BATCH = 5000
 ROWS_SQL = ("SELECT seq, prev_hash, body, hash, kind, ref FROM audit_log "
@@ -58,7 +58,7 @@ def _consistent(row: Row) -> bool:
         return False
 
 
-def diagnose(row: Row, expected_seq: int, expected_prev: str | None,
+def diagnose(row: Row, expected_seq: int, expected_prev: str | None,  # noqa: C901 - one branch per way the old chain can break
              peek: Callable[[], Row | None] = lambda: None, *, columns: bool = True) -> None:
     """Name what is wrong with `row`, read where `expected_seq` should be; raise, or return
     if the row is fine after all (the fast path is only a shortcut).

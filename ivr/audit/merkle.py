@@ -218,7 +218,7 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
                                 f"root {root.hex()}", f"root {got.hex()}")
 
 
-def verify_consistency(old: int, new: int, old_root: bytes, new_root: bytes,
+def verify_consistency(old: int, new: int, old_root: bytes, new_root: bytes,  # noqa: C901 - RFC 9162 §2.1.4.2's algorithm as written there
                        proof: Sequence[bytes]) -> None:
     """Check that the tree of `new` leaves (new_root) extends the tree of `old` (old_root)."""
     _check_hash("old root hash", old_root)

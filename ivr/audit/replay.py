@@ -14,8 +14,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..domain.flow import engine as e
-from ..domain.notice import notice_version
+from ivr.domain.flow import engine as e
+from ivr.domain.notice_version import notice_version
+
 from .verify import EntriesStatus
 
 AUDIT = ("audit log:", "replayed:")
@@ -100,7 +101,7 @@ class ReplayResult:
         verdict = "ok" if self.ok else f"MISMATCH: {self.mismatches[0]}"
         return f"{self.call_sid}  {decisions}  {verdict}"
 
-    def render(self) -> str:
+    def render(self) -> str:  # noqa: C901 - one line per part of the report, in reading order
         """The step-by-step path as text (for the CLI and the evidence package)."""
         out = [f"Replay of call {self.call_sid}"]
         if self.chain is not None:
@@ -242,78 +243,21 @@ def replay_run(run, audit: CallEntries, problems: list[Mismatch], load_flow: Cal
     info = started[0]["data"] if len(started) == 1 else {}
     rr = RunReplay(run.id, run.origin, run.flow_id, run.flow_version, info.get("language"),
                    dict(info.get("context") or {}))
-    if len(started) != 1:
-        mismatch(0, "the audit log must hold exactly one call.started entry for the run",
-                 f"{len(started)} entries", "1 entry", ("found", "expected"))
+    flow = _run_flow(run, started, info, load_flow, turns, mismatch)
+    if flow is None:
         return rr
-    if info.get("flow_version") != run.flow_version:
-        mismatch(0, "flow version", run.flow_version, info.get("flow_version"),
-                 ("flow_runs:", "audit log:"))
-    try:
-        flow = load_flow(info.get("flow_version") or run.flow_version)
-    except LookupError as exc:
-        mismatch(0, "the recorded flow version cannot be loaded", run.flow_version, str(exc),
-                 ("version", "error"))
-        return rr
-    if [t.step for t in turns] != list(range(run.step + 1)):
-        mismatch(None, f"stored turns are not steps 0..{run.step}",
-                 [t.step for t in turns], list(range(run.step + 1)), ("found", "expected"))
-
     heard_notice: dict[str, list[dict]] = {}
     decisions: list[dict] = []
     state = None
     diverged = False
     for turn in turns:
         k = turn.step
-        inputs = audit.inputs.get((run.id, k), [])
-        if k == 0:
-            at = started[0]["at"]
-            if turn.input is not None:
-                mismatch(0, "the first turn has an input", turn.input, None, ("found", "expected"))
-            state, actions = e.start(flow, rr.context, rr.language)
-        else:
-            at = inputs[0]["at"] if inputs else None
-            audit_input = inputs[0]["data"]["input"] if len(inputs) == 1 else None
-            if audit_input != turn.input:
-                mismatch(k, "input: the turn and the audit entry disagree", turn.input,
-                         audit_input if inputs else "no input.received entry",
-                         ("turn:", "audit log:"))
-            if turn.input is None:
-                mismatch(k, "no input stored for the step", None, "an input",
-                         ("found", "expected"))
-                diverged = True
-                break
-            try:
-                state, actions = e.advance(flow, state, e.input_from_dict(turn.input))
-            except (e.EngineError, KeyError, TypeError, AttributeError) as exc:
-                mismatch(k, "the engine refuses the stored input", turn.input, str(exc))
-                diverged = True
-                break
-        replayed = [e.action_to_dict(a) for a in actions]
-        if replayed != turn.actions:
-            i, a, b = _first_difference(turn.actions, replayed)
-            mismatch(k, f"paths diverge at action {i}", a, b)
-            diverged = True
+        state, actions, at, diverged = _replay_turn(run, turn, flow, rr, state, started, audit,
+                                                    mismatch)
+        if diverged:
             break
         step = _compare_audit(run, k, at, turn.input, actions, audit, mismatch)
-        for a in actions:
-            if isinstance(a, e.NoticePlayed):
-                audio = next((n["audio"] for n in step.notice
-                              if n["language"] == a.language and n["prompts"] == list(a.prompts)),
-                             [None] * len(a.prompts))
-                heard = heard_notice.setdefault(a.language, [])
-                for p, h in zip(a.prompts, audio, strict=False):
-                    if {"prompt": p, "audio": h} not in heard:
-                        heard.append({"prompt": p, "audio": h})
-            elif isinstance(a, e.Decide):
-                heard = heard_notice.get(a.language)
-                version = notice_version(a.language, [
-                    (h["prompt"], flow.text(h["prompt"], a.language), h["audio"])
-                    for h in heard]) if heard else None
-                step.decision = {"decision": a.decision, "digits": "".join(a.digits),
-                                 "language": a.language, "notice_version": version,
-                                 "flow_version": flow.version}
-                decisions.append(step.decision)
+        _note_heard_and_decided(actions, step, flow, heard_notice, decisions)
         rr.steps.append(step)
 
     if not diverged and state is not None and state.to_dict() != run.state:
@@ -324,6 +268,89 @@ def replay_run(run, audit: CallEntries, problems: list[Mismatch], load_flow: Cal
     if not diverged:
         _check_decisions(consents, run, decisions, audit, mismatch)
     return rr
+
+
+def _run_flow(run, started: list[dict], info: dict, load_flow: Callable, turns: list,
+              mismatch: Callable):
+    """The run's recorded flow version, after checking its call.started entry and that its
+    turns are steps 0..n; None (with the mismatch noted) when it cannot be replayed."""
+    if len(started) != 1:
+        mismatch(0, "the audit log must hold exactly one call.started entry for the run",
+                 f"{len(started)} entries", "1 entry", ("found", "expected"))
+        return None
+    if info.get("flow_version") != run.flow_version:
+        mismatch(0, "flow version", run.flow_version, info.get("flow_version"),
+                 ("flow_runs:", "audit log:"))
+    try:
+        flow = load_flow(info.get("flow_version") or run.flow_version)
+    except LookupError as exc:
+        mismatch(0, "the recorded flow version cannot be loaded", run.flow_version, str(exc),
+                 ("version", "error"))
+        return None
+    if [t.step for t in turns] != list(range(run.step + 1)):
+        mismatch(None, f"stored turns are not steps 0..{run.step}",
+                 [t.step for t in turns], list(range(run.step + 1)), ("found", "expected"))
+    return flow
+
+
+def _replay_turn(run, turn, flow, rr: RunReplay, state, started: list[dict],
+                 audit: CallEntries, mismatch: Callable):
+    """(state, actions, when, diverged) of one stored turn run through the engine again;
+    `diverged` when the replay parts from the stored run there (the mismatch is noted). The
+    state is the engine's after the turn, or the one before it when no step could be made."""
+    k = turn.step
+    inputs = audit.inputs.get((run.id, k), [])
+    if k == 0:
+        at = started[0]["at"]
+        if turn.input is not None:
+            mismatch(0, "the first turn has an input", turn.input, None, ("found", "expected"))
+        state, actions = e.start(flow, rr.context, rr.language)
+    else:
+        at = inputs[0]["at"] if inputs else None
+        audit_input = inputs[0]["data"]["input"] if len(inputs) == 1 else None
+        if audit_input != turn.input:
+            mismatch(k, "input: the turn and the audit entry disagree", turn.input,
+                     audit_input if inputs else "no input.received entry",
+                     ("turn:", "audit log:"))
+        if turn.input is None:
+            mismatch(k, "no input stored for the step", None, "an input",
+                     ("found", "expected"))
+            return state, [], at, True
+        try:
+            state, actions = e.advance(flow, state, e.input_from_dict(turn.input))
+        except (e.EngineError, KeyError, TypeError, AttributeError) as exc:
+            mismatch(k, "the engine refuses the stored input", turn.input, str(exc))
+            return state, [], at, True
+    replayed = [e.action_to_dict(a) for a in actions]
+    if replayed != turn.actions:
+        i, a, b = _first_difference(turn.actions, replayed)
+        mismatch(k, f"paths diverge at action {i}", a, b)
+        return state, actions, at, True
+    return state, actions, at, False
+
+
+def _note_heard_and_decided(actions, step: Step, flow, heard_notice: dict[str, list[dict]],
+                            decisions: list[dict]) -> None:
+    """What of the notice a turn played (by language), and the decision it made with the
+    notice version the caller had heard by then."""
+    for a in actions:
+        if isinstance(a, e.NoticePlayed):
+            audio = next((n["audio"] for n in step.notice
+                          if n["language"] == a.language and n["prompts"] == list(a.prompts)),
+                         [None] * len(a.prompts))
+            heard = heard_notice.setdefault(a.language, [])
+            for p, h in zip(a.prompts, audio, strict=False):
+                if {"prompt": p, "audio": h} not in heard:
+                    heard.append({"prompt": p, "audio": h})
+        elif isinstance(a, e.Decide):
+            heard = heard_notice.get(a.language)
+            version = notice_version(a.language, [
+                (h["prompt"], flow.text(h["prompt"], a.language), h["audio"])
+                for h in heard]) if heard else None
+            step.decision = {"decision": a.decision, "digits": "".join(a.digits),
+                             "language": a.language, "notice_version": version,
+                             "flow_version": flow.version}
+            decisions.append(step.decision)
 
 
 def _compare_audit(run, k, at, inp, actions, audit: CallEntries, mismatch) -> Step:

@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 from flask import current_app, has_app_context
 
-from ..adapters.audio.build import build
-from ..adapters.audio.engines import ENGINE_CHOICES, gtts_url
-from ..adapters.audio.errors import AudioError
-from ..domain import config
-from ..domain.flow import InvalidFlow, load_flows
+from ivr.adapters.audio.build import build
+from ivr.adapters.audio.engines import ENGINE_CHOICES, gtts_url
+from ivr.adapters.audio.errors import AudioError
+from ivr.domain import config
+from ivr.domain.flow import InvalidFlow, load_flows
 
 
 def _settings() -> dict:

@@ -13,11 +13,11 @@ from sqlalchemy import select
 
 from ivr.audit import checkpoint as cps
 from ivr.audit import cosignature, note, timestamps
-from ivr.audit.chain import iso
 from ivr.audit.errors import AuditError, VerificationError
 from ivr.audit.proofs import b64, proof_json
 from ivr.audit.verify import max_queue_age_default
 from ivr.cli.context import parse_when, with_app
+from ivr.domain.times import AUDIT, utc_iso, utcnow
 from ivr.services import anchoring, audit_keys
 from ivr.services.anchor_verify import AnchorSummary, check_cosignatures, check_timestamps
 from ivr.services.audit_replay import replay_call, replay_range
@@ -26,9 +26,9 @@ from ivr.services.audit_verify import verify_from_checkpoint, verify_log
 from ivr.storage import anchor_store
 from ivr.storage.audit_tree import checkpoint_head, latest_head, prove_call
 from ivr.storage.audit_tree import consistency as consistency_proof
-from ivr.storage.db import session, utcnow
-from ivr.storage.flowstore import flows
 from ivr.storage.models import AuditEntry, AuditTreeHead
+from ivr.web import current
+from ivr.web.current import flows, session
 
 
 def _read_checkpoints(paths) -> tuple[list, list[str]]:
@@ -51,7 +51,7 @@ def _read_checkpoints(paths) -> tuple[list, list[str]]:
 
 def _read_public_keys(paths) -> tuple[dict, list | None]:
     """PEM keys for the hash chain's checkpoints, vkeys for the Merkle log's (plus the app's)."""
-    keys = audit_keys.app_public_keys()
+    keys = audit_keys.app_public_keys(current.app())
     vkeys = []
     for path in paths:
         try:
@@ -201,7 +201,7 @@ def anchor(once):
 
     @with_app
     def run():
-        app = current_app._get_current_object()
+        app = current.app()
         while True:
             report = anchoring.run_anchoring(app, retry_now=once, wait=30.0 if once else 0.0)
             if report is None:
@@ -236,14 +236,15 @@ def timestamps_cmd(as_json):
                 click.echo(json.dumps({"tree_size": head.tree_size, "note": head.note,
                                        "tsa": a.target, "token": a.data}))
             else:
-                click.echo(f"#{head.id}\t{head.tree_size}\t{iso(a.anchored_at)}\t{a.target}")
+                at = utc_iso(a.anchored_at, AUDIT)
+                click.echo(f"#{head.id}\t{head.tree_size}\t{at}\t{a.target}")
 
     run()
 
 
 def _own_key():
     try:
-        return audit_keys.signing_key(create=False)
+        return audit_keys.signing_key(current.app(), create=False)
     except AuditError as e:
         raise click.ClickException(str(e)) from None
 
@@ -261,7 +262,7 @@ def integrate(once):
 
     @with_app
     def run():
-        app = current_app._get_current_object()
+        app = current.app()
         while True:
             try:
                 result = run_pass(app, force_checkpoint=once, wait=10.0 if once else 0.0)
@@ -292,7 +293,7 @@ def checkpoint():
     @with_app
     def run():
         try:
-            run_pass(current_app._get_current_object(), force_checkpoint=True, wait=10.0)
+            run_pass(current.app(), force_checkpoint=True, wait=10.0)
         except AuditError as e:
             raise click.ClickException(str(e)) from None
 
@@ -314,11 +315,12 @@ def checkpoints(as_json):
         for h in session().scalars(select(AuditTreeHead).order_by(AuditTreeHead.tree_size,
                                                                   AuditTreeHead.id)):
             root = b64(bytes.fromhex(h.root_hash))
+            at = utc_iso(h.at, AUDIT)
             if as_json:
-                click.echo(json.dumps({"id": h.id, "tree_size": h.tree_size, "at": iso(h.at),
+                click.echo(json.dumps({"id": h.id, "tree_size": h.tree_size, "at": at,
                                        "root_hash": root, "note": h.note}))
             else:
-                click.echo(f"#{h.id}\t{h.tree_size}\t{iso(h.at)}\t{root}")
+                click.echo(f"#{h.id}\t{h.tree_size}\t{at}\t{root}")
 
     run()
 
@@ -332,7 +334,7 @@ def public_key(as_note):
     @with_app
     def run():
         try:
-            key = audit_keys.signing_key()
+            key = audit_keys.signing_key(current.app())
         except AuditError as e:
             raise click.ClickException(str(e)) from None
         if as_note:

@@ -9,11 +9,11 @@ import click
 from flask.cli import ScriptInfo
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..domain.config import ConfigError
-from ..domain.flow import InvalidFlow
-from ..domain.pii import DataKeyError
-from ..storage.embedded_pg import EmbeddedServerError
-from ..web.app import create_app
+from ivr.domain.config import ConfigError
+from ivr.domain.flow import InvalidFlow
+from ivr.domain.pii import DataKeyError
+from ivr.storage.embedded_pg import EmbeddedServerError
+from ivr.web.app import create_app
 
 
 def _app():

@@ -6,11 +6,11 @@ import json
 
 import click
 
-from ..domain import times
-from ..services.keys import personal_data
-from ..services.kvkk.status import current_status
-from ..services.kvkk.withdrawals import WithdrawalError, e164
-from ..storage.db import session
+from ivr.domain import times
+from ivr.services.kvkk.status import current_status
+from ivr.services.kvkk.withdrawals import WithdrawalError, e164
+from ivr.web.current import personal_data, session
+
 from .context import with_app
 from .kvkk_iys import iys_cli
 from .kvkk_retention import retention_cli

@@ -10,19 +10,19 @@ import click
 from flask import current_app
 from sqlalchemy import select
 
-from ..adapters import iys_push
-from ..domain import times
-from ..domain.kvkk import iys
-from ..domain.kvkk.businessdays import (
+from ivr.domain import times
+from ivr.domain.kvkk import iys
+from ivr.domain.kvkk.businessdays import (
     HolidayConfigError,
     deadline_state,
     iys_deadline,
     load_calendar,
 )
-from ..services.keys import personal_data
-from ..services.kvkk import iys_export
-from ..storage.db import session, utcnow
-from ..storage.kvkk_models import IysBatch
+from ivr.domain.times import utcnow
+from ivr.services.kvkk import iys_export, iys_push
+from ivr.storage.kvkk_models import IysBatch
+from ivr.web.current import personal_data, session
+
 from .context import parse_when, with_app
 
 
@@ -112,7 +112,7 @@ def _push(url: str, only: list[str] | None = None, new: dict[str, bytes] | None 
               help="Also send the batches to this İYS endpoint (token: IVR_IYS_TOKEN).")
 @click.option("--batch-size", type=click.IntRange(1, iys.BATCH_MAX), default=iys.BATCH_MAX,
               show_default=True)
-def export_cmd(since, out_dir, push_url, batch_size):
+def export_cmd(since, out_dir, push_url, batch_size):  # noqa: C901 - the command's options and outcomes in one place
     """Write every pending consent decision as İYS batch files (JSON, ≤1000 records each)."""
 
     @with_app

@@ -8,11 +8,13 @@ import click
 from flask import current_app
 from sqlalchemy import select
 
-from ..adapters.twilio_recordings import TwilioAccount
-from ..domain.kvkk.policy import PolicyError, load_policy
-from ..services.kvkk.runner import destroy
-from ..storage.db import session, utcnow
-from ..storage.kvkk_models import DestructionLog
+from ivr.adapters.twilio_recordings import TwilioAccount
+from ivr.domain.kvkk.policy import PolicyError, load_policy
+from ivr.domain.times import utcnow
+from ivr.services.kvkk.runner import destroy
+from ivr.storage.kvkk_models import DestructionLog
+from ivr.web.current import session
+
 from .context import with_app
 
 

@@ -8,15 +8,15 @@ from datetime import date
 import click
 from flask import current_app
 
+from ivr.domain.kvkk.businessdays import local_date
+from ivr.domain.times import utcnow
+from ivr.services.kvkk import subject_requests as sr
+from ivr.services.kvkk.runner import destroy
+from ivr.services.kvkk.subject_report import LANGS, build, render_text
+from ivr.services.kvkk.withdrawals import WithdrawalError, e164
 from ivr.storage import audit_store
+from ivr.web.current import personal_data, session
 
-from ..domain.kvkk.businessdays import local_date
-from ..services.keys import personal_data
-from ..services.kvkk import subject_requests as sr
-from ..services.kvkk.runner import destroy
-from ..services.kvkk.subject_report import LANGS, build, render_text
-from ..services.kvkk.withdrawals import WithdrawalError, e164
-from ..storage.db import session, utcnow
 from .context import with_app
 from .kvkk_retention import load, print_plan, twilio_account
 

@@ -10,15 +10,16 @@ from urllib.parse import urlsplit
 import click
 from flask import current_app
 
-from ..adapters.twilio_standin import TwilioStandIn
-from ..domain.config import finalize, from_env
-from ..domain.flow import InvalidFlow, load_flow, load_flows
-from ..domain.spreadsheet import safe_row
-from ..services.consents import EXPORT_FIELDS, export_record
-from ..services.keys import personal_data
-from ..services.reports import call_timeline, consents_query, timeline_text
-from ..storage.db import init_db_command, session
-from ..web.logs import RequestLogHandler
+from ivr.adapters.twilio_standin import TwilioStandIn
+from ivr.domain.config import finalize, from_env
+from ivr.domain.flow import InvalidFlow, load_flow, load_flows
+from ivr.domain.spreadsheet import safe_row
+from ivr.services.consents import EXPORT_FIELDS, export_record
+from ivr.services.reports import call_timeline, consents_query, timeline_text
+from ivr.web.app import init_db_command
+from ivr.web.current import personal_data, session
+from ivr.web.logs import RequestLogHandler
+
 from .audio import audio
 from .audit import audit_cli
 from .context import parse_when, with_app
@@ -156,7 +157,7 @@ def calls_show(call_sid, as_json):
     click.echo(timeline_text(data))
 
 
-# One init-db: the command Flask's own CLI gets (ivr/storage/db.py), run inside our app context.
+# One init-db: the command Flask's own CLI gets (ivr/web/app.py), run inside our app context.
 cli.command("init-db", help="Create the database schema if it is not there.")(
     with_app(init_db_command.callback))
 

@@ -19,7 +19,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..adapters.simulate import (
+from ivr.adapters.simulate import (
     Caller,
     SimulationError,
     Turn,
@@ -28,10 +28,11 @@ from ..adapters.simulate import (
     manifest_seconds,
     manifest_texts,
 )
-from ..adapters.twilio_standin import RemoteStandIn, TwilioStandIn
-from ..storage.db import database, session
-from ..storage.models import Call, Consent
-from ..web.transfers import twilio_settings
+from ivr.adapters.twilio_standin import RemoteStandIn, TwilioStandIn
+from ivr.storage.models import Call, Consent
+from ivr.web.current import database, session
+from ivr.web.transfers import twilio_settings
+
 from .context import with_app
 
 PREFIX = ".venv/bin/python -m ivr"

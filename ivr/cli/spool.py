@@ -8,10 +8,9 @@ import json
 import click
 
 from ivr.storage import audit_store
+from ivr.storage.spool import UnreadableRecord
+from ivr.web.current import apply_record, session, spool
 
-from ..services.spool_replay import apply_record
-from ..storage.db import session
-from ..storage.spool import UnreadableRecord, spool
 from .context import with_app
 
 # Shown as "[phone]" by `quarantine show`: the operator needs the record's shape, not the

@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 import click
 from flask import current_app
 
-from ..services.accounts import (
+from ivr.domain.times import utcnow
+from ivr.services.accounts import (
     ROLES,
     AccountError,
     add_user,
@@ -16,7 +17,8 @@ from ..services.accounts import (
     rotate_secret,
     set_active,
 )
-from ..storage.db import session, utcnow
+from ivr.web.current import session
+
 from .context import with_app
 
 

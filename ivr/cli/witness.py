@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..adapters.witness_server import StateFile, Witness, http_server
-from ..audit import cosignature, note
-from ..audit.checkpoint import load_private_key, private_key_pem
-from ..audit.errors import AuditError
+from ivr.adapters.witness_server import StateFile, Witness, http_server
+from ivr.audit import cosignature, note
+from ivr.audit.checkpoint import load_private_key, private_key_pem
+from ivr.audit.errors import AuditError
 
 
 def _key(path: str) -> Ed25519PrivateKey:

@@ -115,7 +115,7 @@ def is_unicode(value: str) -> bool:
     return True
 
 
-def note(value, field: str, *, max_length: int) -> str:
+def note(value: object, field: str, *, max_length: int) -> str:
     """A person's free text: a string of 1 to `max_length` characters, valid Unicode, with
     something visible and no control character but tab and line breaks."""
     wanted = f"a text of 1 to {max_length} characters, not blank, with no control characters"
@@ -128,7 +128,7 @@ def note(value, field: str, *, max_length: int) -> str:
     return value
 
 
-def label(value, field: str, *, max_length: int) -> str:
+def label(value: object, field: str, *, max_length: int) -> str:
     """A one-line name of 1 to `max_length` characters (as sent), valid Unicode, with
     something visible and no control character; returned without surrounding spaces."""
     wanted = (f"a name of 1 to {max_length} characters, not blank, with no control "

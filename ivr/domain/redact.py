@@ -36,7 +36,7 @@ def escape_controls(text: str) -> str:
     return _CONTROL.sub(_escaped, text)
 
 
-def _escaped(m: re.Match) -> str:
+def _escaped(m: re.Match[str]) -> str:
     n = ord(m.group())
     if m.group() == "\\":
         return "\\\\"

@@ -14,6 +14,11 @@ DAY_FORMAT = "%d.%m.%Y"
 DAY_PATTERN = r"[0-9]{2}\.[0-9]{2}\.[0-9]{4}"  # what the web's date fields accept, 30.11.2026
 
 
+def utcnow() -> datetime:
+    """The current time, in UTC, timezone-aware."""
+    return datetime.now(UTC)
+
+
 def parse_utc(value) -> datetime | None:
     """A UTC datetime from a stored ISO string ("...Z") or a datetime; None when absent."""
     if value is None or value == "":
@@ -28,9 +33,21 @@ def parse_utc(value) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def utc_iso(dt: datetime) -> str:
-    """UTC ISO 8601 to the millisecond, with a Z."""
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+# How precise a written instant is (`utc_iso`'s `timespec`): pages show milliseconds, audit
+# leaves always carry six digits, exports and API documents write what the value holds.
+PAGE = "milliseconds"
+AUDIT = "microseconds"
+EXPORT = "auto"
+
+
+def utc_iso(dt: datetime, timespec: str = PAGE) -> str:
+    """An instant as UTC ISO 8601 with a Z (the one formatter every surface uses)."""
+    return dt.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def utc_iso_or_none(dt: datetime | None, timespec: str = EXPORT) -> str | None:
+    """`utc_iso` of a value that may be unknown (None stays None)."""
+    return utc_iso(dt, timespec) if dt else None
 
 
 def local_text(dt: datetime) -> str:

@@ -23,6 +23,8 @@ DECISIONS: tuple[str, ...] = tuple(d.value for d in Decision)
 # Silence (no_input) is never a decision, so it changes nobody's status.
 DECISIVE: tuple[str, ...] = (Decision.GRANTED.value, Decision.DECLINED.value,
                              Decision.WITHDRAWN.value)
+# The channels a marketing consent covers, as İYS names them, in the order every list shows.
+CHANNELS: tuple[str, ...] = ("ARAMA", "MESAJ", "EPOSTA")
 # A consent a transfer asked for is settled once the caller said yes or no.
 SETTLED: tuple[str, ...] = (Decision.GRANTED.value, Decision.DECLINED.value)
 

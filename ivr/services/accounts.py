@@ -12,10 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ivr.storage import audit_store
-
-from ..storage import web_sessions
-from ..storage.accounts import User
+from ivr.storage import audit_store, web_sessions
+from ivr.storage.accounts import User
 
 ROLES = ("auditor", "agent", "admin")
 
@@ -111,3 +109,20 @@ def authenticate(s: Session, secret: str | None, name: str | None = None) -> Use
     if name is not None and not hmac.compare_digest(user.name.encode(), name.encode()):
         return None
     return user
+
+
+def session_user(s: Session, token: str, now: datetime, idle: timedelta,
+                 max_age: timedelta) -> tuple[User | None, bool]:
+    """The active user a live web session belongs to (None when the session ended, expired or
+    its user is disabled), and whether the session's last use should be written now."""
+    row = web_sessions.alive(s, token, now, idle, max_age)
+    user = s.get(User, row.user_id) if row is not None else None
+    if row is None or user is None or not user.active:
+        return None, False
+    return user, web_sessions.needs_touch(row, now)
+
+
+def set_language(s: Session, user: User, language: str) -> None:
+    """Store the language a user's pages are shown in."""
+    user.language = language
+    s.add(user)

@@ -81,7 +81,7 @@ def _which(heads: list[AuditTreeHead], digest: bytes) -> str:
     return "no checkpoint of this log"
 
 
-def check_timestamps(s: Session, roots: list[x509.Certificate], summary: AnchorSummary,
+def check_timestamps(s: Session, roots: list[x509.Certificate], summary: AnchorSummary,  # noqa: C901 - one verdict per way a token can fail
                      *, interval: float | None, now: datetime, min_size: int = 0) -> None:
     """Every stored token: over its own checkpoint's signed body, signed under the roots,
     not before the checkpoint's time. With `interval` (time-stamping is configured), the
@@ -134,7 +134,7 @@ def check_timestamps(s: Session, roots: list[x509.Certificate], summary: AnchorS
         break
 
 
-def check_cosignatures(s: Session, witnesses: list[cosignature.Cosigner], quorum: int,
+def check_cosignatures(s: Session, witnesses: list[cosignature.Cosigner], quorum: int,  # noqa: C901 - one verdict per way a cosignature can fail
                        summary: AnchorSummary, *, max_age: float, now: datetime,
                        min_size: int = 0) -> None:
     """Every stored cosignature of a known witness verifies over its checkpoint and is not

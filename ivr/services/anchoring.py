@@ -38,11 +38,11 @@ from ivr.adapters import tsa_client, witness_client
 from ivr.audit import cosignature, merkle, note, timestamps
 from ivr.audit import witness as protocol
 from ivr.domain.config import ConfigError
-from ivr.domain.times import LOCAL
+from ivr.domain.times import LOCAL, utcnow
 from ivr.storage import anchor_store as store
 from ivr.storage.audit_store import _PG_LOCK_KEY, try_lock
 from ivr.storage.audit_tree import StoredTree, latest_head
-from ivr.storage.db import database, utcnow
+from ivr.storage.db import database
 from ivr.storage.models import AuditTreeHead
 
 log = logging.getLogger(__name__)
@@ -427,7 +427,7 @@ class AnchorThread(threading.Thread):
             try:
                 run_anchoring(app)
                 failing = ""
-            except Exception as e:  # noqa: BLE001 - the rows stay wanted; the next pass retries
+            except Exception as e:  # the rows stay wanted; the next pass retries
                 if str(e) != failing:
                     log.exception("audit anchoring pass failed; retrying")
                 failing = str(e)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from flask import current_app
+from flask import Flask, current_app
 
 from ivr.audit.checkpoint import KEY_ENV, load_private_key, private_key_pem, public_keys
 from ivr.domain.config import instance_secret
@@ -17,8 +17,11 @@ from ivr.domain.config import instance_secret
 KEY_FILE = "audit_signing_key"
 
 
-def signing_key(app=None, *, create: bool = True) -> Ed25519PrivateKey | None:
-    """The app's signing key: the environment, else instance/audit_signing_key (made if asked)."""
+def signing_key(app: Flask | None = None, *, create: bool = True) -> Ed25519PrivateKey | None:
+    """The app's signing key: the environment, else instance/audit_signing_key (made if asked).
+
+    Every caller passes its app. The current app stands in only for
+    ivr/services/audit_verify.py, which issue 24 is reworking; remove the default with it."""
     app = app or current_app
     text = app.config.get("AUDIT_SIGNING_KEY") or os.environ.get(KEY_ENV)
     if text:
@@ -31,7 +34,7 @@ def signing_key(app=None, *, create: bool = True) -> Ed25519PrivateKey | None:
     return load_private_key(pem)
 
 
-def app_public_keys(app=None) -> dict[str, Ed25519PublicKey]:
+def app_public_keys(app: Flask) -> dict[str, Ed25519PublicKey]:
     """The app's own public key by id (none if no key was ever made); never creates a key."""
     key = signing_key(app, create=False)
     return public_keys(key) if key else {}

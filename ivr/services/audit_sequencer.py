@@ -35,10 +35,11 @@ from sqlalchemy.orm import Session
 
 from ivr.audit import note
 from ivr.audit.errors import AuditError
+from ivr.domain.times import utcnow
 from ivr.storage import anchor_store
 from ivr.storage.audit_store import _PG_LOCK_KEY, QUEUED_FLAG, queue_report, try_lock
 from ivr.storage.audit_tree import StoredTree, latest_head
-from ivr.storage.db import Database, database, utcnow
+from ivr.storage.db import Database, database
 from ivr.storage.models import AuditTreeHead, Setting
 
 from . import anchoring, audit_keys, daily_aggregates, notice_dropoff
@@ -252,7 +253,7 @@ class SequencerThread(threading.Thread):
             try:
                 run_pass(app)
                 failing = ""
-            except Exception as e:  # noqa: BLE001 - a failed pass is retried; leaves stay queued
+            except Exception as e:  # a failed pass is retried; leaves stay queued
                 # Log a failure once, not every MMD / 2, until a pass succeeds again.
                 if str(e) != failing:
                     log.exception("audit sequencer pass failed; retrying every %.1f s",
@@ -299,7 +300,7 @@ def _inline_pass(app: Flask) -> None:
         run_pass(app, wait=30.0, recount=False)
     except AuditError:
         raise
-    except Exception:  # noqa: BLE001 - the leaves stay queued for the next pass
+    except Exception:  # the leaves stay queued for the next pass
         log.exception("inline audit sequencer pass failed")
 
 

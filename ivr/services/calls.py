@@ -4,21 +4,54 @@ rules for ordering a call's times and callbacks. The verbs themselves are the we
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from flask import current_app
+from flask import Flask
 from sqlalchemy.engine import Engine
 
-from ..domain.flow.model import HIDDEN_CALLER
-from ..domain.pii import PersonalData, caller_number, normalise_phone
-from ..storage.db import database
-from ..storage.flowstore import FlowRegistry, flows
-from .keys import personal_data
+from ivr.adapters.audio.catalog import AudioLibrary
+from ivr.domain.flow.engine import Action, State
+from ivr.domain.flow.model import HIDDEN_CALLER
+from ivr.domain.pii import PersonalData, caller_number, normalise_phone
+from ivr.storage.db import database
+from ivr.storage.flowstore import FlowRegistry, flows_of
+
+from .personal_data_keys import personal_data_of
 
 # Twilio's call statuses before the end, in the order they come (ties by sequence number).
 RANK = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "answered": 3}
 # A recording's statuses: a later callback of a lower rank never undoes a higher one.
 RECORDING_ORDER = {"in-progress": 1, "completed": 2, "absent": 2, "failed": 2}
+
+
+class RenderedTurn(Protocol):
+    """A turn's TwiML (NEXT_URL where the next gather's URL goes), what it plays and its audio."""
+
+    twiml: str
+    played: list[dict]
+    audio: dict[str, str | None]
+
+
+class TurnRenderer(Protocol):
+    """What the webhook verbs need of the TwiML renderer (ivr/web/voice/twiml.py)."""
+
+    NEXT_URL: str
+    audio: AudioLibrary
+
+    def turn(self, actions: Sequence[Action]) -> RenderedTurn:
+        """The turn's TwiML, rendered once per distinct turn and loaded audio set."""
+        ...
+
+    def next_url(self, run_id: str, step: int, flow_version: str, state: State,
+                 memory: dict | None = None) -> str:
+        """Where Twilio posts the result of the next gather."""
+        ...
+
+    def finish(self, turn: RenderedTurn, next_url: str) -> str:
+        """The turn's TwiML with the next gather's URL in its place."""
+        ...
 
 
 @dataclass
@@ -28,15 +61,14 @@ class Context:
 
     flows: FlowRegistry
     pii: PersonalData
-    renderer: object
+    renderer: TurnRenderer
     engine: Engine
 
 
-def current_context() -> Context:
-    """The Context of the current app: its flows, keys, renderer and engine."""
-    return Context(flows=flows(), pii=personal_data(),
-                   renderer=current_app.extensions["ivr_renderer"],
-                   engine=database().engine)
+def context_of(app: Flask) -> Context:
+    """The app's Context: its flows, keys, renderer and engine."""
+    return Context(flows=flows_of(app), pii=personal_data_of(app),
+                   renderer=app.extensions["ivr_renderer"], engine=database(app).engine)
 
 
 def clip(value: str | None, n: int = 64) -> str | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..storage.models import Consent
+from ivr.storage.models import Consent
+
 from .turns import CONSENT_VALUES, consent_entry
 
 EXPORT_FIELDS = ["call_sid", "phone", "purpose", "channels", "decision", "digits", "language",

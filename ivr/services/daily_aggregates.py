@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import and_, case, delete, exists, func, insert, select, tuple_
 from sqlalchemy.orm import Session, aliased
@@ -123,8 +124,8 @@ def compute(s: Session, first: date, last: date,
                                   "first_at", "last_at"), row, strict=True)))
     hung: dict[tuple, int] = {}
     for h in hang_ups(s, lo, hi, durations) if durations is not None else ():
-        key = (h.started_at.astimezone(LOCAL).date(), h.language, h.phase)
-        hung[key] = hung.get(key, 0) + 1
+        at = (h.started_at.astimezone(LOCAL).date(), h.language, h.phase)
+        hung[at] = hung.get(at, 0) + 1
     out.hangups = [{"day": d, "language": lang_, "phase": phase, "hangups": n}
                    for (d, lang_, phase), n in hung.items()]
     return out
@@ -244,11 +245,11 @@ class Reader:
         return out
 
     def _sums(self, model, names: tuple[str, ...], sums: dict[str, str],
-              live: list[dict]) -> dict[tuple, dict[str, object]]:
+              live: list[dict]) -> dict[tuple, dict[str, Any]]:
         """{values of `names`: {column: sum, min or max}} over the span."""
-        agg = {"sum": func.sum, "min": func.min, "max": func.max}
+        agg: dict[str, Any] = {"sum": func.sum, "min": func.min, "max": func.max}
         keys = [getattr(model, n) for n in names]
-        out: dict[tuple, dict[str, object]] = {}
+        out: dict[tuple, dict[str, Any]] = {}
         for row in self.s.execute(
                 select(*keys, *[agg[how](getattr(model, col)) for col, how in sums.items()])
                 .where(*self._where(model)).group_by(*keys)):
@@ -280,7 +281,7 @@ class Reader:
                           {"consents": "sum"}, self.live.notices)
         return {key: int(v["consents"]) for key, v in sums.items()}
 
-    def runs(self, *names: str) -> dict[tuple, dict[str, object]]:
+    def runs(self, *names: str) -> dict[tuple, dict[str, Any]]:
         """{values of `names`: runs, calls, hidden, first_at, last_at} of the flow runs."""
         return self._sums(DailyRuns, names, {"runs": "sum", "calls": "sum", "hidden": "sum",
                                              "first_at": "min", "last_at": "max"},

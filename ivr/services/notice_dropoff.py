@@ -88,7 +88,7 @@ def phase_at(actions: list[dict], heard: dict, elapsed: float, notice_heard: boo
         offset += prompt_seconds(play, heard.get(prompt), durations)
         if elapsed < offset:
             if prompt in notice:
-                return prompt
+                return str(prompt)
             return AFTER if seen_notice else BEFORE
         if prompt in notice:
             seen_notice = True
@@ -193,7 +193,7 @@ def hang_ups_before(s: Session, lo: datetime, hi: datetime, durations: dict[str,
     if not keys:
         return [], None
     found = hang_ups(s, lo, hi, durations, language=language, runs=[run for _at, run in keys])
-    return found, (tuple(keys[-1]) if len(keys) == batch else None)
+    return found, ((keys[-1][0], keys[-1][1]) if len(keys) == batch else None)
 
 
 def audio_seconds(audio_dir: str) -> dict[str, float]:

@@ -4,16 +4,17 @@ Every gather URL carries the engine state (signed by Twilio together with the UR
 webhook can step the pure engine without reading the database. The turn is answered at
 once and the request is spooled to local disk (ivr/storage/spool.py); when the database is back,
 the spool is replayed through the normal verbs, in order (ivr/services/spool_replay.py), so
-consents and the audit chain come out exactly as if nothing had happened.
+consents and the audit log come out exactly as if nothing had happened.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from ..domain.flow import engine as e
-from ..domain.runs import digits_input, run_id_for
-from ..domain.state_token import StateTokenError, read_token, read_transfer_token
+from ivr.domain.flow import engine as e
+from ivr.domain.runs import digits_input, run_id_for
+from ivr.domain.state_token import StateTokenError, read_token, read_transfer_token
+
 from . import run_memory, turns
 from .calls import start_context
 

@@ -7,9 +7,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..domain import times
-from ..storage.flowstore import flows
-from ..storage.models import Call, CallEvent, Consent, FlowRun, Recording, Turn
+from ivr.domain import times
+from ivr.domain.times import utc_iso_or_none
+from ivr.storage.flowstore import StoredFlows
+from ivr.storage.models import Call, CallEvent, Consent, FlowRun, Recording, Turn
+
 from .calls import ordered_times
 from .consents import export_record
 from .timeline import build, notices
@@ -19,15 +21,12 @@ FIRST_SEEN = {"twilio": "", None: "",
               "flow": " (when the call reached the consent flow; Twilio reported no start)"}
 
 
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
-
-
 def recording_dict(rec: Recording) -> dict:
     """Recording metadata as exported."""
     return {"recording_sid": rec.recording_sid, "status": rec.status, "duration": rec.duration,
             "channels": rec.channels, "source": rec.source, "track": rec.track,
-            "start_time": _iso(rec.start_time), "url": rec.url, "error_code": rec.error_code}
+            "start_time": utc_iso_or_none(rec.start_time), "url": rec.url,
+            "error_code": rec.error_code}
 
 
 def call_duration(call: Call) -> tuple[int | None, str | None]:
@@ -51,7 +50,7 @@ def call_timeline(session: Session, call_sid: str, pii, registry=None) -> dict |
     call = session.get(Call, call_sid)
     if call is None:
         return None
-    registry = registry if registry is not None else flows()
+    registry = registry if registry is not None else StoredFlows()
     story = build(session, call_sid, registry)
     started, answered, ended = ordered_times(call.started_at, call.answered_at, call.ended_at)
     # A call an agent transferred to us never passed /voice/incoming: Twilio told us nothing
@@ -70,7 +69,8 @@ def call_timeline(session: Session, call_sid: str, pii, registry=None) -> dict |
                               .order_by(CallEvent.received_at, CallEvent.id)):
         item = {"type": f"{ev.kind}.{ev.status}" if ev.status else ev.kind,
                 "kind": ev.kind, "status": ev.status,
-                "timestamp": _iso(ev.twilio_timestamp), "received_at": _iso(ev.received_at)}
+                "timestamp": utc_iso_or_none(ev.twilio_timestamp),
+                "received_at": utc_iso_or_none(ev.received_at)}
         if ev.kind == "status":
             item["sequence_number"] = ev.sequence_number
         else:
@@ -90,10 +90,12 @@ def call_timeline(session: Session, call_sid: str, pii, registry=None) -> dict |
             events.append({"type": kind, "run": run.id, "step": t.step,
                            "digits": inp.get("digits"), "prompts": prompts,
                            "actions": [a["kind"] for a in t.actions],
-                           "timestamp": _iso(t.created_at), "received_at": _iso(t.created_at)})
+                           "timestamp": utc_iso_or_none(t.created_at),
+                           "received_at": utc_iso_or_none(t.created_at)})
         if run.hangup_at:
-            events.append({"type": "hangup", "run": run.id, "timestamp": _iso(run.hangup_at),
-                           "received_at": _iso(run.hangup_at)})
+            events.append({"type": "hangup", "run": run.id,
+                           "timestamp": utc_iso_or_none(run.hangup_at),
+                           "received_at": utc_iso_or_none(run.hangup_at)})
     events.sort(key=lambda e: e["received_at"] or "")
     consents = [export_record(c, pii) for c in session.scalars(
         select(Consent).where(Consent.call_sid == call_sid).order_by(Consent.id))]
@@ -104,13 +106,14 @@ def call_timeline(session: Session, call_sid: str, pii, registry=None) -> dict |
         "call_sid": call.call_sid, "from": pii.decrypt(call.phone_enc), "to": call.to_number,
         "direction": call.direction, "status": call.status, "duration": duration,
         "duration_source": duration_source,
-        "started_at": _iso(started), "answered_at": _iso(answered), "ended_at": _iso(ended),
+        "started_at": utc_iso_or_none(started), "answered_at": utc_iso_or_none(answered),
+        "ended_at": utc_iso_or_none(ended),
         "started_source": started_source,
         "flow_version": runs[0].flow_version if runs else None,
         "runs": [{"run": r.id, "origin": r.origin, "flow_id": r.flow_id,
                   "flow_version": r.flow_version, "transfer_id": r.transfer_id,
                   "language": (r.state or {}).get("language"), "ended": r.ended,
-                  "hangup_at": _iso(r.hangup_at)} for r in runs],
+                  "hangup_at": utc_iso_or_none(r.hangup_at)} for r in runs],
         "events": events,
         "timeline": [ev.to_dict() for ev in story],
         "notices": [n.to_dict() for n in notices(story)],
@@ -135,7 +138,7 @@ def consents_query(since: datetime | None = None, until: datetime | None = None,
     return q
 
 
-def timeline_text(doc: dict) -> str:
+def timeline_text(doc: dict) -> str:  # noqa: C901 - the text's sections in reading order
     """`calls show` as text: what the auditor's call page shows, times in Europe/Istanbul with
     UTC in brackets, unknown values as "—"."""
     dash = times.value_or_dash
@@ -186,3 +189,14 @@ def timeline_text(doc: dict) -> str:
     if not doc["recordings"]:
         out.append("  — (no recording callbacks were received)")
     return "\n".join(out)
+
+
+def stored_call(s: Session, call_sid: str) -> Call | None:
+    """The stored call with this CallSid, or None."""
+    return s.get(Call, call_sid)
+
+
+def consent_records(s: Session, since: datetime | None, until: datetime | None,
+                    decision: str | None, phone_hmac: str | None, limit: int) -> list[Consent]:
+    """At most `limit` consent records matching the API's criteria (`consents_query`)."""
+    return list(s.scalars(consents_query(since, until, decision, phone_hmac).limit(limit)))

@@ -6,7 +6,7 @@ webhook_functions.py), so a URL that disagrees only costs the usual read."""
 
 from __future__ import annotations
 
-from ..adapters.audio.catalog import SHORT_SHA
+from ivr.adapters.audio.catalog import SHORT_SHA
 
 
 def pack(heard: dict[str, str | None], notice: dict[str, list[dict]]) -> dict:

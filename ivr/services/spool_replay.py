@@ -3,24 +3,25 @@ the very verbs (and database functions) the live webhooks use, each in one state
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 
-from ..domain import twilio_form
-from ..domain.twilio_form import INT32_MAX
-from ..storage.spool import DrainReport, Later, spool
+from ivr.domain import twilio_form
+from ivr.domain.twilio_form import INT32_MAX
+from ivr.storage.spool import DrainReport, Later, Spool
+
 from . import calls, webhooks
 
 log = logging.getLogger("ivr.spool")
 
 
-def apply_record(record: dict) -> None:
+def apply_record(ctx: calls.Context, record: dict) -> None:
     """Replay one spooled webhook through its webhook verb.
 
     The record's form goes through the edge parser again: records written before the
     parser existed (plain JSON with Twilio's whole form) get the same ranges as new ones.
     Raises spool.Later when the record must wait for an earlier one."""
-    ctx = calls.current_context()
     now = datetime.fromisoformat(record["received_at"])
     kind = record["kind"]
     parser = twilio_form.PARSERS.get("incoming" if kind == "transfer" else kind)
@@ -52,17 +53,17 @@ def apply_record(record: dict) -> None:
         raise Later(f"{type(exc).__name__}: the run has not reached this step") from None
 
 
-def drain_if_pending(wait: float = 0.2, budget: float = 0.5) -> DrainReport | None:
+def drain_if_pending(sp: Spool, ctx: calls.Context, wait: float = 0.2,
+                     budget: float = 0.5) -> DrainReport | None:
     """Replay waiting records before serving a request (cheap when the spool is empty).
 
     A caller is waiting, so this drains for at most about `budget` seconds (and waits at
     most `wait` for another process's drain); the next requests go on where it stopped.
     A request whose call still has records waiting is spooled behind them
     (calls.RunBehind), so the order holds."""
-    sp = spool()
     if not sp.pending():
         return None
-    report = sp.drain(apply_record, wait=wait, budget=budget)
+    report = sp.drain(functools.partial(apply_record, ctx), wait=wait, budget=budget)
     if report.applied or report.stopped or report.quarantined:
         log.info("spool drain applied=%d waiting=%d quarantined=%d stopped=%s",
                  report.applied, report.waiting, len(report.quarantined), report.stopped)

@@ -15,9 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ivr.audit import merkle
-
-from ..domain.notice import notice_version
-from ..storage.models import AuditEntry, FlowRun, Turn
+from ivr.domain.notice_version import notice_version
+from ivr.storage.models import AuditEntry, FlowRun, Turn
 
 AUDITOR_KINDS = ("auditor.access", "auditor.login")
 
@@ -129,7 +128,7 @@ def _short(value) -> str:
     return str(value)[:12] if value else "—"
 
 
-def _describe(kind: str, d: dict, gather_timeout: int | None) -> tuple[str, str, str]:
+def _describe(kind: str, d: dict, gather_timeout: int | None) -> tuple[str, str, str]:  # noqa: C901 - one sentence per audit entry kind
     if kind == "call.started":
         return ("Call started", f"{d.get('origin')} · flow {d.get('flow_id')} "
                 f"({_short(d.get('flow_version'))}) · language {d.get('language')}", "start")

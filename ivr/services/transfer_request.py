@@ -7,9 +7,9 @@ import re
 import uuid
 from dataclasses import asdict, dataclass
 
-from ..audit.chain import canonical
-from ..domain.inputs import InvalidInput, is_unicode, label
-from ..domain.pii import normalise_phone
+from ivr.audit.leaves import canonical
+from ivr.domain.inputs import InvalidInput, is_unicode, label
+from ivr.domain.pii import normalise_phone
 
 FIELDS = ("call_sid", "return_to", "language", "flow", "force")
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")
@@ -79,7 +79,7 @@ def _names(obj: dict, field: str | None) -> None:
                              "Unicode text", field)
 
 
-def _return_to(value) -> dict:
+def _return_to(value) -> dict:  # noqa: C901 - one rule per return type, each with its error
     if not isinstance(value, dict):
         raise InvalidRequest('return_to must be an object such as {"type": "queue", '
                              '"name": "sales"}', "return_to")

@@ -19,14 +19,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from ivr.adapters.twilio_rest import RedirectFailed
+from ivr.domain.times import utcnow
+from ivr.domain.vocabulary import SETTLED, TERMINAL, TRANSFER_ACTIVE, transfer_move
+from ivr.domain.vocabulary import TransferStatus as S
 from ivr.storage import audit_store
+from ivr.storage.models import Call, Consent, FlowRun
+from ivr.storage.transfer_models import Transfer
 
-from ..adapters.twilio_rest import RedirectFailed
-from ..domain.vocabulary import SETTLED, TERMINAL, TRANSFER_ACTIVE, transfer_move
-from ..domain.vocabulary import TransferStatus as S
-from ..storage.db import utcnow
-from ..storage.models import Call, Consent, FlowRun
-from ..storage.transfer_models import Transfer
 from .transfer_request import TransferRequest
 
 # A caller whose run has had no turn for this long has gone (no status callback said so).
@@ -183,7 +183,7 @@ def record_failure(session: Session, transfer_id: str, failure: RedirectFailed,
     """Twilio refused the redirect, or its answer never came: the transfer failed.
 
     If Twilio already fetched our TwiML (its answer was lost, not its action), the
-    transfer carries on and the error is only noted in the audit chain.
+    transfer carries on and the error is only noted in the audit log.
     """
     now = now or utcnow()
     t = session.get(Transfer, transfer_id, with_for_update=True)
@@ -212,3 +212,16 @@ def expire(session: Session, transfer_id: str, stale_after: timedelta,
             t, "interrupted", "the request was interrupted before Twilio's answer was "
             "recorded; the call may or may not have been redirected", 502, None, now)], at=now)
     return t
+
+
+def get(session: Session, transfer_id: str) -> Transfer | None:
+    """The transfer with this id, or None."""
+    return session.get(Transfer, transfer_id)
+
+
+def recent(session: Session, agent_id: str | None, limit: int) -> list[Transfer]:
+    """The newest transfers, first the latest: one agent's, or everyone's (agent_id None)."""
+    q = select(Transfer).order_by(Transfer.requested_at.desc(), Transfer.id).limit(limit)
+    if agent_id is not None:
+        q = q.where(Transfer.agent_id == agent_id)
+    return list(session.scalars(q))

@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..audit.chain import iso
-from ..domain.flow import Flow
-from ..domain.flow import engine as e
-from ..domain.notice import notice_version
+from ivr.domain.flow import Flow
+from ivr.domain.flow import engine as e
+from ivr.domain.notice_version import notice_version
+from ivr.domain.times import AUDIT, utc_iso
+
 from . import run_memory
 
 # Where the consent's own entry goes among a turn's audit entries (it needs the row's id).
@@ -126,7 +127,7 @@ def consent_entry(values: dict, consent_id: int) -> tuple[str, str | None, dict]
         "channels": values["channels"], "decision": values["decision"],
         "digits": values["digits"], "language": values["language"],
         "notice_version": values["notice_version"], "flow_version": values["flow_version"],
-        "captured_at": iso(values["captured_at"]), "agent_id": values["agent_id"],
+        "captured_at": utc_iso(values["captured_at"], AUDIT), "agent_id": values["agent_id"],
         "transfer_id": values["transfer_id"], "source": values["source"],
         "audio": values["audio"],
     })

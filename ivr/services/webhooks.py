@@ -21,20 +21,27 @@ from datetime import UTC, datetime
 
 import orjson
 
-from ..audit.chain import iso
-from ..domain.flow import Flow
-from ..domain.flow import engine as e
-from ..domain.flow.model import HIDDEN_CALLER
-from ..domain.runs import digits_input, run_id_for
-from ..domain.state_token import StateTokenError, read_token, read_transfer_token
-from ..domain.twilio_form import CallFields, GatherInput, RecordingCallback, StatusCallback
-from ..domain.vocabulary import DECISIVE, TERMINAL, TRANSFER_ACTIVE, TRANSFER_MOVES, Decision
-from ..domain.vocabulary import TransferStatus as T
-from ..storage import webhook_functions as fn
-from ..storage.audit_store import leaf_columns
+from ivr.domain.flow import Flow
+from ivr.domain.flow import engine as e
+from ivr.domain.flow.model import HIDDEN_CALLER
+from ivr.domain.runs import digits_input, run_id_for
+from ivr.domain.state_token import StateTokenError, read_token, read_transfer_token
+from ivr.domain.times import AUDIT, utc_iso
+from ivr.domain.twilio_form import CallFields, GatherInput, RecordingCallback, StatusCallback
+from ivr.domain.vocabulary import (
+    CHANNELS,
+    DECISIVE,
+    TERMINAL,
+    TRANSFER_ACTIVE,
+    TRANSFER_MOVES,
+    Decision,
+)
+from ivr.domain.vocabulary import TransferStatus as T
+from ivr.storage import webhook_functions as fn
+from ivr.storage.audit_store import leaf_columns
+
 from . import run_memory, turns
 from .calls import RANK, RECORDING_ORDER, Context, clip, parties, start_context
-from .kvkk.status import CHANNELS
 from .transfers import END_OF_CALL_FAILURES, origin
 
 _RANKS = {**RANK, **{status: 9 for status in TERMINAL}}
@@ -111,7 +118,7 @@ def _start_plan(ctx: Context, flow: Flow, *, sid: str, run_id: str, origin_: str
 # another is planned in full), a run's hex id and a time's ISO text need no escaping.
 _MARK_SID, _MARK_RUN = "CAivrMarkOfTheCallSid", "ivrMarkOfTheRun"
 _MARK_TIME = datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
-_MARK_ISO = iso(_MARK_TIME)
+_MARK_ISO = utc_iso(_MARK_TIME, AUDIT)
 _PLAIN_SID = re.compile(r"[A-Za-z0-9]{1,64}")
 _TEMPLATES_MAX = 1024
 _templates: dict[tuple, tuple] = {}
@@ -132,7 +139,7 @@ def _kept(ctx: Context, flow: Flow, key: tuple, plan):
 
 def _filled(template: str, sid: str, run_id: str, now: datetime) -> orjson.Fragment:
     return orjson.Fragment(template.replace(_MARK_SID, sid).replace(_MARK_RUN, run_id)
-                           .replace(_MARK_ISO, iso(now)))
+                           .replace(_MARK_ISO, utc_iso(now, AUDIT)))
 
 
 def _first_turn(ctx: Context, flow: Flow, *, sid: str, run_id: str, context: dict,
@@ -399,7 +406,7 @@ def status(ctx: Context, cb: StatusCallback, now: datetime, token: str | None, p
     seq, ts = cb.sequence_number, cb.timestamp
     key = f"status:{seq}:{st}" if seq is not None else f"status:{st}:{cb.timestamp_text}"
     data = {"call_sid": sid, "status": st, "sequence_number": seq,
-            "timestamp": iso(ts) if ts else None, "duration": cb.call_duration}
+            "timestamp": utc_iso(ts, AUDIT) if ts else None, "duration": cb.call_duration}
     _k, _r, (applied, stored) = leaf_columns([("call.status", sid, {**data, "applied": True}),
                                               ("call.status", sid, {**data, "applied": False})],
                                              now)

@@ -8,7 +8,9 @@ from datetime import datetime
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .db import Base, utcnow
+from ivr.domain.times import utcnow
+
+from .base import Base
 
 
 class User(Base):

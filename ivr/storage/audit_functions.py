@@ -1,4 +1,4 @@
-"""The sequencer's integration pass as one PostgreSQL function (issue 14).
+"""The sequencer's integration pass as one PostgreSQL function.
 
 `ivr_audit_integrate(batch, now)` is the pass of ivr/services/audit_sequencer.py: it takes
 the oldest queued leaves, gives each the next index, hashes it

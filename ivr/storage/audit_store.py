@@ -1,7 +1,7 @@
 """The audit store: the queue an entry joins with its fact, the append-only triggers on the
 integrated log, the sequencer's lock key, and the queue's status.
 
-`append` only queues an entry (ivr/audit/chain.py makes its bytes), in the caller's
+`append` only queues an entry (ivr/audit/leaves.py makes its bytes), in the caller's
 transaction, with no head read and no lock; the sequencer (ivr/services/audit_sequencer.py)
 gives it its index later.
 """
@@ -17,9 +17,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ivr.audit.chain import iso, leaf_body
+from ivr.audit.leaves import leaf_body
+from ivr.domain.times import AUDIT, utc_iso, utcnow
 
-from .db import utcnow
 from .models import AuditQueue
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def append(session: Session, entries: list[tuple[str, str | None, dict]],
     if not entries:
         return []
     now = utcnow()
-    stamp = iso(at or now)
+    stamp = utc_iso(at or now, AUDIT)
     rows = [AuditQueue(kind=kind, ref=ref, body=leaf_body(kind, ref, data, stamp).decode(),
                        queued_at=now) for kind, ref, data in entries]
     session.add_all(rows)
@@ -60,7 +60,7 @@ def leaf_columns(entries: list[tuple[str, str | None, dict]], at: datetime
                  ) -> tuple[list[str], list[str | None], list[str]]:
     """(kinds, refs, bodies) of entries queued at `at`, as `append` would queue them (for
     ivr/storage/webhook_functions.py, which queues them in the database)."""
-    stamp = iso(at)
+    stamp = utc_iso(at, AUDIT)
     return ([kind for kind, _r, _d in entries], [ref for _k, ref, _d in entries],
             [leaf_body(kind, ref, data, stamp).decode() for kind, ref, data in entries])
 

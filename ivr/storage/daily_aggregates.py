@@ -25,7 +25,7 @@ from sqlalchemy import BigInteger, Date, Integer, String
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .db import Base
+from .base import Base
 
 SQL = Path(__file__).parent / "sql" / "daily_aggregates.sql"
 

@@ -1,59 +1,27 @@
-"""The database: declarative base, the engine (a PostgreSQL server, or the embedded one),
-and the request session."""
+"""The database: the engine (a PostgreSQL server, or the embedded one)
+and its session factory."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
-import click
-from flask import Flask, current_app, g
-from sqlalchemy import JSON, DateTime, MetaData, create_engine
+from flask import Flask
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import sessionmaker
 
+from . import (
+    audit_functions,
+    daily_aggregates,
+    embedded_pg,
+    models,  # noqa: F401 - its tables join Base.metadata, which create_all makes
+    webhook_functions,
+)
 from . import deadline as db_deadline
-from . import embedded_pg
+from .audit_store import install_append_only_guard
+from .base import Base
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 EMBEDDED_DIR = "pg"  # the embedded server's data directory, under the instance folder
-
-
-class UTCDateTime(TypeDecorator):
-    """A timezone-aware UTC datetime: a naive one is refused, and reads come back in UTC
-    whatever the session's TimeZone."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: every stored time must be timezone-aware")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value, dialect):
-        return None if value is None else value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    """Base class of every model."""
-
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime, dict: JSON, list: JSON}
-
-
-def utcnow() -> datetime:
-    """The current time, in UTC, timezone-aware."""
-    return datetime.now(UTC)
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -86,10 +54,6 @@ class Database:
 
     def create_all(self) -> None:
         """Create the schema (tests and the embedded default; production uses migrations)."""
-        # Late imports: the tables import Base from here.
-        from . import audit_functions, daily_aggregates, models, webhook_functions  # noqa: F401
-        from .audit_store import install_append_only_guard  # late import: it imports utcnow
-
         Base.metadata.create_all(self.engine)
         install_append_only_guard(self.engine)
         webhook_functions.install(self.engine)
@@ -103,33 +67,13 @@ class Database:
         self.engine.dispose()
 
 
-def database(app: Flask | None = None) -> Database:
-    """The Database of the given or current app."""
-    return (app or current_app).extensions["ivr_db"]
-
-
-def session() -> Session:
-    """The session for this request or CLI command, closed at teardown."""
-    if "db_session" not in g:
-        g.db_session = database().sessionmaker()
-    return g.db_session
-
-
-def _close_session(_exc=None) -> None:
-    s = g.pop("db_session", None)
-    if s is not None:
-        s.close()
-
-
-@click.command("init-db")
-def init_db_command():
-    """Create the database schema."""
-    database().create_all()
-    click.echo("Database ready.")
+def database(app: Flask) -> Database:
+    """The app's Database (views and commands: ivr.web.current.database)."""
+    return app.extensions["ivr_db"]
 
 
 def init_app(app: Flask) -> None:
-    """Attach the database to the app and close sessions after each request."""
+    """Attach the database to the app (the request's session: ivr/web/current.py)."""
     if not app.config.get("DATABASE_URL"):
         # No server named: the embedded one under instance/pg, started or reused.
         app.config["DATABASE_URL"] = embedded_pg.start(
@@ -137,5 +81,3 @@ def init_app(app: Flask) -> None:
         app.config["DATABASE_EMBEDDED"] = True
     app.extensions["ivr_db"] = Database(app.config["DATABASE_URL"],
                                         float(app.config.get("DB_CONNECT_TIMEOUT") or 1.5))
-    app.teardown_appcontext(_close_session)
-    app.cli.add_command(init_db_command)

@@ -159,7 +159,7 @@ def _connect_within(dialect, cargs, cparams, seconds: float):
         "connection to the database timed out (the webhook's deadline was reached)")
 
 
-def install(engine: Engine) -> None:
+def install(engine: Engine) -> None:  # noqa: C901 - the engine's event hooks belong together
     """Watch this PostgreSQL engine's connections while a deadline is set.
 
     The engine must be made without pool_pre_ping: the ping happens here instead, after
@@ -177,7 +177,7 @@ def install(engine: Engine) -> None:
     def _fresh(dbapi_conn, record):
         record.info["fresh"] = True
         # A cut connection's server side may not learn of it for a long time (a partition
-        # swallows the FIN) and would keep its locks, the audit chain's among them:
+        # swallows the FIN) and would keep its locks, the audit log's among them:
         # PostgreSQL ends such a session once it has sat idle in a transaction this long.
         with dbapi_conn.cursor() as cursor:
             cursor.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'")

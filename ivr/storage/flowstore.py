@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from ..domain.flow import Flow, load_flow, load_flows
-from ..domain.flow.loader import build_flow
+from ivr.domain.flow import Flow, load_flow, load_flows
+from ivr.domain.flow.loader import build_flow
+
 from .models import FlowVersion
 
 
@@ -61,9 +62,27 @@ class FlowRegistry:
         self._stored.add(flow.version)
 
 
-def flows() -> FlowRegistry:
-    """The current app's flows."""
-    return current_app.extensions["ivr_flows"]
+class StoredFlows:
+    """Flow versions read from the database alone: a report made without the app's flows."""
+
+    def __init__(self) -> None:
+        self._by_version: dict[str, Flow] = {}
+
+    def version(self, session: Session, version: str) -> Flow:
+        """The flow exactly as it was at `version`, from the database."""
+        flow = self._by_version.get(version)
+        if flow is None:
+            row = session.get(FlowVersion, version)
+            if row is None:
+                raise LookupError(f"flow version {version} is not stored")
+            flow = self._by_version[version] = build_flow(
+                row.document, f"{row.source}@{version[:12]}")
+        return flow
+
+
+def flows_of(app: Flask) -> FlowRegistry:
+    """The app's flows (views and commands: ivr.web.current.flows)."""
+    return app.extensions["ivr_flows"]
 
 
 def init_app(app: Flask) -> None:

@@ -16,7 +16,8 @@ from sqlalchemy import inspect, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
-from ..domain.pii import DataKeyError, PersonalData
+from ivr.domain.pii import DataKeyError, PersonalData
+
 from .models import Call, Setting
 
 PII_CHECK = "pii_key_check"

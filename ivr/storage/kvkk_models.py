@@ -7,7 +7,9 @@ from datetime import date, datetime
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .db import Base, utcnow
+from ivr.domain.times import utcnow
+
+from .base import Base
 
 
 class IysBatch(Base):

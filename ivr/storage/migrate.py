@@ -17,12 +17,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from flask import Flask
-from sqlalchemy import inspect
-from sqlalchemy.engine import Connection
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, Engine
 
 from ivr.storage.audit_store import install_append_only_guard
 
-from .db import Base, database
+from .base import Base
+from .db import database
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -50,6 +51,16 @@ def head_revision() -> str | None:
 def current_revision(conn: Connection) -> str | None:
     """The revision the database is at; None when it has no migration history."""
     return MigrationContext.configure(conn).get_current_revision()
+
+
+def schema_state(engine: Engine, timeout: float) -> tuple[str | None, bool]:
+    """(the revision the database is at, whether it holds the tables at all), each statement
+    bounded by `timeout` seconds; raises SQLAlchemyError when the database does not answer."""
+    with engine.connect() as conn:
+        conn.execute(text(f"SET LOCAL statement_timeout = {int(timeout * 1000)}"))
+        conn.execute(text("SELECT 1"))
+        revision = current_revision(conn)
+        return revision, revision is not None or inspect(conn).has_table("audit_log")
 
 
 def schema_diff(conn: Connection) -> list:

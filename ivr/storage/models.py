@@ -18,7 +18,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .db import Base, utcnow
+from ivr.domain.times import utcnow
+
+from .base import Base
 
 
 class Call(Base):

@@ -28,11 +28,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy.exc import IntegrityError, InterfaceError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
-from ..domain.config import ConfigError
+from ivr.domain.config import ConfigError
+
 from . import db_errors
 
 log = logging.getLogger("ivr.spool")  # the name logs have always carried
@@ -232,7 +233,7 @@ class Spool:
                     continue
                 self._quarantine(path, record, describe(e), report)
                 return "quarantined", record
-            except Exception as e:  # noqa: BLE001 - no record may stop the drain
+            except Exception as e:  # no record may stop the drain
                 if database_unreachable(e):
                     report.stopped = f"database error: {type(e).__name__}"
                     return "stop", record
@@ -363,9 +364,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def spool() -> Spool:
-    """The current app's spool."""
-    return current_app.extensions["ivr_spool"]
+def spool_of(app: Flask) -> Spool:
+    """The app's spool (views and commands: ivr.web.current.spool)."""
+    return app.extensions["ivr_spool"]
 
 
 def max_wait(app: Flask) -> float:

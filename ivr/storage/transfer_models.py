@@ -7,8 +7,9 @@ from datetime import datetime
 from sqlalchemy import String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..domain.vocabulary import TransferStatus
-from .db import Base
+from ivr.domain.vocabulary import TransferStatus
+
+from .base import Base
 
 STATUSES = tuple(s.value for s in TransferStatus)
 

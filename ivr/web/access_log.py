@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from gunicorn.glogging import Logger
 
-from ..domain.redact import escape_controls
+from ivr.domain.redact import escape_controls
 
 
 class AccessLogger(Logger):

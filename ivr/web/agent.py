@@ -1,4 +1,4 @@
-"""The agent's pages: the desk (ivr/transfers/desk.py) and one transfer's live status.
+"""The agent's pages: the desk (ivr/web/agent_desk.py) and one transfer's live status.
 
 The status page works two ways. Logged in (agents, auditors and admins), its script polls
 the desk's own JSON endpoint with the session cookie. Without a session it asks for the

@@ -10,14 +10,10 @@ import uuid
 
 from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivr.services import transfer_request
 from ivr.services import transfers as service
-from ivr.services.keys import personal_data
-from ivr.storage.db import session as db_session
-from ivr.storage.flowstore import flows
 from ivr.storage.transfer_models import Transfer
 from ivr.web import transfer_start as start
 from ivr.web.agent import TRANSFER_ID, agent_page, bp
@@ -25,6 +21,8 @@ from ivr.web.api.transfers import REFUSALS, document
 from ivr.web.auditor.guards import role_required
 from ivr.web.auditor.login import current_user
 from ivr.web.auditor.roles import DESK_ROLES
+from ivr.web.current import flows, personal_data
+from ivr.web.current import session as db_session
 from ivr.web.i18n import field_rule, transfer_reason
 
 LISTED = 50
@@ -36,10 +34,7 @@ VIEWERS = ("auditor", "admin")  # besides the agent who made it
 
 
 def _agent_transfers(s, user) -> list[Transfer]:
-    q = select(Transfer).order_by(Transfer.requested_at.desc(), Transfer.id).limit(LISTED)
-    if user.role != "admin":
-        q = q.where(Transfer.agent_id == str(user.id))
-    return list(s.scalars(q))
+    return service.recent(s, None if user.role == "admin" else str(user.id), LISTED)
 
 
 def _end_read(s) -> None:
@@ -99,7 +94,7 @@ def transfer_json(transfer_id: str):
     s = db_session()
     _end_read(s)
     with s.begin():
-        t = s.get(Transfer, transfer_id)
+        t = service.get(s, transfer_id)
         doc = document(t) if t is not None else None
     if doc is None or (user.role not in VIEWERS and doc["agent"]["id"] != str(user.id)):
         return _json_error(404, "no such transfer")

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 
+import click
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
-from ..domain import config
-from ..services import anchoring, audit_sequencer, keys
-from ..storage import accounts as _accounts  # noqa: F401 - register the accounts table
-from ..storage import db, flowstore, spool
+from ivr.domain import config
+from ivr.services import anchoring, audit_sequencer, personal_data_keys
+from ivr.storage import accounts as _accounts  # noqa: F401 - register the accounts table
+from ivr.storage import db, flowstore, spool
+
 from . import (
     api,
     audio_files,
     audit_checkpoint,
     auditor,
+    current,
     health,
     i18n,
     kvkk,
@@ -45,6 +48,13 @@ class CookieSessions(SecureCookieSessionInterface):
         return kept[1]
 
 
+@click.command("init-db")
+def init_db_command() -> None:
+    """Create the database schema."""
+    current.database().create_all()
+    click.echo("Database ready.")
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings from the environment, then one init_app per subsystem."""
     # Named for the package: templates and static files are found in ivr/.
@@ -59,10 +69,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     logging.basicConfig(level=app.config["LOG_LEVEL"])
 
     db.init_app(app)
+    current.init_app(app)  # closes the request's session
+    app.cli.add_command(init_db_command)
     audit_checkpoint.init_app(app)
     anchoring.init_app(app)  # a bad IVR_TSA_* or IVR_WITNESSES stops start-up here
     audit_sequencer.init_app(app)  # needs the engine above
-    keys.init_app(app)
+    personal_data_keys.init_app(app)
     kvkk.init_app(app)
     spool.init_app(app)
     flowstore.init_app(app)

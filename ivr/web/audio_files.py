@@ -8,8 +8,8 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, abort, current_app, send_file
 
-from ..adapters.audio import AudioLibrary, library
-from ..adapters.audio.manifest import FILE_NAME, file_sha256
+from ivr.adapters.audio import AudioLibrary, library
+from ivr.adapters.audio.manifest import FILE_NAME, file_sha256
 
 bp = Blueprint("audio", __name__)
 

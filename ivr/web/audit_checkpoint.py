@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, current_app
 
-from ..domain.config import ConfigError
-from ..storage.anchor_store import cosignature_lines
-from ..storage.audit_tree import latest_head
-from ..storage.db import session, utcnow
+from ivr.domain.config import ConfigError
+from ivr.domain.times import utcnow
+from ivr.storage.anchor_store import cosignature_lines
+from ivr.storage.audit_tree import latest_head
+from ivr.web.current import session
 
 bp = Blueprint("audit_log", __name__)
 

@@ -24,14 +24,14 @@ from pathlib import Path
 
 from alembic.script import ScriptDirectory
 from flask import Blueprint, Flask, current_app, jsonify, request
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from ivr.services import anchoring, audit_sequencer
+from ivr.storage.migrate import MIGRATIONS, head_revision, schema_state
 
-from ..storage.migrate import MIGRATIONS, current_revision, head_revision
 from .auditor.login import current_user
 
 bp = Blueprint("health", __name__)
@@ -133,12 +133,7 @@ def check_database(app: Flask) -> str:
 
     engine = probe_engine(app)
     try:
-        with engine.connect() as conn:
-            ms = int(_timeout(app) * 1000)
-            conn.execute(text(f"SET LOCAL statement_timeout = {ms}"))
-            conn.execute(text("SELECT 1"))
-            revision = current_revision(conn)
-            has_tables = revision is not None or inspect(conn).has_table("audit_log")
+        revision, has_tables = schema_state(engine, _timeout(app))
     except SQLAlchemyError as e:
         first = str(getattr(e, "orig", None) or e).strip().splitlines()
         return f"unreachable: {type(e).__name__}: {first[0] if first else ''}"[:300]

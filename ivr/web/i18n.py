@@ -18,9 +18,10 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup, escape
 
-from ivr.storage.db import session as db_session
+from ivr.services.accounts import set_language
+from ivr.services.auditor.access import transaction
+from ivr.web.current import session as db_session
 
-from .auditor.access import transaction
 from .auditor.login import current_user, safe_next
 from .auditor.roles import ROLE_NAMES as ROLES
 
@@ -176,8 +177,7 @@ def switch():
     if lang is not None and lang != user.language:
         s = db_session()
         with transaction(s):
-            user.language = lang
-            s.add(user)
+            set_language(s, user, lang)
     return redirect(target)
 
 
@@ -335,7 +335,7 @@ def form_error(message: object) -> str:
 
 
 # A call's timeline is described in English by the code the CLI, the API and the evidence
-# package share (ivr/timeline.py). The call page puts each title, and each " · " or "; "
+# package share (ivr/services/timeline.py). The call page puts each title, and each " · " or "; "
 # separated piece of a detail, through these patterns; a piece none matches stays as it is.
 TITLES = [
     (re.compile(r"Call started"), lambda m: _("Call started")),

@@ -14,11 +14,12 @@ from pathlib import Path
 from flask import Flask, request
 from sqlalchemy import event
 
-from ..domain.config import ROOT
-from ..domain.pii import DataKeyError
-from ..storage import kvkk_models as models  # noqa: F401 - register the tables
-from ..storage.db import database
-from ..storage.keycheck import KeyGuard
+from ivr.domain.config import ROOT
+from ivr.domain.pii import DataKeyError
+from ivr.storage import kvkk_models as models  # noqa: F401 - register the tables
+from ivr.storage.keycheck import KeyGuard
+from ivr.web.current import database
+
 from .api.errors import error_response
 
 log = logging.getLogger("ivr.kvkk")

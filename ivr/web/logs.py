@@ -15,7 +15,7 @@ from flask import Flask
 from pythonjsonlogger.json import JsonFormatter
 from werkzeug.serving import WSGIRequestHandler
 
-from ..domain.redact import loggable_target, redact
+from ivr.domain.redact import loggable_target, redact
 
 
 class RequestLogHandler(WSGIRequestHandler):
@@ -76,7 +76,7 @@ def _install_record_redaction() -> None:
         record = previous(*args, **kwargs)
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - logging reports a bad format string itself
+        except Exception:  # logging reports a bad format string itself
             return record
         clean = _redact(message)
         if clean != message:

@@ -25,14 +25,14 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
+from ivr.domain.flow.engine import digits_chose
+from ivr.domain.redact import safe_sid
+from ivr.domain.times import utcnow
+from ivr.domain.vocabulary import DECISIONS, TERMINAL
 from ivr.storage import anchor_store
 from ivr.storage.audit_store import queue_report
+from ivr.storage.models import Call, Consent, FlowRun, Turn
 
-from ..domain.flow.engine import digits_chose
-from ..domain.redact import safe_sid
-from ..domain.vocabulary import DECISIONS, TERMINAL
-from ..storage.db import utcnow
-from ..storage.models import Call, Consent, FlowRun, Turn
 from .health import probe_engine
 
 log = logging.getLogger("ivr.webhook")
@@ -125,7 +125,7 @@ def _spool_depth(app: Flask) -> float:
         return 0.0
     try:
         return float(source())
-    except Exception:  # noqa: BLE001 - a scrape must not fail because the disk did
+    except Exception:  # a scrape must not fail because the disk did
         _obs_log.warning("spool depth unavailable", exc_info=True)
         return float("nan")
 
@@ -222,11 +222,11 @@ def _after_flush(session: Session, _flush_context) -> None:
     # Counting must never break the write it watches.
     try:
         _collect(session)
-    except Exception:  # noqa: BLE001
+    except Exception:
         _obs_log.warning("metrics: a flush was not counted", exc_info=True)
 
 
-def _collect(session: Session) -> None:
+def _collect(session: Session) -> None:  # noqa: C901 - one gauge per family, read in one pass
 
     found = []
     for obj in session.new:
@@ -273,7 +273,7 @@ def _after_commit(session: Session) -> None:
     for fn, args in session.info.pop(_PENDING, ()):
         try:
             fn(*args)
-        except Exception:  # noqa: BLE001 - the commit happened; only a count is lost
+        except Exception:  # the commit happened; only a count is lost
             _obs_log.warning("metrics: not counted", exc_info=True)
 
 

@@ -34,8 +34,9 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from ..storage import ratelimit  # noqa: F401 - registers the storage scheme and the table
-from ..storage.db import database
+from ivr.storage import ratelimit  # noqa: F401 - registers the storage scheme and the table
+from ivr.web.current import database
+
 from .proxies import LOOPBACK, TrustedProxies, parse_networks
 
 HTML_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -115,7 +116,7 @@ def _retry_after() -> int:
     current = limiter.current_limit if limiter else None
     try:
         return max(1, math.ceil(current.reset_at - time.time())) if current else 60
-    except Exception:  # noqa: BLE001 - the storage went away: a safe guess
+    except Exception:  # the storage went away: a safe guess
         return 60
 
 
@@ -236,7 +237,7 @@ def _skip_exempt_blueprints(app: Flask, limiter: Limiter) -> None:
     """Let the limiter's check return at once for the exempt blueprints (the Twilio
     webhooks among them): finding out that they are exempt costs it ~0.2 ms a request."""
     funcs = app.before_request_funcs.get(None, [])
-    check = limiter._check_request_limit  # noqa: SLF001 - the hook init_app registered
+    check = limiter._check_request_limit  # the hook init_app registered
     for i, fn in enumerate(funcs):
         if fn == check:
             def skipping(check=check):

@@ -6,9 +6,10 @@ import functools
 
 from flask import g, request
 
-from ..services.accounts import authenticate
-from ..storage.accounts import User
-from ..storage.db import session
+from ivr.services.accounts import authenticate
+from ivr.storage.accounts import User
+from ivr.web.current import session
+
 from .api.errors import error_response
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from ..adapters.twilio_rest import TwilioSettings
-from ..domain.config import ConfigError
-from ..storage import transfer_models as models  # noqa: F401 - the table, for create_all
+from ivr.adapters.twilio_rest import TwilioSettings
+from ivr.domain.config import ConfigError
+from ivr.storage import transfer_models as models  # noqa: F401 - the table, for create_all
+
 from . import agent_desk  # noqa: F401 - the desk's views attach to the agent blueprint
 from .agent import bp
 

@@ -26,7 +26,7 @@ from ivr.adapters.simulate import Caller, flask_transport, http_transport
 from ivr.services.audit_sequencer import run_pass
 from ivr.services.audit_verify import verify_log
 from ivr.storage import embedded_pg
-from ivr.storage.db import database
+from ivr.web.current import database
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -90,7 +90,7 @@ def pg_available() -> bool:
                 conn.execute(text("SELECT 1"))
             eng.dispose()
             _pg_state["ok"] = True
-        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        except Exception as exc:  # any failure means "not reachable"
             _pg_state["ok"] = False
             _pg_state["why"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return _pg_state["ok"]
@@ -144,7 +144,7 @@ def drop_schema(admin, schema: str) -> None:
                 conn.execute(text("SET LOCAL lock_timeout = '5s'"))
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
             return
-        except Exception:  # noqa: BLE001 - a lock appeared again: end it and retry
+        except Exception:  # a lock appeared again: end it and retry
             continue
     raise RuntimeError(f"could not drop test schema {schema}")
 

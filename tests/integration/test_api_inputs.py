@@ -12,8 +12,8 @@ import yaml
 
 from ivr.domain import inputs
 from ivr.domain.flow import load_flow
+from tests.support.auditor import auditor, csrf_token, make_user, place_call
 
-from ..support.auditor import auditor, csrf_token, make_user, place_call
 from .conftest import ROOT
 
 __all__ = ["auditor"]  # a fixture, so pytest finds it

@@ -108,7 +108,7 @@ def test_the_turkish_call_plays_the_english_offer(consent_audio, app_config, tmp
     """Through the webhook: the greeting turn plays the files whose parts are English."""
     from ivr import create_app
     from ivr.adapters.simulate import Caller, flask_transport
-    from ivr.storage.db import database
+    from ivr.web.current import database
     from tests.integration.conftest import AUTH_TOKEN
 
     audio_dir, entries = consent_audio

@@ -12,7 +12,7 @@ from ivr import create_app
 from ivr.adapters.audio import AudioLibrary, catalog, library
 from ivr.adapters.audio.build import build
 from ivr.adapters.audio.manifest import MANIFEST, read_manifest
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.support.audio import TINY_FLOW, write_flow
 
 

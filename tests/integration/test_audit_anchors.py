@@ -22,7 +22,7 @@ from ivr import create_app
 from ivr.audit import checkpoint as cps
 from ivr.audit import cosignature, note
 from ivr.storage import anchor_store
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.support.anchors import WitnessProcess, rewrite_log
 from tests.support.audit import append_entries, invoke
 from tests.support.tsa import TimeStampAuthority
@@ -378,7 +378,7 @@ class ReplayingWitness:
         kept: list[str] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if not kept:
                     kept.append(requests.post(f"{real_url}/add-checkpoint", data=body,

@@ -21,7 +21,7 @@ from ivr import create_app
 from ivr.audit import checkpoint as cps
 from ivr.audit import merkle, note
 from ivr.domain.config import ConfigError
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.integration.conftest import require_tools
 from tests.support.audit import append_entries, invoke
 

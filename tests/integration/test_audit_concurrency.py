@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from ivr.storage import audit_store
 from ivr.storage.audit_store import _PG_LOCK_KEY
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.support.audit import invoke
 
 PROCESSES = 8

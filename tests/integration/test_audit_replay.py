@@ -14,8 +14,8 @@ from ivr import create_app
 from ivr.domain.flow import load_flow
 from ivr.domain.flow.loader import parse_yaml
 from ivr.services.audit_replay import replay_call
-from ivr.storage.db import database
 from ivr.storage.flowstore import FlowRegistry
+from ivr.web.current import database
 from tests.integration.conftest import ROOT
 from tests.integration.test_consent_call import SCENARIOS
 from tests.support.audit import invoke, tamper

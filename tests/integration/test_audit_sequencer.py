@@ -13,8 +13,8 @@ from ivr import create_app
 from ivr.adapters.simulate import Caller, http_transport
 from ivr.services import audit_keys, audit_sequencer
 from ivr.storage.audit_store import _PG_LOCK_KEY
-from ivr.storage.db import database
 from ivr.storage.models import AuditEntry
+from ivr.web.current import database
 from tests.integration.conftest import AUTH_TOKEN
 from tests.support.audit import append_entries, invoke
 from tests.support.gunicorn_server import Gunicorn

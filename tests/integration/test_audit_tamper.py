@@ -11,14 +11,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, text
 
-from ivr.audit import chain, merkle, note
+from ivr.audit import leaves, merkle, note
 from ivr.audit.errors import VerificationError
+from ivr.domain.times import utcnow
 from ivr.services.audit_verify import verify_log
 from ivr.storage import audit_store
-from ivr.storage.db import database, utcnow
 from ivr.storage.kvkk_models import DestructionLog, IysBatch
 from ivr.storage.models import Call, Consent, FlowRun, Turn
 from ivr.storage.transfer_models import Transfer
+from ivr.web.current import database
 from tests.support.audit import append_entries, invoke, tamper
 from tests.support.auditor import place_call
 
@@ -180,7 +181,7 @@ def test_a_turn_whose_leaf_is_missing(app, local_caller):
 def test_inserted_leaf(filled):
     tamper(filled, "UPDATE audit_log SET seq = -seq WHERE seq >= 7",
            "UPDATE audit_log SET seq = 1 - seq WHERE seq < 0")
-    forged = chain.leaf_body("consent.decided", "CAforged", {"decision": "granted"},
+    forged = leaves.leaf_body("consent.decided", "CAforged", {"decision": "granted"},
                              "2026-01-01T00:00:00.000000Z").decode()
     tamper(filled, "INSERT INTO audit_log (seq, body, kind, ref) "
            "VALUES (7, :b, 'consent.decided', 'CAforged')", b=forged)
@@ -188,7 +189,7 @@ def test_inserted_leaf(filled):
 
 
 def test_inserted_leaf_at_the_end_outside_the_sequencer(filled):
-    forged = chain.leaf_body("test.fact", "CAtest", {"n": 99}, "2026-01-01T00:00:00.000000Z")
+    forged = leaves.leaf_body("test.fact", "CAtest", {"n": 99}, "2026-01-01T00:00:00.000000Z")
     tamper(filled, f"INSERT INTO audit_log (seq, body, kind, ref) "
            f"VALUES ({N + 1}, :b, 'test.fact', 'CAtest')", b=forged.decode())
     assert_detected(filled, N, "leaf inserted")

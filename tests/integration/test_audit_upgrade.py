@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from ivr import create_app
-from ivr.audit import chain, merkle
-from ivr.storage.db import database
+from ivr.audit import leaves, merkle
+from ivr.web.current import database
 from tests.support.audit import append_entries, invoke, make_legacy_log, tamper
 
 COUNT = 3000
@@ -36,9 +36,9 @@ def chain_rows(app) -> list[tuple]:
 def test_every_entry_is_kept_as_the_first_leaves(old):
     rows = chain_rows(old)
     assert [r[0] for r in rows] == list(range(1, COUNT + 2))  # + the checkpoint entry
-    prev = chain.FIRST_PREV
+    prev = leaves.FIRST_PREV
     for _seq, p, body, h in rows:  # the chain columns are untouched
-        assert p == prev and chain.entry_hash(p, body.encode()) == h
+        assert p == prev and leaves.entry_hash(p, body.encode()) == h
         prev = h
     with database(old).engine.connect() as conn:
         stored = [bytes(r[0]) for r in conn.execute(text(

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import update
 
 from ivr import create_app
+from ivr.domain.times import utcnow
+from ivr.services.auditor.login_throttle import failures
 from ivr.storage.accounts import LoginFailure, User
-from ivr.storage.db import database, utcnow
 from ivr.storage.models import WebSession
-from ivr.web.auditor.login import failures
-
-from ..support.auditor import audit_bodies, csrf_token, login, make_user
+from ivr.web.current import database
+from tests.support.auditor import audit_bodies, csrf_token, login, make_user
 
 
 @pytest.fixture

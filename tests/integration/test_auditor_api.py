@@ -8,11 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ivr.services.consents import EXPORT_FIELDS
-from ivr.services.keys import personal_data
 from ivr.services.reports import call_timeline
-from ivr.storage.db import database
-
-from ..support.auditor import audit_bodies, make_user, place_call
+from ivr.web.current import database, personal_data
+from tests.support.auditor import audit_bodies, make_user, place_call
 
 ALICE = "+905321234567"
 BOB = "+905339876543"

@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from ..support.auditor import audio_dir, audit_bodies, make_user, rendered_audio
+from tests.support.auditor import audio_dir, audit_bodies, make_user, rendered_audio
+
 from .conftest import CHROMIUM_ARGS, chromium
 
 __all__ = ["audio_dir", "rendered_audio"]  # fixtures, so pytest finds them

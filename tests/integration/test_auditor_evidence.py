@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 
 from ivr.audit import merkle, note
 from ivr.storage import audit_store
-from ivr.storage.db import database
 from ivr.storage.models import AuditTreeHead
+from ivr.web.current import database
 from tests.support.audit import invoke
 from tests.support.auditor import (
     AUDITOR,

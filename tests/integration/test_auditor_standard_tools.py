@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ivr import create_app
 from ivr.adapters.simulate import Caller, flask_transport
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.support.audit import invoke
 from tests.support.verification import (
     PROOF_VECTORS,
@@ -193,9 +193,9 @@ def test_the_doc_embeds_the_script_verbatim():
 
 def synthetic_export(count: int) -> Export:
     """A log of `count` leaves, with non-ASCII words and escapes, and a checkpoint of it."""
-    from ivr.audit import chain
+    from ivr.audit import leaves
 
-    bodies = [chain.canonical({
+    bodies = [leaves.canonical({
         "at": "2026-11-30T07:39:51.367000Z", "kind": "test.fact", "ref": None,
         "data": {"n": n, "note": "çağrı  \"iki\"\tboşluk\\ %s \\x41"}}).decode()
         for n in range(count)]

@@ -12,10 +12,9 @@ from email.utils import format_datetime
 import pytest
 
 from ivr.cli.main import cli
-from ivr.storage.db import database
 from ivr.storage.models import Call
-
-from ..support.auditor import audio_dir, auditor, parse_html, place_call, rendered_audio
+from ivr.web.current import database
+from tests.support.auditor import audio_dir, auditor, parse_html, place_call, rendered_audio
 
 __all__ = ["audio_dir", "auditor", "rendered_audio"]  # fixtures, so pytest finds them
 
@@ -92,7 +91,7 @@ def test_calls_show_and_the_call_page_show_one_timeline(app, auditor, local_call
 
 
 def test_the_api_gives_the_same_timeline(app, auditor, local_caller):
-    from ..support.auditor import AUDITOR, make_user
+    from tests.support.auditor import AUDITOR, make_user
 
     sid = place_call(local_caller, ["1"]).call_sid
     token = make_user(app, AUDITOR + "-api", "auditor")
@@ -279,7 +278,7 @@ def test_search_takes_days_as_written_in_the_tables(auditor, local_caller, typed
 
 
 def test_exports_and_the_search_list_use_the_same_duration(app, local_caller, auditor):
-    from ..support.auditor import csrf_token
+    from tests.support.auditor import csrf_token
 
     caller = local_caller()
     caller.dial()

@@ -14,9 +14,9 @@ import pytest
 
 from ivr.adapters.simulate import manifest_seconds
 from ivr.cli.main import cli
-from ivr.storage.db import database
 from ivr.storage.models import Consent
 from ivr.storage.transfer_models import Transfer
+from ivr.web.current import database
 from tests.support.auditor import (
     audio_dir,
     audit_bodies,

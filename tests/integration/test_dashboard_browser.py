@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 
 from ivr.adapters.simulate import manifest_seconds
-from ivr.storage.db import database
 from ivr.storage.models import Consent, FlowRun
+from ivr.web.current import database
 from tests.support.auditor import audio_dir, make_user, rendered_audio
 
 from .conftest import CHROMIUM_ARGS, chromium, require_tools

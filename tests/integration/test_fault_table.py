@@ -41,11 +41,11 @@ from ivr import create_app
 from ivr.adapters.simulate import Caller, http_transport, parse_twiml
 from ivr.cli.main import cli
 from ivr.domain.flow import load_flow
+from ivr.domain.times import utcnow
 from ivr.services.audit_sequencer import run_pass
-from ivr.storage.db import database, utcnow
 from ivr.storage.models import AuditEntry, AuditQueue, Call, CallEvent, Consent, Recording
-from ivr.storage.spool import spool
 from ivr.storage.transfer_models import Transfer
+from ivr.web.current import database, spool
 from tests.integration.conftest import (
     AUTH_TOKEN,
     ROOT,
@@ -65,7 +65,7 @@ __all__ = ["twilio"]  # the autouse fixture: the app's REST calls go to the fake
 FLOW = load_flow(ROOT / "flows" / "consent.yaml")
 
 
-def TR(prompt: str) -> str:  # noqa: N802 - reads as the language's name
+def TR(prompt: str) -> str:  # reads as the language's name
     return FLOW.text(prompt, "tr")
 
 
@@ -146,7 +146,7 @@ class Story:
         """What the caller (or Twilio) got is a good answer, in time."""
         assert reply.status == 200, f"{step}: {reply.status} {reply.body[:300]}"
         assert seconds < HEARD_WITHIN, f"{step} answered after {seconds:.2f} s"
-        root = ET.fromstring(reply.body)  # noqa: S314 - our own server's TwiML
+        root = ET.fromstring(reply.body)  # our own server's TwiML
         assert root.tag == "Response"
         if step not in TWIML_STEPS:
             assert len(root) == 0, reply.body  # a callback: the empty TwiML document
@@ -510,7 +510,7 @@ def background(app, column: str, box: dict) -> None:
                 box["result"] = run_pass(app)
         else:
             box["result"] = app.test_cli_runner().invoke(cli, ["spool", "drain"])
-    except Exception as exc:  # noqa: BLE001 - the fault's error, looked at by the test
+    except Exception as exc:  # the fault's error, looked at by the test
         box["error"] = exc
 
 

@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 from ivr import create_app
 from ivr.adapters.simulate import Caller, http_transport
 from ivr.domain.flow import load_flow
-from ivr.storage.db import database, utcnow
+from ivr.domain.times import utcnow
 from ivr.storage.models import Call, CallEvent, Consent, FlowRun, Recording, Turn
+from ivr.web.current import database
 from tests.integration.conftest import AUTH_TOKEN, verified_chain_length
 from tests.support.gunicorn_server import Gunicorn
 from tests.unit.conftest import ROOT

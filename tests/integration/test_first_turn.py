@@ -15,7 +15,7 @@ import pytest
 from ivr.domain.runs import run_id_for
 from ivr.domain.twilio_form import CallFields, GatherInput
 from ivr.services import webhooks
-from ivr.services.calls import current_context
+from ivr.web.current import current_context
 
 NOW = datetime(2026, 12, 7, 6, 30, 1, 250000, tzinfo=UTC)
 SIDS = ("CA" + "0" * 32, "CA" + "f" * 32, "CA" + "1" * 32, 'CA"odd\\sid<&>')

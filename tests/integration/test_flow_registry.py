@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from ivr import create_app
 from ivr.adapters.simulate import Caller, flask_transport
-from ivr.storage.db import database
 from ivr.storage.models import Consent, FlowRun
+from ivr.web.current import database
 from tests.support.auditor import audio_dir, auditor, parse_html, place_call, rendered_audio
 
 from .conftest import AUTH_TOKEN, require_tools

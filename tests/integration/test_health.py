@@ -12,8 +12,8 @@ import pytest
 
 from ivr import create_app
 from ivr.adapters.audio.manifest import MANIFEST, ManifestEntry, write_manifest
-from ivr.storage.db import database
 from ivr.storage.migrate import upgrade
+from ivr.web.current import database
 from tests.support.auditor import login, make_user
 
 

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from ivr.cli.main import cli
 from ivr.domain.flow import load_flow
-from ivr.storage.db import database
 from ivr.storage.models import Call, Consent, Recording
+from ivr.web.current import database
 from tests.integration.conftest import ROOT, verified_chain_length
 from tests.support.transfer import QUEUE, auth, follow, make_user, twilio  # noqa: F401
 

@@ -14,7 +14,7 @@ from babel.messages.pofile import read_po
 from babel.support import Translations
 
 from ivr.services.accounts import User
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.support.auditor import (
     audio_dir,
     csrf_token,
@@ -296,7 +296,7 @@ def test_the_csv_export_keeps_its_documented_column_names(app, local_caller, lan
     assert header == EXPORT_FIELDS
 
 
-# The timeline's English, as ivr/timeline.py writes it, and the call page's Turkish of it.
+# The timeline's English, as ivr/services/timeline.py writes it, and the call page's Turkish of it.
 TIMELINE = [
     ("title", "Call started", "Arama başladı"),
     ("title", "Key pressed: 1", "Basılan tuş: 1"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from ivr.services.accounts import User
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.support.auditor import audio_dir, make_user, rendered_audio
 from tests.support.transfer import ACCOUNT, follow, transfers, twilio
 

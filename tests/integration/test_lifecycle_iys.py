@@ -21,9 +21,9 @@ from ivr.domain.kvkk.businessdays import (
     iys_deadline,
     load_calendar,
 )
-from ivr.services.keys import personal_data
 from ivr.storage.kvkk_models import IysBatch, IysPushAnswer, IysRecord
 from ivr.storage.models import AuditEntry, Consent
+from ivr.web.current import personal_data
 from tests.support.fake_iys import FakeIys
 from tests.support.lifecycle import PHONE, add_consent, run_cli, session
 

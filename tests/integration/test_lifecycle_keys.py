@@ -10,8 +10,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import inspect, select, text, update
 
 from ivr import create_app
-from ivr.storage.db import database
 from ivr.storage.models import Consent, Setting
+from ivr.web.current import database
 from tests.support.lifecycle import PHONE, run_cli, session, token
 
 SECRET_NUMBER = "+905551237788"

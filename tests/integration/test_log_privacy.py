@@ -20,10 +20,10 @@ import pytest
 from ivr import create_app
 from ivr.adapters.simulate import Caller, flask_transport
 from ivr.domain.redact import loggable_target, redact
-from ivr.storage.db import database
+from ivr.web.current import database
 from ivr.web.logs import JsonLogFormatter, RedactingFilter, TextLogFormatter
+from tests.support.gunicorn_server import free_port
 
-from ..support.gunicorn_server import free_port
 from .conftest import AUTH_TOKEN, ROOT
 
 SID = "CA" + "0123456789abcdef" * 2

@@ -12,7 +12,7 @@ from ivr import create_app
 from ivr.adapters.simulate import Caller, flask_transport
 from ivr.cli.main import cli
 from ivr.storage.audit_store import TRIGGERS
-from ivr.storage.db import Base, database
+from ivr.storage.db import Base
 from ivr.storage.migrate import (
     MIGRATIONS,
     MigrationError,
@@ -22,6 +22,7 @@ from ivr.storage.migrate import (
     schema_diff,
     upgrade,
 )
+from ivr.web.current import database
 
 from .conftest import AUTH_TOKEN
 

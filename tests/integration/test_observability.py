@@ -21,8 +21,8 @@ from sqlalchemy import text
 
 from ivr.adapters.simulate import Caller, http_transport
 from ivr.domain.redact import redact
-from ivr.storage.db import database, session
 from ivr.storage.models import Consent
+from ivr.web.current import database, session
 from ivr.web.logs import JsonLogFormatter, RedactingFilter
 from ivr.web.metrics import set_spool_depth_source
 

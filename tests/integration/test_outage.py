@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from ivr.adapters.simulate import Caller, http_transport
 from ivr.cli.main import cli
 from ivr.domain.flow import load_flow
-from ivr.storage.db import database, utcnow
+from ivr.domain.times import utcnow
 from ivr.storage.models import AuditEntry, CallEvent, Consent
-from ivr.storage.spool import spool
+from ivr.web.current import database, spool
 from tests.integration.conftest import (
     AUTH_TOKEN,
     ROOT,

@@ -12,12 +12,12 @@ from sqlalchemy import event, select
 
 from ivr import create_app
 from ivr.domain.kvkk.policy import load_policy
-from ivr.services.keys import personal_data
 from ivr.services.kvkk import retention
 from ivr.services.kvkk.runner import destroy
 from ivr.storage.db import database
 from ivr.storage.kvkk_models import DestructionLog, SubjectRequest
 from ivr.storage.models import AuditEntry, AuditQueue, Call, Consent, Recording, WebhookRequest
+from ivr.web.current import personal_data
 
 from .conftest import ROOT, pg_schema_url
 

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import event
 
 from ivr.adapters.simulate import Recording
-from ivr.storage.db import database
+from ivr.web.current import database
 from tests.support.transfer import QUEUE, auth, follow, make_user, twilio  # noqa: F401
 
 # One statement, autocommitted: no BEGIN, COMMIT or ping on the wire.

@@ -14,8 +14,9 @@ import yaml
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
 
-from ..support.auditor import make_user
-from ..support.transfer import twilio
+from tests.support.auditor import make_user
+from tests.support.transfer import twilio
+
 from .conftest import LiveServer
 
 __all__ = ["twilio"]  # a fixture: the fake Twilio REST API the app's transfers go to

@@ -16,7 +16,6 @@ from sqlalchemy import event, text
 from werkzeug.datastructures import MultiDict
 
 from ivr import create_app
-from ivr.services.keys import personal_data
 from ivr.storage.db import database
 from ivr.web.auditor.search import (
     Cursor,
@@ -25,6 +24,7 @@ from ivr.web.auditor.search import (
     parse_search,
     search,
 )
+from ivr.web.current import personal_data
 
 from .conftest import AUTH_TOKEN, ROOT
 

@@ -12,7 +12,7 @@ import requests
 from ivr import create_app
 from ivr.domain.config import ConfigError
 from ivr.services.accounts import add_user
-from ivr.storage.db import database, session
+from ivr.web.current import database, session
 from ivr.web.proxies import client_address, parse_networks
 from ivr.web.security import HSTS, HTML_CSP
 

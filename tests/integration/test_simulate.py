@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 from ivr.adapters.simulate import Caller, flask_transport, manifest_seconds
 from ivr.cli.main import cli
 from ivr.services.accounts import add_user
-from ivr.storage.db import database, session
 from ivr.storage.models import Call, CallEvent, Consent, Recording
 from ivr.storage.transfer_models import Transfer
+from ivr.web.current import database, session
 from tests.integration.conftest import AUTH_TOKEN, ROOT, pg_schema_url
 
 

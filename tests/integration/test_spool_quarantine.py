@@ -20,12 +20,11 @@ from sqlalchemy.engine import make_url
 from ivr.adapters.simulate import Caller, flask_transport
 from ivr.cli.main import cli
 from ivr.domain import twilio_form
-from ivr.services.calls import Context, current_context
+from ivr.domain.times import utcnow
+from ivr.services.calls import Context
 from ivr.services.offline import callback, gather, incoming
-from ivr.services.spool_replay import apply_record
-from ivr.storage.db import database, utcnow
 from ivr.storage.models import AuditEntry, CallEvent, Consent
-from ivr.storage.spool import spool
+from ivr.web.current import apply_record, current_context, database, spool
 from tests.integration.conftest import AUTH_TOKEN, verified_chain_length
 from tests.integration.test_health import render_all_prompts
 from tests.integration.test_observability import scrape, value

@@ -17,8 +17,9 @@ from sqlalchemy import MetaData, create_engine, select, text
 
 from ivr import create_app
 from ivr.adapters.simulate import Caller, flask_transport
-from ivr.storage.db import Base, database
+from ivr.storage.db import Base
 from ivr.storage.sqlite_import import LAST_SQLITE_REVISION
+from ivr.web.current import database
 from tests.integration.conftest import AUTH_TOKEN, pg_schema_url, verified_chain_length
 from tests.support.audit import invoke
 from tests.support.auditor import place_call

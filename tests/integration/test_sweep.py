@@ -24,7 +24,7 @@ from twilio.request_validator import RequestValidator
 from ivr import create_app
 from ivr.adapters.simulate import Caller, flask_transport
 from ivr.services.accounts import add_user
-from ivr.storage.db import database, session
+from ivr.web.current import database, session
 
 from .conftest import AUTH_TOKEN
 from .test_health import render_all_prompts

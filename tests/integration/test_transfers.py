@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from ivr.domain.flow import load_flow
 from ivr.domain.state_token import read_transfer_token
-from ivr.storage.db import session
 from ivr.storage.models import AuditEntry, Consent, FlowRun
+from ivr.web.current import session
 from tests.integration.conftest import ROOT
 from tests.support.transfer import (
     ACCOUNT,

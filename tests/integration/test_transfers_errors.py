@@ -12,8 +12,8 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from ivr.storage.db import session
 from ivr.storage.models import Consent, FlowRun
+from ivr.web.current import session
 from tests.integration.conftest import AUTH_TOKEN
 from tests.support.fake_twilio import Failure, twilio_error
 from tests.support.transfer import (
@@ -387,10 +387,10 @@ def test_a_transfer_left_hanging_without_a_status_callback_stops_blocking(app, c
                                                                           twilio, local_caller):
     from datetime import timedelta
 
+    from ivr.domain.times import utcnow
     from ivr.services import transfer_request
     from ivr.services import transfers as service
-    from ivr.services.keys import personal_data
-    from ivr.storage.db import utcnow
+    from ivr.web.current import personal_data
 
     _agent, token = make_user(app, "ayse", "agent")
     c = local_caller(account_sid=ACCOUNT)

@@ -276,7 +276,7 @@ def pages(ids: dict) -> list[tuple[str, str, int]]:
 
 
 @pytest.mark.browser
-def test_every_page_and_state_reads_in_turkish(live_app, caller, twilio, fake_iys, misses):
+def test_every_page_and_state_reads_in_turkish(live_app, caller, twilio, fake_iys, misses):  # noqa: C901 - one walk through every page and state
     app = live_app.app
     client = app.test_client()
     ids = build_world(app, caller, client, twilio, fake_iys)

@@ -11,10 +11,10 @@ from sqlalchemy import update
 
 from ivr import create_app
 from ivr.cli.main import cli
-from ivr.storage.db import database, utcnow
+from ivr.domain.times import utcnow
 from ivr.storage.models import WebSession
-
-from ..support.auditor import audit_bodies, csrf_token, login, make_user
+from ivr.web.current import database
+from tests.support.auditor import audit_bodies, csrf_token, login, make_user
 
 COOKIE = "ivr_session"
 

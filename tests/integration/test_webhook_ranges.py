@@ -10,8 +10,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from sqlalchemy import func, select
 
-from ivr.storage.db import database
 from ivr.storage.models import AuditEntry, Call, CallEvent, Consent, Recording, WebhookRequest
+from ivr.web.current import database
 from tests.integration.test_webhooks import CALL, RECORDING, count, post
 
 BEYOND = [str(2**31), str(2**53), str(2**63), str(2**64 + 1), str(2**100), "9" * 400,

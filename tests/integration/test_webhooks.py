@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-from ivr.storage.db import database, utcnow
+from ivr.domain.times import utcnow
 from ivr.storage.models import AuditEntry, Call, CallEvent, Consent, FlowRun, Recording, Turn
+from ivr.web.current import database
 from tests.integration.conftest import AUTH_TOKEN
 
 

@@ -10,13 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from ivr.services.keys import personal_data
 from ivr.services.kvkk import subject_requests as sr
-from ivr.services.spool_replay import apply_record
-from ivr.storage.db import database
 from ivr.storage.kvkk_models import IysBatch, IysPushAnswer, SubjectRequest
 from ivr.storage.models import Consent
-from ivr.storage.spool import spool
+from ivr.web.current import apply_record, database, personal_data, spool
 from tests.integration.test_spool_quarantine import _offline_call
 from tests.support.auditor import audit_bodies, csrf_token, login, make_user, parse_html
 from tests.support.fake_iys import FakeIys

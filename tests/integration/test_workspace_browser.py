@@ -9,9 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ivr.services.spool_replay import apply_record
 from ivr.storage.kvkk_models import SubjectRequest
-from ivr.storage.spool import spool
+from ivr.web.current import apply_record, spool
 from tests.integration.conftest import CHROMIUM_ARGS, chromium
 from tests.integration.test_agent_desk import users  # noqa: F401 - a fixture
 from tests.integration.test_lifecycle_retention import backdate_call

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
 from ivr.audit import merkle, note
-from ivr.storage.db import database
+from ivr.web.current import database
 
 from .audit import drop_guards
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from ivr.audit import chain
+from ivr.audit import leaves
 from ivr.cli.main import cli
 from ivr.storage import audit_store
-from ivr.storage.db import database
+from ivr.web.current import database
 
 
 def append_entries(app, count: int, *, per_transaction: int = 4, ref: str | None = "CAtest"):
@@ -55,10 +55,10 @@ def rehash_from(app, seq: int) -> None:
     """Recompute every link and hash from `seq` to the head: a careful rewrite."""
     drop_guards(app)
     all_rows = rows(app)
-    prev = all_rows[seq - 2][3] if seq > 1 else chain.FIRST_PREV
+    prev = all_rows[seq - 2][3] if seq > 1 else leaves.FIRST_PREV
     with database(app).engine.begin() as conn:
         for s, _p, body, _h in all_rows[seq - 1:]:
-            h = chain.entry_hash(prev, body.encode())
+            h = leaves.entry_hash(prev, body.encode())
             conn.execute(text("UPDATE audit_log SET prev_hash = :p, hash = :h WHERE seq = :s"),
                          {"p": prev, "h": h, "s": s})
             prev = h
@@ -83,15 +83,15 @@ def make_legacy_log(app, count: int, checkpoint_at: int | None = None,
     upgrade(app, "0002")
     with app.app_context():
         key = audit_keys.signing_key(app)
-    prev, seq, rows_ = chain.FIRST_PREV, 0, []
+    prev, seq, rows_ = leaves.FIRST_PREV, 0, []
     cps_rows = []
 
     def add(kind, ref_, data):
         nonlocal prev, seq
         seq += 1
-        body = chain.canonical({"seq": seq, "kind": kind, "at": "2026-11-01T10:00:00.000000Z",
+        body = leaves.canonical({"seq": seq, "kind": kind, "at": "2026-11-01T10:00:00.000000Z",
                                 "ref": ref_, "data": data})
-        h = chain.entry_hash(prev, body)
+        h = leaves.entry_hash(prev, body)
         rows_.append({"seq": seq, "p": prev, "b": body.decode(), "h": h, "k": kind, "r": ref_})
         prev = h
 

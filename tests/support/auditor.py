@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from ivr.services.accounts import add_user
-from ivr.storage.db import database
 from ivr.storage.models import AuditEntry
+from ivr.web.current import database
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDERED = ("greeting", "language_offer", "notice_intro", "goodbye")

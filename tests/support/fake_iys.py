@@ -103,7 +103,7 @@ class FakeIys:
                              "index": i})
         return errs
 
-    def handle(self, path: str, auth: str | None, raw: bytes) -> tuple[int, dict]:
+    def handle(self, path: str, auth: str | None, raw: bytes) -> tuple[int, dict]:  # noqa: C901 - one branch per İYS answer the fake gives
         """One request → (HTTP status, JSON answer)."""
         with self._lock:
             entry = {"path": path, "auth": auth, "body": raw}

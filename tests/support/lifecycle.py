@@ -7,10 +7,9 @@ from datetime import datetime
 
 from ivr.cli.main import cli
 from ivr.services.accounts import add_user
-from ivr.services.keys import personal_data
 from ivr.storage import audit_store
-from ivr.storage.db import database
 from ivr.storage.models import Consent
+from ivr.web.current import database, personal_data
 
 PHONE = "+905321234567"
 CHANNELS = ["ARAMA", "MESAJ", "EPOSTA"]

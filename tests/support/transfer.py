@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from ivr.adapters.simulate import parse_twiml
 from ivr.services.accounts import add_user
-from ivr.storage.db import session
 from ivr.storage.transfer_models import Transfer
+from ivr.web.current import session
 from tests.integration.conftest import AUTH_TOKEN
 from tests.support.fake_twilio import FakeTwilio
 

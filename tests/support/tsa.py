@@ -126,7 +126,7 @@ class TimeStampAuthority:
         authority = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the stdlib's name
+            def do_POST(self):  # the stdlib's name
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if authority.mode == "slow":
                     time.sleep(authority.delay)

@@ -19,7 +19,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 VECTORS = json.loads((ASSETS / "merkle_vectors.json").read_text())
 LEAVES = [bytes.fromhex(x) for x in VECTORS["leaves"]]
 TREE = merkle.MemoryTree(merkle.leaf_hash(x) for x in LEAVES)
-SCRIPT_PATH = Path(ivr.__file__).parent / "web" / "auditor" / "evidence_verify.py"
+SCRIPT_PATH = Path(ivr.__file__).parent / "audit" / "evidence_verify.py"
 
 
 def _load_script():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ivr.audit import chain, errors, merkle, note
+from ivr.audit import errors, leaves, merkle, note
 from ivr.audit.errors import VerificationError
 from ivr.audit.verify import check_split_views, open_heads, verify_leaves
 
@@ -19,7 +19,7 @@ def _rows() -> list[tuple]:
     """(seq, body, kind, ref, stored leaf hash), as the log stores them."""
     out = []
     for seq in range(1, N + 1):
-        body = chain.leaf_body("test.fact", f"CA{seq}", {"n": seq},
+        body = leaves.leaf_body("test.fact", f"CA{seq}", {"n": seq},
                                "2026-01-01T00:00:00.000000Z").decode()
         out.append((seq, body, "test.fact", f"CA{seq}", merkle.leaf_hash(body.encode())))
     return out

@@ -9,7 +9,7 @@ import pytest
 import rfc8785
 
 from ivr.domain.flow import engine as e
-from ivr.domain.notice import notice_version
+from ivr.domain.notice_version import notice_version
 from ivr.domain.runs import MAX_DIGITS, digits_input, run_id_for
 from ivr.domain.state_token import StateTokenError, read_token, state_token
 from ivr.services import run_memory

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ...domain.flow import Flow, load_flow
+from ivr.domain.flow import Flow, load_flow
+
 from . import processing
 from .engines import Choice, Engine, choose_engine
 from .errors import AudioBuildError, AudioError
@@ -205,7 +206,7 @@ def _current_parts(job: _Job, audio_dir: Path, old: ManifestEntry | None,
             continue
         try:
             out.append(part.entry(part_sha, len(processing.decode_wav(path.read_bytes()))))
-        except Exception:  # noqa: BLE001 - an unreadable part means: render again
+        except Exception:  # an unreadable part means: render again
             return None
     return out
 
@@ -226,7 +227,7 @@ def _current(job: _Job, path: Path, old: ManifestEntry | None) -> ManifestEntry 
                              old.rms_dbfs, old.peak_dbfs, old.built_at, parts)
     try:
         seg = processing.decode_wav(path.read_bytes())
-    except Exception:  # noqa: BLE001 - an unreadable file is simply rendered again
+    except Exception:  # an unreadable file is simply rendered again
         return None
     parts = _current_parts(job, path.parent, old, sha, len(seg))
     if parts is None:
@@ -324,7 +325,7 @@ def _part_file(part: _PartJob, speech: list, audio_dir: Path) -> dict:
     if path.is_file():
         try:
             return part.entry(file_sha256(path), len(processing.decode_wav(path.read_bytes())))
-        except Exception as e:  # noqa: BLE001 - unreadable: written again below
+        except Exception as e:  # unreadable: written again below
             log.warning("part file %s is unreadable, rendering it again: %s", part.file, e)
     alone = processing.render(speech)
     atomic_write(path, alone.wav)

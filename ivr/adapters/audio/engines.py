@@ -85,7 +85,7 @@ def _probe(gtts, timeout: float) -> str | None:
             outcome.append(None)
         except EngineError as e:
             outcome.append(str(e))
-        except Exception as e:  # noqa: BLE001 - any failure means "not usable"
+        except Exception as e:  # any failure means "not usable"
             outcome.append(f"{type(e).__name__}: {e}")
 
     worker = threading.Thread(target=run, name="gtts-probe", daemon=True)

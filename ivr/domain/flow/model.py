@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 NODE_TYPES = ("play", "notice", "menu", "branch", "exit")
 EXIT_ACTIONS = ("hangup", "enqueue", "dial", "return")
@@ -88,7 +89,7 @@ class Flow:
     prompts: dict[str, dict[str, str]]
     nodes: dict[str, Node]
     return_prompts: dict[str, str]
-    document: dict
+    document: dict[str, Any]
     # Per prompt and language, the parts in the order spoken; `prompts` holds their
     # joined text, which is what the caller is said to have heard.
     segments: dict[str, dict[str, tuple[Segment, ...]]] = field(default_factory=dict)

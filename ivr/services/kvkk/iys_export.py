@@ -13,14 +13,12 @@ from pathlib import Path
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
+from ivr.domain.kvkk import iys
+from ivr.domain.pii import PersonalData
+from ivr.domain.vocabulary import CHANNELS, DECISIVE
 from ivr.storage import audit_store
-
-from ...domain.kvkk import iys
-from ...domain.pii import PersonalData
-from ...domain.vocabulary import DECISIVE
-from ...storage.kvkk_models import IysBatch, IysRecord
-from ...storage.models import Consent
-from .status import CHANNELS
+from ivr.storage.kvkk_models import IysBatch, IysRecord
+from ivr.storage.models import Consent
 
 _PG_EXPORT_LOCK = 0x1FC0_1A5E
 _CHUNK = 500

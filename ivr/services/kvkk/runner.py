@@ -6,8 +6,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from ...adapters.twilio_recordings import TwilioAccount, delete_recordings
-from ...domain.kvkk.policy import Policy
+from ivr.adapters.twilio_recordings import TwilioAccount, delete_recordings
+from ivr.domain.kvkk.policy import Policy
+
 from . import retention
 
 

@@ -8,10 +8,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...domain.vocabulary import DECISIVE
-from ...storage.models import Consent
-
-CHANNELS = ("ARAMA", "MESAJ", "EPOSTA")
+from ivr.domain.vocabulary import CHANNELS, DECISIVE
+from ivr.storage.models import Consent
 
 
 @dataclass(frozen=True)

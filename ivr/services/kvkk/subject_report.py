@@ -7,26 +7,26 @@ from datetime import date, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ...domain import times
-from ...domain.kvkk.businessdays import ISTANBUL
-from ...domain.kvkk.notice import localised
-from ...domain.kvkk.policy import Policy
-from ...domain.pii import PersonalData
-from ...storage.kvkk_models import IysBatch, IysRecord, SubjectRequest
-from ...storage.models import Call, Recording
-from ..reports import recording_dict
-from .status import CHANNELS, history, status_from
+from ivr.domain import times
+from ivr.domain.kvkk.businessdays import ISTANBUL
+from ivr.domain.kvkk.notice_facts import localised
+from ivr.domain.kvkk.policy import Policy
+from ivr.domain.pii import PersonalData
+from ivr.domain.times import utc_iso_or_none
+from ivr.domain.vocabulary import CHANNELS
+from ivr.services.reports import recording_dict
+from ivr.storage.kvkk_models import IysBatch, IysRecord, SubjectRequest
+from ivr.storage.models import Call, Recording
+
+from .status import history, status_from
 
 LANGS = ("tr", "en")
 
 
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
-
-
 def _event(c) -> dict:
     return {"consent_id": c.id, "decision": c.decision, "channels": list(c.channels or []),
-            "captured_at": _iso(c.captured_at), "source": c.source, "call_sid": c.call_sid,
+            "captured_at": utc_iso_or_none(c.captured_at), "source": c.source,
+            "call_sid": c.call_sid,
             "keys": c.digits or None, "language": c.language, "purpose": c.purpose,
             "notice_version": c.notice_version, "agent_id": c.agent_id, "reason": c.reason}
 
@@ -54,16 +54,18 @@ def build(session: Session, pii: PersonalData, phone: str, policy: Policy, lang:
     facts = localised(lang)
     return {
         "report": {"kind": "kvkk-article-11-subject-report", "language": lang,
-                   "generated_at": _iso(now), "notice": facts["notice"]},
+                   "generated_at": utc_iso_or_none(now), "notice": facts["notice"]},
         "subject": {"phone": phone},
         "controller": facts["controller"],
         "calls": [{"call_sid": c.call_sid, "direction": c.direction, "to": c.to_number,
-                   "status": c.status, "started_at": _iso(c.started_at),
-                   "answered_at": _iso(c.answered_at), "ended_at": _iso(c.ended_at),
+                   "status": c.status, "started_at": utc_iso_or_none(c.started_at),
+                   "answered_at": utc_iso_or_none(c.answered_at),
+                   "ended_at": utc_iso_or_none(c.ended_at),
                    "duration": c.duration} for c in calls],
         "recordings": [{**recording_dict(r), "call_sid": r.call_sid} for r in recordings],
         "consents": {
-            "current": {ch: {"status": st.status, "since": _iso(st.since), "source": st.source,
+            "current": {ch: {"status": st.status, "since": utc_iso_or_none(st.since),
+                             "source": st.source,
                              "consent_id": st.consent_id} for ch, st in status.items()},
             "history": {ch: [_event(e) for e in events if ch in (e.channels or ())]
                         for ch in CHANNELS},
@@ -74,7 +76,8 @@ def build(session: Session, pii: PersonalData, phone: str, policy: Policy, lang:
                 for r, bstatus, tid in iys_rows],
         "requests": [{"id": r.id, "kind": r.kind, "channel": r.channel,
                       "received_on": r.received_on.isoformat(), "due_on": r.due_on.isoformat(),
-                      "status": r.status, "closed_at": _iso(r.closed_at)} for r in requests],
+                      "status": r.status, "closed_at": utc_iso_or_none(r.closed_at)}
+                     for r in requests],
         "processing": {"collection_method": facts["collection_method"],
                        "data_categories": facts["data_categories"],
                        "recipient_groups": facts["recipient_groups"]},
@@ -181,7 +184,7 @@ def _iys_local(consent_date: str) -> str:
     return times.text(dt)
 
 
-def render_text(report: dict) -> str:
+def render_text(report: dict) -> str:  # noqa: C901 - the report's sections in reading order
     """The report as plain text for the person, in the report's language."""
     lang = report["report"]["language"]
     L, out = LABELS[lang], []

@@ -7,11 +7,10 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ivr.domain.kvkk.businessdays import local_date
+from ivr.domain.pii import PersonalData
 from ivr.storage import audit_store
-
-from ...domain.kvkk.businessdays import local_date
-from ...domain.pii import PersonalData
-from ...storage.kvkk_models import SubjectRequest
+from ivr.storage.kvkk_models import SubjectRequest
 
 DUE_DAYS = 30  # KVKK Art. 13: at the latest within thirty days, free of charge
 SOON_DAYS = 7

@@ -11,14 +11,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ivr.domain.inputs import InvalidInput, note
+from ivr.domain.pii import PersonalData, normalise_phone
+from ivr.domain.times import utcnow
+from ivr.domain.vocabulary import CHANNELS
+from ivr.services import consents
 from ivr.storage import audit_store
-
-from ...domain.inputs import InvalidInput, note
-from ...domain.pii import PersonalData, normalise_phone
-from ...storage.db import utcnow
-from ...storage.models import Consent
-from .. import consents
-from .status import CHANNELS
+from ivr.storage.models import Consent
 
 MAX_REASON = 1000
 MAX_IDEMPOTENCY_KEY = 150

@@ -1,6 +1,6 @@
 """Alembic environment: the app's own engine and every model's metadata, no alembic.ini.
 
-Run through `python -m ivr db ...` (ivr/dbcli.py), which hands over the Flask app in
+Run through `python -m ivr db ...` (ivr/cli/db.py), which hands over the Flask app in
 `config.attributes["app"]`; the app factory has imported every model module by then.
 """
 
@@ -10,7 +10,8 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.types import TypeDecorator
 
-from ivr.storage.db import Base, database
+from ivr.storage.base import Base
+from ivr.storage.db import database
 
 # Two `db upgrade` runs at once (several machines deploying) take turns on PostgreSQL.
 _PG_MIGRATION_LOCK = 0x1FC0_0DB0

@@ -1,11 +1,12 @@
-"""The JSON API for agents, auditors and other systems (bearer tokens)."""
+"""The JSON API for agents, auditors and other systems (bearer tokens).
+
+Each audience's module adds its views to the `api` blueprint when it is imported here."""
 
 from flask import Flask
 
 from . import (
     auditor_api,  # noqa: F401 - GET /api/calls/<sid>, GET /api/consents
     consents_api,  # noqa: F401 - POST /api/consents/withdrawals
-    routes,  # noqa: F401 - attach the views to bp
     transfers,  # noqa: F401 - POST/GET /api/transfers
 )
 from .blueprint import bp

@@ -10,17 +10,16 @@ from datetime import datetime
 
 from flask import jsonify, request
 
-from ...domain import inputs
-from ...domain.pii import DataKeyError
-from ...domain.vocabulary import DECISIONS
-from ...services.consents import export_record
-from ...services.keys import personal_data
-from ...services.reports import call_timeline, consents_query
-from ...storage.db import session
-from ...storage.models import Call
-from ..auditor.access import record_access, transaction
-from ..auditor.search import CALL_SID, SearchError, phone_fingerprint
-from ..tokens import bearer_user, require_token
+from ivr.domain import inputs
+from ivr.domain.pii import DataKeyError
+from ivr.domain.vocabulary import DECISIONS
+from ivr.services.auditor.access import record_access, transaction
+from ivr.services.consents import export_record
+from ivr.services.reports import call_timeline, consent_records, stored_call
+from ivr.web.auditor.search import CALL_SID, SearchError, phone_fingerprint
+from ivr.web.current import personal_data, session
+from ivr.web.tokens import bearer_user, require_token
+
 from .blueprint import bp
 from .errors import bad_request, error_response
 
@@ -38,7 +37,7 @@ def api_call(call_sid: str):
     s = session()
     try:
         with transaction(s):
-            row = s.get(Call, call_sid)
+            row = stored_call(s, call_sid)
             doc = call_timeline(s, call_sid, personal_data()) if row else None
             record_access(s, bearer_user(), "api.call", via="api", call_sid=call_sid,
                           phone_hmac=row.phone_hmac if row else None, found=row is not None)
@@ -53,7 +52,7 @@ class EmptyRange(SearchError):
     """Well-formed criteria whose time range holds no instant (422)."""
 
 
-def _consent_criteria(args) -> tuple[dict, int]:
+def _consent_criteria(args) -> tuple[dict, int]:  # noqa: C901 - one rule per query parameter, each with its error
     """The criteria of GET /api/consents; SearchError naming every bad parameter.
 
     Values are taken as sent: a parameter given empty, or with spaces around a date or a
@@ -116,9 +115,8 @@ def api_consents():
     pii = personal_data()
     try:
         with transaction(s):
-            recs = list(s.scalars(consents_query(crit.get("since"), crit.get("until"),
-                                                 crit.get("decision"), crit.get("phone_hmac"))
-                                  .limit(limit + 1)))
+            recs = consent_records(s, crit.get("since"), crit.get("until"),
+                                   crit.get("decision"), crit.get("phone_hmac"), limit + 1)
             truncated = len(recs) > limit
             recs = recs[:limit]
             rows = [export_record(r, pii) for r in recs]

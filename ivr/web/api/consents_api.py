@@ -7,11 +7,12 @@ import logging
 from flask import current_app, jsonify, request
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ...services.keys import personal_data
-from ...services.kvkk import withdrawals as w
-from ...services.kvkk.status import CHANNELS, current_status
-from ...storage.db import session
-from ..tokens import bearer_user, require_token
+from ivr.domain.vocabulary import CHANNELS
+from ivr.services.kvkk import withdrawals as w
+from ivr.services.kvkk.status import current_status
+from ivr.web.current import personal_data, session
+from ivr.web.tokens import bearer_user, require_token
+
 from .blueprint import bp
 from .errors import bad_request, error_response
 

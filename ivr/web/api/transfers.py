@@ -7,15 +7,15 @@ import logging
 from flask import current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from ...domain.vocabulary import TransferStatus
-from ...services import transfer_request
-from ...services import transfers as service
-from ...services.keys import personal_data
-from ...storage.db import session
-from ...storage.flowstore import flows
-from ...storage.transfer_models import Transfer
-from .. import transfer_start as start
-from ..tokens import bearer_user, require_token
+from ivr.domain.times import utc_iso_or_none
+from ivr.domain.vocabulary import TransferStatus
+from ivr.services import transfer_request
+from ivr.services import transfers as service
+from ivr.storage.transfer_models import Transfer
+from ivr.web import transfer_start as start
+from ivr.web.current import flows, personal_data, session
+from ivr.web.tokens import bearer_user, require_token
+
 from .blueprint import bp
 from .errors import bad_request, error_response
 
@@ -24,10 +24,6 @@ log = logging.getLogger("ivr.transfers.api")  # the name logs have always carrie
 # The HTTP status of each refusal made before Twilio is called.
 REFUSALS = {"call_ended": 409, "transfer_in_progress": 409, "already_decided": 409,
             "key_reused": 422}
-
-
-def _iso(dt):
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
 def document(t: Transfer) -> dict:
@@ -40,9 +36,10 @@ def document(t: Transfer) -> dict:
         "id": t.id, "call_sid": t.call_sid, "status": t.status, "decision": t.decision,
         "return_to": t.return_to, "language": t.language, "flow": t.flow_id, "force": t.force,
         "agent": {"id": t.agent_id, "name": t.agent_name}, "consent_id": t.consent_id,
-        "requested_at": _iso(t.requested_at), "redirected_at": _iso(t.redirected_at),
-        "in_flow_at": _iso(t.in_flow_at), "decided_at": _iso(t.decided_at),
-        "returned_at": _iso(t.returned_at), "failed_at": _iso(t.failed_at),
+        "requested_at": utc_iso_or_none(t.requested_at),
+        "redirected_at": utc_iso_or_none(t.redirected_at),
+        "in_flow_at": utc_iso_or_none(t.in_flow_at), "decided_at": utc_iso_or_none(t.decided_at),
+        "returned_at": utc_iso_or_none(t.returned_at), "failed_at": utc_iso_or_none(t.failed_at),
         "error": error,
         "status_url": f"/api/transfers/{t.id}", "page_url": f"/agent/transfers/{t.id}",
     }
@@ -125,7 +122,7 @@ def get_transfer(transfer_id: str):
     s = session()
     _end_read(s)
     with s.begin():
-        t = s.get(Transfer, transfer_id[:32])
+        t = service.get(s, transfer_id[:32])
     if t is None or (user.role == "agent" and t.agent_id != str(user.id)):
         return error_response(404, "no such transfer")
     response = jsonify(document(t))

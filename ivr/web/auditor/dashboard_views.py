@@ -10,13 +10,13 @@ from flask_babel import lazy_gettext as _l
 from markupsafe import Markup, escape
 
 from ivr.domain.vocabulary import DECISIONS
+from ivr.services.auditor.access import record_access, transaction
 from ivr.services.daily_aggregates import Reader, notice_dropoff
 from ivr.services.notice_dropoff import AFTER, BEFORE, audio_seconds, hang_ups_before
-from ivr.storage.db import session as db_session
-from ivr.storage.flowstore import flows
+from ivr.web.current import flows
+from ivr.web.current import session as db_session
 
 from ..i18n import ORIGINS, name_of
-from .access import record_access, transaction
 from .blueprint import bp
 from .dashboard import (
     DIMENSIONS,

@@ -27,94 +27,27 @@ MongoDB, none of which this service runs. Every worker already shares the databa
 from __future__ import annotations
 
 import functools
-import math
-from datetime import datetime, timedelta
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import ngettext
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
 
-from ivr.storage import audit_store
+from ivr.domain.times import utcnow
+from ivr.services.accounts import authenticate, session_user
+from ivr.services.auditor import login_throttle as throttle
+from ivr.services.auditor.access import transaction
+from ivr.storage import audit_store, web_sessions
+from ivr.storage.accounts import User
+from ivr.web.current import session as db_session
 
-from ...services.accounts import authenticate
-from ...storage import web_sessions
-from ...storage.accounts import LoginFailure, User
-from ...storage.db import session as db_session
-from ...storage.db import utcnow
-from .access import transaction
 from .roles import WORKSPACE_ROLES, area_message, forbidden, home_url, may_open
 
 bp = Blueprint("auth", __name__)
 
-# The failures of an empty name are counted under this key.
-UNKNOWN = ""
-
-
-def _setting(key: str, default: int) -> int:
-    return int(current_app.config.get(key, default))
-
-
-def _window() -> timedelta:
-    return timedelta(seconds=_setting("AUDITOR_LOGIN_WINDOW_SECONDS", 900))
-
-
-def _recent(s: Session, name: str, address: str, now: datetime, limit: int) -> list[datetime]:
-    return list(s.scalars(select(LoginFailure.at).where(
-        LoginFailure.name == name, LoginFailure.address == address,
-        LoginFailure.at > now - _window()).order_by(LoginFailure.at.desc()).limit(limit)))
-
-
-def slow_down(failed: int) -> timedelta:
-    """How long a known account waits at one address after `failed` failures there."""
-    free = _setting("AUDITOR_LOGIN_MAX_PER_NAME", 5)
-    if failed < free:
-        return timedelta(0)
-    step = _setting("AUDITOR_LOGIN_DELAY_SECONDS", 30)
-    cap = _setting("AUDITOR_LOGIN_MAX_DELAY_SECONDS", 900)
-    return timedelta(seconds=min(cap, step * 2 ** min(failed - free, 32)))
-
-
-def _seconds_until(until: datetime | None, now: datetime) -> int:
-    if until is None or until <= now:
-        return 0
-    return max(1, math.ceil((until - now).total_seconds()))
-
-
-def throttled_for(s: Session, name: str, address: str, now: datetime) -> int:
-    """Seconds until this name may try again from this address; 0 when it may try now.
-
-    `name` is the failure key: the name as typed, lowercased (UNKNOWN when empty), the same
-    rule whether or not it is an account's.
-    """
-    times = _recent(s, name, address, now, 64)
-    wait = slow_down(len(times))
-    return _seconds_until(times[0] + wait if wait else None, now)
-
-
-def address_spent_for(s: Session, address: str, now: datetime) -> int:
-    """Seconds until this address is under its budget of failures again (every name it
-    typed counts); 0 when it is under it now."""
-    limit = _setting("AUDITOR_LOGIN_MAX_PER_ADDRESS", 20)
-    times = list(s.scalars(select(LoginFailure.at).where(
-        LoginFailure.address == address, LoginFailure.at > now - _window())
-        .order_by(LoginFailure.at.desc()).limit(limit)))
-    # Spent while `limit` failures lie in the window: until the oldest of them expires.
-    return _seconds_until(times[-1] + _window() if len(times) >= limit else None, now)
-
-
-def record_failure(s: Session, name: str, address: str, now: datetime) -> None:
-    """Count one refused login, and forget the ones older than the window."""
-    s.execute(delete(LoginFailure).where(LoginFailure.at <= now - _window()))
-    s.add(LoginFailure(name=name, address=address, at=now))
-
-
-def failures(s: Session, name: str, address: str) -> int:
-    """Failures currently counted against this name and address (for tests and operators)."""
-    return s.scalar(select(func.count()).select_from(LoginFailure).where(
-        LoginFailure.name == name, LoginFailure.address == address))
+def _limits() -> throttle.Limits:
+    return throttle.Limits.from_config(current_app.config)
 
 
 def _idle() -> timedelta:
@@ -133,16 +66,14 @@ def current_user() -> User | None:
     token = session.get("sid")
     if token is not None:
         s, now = db_session(), utcnow()
-        row = web_sessions.alive(s, token, now, _idle(), _max_age())
-        user = s.get(User, row.user_id) if row is not None else None
-        if user is None or not user.active:
-            user = None
+        user, touch = session_user(s, token, now, _idle(), _max_age())
+        if user is None:
             session.clear()
-        elif web_sessions.needs_touch(row, now):
+        elif touch:
             # The idle limit counts from the last use the server saw, in a write of its own
             # (the view that follows opens its own transaction).
             with transaction(s):
-                web_sessions.touch(s, row.id, now)
+                web_sessions.touch(s, web_sessions.token_id(token), now)
     g.web_user = user
     return user
 
@@ -192,17 +123,17 @@ def login():
     with transaction(s):
         # Every name is counted the same way, an account's or not: the answers (401, then
         # 429 at the same count) never tell which names are accounts.
-        key = name.lower() if name else UNKNOWN
+        key = name.lower() if name else throttle.UNKNOWN
+        limits = _limits()
         # A slowed-down name and address are refused before the secret is even looked at.
-        wait = throttled_for(s, key, address, now)
-        spent = 0 if wait else address_spent_for(s, address, now)
+        wait = throttle.throttled_for(s, limits, key, address, now)
+        spent = 0 if wait else throttle.address_spent_for(s, limits, address, now)
         user = None if wait else authenticate(s, secret, name)
         if user is None and not wait:
-            record_failure(s, key, address, now)
+            throttle.record_failure(s, limits, key, address, now)
             wait = spent  # past the address's budget: any wrong try is answered 429
         elif user is not None:
-            s.execute(delete(LoginFailure).where(LoginFailure.name == key,
-                                                 LoginFailure.address == address))
+            throttle.forget(s, key, address)
             # A cookie from before this login names no session afterwards (no fixation).
             web_sessions.end(s, session.get("sid"), now, "replaced")
             web_sessions.forget_old(s, now, _max_age())

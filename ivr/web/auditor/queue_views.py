@@ -9,16 +9,14 @@ from __future__ import annotations
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from ivr.adapters import iys_push
 from ivr.domain.kvkk.businessdays import HolidayConfigError, load_calendar, local_date
-from ivr.services.keys import personal_data
-from ivr.services.spool_replay import apply_record
-from ivr.storage.db import session as db_session
-from ivr.storage.db import utcnow
-from ivr.storage.spool import spool
+from ivr.domain.times import utcnow
+from ivr.services.auditor.access import record_access, transaction
+from ivr.services.kvkk import iys_push
+from ivr.web.current import apply_record, personal_data, spool
+from ivr.web.current import session as db_session
 
 from . import queues as q
-from .access import record_access, transaction
 from .blueprint import bp
 from .login import current_user, workspace_required
 

@@ -17,19 +17,18 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ivr.adapters import iys_push
 from ivr.domain.kvkk import iys
 from ivr.domain.kvkk.businessdays import Calendar, deadline_state, iys_deadline, local_date
 from ivr.domain.pii import PersonalData
 from ivr.services.accounts import User
-from ivr.services.kvkk import iys_export
+from ivr.services.auditor.access import access_entry
+from ivr.services.kvkk import iys_export, iys_push
 from ivr.services.kvkk import subject_requests as sr
 from ivr.storage import audit_store
 from ivr.storage.kvkk_models import DestructionLog, IysBatch, IysPushAnswer
 from ivr.storage.models import AuditEntry
 from ivr.storage.spool import Spool
 
-from .access import access_entry
 from .search import masked
 
 RUN_KINDS = ("retention.run", "subject.erased")

@@ -6,14 +6,14 @@ from flask import Response, current_app, render_template, stream_with_context
 from flask_babel import gettext as _
 from werkzeug.exceptions import NotFound
 
-from ivr.adapters.twilio_recordings import TwilioAccount
+from ivr.adapters.twilio_recordings import EXTENSIONS, MediaUnavailable, TwilioAccount, open_media
+from ivr.services.auditor.access import access_entry, transaction
+from ivr.services.auditor.recordings import RECORDING_SID, playable
 from ivr.storage import audit_store
-from ivr.storage.db import session as db_session
+from ivr.web.current import session as db_session
 
-from .access import access_entry, transaction
 from .blueprint import bp
 from .login import current_user, workspace_required
-from .recordings import EXTENSIONS, RECORDING_SID, MediaUnavailable, open_media, playable
 from .search import CALL_SID
 
 
@@ -31,7 +31,7 @@ def recording(call_sid: str, recording_sid: str):
     try:
         media = open_media(TwilioAccount.from_config(current_app.config), recording_sid)
     except MediaUnavailable as e:
-        from ..i18n import media_error  # i18n imports this package
+        from ivr.web.i18n import media_error  # i18n imports this package
         return render_template("auditor/error.html", code=e.status,
                                title=_("The recording cannot be played"),
                                message=media_error(e.reason), detail=e.detail), e.status

@@ -6,10 +6,10 @@ from flask import render_template, request
 from flask_babel import gettext as _
 from werkzeug.exceptions import NotFound
 
-from ivr.storage.db import session as db_session
-from ivr.storage.flowstore import flows
+from ivr.services.auditor.access import transaction
+from ivr.web.current import flows
+from ivr.web.current import session as db_session
 
-from .access import transaction
 from .blueprint import bp
 from .flowgraph import GraphError, flow_svg
 from .login import workspace_required

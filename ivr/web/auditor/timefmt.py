@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from markupsafe import Markup, escape
 
-from ...domain.times import LABEL, LOCAL, form_value, local_day, local_text, parse_utc, utc_iso
+from ivr.domain.times import LABEL, LOCAL, form_value, local_day, local_text, parse_utc, utc_iso
 
 __all__ = ["LOCAL", "local_day_bounds", "parse_utc", "register_filters", "time_tag", "utc_iso"]
 

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+from pathlib import Path
 
 from flask import (
     Response,
@@ -21,28 +22,24 @@ from flask_babel import gettext as _
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound
 
+from ivr.audit.errors import AuditError
+from ivr.domain.pii import DataKeyError
+from ivr.domain.spreadsheet import safe_row
+from ivr.domain.times import DAY_PATTERN, form_day, utcnow
 from ivr.services.audit_replay import replay_call
 from ivr.services.audit_verify import verify_entries
+from ivr.services.auditor.access import access_entries, record_access, transaction
+from ivr.services.auditor.audio_index import HASH, AudioIndex
+from ivr.services.auditor.evidence import EvidenceError, build_package
+from ivr.services.auditor.recordings import call_recordings
+from ivr.services.reports import call_duration, call_timeline, stored_call
+from ivr.services.timeline import fact_entries
+from ivr.web.current import flows, personal_data
+from ivr.web.current import session as db_session
 
-from ...audit.errors import AuditError
-from ...domain.pii import DataKeyError
-from ...domain.spreadsheet import safe_row
-from ...domain.times import DAY_PATTERN, form_day
-from ...services.keys import personal_data
-from ...services.reports import call_duration, call_timeline
-from ...services.timeline import fact_entries
-from ...storage.db import session as db_session
-from ...storage.db import utcnow
-from ...storage.flowstore import flows
-from ...storage.models import Call
-from .access import record_access, transaction
-from .audiofiles import HASH, audio_index
 from .blueprint import bp
-from .callrecord import access_entries
 from .dashboard import agent_names
-from .evidence import EvidenceError, build_package
 from .login import current_user, workspace_required
-from .recordings import call_recordings
 from .search import (
     CALL_SID,
     CHUNK,
@@ -58,6 +55,15 @@ from .search import (
     safe_phone,
     search,
 )
+
+
+def _audio_index() -> AudioIndex:
+    """The app's index of its audio folder (made on first use, again when AUDIO_DIR moves)."""
+    index = current_app.extensions.get("ivr_auditor_audio")
+    if index is None or index.directory != Path(current_app.config["AUDIO_DIR"]):
+        index = current_app.extensions["ivr_auditor_audio"] = AudioIndex(
+            current_app.config["AUDIO_DIR"])
+    return index
 
 
 def _error(code: int, title: str, message: str):
@@ -217,7 +223,7 @@ def call(call_sid: str):
     s = db_session()
     user = current_user()
     with transaction(s):
-        row = s.get(Call, call_sid)
+        row = stored_call(s, call_sid)
         if row is None:
             record_access(s, user, "view.call", via="web", call_sid=call_sid, found=False)
             doc = None
@@ -235,7 +241,7 @@ def call(call_sid: str):
     if doc is None:
         return _error(404, _("Unknown call"),
                       _("No call with CallSid %(sid)s is stored.", sid=call_sid))
-    index = audio_index(current_app)
+    index = _audio_index()
     hashes = [p["audio"] for ev in doc["timeline"] for p in ev["prompts"]]
     hashes += [p["audio"] for n in doc["notices"] for p in n["parts"]]
     return render_template("auditor/call.html", doc=doc, events=doc["timeline"],
@@ -249,7 +255,7 @@ def audio(sha256: str):
     """A prompt file by the SHA-256 of its bytes, the hash the audit log records."""
     if not HASH.fullmatch(sha256):
         raise NotFound()
-    index = audio_index(current_app)
+    index = _audio_index()
     name = index.find([sha256]).get(sha256)
     if name is None:
         raise NotFound()
@@ -283,8 +289,9 @@ def evidence(call_sid: str):
         raise NotFound()
     s = db_session()
     try:
-        package = build_package(s, call_sid, registry=flows(), pii=personal_data(),
-                                index=audio_index(current_app), user=current_user(),
+        package = build_package(s, current_app._get_current_object(), call_sid,
+                                registry=flows(), pii=personal_data(),
+                                index=_audio_index(), user=current_user(),
                                 since=request.form.get("since", type=int))
     except EvidenceError as e:
         return _error(e.status, _("Cannot build the evidence package"), str(e))

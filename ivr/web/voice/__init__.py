@@ -2,7 +2,8 @@
 
 from flask import Flask
 
-from ...adapters.audio import library
+from ivr.adapters.audio import library
+
 from . import transfer_routes  # noqa: F401 - attach the transfer webhook to bp
 from .routes import bp
 from .twiml import TwimlRenderer

@@ -7,8 +7,9 @@ import logging
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from ...domain import twilio_form
-from ...services import offline, webhooks
+from ivr.domain import twilio_form
+from ivr.services import offline, webhooks
+
 from .signature import twilio_signed
 from .twiml import apology_twiml
 from .webhook import webhook, xml_response

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 from flask import current_app, request
 from twilio.request_validator import RequestValidator, add_port, compare, remove_port
 
-from ..metrics import count_signature_failure
+from ivr.web.metrics import count_signature_failure
 
 log = logging.getLogger("ivr.voice.signature")  # the name logs have always carried
 

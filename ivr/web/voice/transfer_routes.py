@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import request
 
-from ...domain import twilio_form
-from ...services import offline, webhooks
+from ivr.domain import twilio_form
+from ivr.services import offline, webhooks
+
 from .routes import bp
 from .signature import twilio_signed
 from .webhook import webhook

@@ -9,8 +9,8 @@ from twilio.twiml.voice_response import Dial as DialVerb
 from twilio.twiml.voice_response import Gather as GatherVerb
 from twilio.twiml.voice_response import Start, VoiceResponse
 
-from ...domain.flow import engine as e
-from ...domain.state_token import state_token
+from ivr.domain.flow import engine as e
+from ivr.domain.state_token import state_token
 
 log = logging.getLogger("ivr.voice.twiml")  # the name logs have always carried
 

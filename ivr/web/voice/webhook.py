@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 from flask import Response, current_app, request
 from twilio.twiml.voice_response import VoiceResponse
 
-from ...domain import twilio_form
-from ...services import webhooks
-from ...services.audit_sequencer import leaves_committed
-from ...services.calls import current_context
-from ...services.offline import OfflineError
-from ...services.spool_replay import drain_if_pending
-from ...storage import db_errors
-from ...storage import deadline as db_deadline
-from ...storage.db import database, utcnow
-from ...storage.spool import spool
-from ..metrics import count_facts, observe_webhook
+from ivr.domain import twilio_form
+from ivr.domain.times import utcnow
+from ivr.services import webhooks
+from ivr.services.audit_sequencer import leaves_committed
+from ivr.services.offline import OfflineError
+from ivr.storage import db_errors
+from ivr.storage import deadline as db_deadline
+from ivr.web.current import current_context, database, drain_if_pending, spool
+from ivr.web.metrics import count_facts, observe_webhook
+
 from .twiml import apology_twiml
 
 log = logging.getLogger("ivr.voice.routes")  # the name logs have always carried
@@ -87,54 +89,82 @@ def _answer_once(verb, parsed, now, token) -> webhooks.Answer:
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+@dataclass
+class _Webhook:
+    """One webhook request on its way: what it answers and how it ended (for the metrics)."""
+
+    verb: Callable
+    twiml: bool
+    offline: Callable | None
+    sid: str
+    parsed: object
+    now: datetime
+    token: str | None
+    outcome: str = "error"
+
+    def spool(self, outcome: str) -> Response:
+        """Answer from the spool path, counted as `outcome`."""
+        self.outcome = outcome
+        return _spool(self.offline, self.parsed, self.now, self.token, self.twiml)
+
+
 def _run_webhook(verb, twiml: bool, offline, sid: str, parsed):
     started = time.perf_counter()
     now = (current_app.config.get("CLOCK") or utcnow)()  # CLOCK: tests inject one
     token = (request.headers.get("I-Twilio-Idempotency-Token") or "")[:200] or None
-    outcome = "error"
+    w = _Webhook(verb, twiml, offline, sid, parsed, now, token)
     try:
-        try:
-            drain_if_pending()
-            answer = _answer_once(verb, parsed, now, token)
-            outcome = answer.outcome
-            if outcome != "retry":
-                count_facts(answer.facts)
-                leaves_committed(current_app)
-            if twiml:
-                return xml_response(answer.body or apology_twiml())
-            return _acknowledged()
-        except webhooks.RunBehind:
-            outcome = "spooled-behind"
-            return _spool(offline, parsed, now, token, twiml)
-        except Exception as exc:
-            # The database cannot do it now, or a race was lost ATTEMPTS times: not the
-            # request's fault, so it is answered from the spool and applied later.
-            if not (db_errors.away(exc) or db_errors.retryable(exc)
-                    or db_errors.lost_race(exc)):
-                raise
-            log.error("database unavailable on %s call_sid=%s: %s (SQLSTATE %s); spooling",
-                      request.path, sid[:64], type(db_errors.driver_error(exc) or exc).__name__,
-                      db_errors.sqlstate(exc))
-            outcome = "spooled"
-            return _spool(offline, parsed, now, token, twiml)
+        return _answer_or_refuse(w)
+    finally:
+        observe_webhook(request.path, sid[:64], w.outcome, time.perf_counter() - started)
+
+
+def _answer_or_refuse(w: _Webhook) -> Response:
+    """The webhook's answer; an unknown run or a database error answered as such."""
+    try:
+        return _answer_or_spool(w)
     except webhooks.UnknownRun:
         if spool().pending():  # the run may start in a record still waiting there
-            outcome = "spooled-behind"
-            return _spool(offline, parsed, now, token, twiml)
-        outcome = "unknown-run"
-        return xml_response(apology_twiml()) if twiml else _bad_request("Unknown run.")
+            return w.spool("spooled-behind")
+        w.outcome = "unknown-run"
+        return xml_response(apology_twiml()) if w.twiml else _bad_request("Unknown run.")
     except Exception as exc:
         if not db_errors.database_error(exc):
             raise
-        outcome = "db-error"
+        w.outcome = "db-error"
         log.error("database error on %s call_sid=%s: %s (SQLSTATE %s)", request.path,
-                  sid[:64], type(exc).__name__, db_errors.sqlstate(exc))
-        if twiml:
+                  w.sid[:64], type(exc).__name__, db_errors.sqlstate(exc))
+        if w.twiml:
             return xml_response(apology_twiml())
         return Response("Service unavailable: database error\n", status=503,
                         mimetype="text/plain")
-    finally:
-        observe_webhook(request.path, sid[:64], outcome, time.perf_counter() - started)
+
+
+def _answer_or_spool(w: _Webhook) -> Response:
+    """The webhook's one statement and its answer; the spool's answer when the database
+    cannot do it now or the run is behind a spooled record."""
+    try:
+        drain_if_pending()
+        answer = _answer_once(w.verb, w.parsed, w.now, w.token)
+        w.outcome = answer.outcome
+        if w.outcome != "retry":
+            count_facts(answer.facts)
+            leaves_committed(current_app)
+        if w.twiml:
+            return xml_response(answer.body or apology_twiml())
+        return _acknowledged()
+    except webhooks.RunBehind:
+        return w.spool("spooled-behind")
+    except Exception as exc:
+        # The database cannot do it now, or a race was lost ATTEMPTS times: not the
+        # request's fault, so it is answered from the spool and applied later.
+        if not (db_errors.away(exc) or db_errors.retryable(exc)
+                or db_errors.lost_race(exc)):
+            raise
+        log.error("database unavailable on %s call_sid=%s: %s (SQLSTATE %s); spooling",
+                  request.path, w.sid[:64], type(db_errors.driver_error(exc) or exc).__name__,
+                  db_errors.sqlstate(exc))
+        return w.spool("spooled")
 
 
 def _spool(offline, parsed, now, token, twiml: bool) -> Response:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app
+from flask import Flask
 
-from ..domain.pii import PersonalData
+from ivr.domain.pii import PersonalData
 
 
-def personal_data() -> PersonalData:
-    """The current app's PersonalData."""
-    return current_app.extensions["ivr_pii"]
+def personal_data_of(app: Flask) -> PersonalData:
+    """The app's PersonalData (views and commands: ivr.web.current.personal_data)."""
+    return app.extensions["ivr_pii"]
 
 
 def init_app(app: Flask) -> None:

@@ -11,7 +11,7 @@ the first leaves and their chain stays verifiable (ivr/audit/legacy.py).
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from typing import Any
 
 from ivr.domain.canonical import canonical_json
 
@@ -20,7 +20,7 @@ CHECKPOINT_PREFIX = b"\x01"
 FIRST_PREV = "00" * 32
 
 
-def canonical(data) -> bytes:
+def canonical(data: object) -> bytes:
     """RFC 8785 canonical JSON bytes (ivr/domain/canonical.py)."""
     return canonical_json(data)
 
@@ -30,11 +30,6 @@ def entry_hash(prev_hash: str, body: bytes) -> str:
     return hashlib.sha256(ENTRY_PREFIX + bytes.fromhex(prev_hash) + body).hexdigest()
 
 
-def iso(dt: datetime) -> str:
-    """ISO 8601 UTC with microseconds and a Z, as stored in bodies."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def leaf_body(kind: str, ref: str | None, data: dict, stamp: str) -> bytes:
+def leaf_body(kind: str, ref: str | None, data: dict[str, Any], stamp: str) -> bytes:
     """The leaf bytes of one entry."""
     return canonical({"kind": kind, "at": stamp, "ref": ref, "data": data})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 FILE_NAME = re.compile(r"[0-9a-f]{64}\.wav")
@@ -35,7 +36,7 @@ class AudioIndex:
 
     def _refresh(self) -> dict[str, str]:
         by_hash: dict[str, str] = {}
-        seen = {}
+        seen: dict[str, tuple[int, int, str]] = {}
         try:
             paths = [p for p in self.directory.iterdir() if FILE_NAME.fullmatch(p.name)]
         except OSError:
@@ -58,7 +59,7 @@ class AudioIndex:
         self._seen = seen
         return by_hash
 
-    def find(self, hashes) -> dict[str, str]:
+    def find(self, hashes: Iterable[str | None]) -> dict[str, str]:
         """The file name for each of these hashes that a file in the folder has."""
         wanted = {h for h in hashes if h and HASH.fullmatch(h)}
         if not wanted:
@@ -70,11 +71,3 @@ class AudioIndex:
     def path(self, name: str) -> Path:
         """The path of a file found by `find`."""
         return self.directory / name
-
-
-def audio_index(app) -> AudioIndex:
-    """The app's index of its audio folder (created on first use)."""
-    index = app.extensions.get("ivr_auditor_audio")
-    if index is None or index.directory != Path(app.config["AUDIO_DIR"]):
-        index = app.extensions["ivr_auditor_audio"] = AudioIndex(app.config["AUDIO_DIR"])
-    return index

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ivr.storage import audit_store
-
-from ...storage.accounts import User
+from ivr.storage.accounts import User
+from ivr.storage.models import AuditEntry
 
 KIND = "auditor.access"
 MAX_LISTED = 1000
@@ -48,3 +50,14 @@ def access_entry(user: User, action: str, *, via: str, call_sid: str | None = No
 def record_access(s: Session, user: User, action: str, **kwargs) -> None:
     """Append one access entry; call it last in the view's own transaction."""
     audit_store.append(s, [access_entry(user, action, **kwargs)])
+
+
+def access_entries(s: Session, call_sid: str) -> list[dict]:
+    """Earlier auditor views and exports of this call, for the call page."""
+    out = []
+    for e in s.scalars(select(AuditEntry).where(AuditEntry.ref == call_sid,
+                                                AuditEntry.kind == KIND)
+                       .order_by(AuditEntry.seq)):
+        body = json.loads(e.body)
+        out.append({"seq": e.seq, "at": body["at"], **body["data"]})
+    return out

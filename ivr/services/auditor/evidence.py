@@ -16,20 +16,27 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
+import jinja2
 from cryptography.hazmat.primitives import serialization
-from flask import current_app, render_template
+from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ivr.audit import chain, merkle, note, proofs, timestamps
 from ivr.audit import checkpoint as cps
+from ivr.audit import leaves, merkle, note, proofs, timestamps
 from ivr.audit.errors import AuditError
 from ivr.domain import times
-from ivr.domain.notice import notice_version
+from ivr.domain.flow import Flow
+from ivr.domain.notice_version import notice_version
 from ivr.domain.pii import PersonalData
+from ivr.domain.times import utcnow
 from ivr.services import anchoring, audit_keys, audit_sequencer
 from ivr.services.accounts import User
 from ivr.services.audit_replay import replay_call
@@ -37,13 +44,19 @@ from ivr.services.reports import call_timeline
 from ivr.services.timeline import AUDITOR_KINDS, run_versions
 from ivr.storage import anchor_store
 from ivr.storage.audit_tree import StoredTree, latest_head, prove_call
-from ivr.storage.db import utcnow
+from ivr.storage.flowstore import FlowRegistry
 from ivr.storage.models import AuditEntry, AuditQueue, AuditTreeHead, Call
 
 from .access import record_access, transaction
-from .audiofiles import AudioIndex, file_sha256
+from .audio_index import AudioIndex, file_sha256
 
-VERIFY_SCRIPT = Path(__file__).with_name("evidence_verify.py")
+# The standalone script every package carries (package data of ivr.audit: it imports nothing
+# of ours, so an auditor runs it with Python alone).
+VERIFY_SCRIPT = resources.files("ivr.audit") / "evidence_verify.py"
+# The README's template, rendered without an app: plain text, nothing escaped.
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parents[2] / "templates"),
+    autoescape=False)  # noqa: S701 - a .txt file for people, not HTML
 
 
 class EvidenceError(Exception):
@@ -65,15 +78,45 @@ class Package:
     leaves: list[int] = field(default_factory=list)
 
 
+class NoticeDoc(NamedTuple):
+    """One canonical notice document: its file name, bytes, the version recomputed from it
+    and the version the log recorded (None when none was)."""
+
+    name: str
+    canonical: bytes
+    version: str
+    recorded: str | None
+
+
+@dataclass(frozen=True)
+class HeardNotice:
+    """A run's notice in one language as the caller heard it."""
+
+    run: str
+    language: str
+    stem: str
+    text: str
+    docs: list[NoticeDoc]
+
+
+@dataclass(frozen=True)
+class AudioFiles:
+    """The prompt files the caller heard: those still in the audio folder, and the rest."""
+
+    files: dict[str, bytes]
+    included: list[str]
+    missing: list[str]
+
+
 def _line(e: AuditEntry) -> dict:
     return {"index": e.seq - 1, "body": e.body}
 
 
-def _jsonl(rows) -> bytes:
+def _jsonl(rows: Iterable[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
 
-def ensure_checkpoint(s: Session, call_sid: str) -> None:
+def ensure_checkpoint(s: Session, app: Flask, call_sid: str) -> None:
     """Have every leaf of the call (its facts and the auditors' access to it) integrated and
     covered by a signed checkpoint: the sequencer runs a pass and signs one when they are not."""
     with transaction(s):
@@ -84,15 +127,14 @@ def ensure_checkpoint(s: Session, call_sid: str) -> None:
     if queued is None and covered:
         return
     try:
-        done = audit_sequencer.run_pass(current_app._get_current_object(), force_checkpoint=True,
-                                        wait=10.0)
+        done = audit_sequencer.run_pass(app, force_checkpoint=True, wait=10.0)
     except AuditError as e:
         raise EvidenceError(f"cannot sign a checkpoint: {e}", 500) from e
     if done is None:
         raise EvidenceError("the audit sequencer is busy; try again in a few seconds", 503)
 
 
-def _earlier(s: Session, since: int | None, head: AuditTreeHead):
+def _earlier(s: Session, since: int | None, head: AuditTreeHead) -> dict | None:
     """The consistency proof from an earlier tree size the auditor holds a checkpoint of."""
     if since is None:
         return None
@@ -106,13 +148,14 @@ def _earlier(s: Session, since: int | None, head: AuditTreeHead):
                 bytes.fromhex(head.root_hash)), "proof": [proofs.b64(p) for p in proof]}
 
 
-def _notice_doc(flow, lang: str, items: list[tuple[str, str | None]]) -> tuple[bytes, str]:
+def _notice_doc(flow: Flow, lang: str, items: list[tuple[str, str | None]]) -> tuple[bytes, str]:
     parts = [(p, flow.text(p, lang), a) for p, a in items]
     doc = {"language": lang, "prompts": [{"id": p, "text": t, "audio": a} for p, t, a in parts]}
-    return chain.canonical(doc), notice_version(lang, parts)
+    return leaves.canonical(doc), notice_version(lang, parts)
 
 
-def _notices(bodies: list[dict], versions: dict[str, str], registry, s: Session) -> list[dict]:
+def _notices(bodies: list[dict], versions: dict[str, str], registry: FlowRegistry,
+             s: Session) -> list[HeardNotice]:
     """Each run's notice per language as the caller heard it, with canonical documents whose
     SHA-256 is a recorded notice version: the whole notice when a decision was made in that
     language (the decision records its version), else one document per notice.played entry."""
@@ -137,21 +180,17 @@ def _notices(bodies: list[dict], versions: dict[str, str], registry, s: Session)
         canonical, version = _notice_doc(flow, lang, items)
         recorded = decided.get((run, lang))
         if recorded is not None:
-            docs = [(f"{stem}.json", canonical, version, recorded)]
+            docs = [NoticeDoc(f"{stem}.json", canonical, version, recorded)]
         else:
             docs = []
             for b in played[(run, lang)]:
                 d = b["data"]
                 c, v = _notice_doc(flow, lang, list(zip(d["prompts"], d["audio"], strict=False)))
-                docs.append((f"{stem}-leaf{b['index']}.json", c, v, d.get("notice_version")))
-        out.append({"run": run, "language": lang, "stem": stem,
-                    "text": "\n\n".join(flow.text(p, lang) for p, _a in items) + "\n",
-                    "docs": docs})
+                docs.append(NoticeDoc(f"{stem}-leaf{b['index']}.json", c, v,
+                                      d.get("notice_version")))
+        out.append(HeardNotice(run, lang, stem,
+                               "\n\n".join(flow.text(p, lang) for p, _a in items) + "\n", docs))
     return out
-
-
-def _replay_text(s: Session, registry, call_sid: str, head: AuditTreeHead) -> str:
-    return replay_call(s, registry, call_sid, checkpoint=head).render()
 
 
 def _summary(doc: dict, phone_hmac: str | None, cover: Coverage) -> dict:
@@ -166,27 +205,30 @@ def _summary(doc: dict, phone_hmac: str | None, cover: Coverage) -> dict:
     return out
 
 
-def build_package(s: Session, call_sid: str, *, registry, pii: PersonalData,
-                  index: AudioIndex, user: User, since: int | None = None) -> Package:
+def build_package(s: Session, app: Flask, call_sid: str, *, registry: FlowRegistry,
+                  pii: PersonalData, index: AudioIndex, user: User,
+                  since: int | None = None) -> Package:
     """Build the ZIP for one call and record the export as an auditor.access entry.
 
     The package is built against one signed checkpoint, which covers every leaf about the
     call when the download begins (the call's facts and the auditors' access to it); every
     file of it speaks of those leaves. The download's own access entry is a later leaf.
     `since` is the tree size of an earlier checkpoint the auditor holds: the package then
-    carries the consistency proof from it to the checkpoint its proofs lead to."""
-    ensure_checkpoint(s, call_sid)
+    carries the consistency proof from it to the checkpoint its proofs lead to. `app` runs
+    the sequencer and holds the log's key and origin."""
+    ensure_checkpoint(s, app, call_sid)
     now = utcnow()
     with transaction(s):
         call = s.get(Call, call_sid)
         head = latest_head(s)
         entries = _covered_entries(s, call_sid, head)
-        if call is None or not any(e.kind not in AUDITOR_KINDS for e in entries):
+        if call is None or head is None or not any(e.kind not in AUDITOR_KINDS
+                                                   for e in entries):
             record_access(s, user, "export.evidence", via="web", call_sid=call_sid, found=False)
             missing = True
         else:
             missing = False
-            package = _build(s, call, entries, head, registry, pii, index, now, since)
+            package = _build(s, app, call, entries, head, registry, pii, index, now, since)
             record_access(s, user, "export.evidence", via="web", call_sid=call_sid,
                           phone_hmac=call.phone_hmac)
     if missing:
@@ -236,11 +278,12 @@ def _coverage(head: AuditTreeHead, entries: list[AuditEntry]) -> Coverage:
                     entries[-1].seq - 1, len(entries) - access, access)
 
 
-def _timestamp_files(s: Session, head: AuditTreeHead) -> dict[str, bytes]:
+def _timestamp_files(s: Session, app: Flask, head: AuditTreeHead) -> dict[str, bytes]:
     """The checkpoint's tokens, and the authorities' certificates to check them with."""
     files: dict[str, bytes] = {}
-    roots = anchoring.verifier_roots(current_app)
-    ca, certs = [], []
+    roots = anchoring.verifier_roots(app)
+    ca: list = []
+    certs: list = []
     k = 0
     for a, h in anchor_store.done(s, anchor_store.TIMESTAMP):
         if h.id != head.id:
@@ -258,18 +301,22 @@ def _timestamp_files(s: Session, head: AuditTreeHead) -> dict[str, bytes]:
     return files
 
 
-def _proof_files(s: Session, call_sid: str, entries: list[AuditEntry], head: AuditTreeHead,
-                 cover: Coverage, since: int | None):
+def _proof_files(s: Session, app: Flask, call_sid: str, entries: list[AuditEntry],
+                 head: AuditTreeHead, cover: Coverage,
+                 since: int | None) -> tuple[dict[str, bytes], str]:
+    """Step 1, the proofs: each leaf and its inclusion path, the checkpoint note, its
+    signature and key, the time-stamp tokens and the consistency proof; with the server's
+    own check of them."""
     n = head.tree_size
     try:
         doc = prove_call(s, call_sid, head)
     except AuditError as e:
         raise EvidenceError(f"cannot prove the call's leaves: {e}", 503) from e
     files: dict[str, bytes] = {}
-    for e, leaf in zip(entries, doc["leaves"], strict=True):
+    for entry, leaf in zip(entries, doc["leaves"], strict=True):
         i = leaf["index"]
         path = [base64.b64decode(p) for p in leaf["proof"]]
-        files[f"proof/leaf-{i}.bin"] = e.body.encode()
+        files[f"proof/leaf-{i}.bin"] = entry.body.encode()
         files[f"proof/path-{i}.txt"] = "".join(
             f"{side} {h.hex()}\n" for side, h in _sides(i, n, path)).encode()
     parsed = note.parse_note(head.note)
@@ -278,21 +325,21 @@ def _proof_files(s: Session, call_sid: str, entries: list[AuditEntry], head: Aud
     # stays the first line, as verify.py and the README's steps read it).
     files["proof/checkpoint.note"] = (head.note + "".join(
         anchor_store.cosignature_lines(s, head.id))).encode()
-    files.update(_timestamp_files(s, head))
+    files.update(_timestamp_files(s, app, head))
     files["proof/checkpoint.txt"] = parsed.text.encode()
     files["proof/checkpoint.sig"] = parsed.signatures[0].signature
-    key = audit_keys.signing_key(create=False)
-    origin = audit_sequencer.log_origin(s, current_app)
+    key = audit_keys.signing_key(app, create=False)
+    origin = audit_sequencer.log_origin(s, app)
     if key is not None:
         files["proof/public_key.pem"] = cps.public_key_pem(key).encode()
-        files["proof/vkey.txt"] = (audit_sequencer.note_verifier(current_app, origin, key).vkey()
+        files["proof/vkey.txt"] = (audit_sequencer.note_verifier(app, origin, key).vkey()
                                    + "\n").encode()
     earlier = _earlier(s, since, head)
     if earlier is not None:
         files["proof/consistency.json"] = (json.dumps(earlier, indent=1) + "\n").encode()
     try:
         proofs.check_proof_document(doc)
-        verifiers = ([audit_sequencer.note_verifier(current_app, origin, key)] if key else [])
+        verifiers = ([audit_sequencer.note_verifier(app, origin, key)] if key else [])
         note.open_checkpoint(head.note, verifiers, origin)
         result = (f"OK: {cover.line}: each leaf's RFC 9162 inclusion proof leads to the root "
                   "the checkpoint signs; the signature verifies.")
@@ -319,29 +366,10 @@ def _sides(index: int, size: int, path: list[bytes]) -> list[tuple[str, bytes]]:
     return out
 
 
-def _build(s: Session, call: Call, entries: list[AuditEntry], head: AuditTreeHead, registry,
-           pii, index, now, since: int | None = None):
-    sid = call.call_sid
-    cover = _coverage(head, entries)
-    proof_files, chain_result = _proof_files(s, sid, entries, head, cover, since)
-    bodies = [{**json.loads(e.body), "index": e.seq - 1} for e in entries
-              if e.kind not in AUDITOR_KINDS]
-    versions = run_versions(s, sid, bodies)
-    notices = _notices(bodies, versions, registry, s)
-    hashes = []
-    for b in bodies:
-        for p in (b["data"].get("played") or []) if b["kind"] == "prompts.played" else []:
-            if p.get("audio") and p["audio"] not in hashes:
-                hashes.append(p["audio"])
-    found = index.find(hashes)
-    try:
-        replay = _replay_text(s, registry, sid, head)
-    except Exception as e:  # noqa: BLE001 - a failed replay is itself evidence, and is shown
-        replay = f"REPLAY FAILED: {type(e).__name__}: {e}\n"
-
-    files: dict[str, bytes] = dict(proof_files)
-    files["entries.jsonl"] = _jsonl(_line(e) for e in entries)
-    prompt_lines = []
+def _prompts_text(s: Session, registry: FlowRegistry, bodies: list[dict],
+                  versions: dict[str, str]) -> bytes:
+    """prompts.txt: every prompt played, when, in which language, with its audio and words."""
+    lines = []
     for b in bodies:
         if b["kind"] != "prompts.played":
             continue
@@ -349,58 +377,97 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], head: AuditTreeHea
             else None
         for p in b["data"].get("played") or []:
             text = flow.text(p["prompt"], p["language"]) if flow else "(unknown flow version)"
-            prompt_lines.append(f"{times.text(b['at'])}  leaf {b['index']}  {p['prompt']} "
-                                f"({p['language']})  "
-                                f"audio {p.get('audio') or 'none (spoken by <Say>)'}\n"
-                                f"    {text}\n")
-    files["prompts.txt"] = "".join(prompt_lines).encode("utf-8")
+            lines.append(f"{times.text(b['at'])}  leaf {b['index']}  {p['prompt']} "
+                         f"({p['language']})  "
+                         f"audio {p.get('audio') or 'none (spoken by <Say>)'}\n"
+                         f"    {text}\n")
+    return "".join(lines).encode("utf-8")
+
+
+def _notice_files(notices: list[HeardNotice]) -> dict[str, bytes]:
+    """Step 2, the notices: each one's text and its canonical documents."""
+    files: dict[str, bytes] = {}
     for n in notices:
-        files[f"notice/{n['stem']}.txt"] = n["text"].encode("utf-8")
-        for name, canonical, _v, _r in n["docs"]:
-            files[f"notice/{name}"] = canonical
-    missing_audio = []
+        files[f"notice/{n.stem}.txt"] = n.text.encode("utf-8")
+        for d in n.docs:
+            files[f"notice/{d.name}"] = d.canonical
+    return files
+
+
+def _audio_files(index: AudioIndex, bodies: list[dict]) -> AudioFiles:
+    """Step 3, the audio: each prompt file the caller heard, named by its SHA-256, when the
+    audio folder still holds a file with exactly those bytes."""
+    hashes: list[str] = []
+    for b in bodies:
+        for p in (b["data"].get("played") or []) if b["kind"] == "prompts.played" else []:
+            if p.get("audio") and p["audio"] not in hashes:
+                hashes.append(p["audio"])
+    found = index.find(hashes)
+    files: dict[str, bytes] = {}
+    missing = []
     for h in hashes:
         name = found.get(h)
         path = index.path(name) if name else None
         if path is None or file_sha256(path) != h:
-            missing_audio.append(h)
+            missing.append(h)
             continue
         files[f"audio/{h}.wav"] = path.read_bytes()
-    files["replay.txt"] = replay.encode("utf-8")
-    files["call.json"] = (json.dumps(_summary(call_timeline(s, sid, pii), call.phone_hmac,
-                                              cover), ensure_ascii=False, indent=2)
-                          + "\n").encode("utf-8")
-    checks = [f"Log: {chain_result}"]
+    return AudioFiles(files, [h for h in hashes if h not in missing], missing)
+
+
+def _replay_text(s: Session, registry: FlowRegistry, call_sid: str, head: AuditTreeHead) -> str:
+    """Step 4, the replay: the call's keys re-run through its flow version, or why not."""
+    try:
+        return replay_call(s, registry, call_sid, checkpoint=head).render()
+    except Exception as e:  # a failed replay is itself evidence, and is shown
+        return f"REPLAY FAILED: {type(e).__name__}: {e}\n"
+
+
+def _verification_text(now: datetime, log_result: str, replay: str, cover: Coverage,
+                       notices: list[HeardNotice], missing_audio: list[str]) -> bytes:
+    """verification.txt: what the server checked when it built the package."""
+    checks = [f"Log: {log_result}"]
     checks.append("Replay: " + ("OK" if "Result: OK" in replay else "see replay.txt")
                   + f"; it reads the same {cover.count} leaves.")
     for n in notices:
-        for name, canonical, version, recorded in n["docs"]:
+        for d in n.docs:
             # A decision records the notice version (every part heard in the language); a
             # notice.played entry records the hash of the part it played.
-            what = "notice version" if name == f"{n['stem']}.json" else "part hash"
-            agree = (f"equals the recorded {what}" if recorded == version
-                     else f"DIFFERS from the recorded {what} {recorded}")
-            checks.append(f"Notice notice/{name}: SHA-256 "
-                          f"{hashlib.sha256(canonical).hexdigest()}, recomputed {what} "
-                          f"{version}, {agree}.")
+            what = "notice version" if d.name == f"{n.stem}.json" else "part hash"
+            agree = (f"equals the recorded {what}" if d.recorded == d.version
+                     else f"DIFFERS from the recorded {what} {d.recorded}")
+            checks.append(f"Notice notice/{d.name}: SHA-256 "
+                          f"{hashlib.sha256(d.canonical).hexdigest()}, recomputed {what} "
+                          f"{d.version}, {agree}.")
     for h in missing_audio:
         checks.append(f"Audio {h}: the file is no longer in the audio folder; not included.")
-    files["verification.txt"] = ("Checked by the server when the package was built "
-                                 f"({times.text(now)}):\n" + "\n".join(checks) + "\n").encode()
-    files["verify.py"] = VERIFY_SCRIPT.read_bytes()
-    files["README.txt"] = render_template(
-        "auditor/evidence_readme.txt", call_sid=sid, now=times.text(now), head=head,
+    return ("Checked by the server when the package was built "
+            f"({times.text(now)}):\n" + "\n".join(checks) + "\n").encode()
+
+
+def _readme(s: Session, call_sid: str, now: datetime, head: AuditTreeHead, cover: Coverage,
+            entries: list[AuditEntry], notices: list[HeardNotice], files: dict[str, bytes],
+            audio: AudioFiles) -> bytes:
+    """Step 5, the README: how to check every file with standard tools."""
+    return _TEMPLATES.get_template("auditor/evidence_readme.txt").render(
+        call_sid=call_sid, now=times.text(now), head=head,
         head_at=times.text(head.at), cover=cover,
         entries=entries, notices=notices, has_key="proof/public_key.pem" in files,
         has_consistency="proof/consistency.json" in files,
         tokens=sorted(n for n in files if n.startswith("timestamp/token-")),
         cosignatures=anchor_store.cosignature_lines(s, head.id),
-        audio=[h for h in hashes if h not in missing_audio], missing_audio=missing_audio,
+        audio=audio.included, missing_audio=audio.missing,
     ).encode("utf-8")
-    sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    files["SHA256SUMS"] = "".join(f"{sums[n]}  {n}\n" for n in sorted(sums)).encode()
 
-    folder = f"evidence-{sid}"
+
+def _checksums(files: dict[str, bytes]) -> dict[str, str]:
+    """Step 6, the checksums: every file's SHA-256 (SHA256SUMS lists them by name)."""
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
+def _zip(folder: str, files: dict[str, bytes], now: datetime) -> bytes:
+    """Step 7, the ZIP: README and SHA256SUMS first, then the rest by name, every file dated
+    when the package was built; verify.py is executable."""
     buf = io.BytesIO()
     stamp = now.timetuple()[:6]
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -410,5 +477,38 @@ def _build(s: Session, call: Call, entries: list[AuditEntry], head: AuditTreeHea
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = (0o755 if name == "verify.py" else 0o644) << 16
             z.writestr(info, files[name])
-    return Package(filename=f"{folder}.zip", data=buf.getvalue(), files=sums,
+    return buf.getvalue()
+
+
+def _build(s: Session, app: Flask, call: Call, entries: list[AuditEntry], head: AuditTreeHead,
+           registry: FlowRegistry, pii: PersonalData, index: AudioIndex, now: datetime,
+           since: int | None = None) -> Package:
+    """The package, step by step: proofs, notices, audio, replay, README, checksums, ZIP."""
+    sid = call.call_sid
+    cover = _coverage(head, entries)
+    proof_files, log_result = _proof_files(s, app, sid, entries, head, cover, since)
+    bodies = [{**json.loads(e.body), "index": e.seq - 1} for e in entries
+              if e.kind not in AUDITOR_KINDS]
+    versions = run_versions(s, sid, bodies)
+    notices = _notices(bodies, versions, registry, s)
+    audio = _audio_files(index, bodies)
+    replay = _replay_text(s, registry, sid, head)
+
+    files: dict[str, bytes] = dict(proof_files)
+    files["entries.jsonl"] = _jsonl(_line(e) for e in entries)
+    files["prompts.txt"] = _prompts_text(s, registry, bodies, versions)
+    files.update(_notice_files(notices))
+    files.update(audio.files)
+    files["replay.txt"] = replay.encode("utf-8")
+    files["call.json"] = (json.dumps(_summary(call_timeline(s, sid, pii), call.phone_hmac,
+                                              cover), ensure_ascii=False, indent=2)
+                          + "\n").encode("utf-8")
+    files["verification.txt"] = _verification_text(now, log_result, replay, cover, notices,
+                                                    audio.missing)
+    files["verify.py"] = VERIFY_SCRIPT.read_bytes()
+    files["README.txt"] = _readme(s, sid, now, head, cover, entries, notices, files, audio)
+    sums = _checksums(files)
+    files["SHA256SUMS"] = "".join(f"{sums[n]}  {n}\n" for n in sorted(sums)).encode()
+    folder = f"evidence-{sid}"
+    return Package(filename=f"{folder}.zip", data=_zip(folder, files, now), files=sums,
                    tree_size=head.tree_size, leaves=[e.seq - 1 for e in entries])

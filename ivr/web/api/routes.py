@@ -1,1 +1,0 @@
-"""API routes. Each audience adds its own module of views to the `api` blueprint."""
