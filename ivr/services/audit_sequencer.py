@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from ivr.audit import note
 from ivr.audit.errors import AuditError
-from ivr.domain.times import utcnow
+from ivr.domain.times import LOCAL, utcnow
 from ivr.storage import anchor_store
 from ivr.storage.audit_store import _PG_LOCK_KEY, QUEUED_FLAG, queue_report, try_lock
 from ivr.storage.audit_tree import StoredTree, latest_head
@@ -47,7 +47,12 @@ from . import anchoring, audit_keys, daily_aggregates, notice_dropoff
 log = logging.getLogger(__name__)
 
 BATCH = 5000
-AGGREGATE_EVERY = 5.0  # seconds between counts of the marked days (ivr/services/daily_aggregates)
+# Seconds between counts of the marked days (ivr/services/daily_aggregates). A server's pass
+# counts only the days before today: while calls come in, today is marked again within
+# seconds of any count, and the pages count a marked day from the stored rows themselves.
+# Counting today every 5 s re-read the whole day in a server's thread, held the sequencer
+# behind it and took the fresh-caller ratio from 0.568 to 0.509 (benchmarks/README.md).
+AGGREGATE_EVERY = 60.0
 _AGGREGATED = "ivr_aggregated_at"
 MMD_ENV = "IVR_AUDIT_MMD"
 INTERVAL_ENV = "IVR_AUDIT_CHECKPOINT_INTERVAL"
@@ -207,7 +212,8 @@ def _recount_marked_days(app: Flask, db: Database) -> int:
     try:
         with s.begin():
             days = daily_aggregates.refresh(
-                s, notice_dropoff.audio_seconds(app.config["AUDIO_DIR"]))
+                s, notice_dropoff.audio_seconds(app.config["AUDIO_DIR"]),
+                before=None if every == 0.0 else utcnow().astimezone(LOCAL).date())
     finally:
         s.close()
     app.extensions[_AGGREGATED] = now

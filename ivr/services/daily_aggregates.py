@@ -207,9 +207,10 @@ def runs_of(days: Iterable[date]) -> list[tuple[date, date]]:
     return [(a, b) for a, b in out]
 
 
-def refresh(s: Session, durations: dict[str, float]) -> int:
-    """Count the marked days again (the sequencer's pass); returns how many days."""
-    days = marked_days(s)
+def refresh(s: Session, durations: dict[str, float], before: date | None = None) -> int:
+    """Count the marked days again (the sequencer's pass), only those before `before` if
+    given; returns how many days."""
+    days = marked_days(s, last=before - timedelta(days=1) if before is not None else None)
     for a, b in runs_of(days):
         for c, d in chunks(a, b):
             recount(s, c, d, durations)
