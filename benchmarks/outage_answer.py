@@ -35,6 +35,7 @@ from consent_calls import (  # noqa: E402 - after the path set-up
     stop,
 )
 from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from ivr.adapters.simulate import Caller, http_transport, manifest_texts  # noqa: E402
 from ivr.domain.flow import load_flow  # noqa: E402
@@ -83,12 +84,17 @@ def main(argv=None) -> int:
     from cryptography.fernet import Fernet
 
     name = f"ivr_outage_{os.getpid()}_{secrets.token_hex(3)}"
+    server = make_url(args.pg_admin_url)
+    if not server.host:
+        raise SystemExit("outage_answer.py puts a TCP proxy in front of PostgreSQL: give a "
+                         "server on host:port (--pg-admin-url), not a unix socket")
     url = create_database(args.pg_admin_url, name)
-    proxy = TcpProxy("127.0.0.1", 5432)
+    proxy = TcpProxy(server.host, server.port or 5432)
     workdir = Path(tempfile.mkdtemp(prefix="ivr-outage-"))
     token, port = secrets.token_hex(16), free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {"IVR_DATABASE_URL": url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"),
+    proxied_url = make_url(url).set(host="127.0.0.1", port=proxy.port)
+    env = {"IVR_DATABASE_URL": proxied_url.render_as_string(hide_password=False),
            "TWILIO_AUTH_TOKEN": token, "IVR_INSTANCE_DIR": str(workdir / "instance"),
            "IVR_PUBLIC_URL": base, "IVR_SECRET_KEY": secrets.token_hex(32),
            "IVR_PII_KEY": Fernet.generate_key().decode(), "IVR_HMAC_KEY": secrets.token_hex(32),

@@ -49,8 +49,9 @@ def test_every_benchmark_has_a_smoke_run():
 
 @pytest.mark.parametrize("script", SMOKES)
 def test_benchmark_smoke(script):
-    if script == "outage_answer.py" and make_url(pg_admin_url()).port not in (None, 5432):
-        pytest.skip("outage_answer.py puts its proxy in front of 127.0.0.1:5432 only")
+    if script == "outage_answer.py" and not make_url(pg_admin_url()).host:
+        pytest.skip("the embedded server listens on a unix socket only: outage_answer.py "
+                    "needs host:port for its TCP proxy (CI gives the machine's server)")
     done = _run([f"benchmarks/{script}", "--smoke"], 240)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
