@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         if done.returncode != 0:
             raise SystemExit(f"db upgrade failed:\n{done.stdout}{done.stderr}")
         server = start_gunicorn("wsgi:app", env, port, args, workdir / "ivr.log")
-        limit = os.environ.get("IVR_DB_CONNECT_TIMEOUT", "1.5")
+        limit = os.environ.get("IVR_DB_CONNECT_TIMEOUT", "1.2")
         print(f"gunicorn {args.workers} workers, PostgreSQL through a proxy, "
               f"IVR_DB_CONNECT_TIMEOUT={limit} s, {args.calls} calls per phase "
               "(3 webhooks each)")

@@ -40,7 +40,7 @@ def make_engine(url: str, **kwargs) -> Engine:
 class Database:
     """The app's engine and session factory."""
 
-    def __init__(self, url: str, connect_timeout: float = 1.5):
+    def __init__(self, url: str, connect_timeout: float = 1.2):
         self.url = url
         self.connect_timeout = connect_timeout
         # A caller waits on us: give up on an unreachable database quickly and answer
@@ -80,4 +80,4 @@ def init_app(app: Flask) -> None:
             Path(app.config["INSTANCE_DIR"]) / EMBEDDED_DIR)
         app.config["DATABASE_EMBEDDED"] = True
     app.extensions["ivr_db"] = Database(app.config["DATABASE_URL"],
-                                        float(app.config.get("DB_CONNECT_TIMEOUT") or 1.5))
+                                        float(app.config.get("DB_CONNECT_TIMEOUT") or 1.2))

@@ -180,7 +180,7 @@ def app_config(database_url, tmp_path, audio_dir) -> dict:
         "FLOW": str(ROOT / "flows" / "consent.yaml"),
         "FLOWS_DIR": str(ROOT / "flows"),
         # A webhook waits this long for PostgreSQL before it answers from the spool. A
-        # loaded CI machine can stall a statement past the production 1.5 s; the outage
+        # loaded CI machine can stall a statement past the production 1.2 s; the outage
         # tests, which are about that deadline, set it back (test_outage.py).
         "DB_CONNECT_TIMEOUT": "10",
     }

@@ -11,7 +11,7 @@ Rows are the faults, columns where they strike. Every cell is one test with one 
 - the spool replays each record once: empty afterwards, nothing quarantined, and a second
   drain applies 0.
 
-The real server, real HTTP, and the production deadline (IVR_DB_CONNECT_TIMEOUT 1.5 s).
+The real server, real HTTP, and the production deadline (IVR_DB_CONNECT_TIMEOUT 1.2 s).
 Faults on the wire come from a proxy that speaks enough of PostgreSQL's protocol
 (tests/support/fault_proxy.py); the others are made on the server by another session
 (tests/support/db_faults.py). The worker-killed row runs the webhooks under gunicorn (one
@@ -71,7 +71,7 @@ def TR(prompt: str) -> str:  # reads as the language's name
 
 INBOUND = [TR("greeting"), TR("language_offer"), TR("notice_intro"), TR("notice_body"),
            TR("question")]
-DEADLINE = "1.5"  # the production IVR_DB_CONNECT_TIMEOUT
+DEADLINE = "1.2"  # the production IVR_DB_CONNECT_TIMEOUT
 HEARD_WITHIN = 2.0  # seconds: a caller hears something within this, whatever happens
 STATEMENT_TIMEOUT = "statement_timeout=500"  # ms: below the deadline, so the server cuts
 

@@ -30,7 +30,7 @@ FLOW = load_flow(ROOT / "flows" / "consent.yaml")
 def served(app_config, request):
     """The app's schema, and gunicorn serving it with several workers.
 
-    A test marked `patient` gives webhooks 60 s for the database instead of the 1.5 s
+    A test marked `patient` gives webhooks 60 s for the database instead of the 1.2 s
     after which they answer from the spool, so a worker stays blocked in its transaction."""
     if request.node.get_closest_marker("patient"):
         app_config["DB_CONNECT_TIMEOUT"] = "60"

@@ -33,7 +33,7 @@ def outage(app_config):
 
     The outage path is about a networked database, so its tests run on PostgreSQL only."""
     proxy, app_config["DATABASE_URL"] = proxied(app_config["DATABASE_URL"])
-    app_config["DB_CONNECT_TIMEOUT"] = "1.5"  # the production deadline these tests are about
+    app_config["DB_CONNECT_TIMEOUT"] = "1.2"  # the production deadline these tests are about
     server = LiveServer(app_config)
     server.proxy = proxy
     server.start()

@@ -150,7 +150,7 @@ class Spooled(WebhookPath):
     def play(self, app_config, scenario):
         proxy, url = proxied(app_config["DATABASE_URL"])
         server = LiveServer(dict(app_config, DATABASE_URL=url, CLOCK=Clock(),
-                                 AUDIT_SEQUENCER="off", DB_CONNECT_TIMEOUT="1.5")).start()
+                                 AUDIT_SEQUENCER="off", DB_CONNECT_TIMEOUT="1.2")).start()
         try:
             proxy.cut()
             scenario(server.url)
