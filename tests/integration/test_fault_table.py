@@ -30,19 +30,23 @@ import time
 import xml.etree.ElementTree as ET
 from abc import ABC, abstractmethod
 from collections import Counter
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from ivr import create_app
 from ivr.adapters.simulate import Caller, http_transport, parse_twiml
 from ivr.cli.main import cli
 from ivr.domain.flow import load_flow
-from ivr.domain.times import utcnow
+from ivr.domain.times import LOCAL, utcnow
+from ivr.services import daily_aggregates
 from ivr.services.audit_sequencer import run_pass
+from ivr.storage.daily_aggregates import DailyConsents, DailyHangups, DailyNotices, DailyRuns
 from ivr.storage.models import AuditEntry, AuditQueue, Call, CallEvent, Consent, Recording
 from ivr.storage.transfer_models import Transfer
 from ivr.web.current import database, spool
@@ -654,6 +658,126 @@ def test_process_killed(rig, row, column):
         assert s.scalar(select(func.count()).select_from(AuditQueue)) >= queued
     if column == "spool_drain":
         assert spool_depth(app) >= 4
+    for step in newcomer.steps[1:]:
+        newcomer.step(step)
+    assert_recovered(app, [story, newcomer])
+
+
+# --- the daily aggregates' recount ---------------------------------------------------------
+#
+# After integrating, a server's sequencer pass counts the marked days before today again
+# (ivr/services/daily_aggregates.py). That is a background write of its own, so it meets
+# the same faults: its transaction waits on the aggregates (another session holds them)
+# when the fault strikes. A failed recount leaves every mark where it was, the pages keep
+# counting the marked day from the stored rows, and the next pass counts it once.
+
+RECOUNT_ROWS = ("refused", "reset", "frozen", "admin_shutdown", "killed")
+AGGREGATES = "daily_consents"  # a table the recount writes, and no webhook does
+AGGREGATE_TABLES = (DailyConsents, DailyNotices, DailyRuns, DailyHangups)
+
+
+class PastClock:
+    """The webhooks' clock two days back, a second further at each reading: the calls
+    belong to a day the recount counts (it leaves today to the pages)."""
+
+    def __init__(self):
+        self.at = utcnow().replace(microsecond=0) - timedelta(days=2)
+
+    def __call__(self) -> datetime:
+        self.at += timedelta(seconds=1)
+        return self.at
+
+
+@pytest.fixture
+def past_rig(app_config, twilio):
+    clock = PastClock()
+    app_config["CLOCK"] = clock
+    r = Rig(app_config, twilio, statement_timeout=False)
+    r.day = clock.at.astimezone(LOCAL).date()
+    yield r
+    r.stop()
+
+
+def day_counts(rig) -> tuple[int, int, int]:
+    """(marks, aggregated consents, consents the pages count) of the rig's past day, read
+    on a connection of its own."""
+    engine = create_engine(rig.db_url)
+    try:
+        with Session(engine) as s:
+            marks = len(daily_aggregates.marked_days(s, rig.day, rig.day))
+            stored = s.scalar(select(func.coalesce(func.sum(DailyConsents.consents), 0))
+                              .where(DailyConsents.day == rig.day))
+            read = daily_aggregates.Reader(s, rig.day, rig.day, None).consents()
+            return marks, int(stored), sum(n for *_, n in read)
+    finally:
+        engine.dispose()
+
+
+def aggregate_rows(app) -> dict[str, list[tuple]]:
+    """Every row of the daily aggregates, table by table."""
+    with database(app).sessionmaker() as s:
+        return {model.__tablename__: sorted(tuple(r) for r in s.execute(
+            select(*model.__table__.columns))) for model in AGGREGATE_TABLES}
+
+
+@pytest.mark.parametrize("row", RECOUNT_ROWS)
+def test_recount_under_fault(past_rig, row):
+    rig, app = past_rig, past_rig.app
+    story = Story(rig)
+    story.run()
+    assert day_counts(rig) == (1, 0, 1)  # marked, not yet counted; the pages count it
+    newcomer = Story(rig)
+    lock = HeldLock(rig.db_url, table=AGGREGATES)
+    box: dict = {}
+    proc = None
+    try:
+        if row == "refused":  # the pass cannot even connect
+            database(app).engine.dispose()
+            rig.proxy.cut()
+            background(app, "sequencer", box)
+        elif row == "killed":  # `audit integrate --once` in production, as a process
+            proc = cli_process(rig, "audit", "integrate", "--once")
+            wait_for(lock.waiters, 20, "the recount to wait on the aggregates")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            wait_for(lambda: not lock.waiters(), 5, "the server to end the dead statement")
+        else:
+            worker = threading.Thread(target=background, args=(app, "sequencer", box),
+                                      daemon=True)
+            worker.start()
+            wait_for(lock.waiters, 20, "the recount to wait on the aggregates")
+            if row == "reset":
+                rig.proxy.cut()  # every connection dropped mid-statement
+            elif row == "frozen":
+                rig.proxy.freeze()
+            else:
+                admin = AdminShutdown(lock)
+                wait_for(lambda: admin.ended, 5, "the administrator to end the recount")
+                admin.stop()
+            if row != "frozen":
+                worker.join(15)
+                assert not worker.is_alive(), "the pass did not end under the fault"
+        newcomer.check("incoming", *newcomer.send("incoming"))  # callers go on meanwhile
+        if row != "frozen":  # the recount failed: the mark stays, the pages still count
+            assert row == "killed" or "error" in box, box
+            assert day_counts(rig) == (1, 0, 1)
+    finally:
+        rig.proxy.restore()
+        lock.release()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+    if row == "frozen":  # it waited for the database, then counted the day
+        worker.join(15)
+        assert not worker.is_alive() and "error" not in box, box
+        assert box["result"].recounted_days == 1
+    else:
+        again = cli_process(rig, "audit", "integrate", "--once")
+        assert again.wait(60) == 0
+    assert day_counts(rig) == (0, 1, 1)  # counted once, the mark gone
+    maintained = aggregate_rows(app)
+    result = app.test_cli_runner().invoke(cli, ["db", "rebuild-aggregates"])
+    assert result.exit_code == 0, result.output
+    assert aggregate_rows(app) == maintained  # what the recount stored is what a rebuild counts
     for step in newcomer.steps[1:]:
         newcomer.step(step)
     assert_recovered(app, [story, newcomer])
