@@ -79,8 +79,8 @@ tools:
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 test: setup-dev tools audio lint
-	$(PY) -m pytest -n $(TEST_WORKERS) -m "not serial"
-	$(PY) -m pytest -m serial
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not serial" --durations=15
+	$(PY) -m pytest -m serial --durations=15
 
 # ruff, the layer rules of pyproject.toml's [tool.importlinter] (imports point down only) and
 # mypy ([tool.mypy]: strict for ivr/domain and ivr/audit, checked elsewhere).

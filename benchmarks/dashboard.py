@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,11 +81,13 @@ def flow_versions(app):
     return [first, build_flow(doc, "flows/consent.yaml (earlier)")]
 
 
-SEED = """CREATE TEMP TABLE seed (sid text, at bigint, dur int, lang int, flow int, kind int,
-                                 decision text, agent int, tid text, phone int)"""
-CONSTS = """CREATE TEMP TABLE consts (flow int, lang int, language text, version text,
-                                   flow_id text, state json, hidden json, actions json,
-                                   notice json, notice_version text)"""
+# Unlogged tables of the schema's own (not TEMP): two sessions expand them side by side.
+SEED = """CREATE UNLOGGED TABLE fill_seed (half int, sid text, at bigint, dur int, lang int,
+                                          flow int, kind int, decision text, agent int,
+                                          tid text, phone int)"""
+CONSTS = """CREATE UNLOGGED TABLE fill_consts (flow int, lang int, language text, version text,
+                                           flow_id text, state json, hidden json, actions json,
+                                           notice json, notice_version text)"""
 # The rows of every table, expanded from the seeds and the constants by the server (run ids
 # as ivr.domain.runs.run_id_for makes them; phone HMACs stand-ins from a pool of numbers).
 EXPAND = [
@@ -96,7 +99,7 @@ EXPAND = [
               '+902122223344', 'inbound', 'completed', 3, to_timestamp(at + dur),
               to_timestamp(at), to_timestamp(at), to_timestamp(at + dur), dur, true,
               to_timestamp(at)
-         FROM seed WHERE kind <> 3""",
+         FROM fill_seed WHERE kind <> 3 AND half = %(half)s""",
     """INSERT INTO flow_runs (id, call_sid, origin, flow_id, flow_version, transfer_id,
                              agent_id, state, step, ended, hangup_at, heard, notice,
                              created_at, updated_at)
@@ -108,13 +111,15 @@ EXPAND = [
               CASE WHEN kind = 2 THEN c.hidden ELSE c.state END, 0, true,
               CASE WHEN kind = 1 THEN to_timestamp(at + dur) END, %(heard)s::json, c.notice,
               to_timestamp(at), to_timestamp(at + dur)
-         FROM seed JOIN consts c USING (flow, lang) WHERE kind <> 3""",
+         FROM fill_seed JOIN fill_consts c USING (flow, lang)
+        WHERE kind <> 3 AND half = %(half)s""",
     """INSERT INTO flow_turns (run_id, step, actions, twiml, created_at)
        SELECT substr(encode(sha256(convert_to(sid || E'\n' || coalesce('transfer:' || tid,
                                                                       'incoming'),
                                                'UTF8')), 'hex'), 1, 32),
               0, c.actions, %(twiml)s, to_timestamp(at)
-         FROM seed JOIN consts c USING (flow, lang) WHERE kind = 1""",
+         FROM fill_seed JOIN fill_consts c USING (flow, lang)
+        WHERE kind = 1 AND half = %(half)s""",
     """INSERT INTO consents (run_id, call_sid, phone_hmac, purpose, channels, decision, digits,
                             language, notice_version, flow_version, captured_at, agent_id,
                             transfer_id, source, reason, audio, idempotency_key)
@@ -129,8 +134,28 @@ EXPAND = [
               CASE WHEN kind = 0 THEN 'ivr' ELSE 'api' END,
               CASE WHEN kind = 3 THEN 'asked by phone' END, '{}',
               CASE WHEN kind = 3 THEN 'api-' || sid END
-         FROM seed JOIN consts c USING (flow, lang) WHERE kind IN (0, 3)""",
+         FROM fill_seed JOIN fill_consts c USING (flow, lang)
+        WHERE kind IN (0, 3) AND half = %(half)s""",
 ]
+
+
+def both(url: str, halves: list[list[tuple[str, dict | None]]]) -> None:
+    """Run two lists of statements side by side, each on a session of its own (the server
+    does the work: one session per core)."""
+
+    def run(statements: list[tuple[str, dict | None]]) -> None:
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as c:
+            c.execute("SET session_replication_role = replica")  # no triggers, no FK checks
+            c.execute("SET maintenance_work_mem = '256MB'")
+            c.execute("SET synchronous_commit = off")
+            c.execute("SET default_toast_compression = lz4")
+            for sql, params in statements:
+                c.execute(sql, params)
+                c.commit()
+
+    with ThreadPoolExecutor(len(halves)) as pool:
+        for done in [pool.submit(run, h) for h in halves]:
+            done.result()
 
 
 def fill(url: str, flows, n: int, days: int, seed: int = 7) -> dict:
@@ -171,6 +196,9 @@ def fill(url: str, flows, n: int, days: int, seed: int = 7) -> dict:
         cur.execute("SET session_replication_role = replica")  # no triggers, no FK checks
         cur.execute("SET maintenance_work_mem = '512MB'")
         cur.execute("SET synchronous_commit = off")
+        # A run's row is ~2 KB (its heard prompts), past the TOAST threshold: lz4 compresses
+        # it several times faster than the default pglz (the pages read it either way).
+        cur.execute("SET default_toast_compression = lz4")
         cur.executemany(
             "INSERT INTO flow_versions (version, flow_id, source, document, first_seen) "
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -199,11 +227,11 @@ def fill(url: str, flows, n: int, days: int, seed: int = 7) -> dict:
             cur.execute(drop)
         cur.execute(SEED)
         cur.execute(CONSTS)
-        cur.executemany("INSERT INTO consts VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        cur.executemany("INSERT INTO fill_consts VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                         consts)
         t0 = time.perf_counter()
         bits = rnd.getrandbits
-        with cur.copy("COPY seed FROM STDIN") as cp:
+        with cur.copy("COPY fill_seed FROM STDIN") as cp:
             done = 0
             while done < n:
                 m = min(CHUNK, n - done)
@@ -217,7 +245,7 @@ def fill(url: str, flows, n: int, days: int, seed: int = 7) -> dict:
                     agent, tid = -1, NULL
                     if what < 10:  # a withdrawal through the API: no call
                         stats["api"] += 1
-                        lines.append(f"a{i:09d}\t{at}\t0\t{lang}\t{flow}\t3\twithdrawn\t-1"
+                        lines.append(f"{i & 1}\ta{i:09d}\t{at}\t0\t{lang}\t{flow}\t3\twithdrawn\t-1"
                                      f"\t{NULL}\t{(r >> 23) % pool}\n")
                         continue
                     if what < 170:  # 16 %: an agent's transfer
@@ -232,17 +260,18 @@ def fill(url: str, flows, n: int, days: int, seed: int = 7) -> dict:
                     dur = (2 + (r >> 36) % 73) if kind == 1 else (50 + (r >> 36) % 50)
                     decision = decisions[(r >> 44) % 100] if kind == 0 else NULL
                     stats["consents"] += kind == 0
-                    lines.append(f"CA{bits(128):032x}\t{at}\t{dur}\t{lang}\t{flow}\t{kind}"
+                    lines.append(f"{i & 1}\tCA{bits(128):032x}\t{at}\t{dur}\t{lang}\t{flow}\t{kind}"
                                  f"\t{decision}\t{agent}\t{tid}\t{(r >> 51) % pool}\n")
                     stats["calls"] += 1
                 cp.write("".join(lines))
                 done += m
         stats["copy_seconds"] = time.perf_counter() - t0
         stats["consents"] += stats["api"]
+        conn.commit()  # the seeds and the dropped indexes, for the sessions below
         t0 = time.perf_counter()
-        for sql in EXPAND:
-            cur.execute(sql, {"heard": json.dumps(heard), "twiml": TWIML})
-        cur.execute("DROP TABLE seed")
+        params = {"heard": json.dumps(heard), "twiml": TWIML}
+        both(url, [[(sql, {**params, "half": half}) for sql in EXPAND] for half in (0, 1)])
+        cur.execute("DROP TABLE fill_seed, fill_consts")
         sid, origin, run = cur.execute("SELECT call_sid, origin, id FROM flow_runs LIMIT 1"
                                        ).fetchone()
         if run != run_id_for(sid, origin):
@@ -251,8 +280,8 @@ def fill(url: str, flows, n: int, days: int, seed: int = 7) -> dict:
         stats["expand_seconds"] = time.perf_counter() - t0
         conn.commit()
         t0 = time.perf_counter()
-        for _drop, create in rebuilt:
-            cur.execute(create)
+        creates = [(create, None) for _drop, create in rebuilt]
+        both(url, [creates[0::2], creates[1::2]])
         stats["index_seconds"] = time.perf_counter() - t0
     conn.close()
     return stats

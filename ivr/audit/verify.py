@@ -12,6 +12,7 @@ database is read by ivr/services/audit_verify.py. Every key is an argument.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -157,42 +158,46 @@ class _Leaves:
         self.start_head = start_head
 
     def run(self) -> None:
-        leaf_hash, node_hash = merkle.leaf_hash, merkle.node_hash
+        # This loop runs once per leaf of the log: the two hashes are written out here
+        # (merkle.leaf_hash, merkle.node_hash and CompactRange.append, inlined), and the
+        # checkpoints are looked at only when the tree reaches the next one's size.
+        sha256 = hashlib.sha256
+        leaf_prefix, node_prefix = merkle.LEAF_PREFIX, merkle.NODE_PREFIX
         compact = self.compact
         peaks = compact.peaks
         heads = iter(self.heads)
         head = next(heads, None)
+        due = head.size if head is not None else -1
         matched = self.start_head
         rows = self.rows
-        cur = next(rows, None)
+        progress, every = self.progress, BATCH * 20
         n = compact.size
-        while cur is not None:
-            nxt = next(rows, None)
-            seq, body, kind, ref, stored = cur
+        for seq, body, kind, ref, stored in rows:
             if seq != n + 1:
                 raise leaf_error(n, LEAF_DELETED, f"a leaf at index {n}",
                                  f"the next leaf at index {seq - 1}",
                                  f"missing: {n}" + (f"..{seq - 2}" if seq - 2 > n else ""))
-            h = leaf_hash(body.encode())
+            h = sha256(leaf_prefix + body.encode()).digest()
             if h != stored or not _columns_agree(body, kind, ref):
-                _diagnose(n, body, kind, ref, h, stored, nxt)
-            # CompactRange.append, inlined: this loop runs once per leaf of the log.
+                _diagnose(n, body, kind, ref, h, stored, next(rows, None))
             i = n
             while i & 1:
-                h = node_hash(peaks.pop(), h)
+                h = sha256(node_prefix + peaks.pop() + h).digest()
                 i >>= 1
             peaks.append(h)
             n += 1
-            compact.size = n
-            while head is not None and head.size == n:
-                root = compact.root()
-                if root != head.root:
-                    self._root_mismatch(head, root, matched)
-                matched = head
-                head = next(heads, None)
-            if self.progress is not None and n % (BATCH * 20) == 0:
-                self.progress(n)
-            cur = nxt
+            if n == due:
+                compact.size = n
+                while head is not None and head.size == n:
+                    root = compact.root()
+                    if root != head.root:
+                        self._root_mismatch(head, root, matched)
+                    matched = head
+                    head = next(heads, None)
+                due = head.size if head is not None else -1
+            if progress is not None and n % every == 0:
+                progress(n)
+        compact.size = n
         if head is not None:
             raise leaf_error(n, LEAF_DELETED, f"{head.size} leaves ({head.source})",
                              f"{n} leaves", "leaves were removed from the end")
