@@ -21,7 +21,9 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -122,16 +124,17 @@ class Checkpoint:
         """The exact bytes the signature covers."""
         return leaves.CHECKPOINT_PREFIX + self.body()
 
-    def to_dict(self, public_key: str | None = None) -> dict:
+    def to_dict(self, public_key: str | None = None) -> dict[str, str | int]:
         """The document handed to an outside party (`audit checkpoint` prints it)."""
-        doc = {"seq": self.seq, "hash": self.hash, "at": self.at, "key_id": self.key_id,
-               "algorithm": "Ed25519", "signed_message_prefix": leaves.CHECKPOINT_PREFIX.hex(),
-               "signed_body": self.body().decode(), "signature": self.signature}
+        doc: dict[str, str | int] = {
+            "seq": self.seq, "hash": self.hash, "at": self.at, "key_id": self.key_id,
+            "algorithm": "Ed25519", "signed_message_prefix": leaves.CHECKPOINT_PREFIX.hex(),
+            "signed_body": self.body().decode(), "signature": self.signature}
         if public_key:
             doc["public_key"] = public_key
         return doc
 
-    def verify(self, keys: dict[str, Ed25519PublicKey]) -> None:
+    def verify(self, keys: Mapping[str, Ed25519PublicKey]) -> None:
         """Check the signature; raises VerificationError naming the checkpoint's seq."""
         key = keys.get(self.key_id)
         if key is None:
@@ -147,7 +150,28 @@ class Checkpoint:
                 "an invalid signature", self.source) from None
 
 
-def from_row(row) -> Checkpoint:
+class StoredCheckpoint(Protocol):
+    """A stored checkpoint's columns, as a row object has them."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def hash(self) -> str: ...
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def signature(self) -> str: ...
+    @property
+    def body(self) -> str: ...
+
+
+# (id, seq, hash, key_id, signature, body), as CHECKPOINTS_SQL (ivr/audit/legacy.py) reads them
+CheckpointColumns = tuple[int, int, str, str, str, str]
+
+
+def from_row(row: StoredCheckpoint | CheckpointColumns) -> Checkpoint:
     """The signed content of a stored checkpoint (a row object or its (id, seq, hash, key_id,
     signature, body) tuple); its columns must agree with its signed body."""
     cp_id, seq, h, kid, signature, body = (
@@ -168,7 +192,7 @@ def from_row(row) -> Checkpoint:
     return cp
 
 
-def from_document(doc: dict, source: str = "checkpoint file") -> Checkpoint:
+def from_document(doc: Mapping[str, Any], source: str = "checkpoint file") -> Checkpoint:
     """A checkpoint as printed by `audit checkpoint` (or its JSON kept by an outside party)."""
     try:
         cp = Checkpoint(int(doc["seq"]), str(doc["hash"]), str(doc["at"]), str(doc["key_id"]),
@@ -178,7 +202,7 @@ def from_document(doc: dict, source: str = "checkpoint file") -> Checkpoint:
     return cp
 
 
-def from_entry_data(data: dict, seq: int) -> Checkpoint:
+def from_entry_data(data: Mapping[str, Any], seq: int) -> Checkpoint:
     """The checkpoint an `audit.checkpoint` entry at `seq` records."""
     return Checkpoint(int(data["seq"]), str(data["hash"]), str(data["at"]), str(data["key_id"]),
                       str(data["signature"]), f"audit entry {seq}")

@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import TypedDict
 
 # DER prefix of an Ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows it.
 SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")
@@ -40,6 +41,41 @@ class Failed(Exception):
     """A check did not hold."""
 
 
+# The package's JSON files, as this script reads them (a malformed one fails the package).
+class ProvedLeaf(TypedDict):
+    """One leaf in proof/proof.json: its index, its bytes and their inclusion proof."""
+
+    index: int
+    leaf: str  # base64
+    proof: list[str]  # base64 hashes
+
+
+class Proof(TypedDict):
+    """proof/proof.json: the call's leaves, with proofs to the checkpoint's root."""
+
+    checkpoint: str  # the signed note
+    tree_size: int
+    root_hash: str  # base64
+    leaves: list[ProvedLeaf]
+
+
+class Entry(TypedDict):
+    """One line of entries.jsonl: a leaf's index and its body (canonical JSON)."""
+
+    index: int
+    body: str
+
+
+class Consistency(TypedDict):
+    """proof/consistency.json: from an earlier tree the auditor holds to this one."""
+
+    old_size: int
+    new_size: int
+    old_root: str  # base64
+    new_root: str  # base64
+    proof: list[str]  # base64 hashes
+
+
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -48,7 +84,7 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def read_jsonl(path: str) -> list[dict]:
+def read_entries(path: str) -> list[Entry]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -136,7 +172,7 @@ def verify_consistency(old: int, new: int, old_root: bytes, new_root: bytes,  # 
                      f"proof gives {sr.hex()}")
 
 
-def check_leaves(doc: dict, entries: list[dict]) -> None:
+def check_leaves(doc: Proof, entries: list[Entry]) -> None:
     root = base64.b64decode(doc["root_hash"])
     size = doc["tree_size"]
     for leaf in doc["leaves"]:
@@ -198,7 +234,7 @@ def verify_signature(pub: bytes, text: bytes, sig: bytes) -> str:
     return "cryptography"
 
 
-def check_checkpoint(doc: dict) -> tuple[str, str]:  # noqa: C901 - one check per line of the note, in the order a reader follows them
+def check_checkpoint(doc: Proof) -> tuple[str, str]:  # noqa: C901 - one check per line of the note, in the order a reader follows them
     with open("proof/checkpoint.note", encoding="utf-8") as f:
         msg = f.read()
     # The note may carry witness cosignatures after the log's own signature lines: the same
@@ -245,11 +281,11 @@ def check_checkpoint(doc: dict) -> tuple[str, str]:  # noqa: C901 - one check pe
     raise Failed(f"checkpoint: no signature by {name}+{khash:08x} (proof/vkey.txt)")
 
 
-def check_consistency(doc: dict) -> str:
+def check_consistency(doc: Proof) -> str:
     if not os.path.exists("proof/consistency.json"):
         return ""
     with open("proof/consistency.json", encoding="utf-8") as f:
-        c = json.load(f)
+        c: Consistency = json.load(f)
     if c["new_size"] != doc["tree_size"] or c["new_root"] != doc["root_hash"]:
         raise Failed("consistency: it does not end at this package's checkpoint")
     verify_consistency(c["old_size"], c["new_size"], base64.b64decode(c["old_root"]),
@@ -259,7 +295,7 @@ def check_consistency(doc: dict) -> str:
             f"(root {c['old_root']}: compare it with the checkpoint you hold)")
 
 
-def hashes_named(entries: list[dict]) -> set[str]:
+def hashes_named(entries: list[Entry]) -> set[str]:
     out: set[str] = set()
     for e in entries:
         data = json.loads(e["body"]).get("data") or {}
@@ -274,7 +310,7 @@ def hashes_named(entries: list[dict]) -> set[str]:
     return out
 
 
-def check_audio(entries: list[dict]) -> int:
+def check_audio(entries: list[Entry]) -> int:
     named = hashes_named(entries)
     n = 0
     for name in sorted(os.listdir("audio")) if os.path.isdir("audio") else []:
@@ -287,7 +323,7 @@ def check_audio(entries: list[dict]) -> int:
     return n
 
 
-def check_notices(entries: list[dict]) -> int:
+def check_notices(entries: list[Entry]) -> int:
     versions = set()
     for e in entries:
         data = json.loads(e["body"]).get("data") or {}
@@ -311,8 +347,8 @@ def main() -> int:
     try:
         files = check_sums()
         with open("proof/proof.json", encoding="utf-8") as f:
-            doc = json.load(f)
-        entries = read_jsonl("entries.jsonl")
+            doc: Proof = json.load(f)
+        entries = read_entries("entries.jsonl")
         if not doc["leaves"]:
             raise Failed("proof/proof.json holds no leaves")
         origin, how = check_checkpoint(doc)

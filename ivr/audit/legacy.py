@@ -14,7 +14,9 @@ problem.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import checkpoint as cps
 from .errors import (
@@ -34,14 +36,15 @@ ROWS_SQL = ("SELECT seq, prev_hash, body, hash, kind, ref FROM audit_log "
 CHECKPOINTS_SQL = ("SELECT id, seq, hash, key_id, signature, body FROM audit_checkpoints "
                     "ORDER BY seq, id")
 
-Row = tuple  # (seq, prev_hash, body, hash, kind, ref)
+Row = tuple[int, str, str, str, str, str | None]  # (seq, prev_hash, body, hash, kind, ref)
+Keys = Mapping[str, Ed25519PublicKey]  # the chain checkpoints' keys, by key id
 
 
 def _sha(prev_hash: str, body: str) -> str:
     return entry_hash(prev_hash, body.encode())
 
 
-def _body_seq(body: str):
+def _body_seq(body: str) -> int | None:
     """The body's own seq, or None when the body is not an entry body at all."""
     try:
         doc = json.loads(body)
@@ -111,7 +114,7 @@ def diagnose(row: Row, expected_seq: int, expected_prev: str | None,  # noqa: C9
                                 f"kind {kind!r}, ref {ref!r} (the row's columns)")
 
 
-def _safe_sha(p, b) -> str:
+def _safe_sha(p: str, b: str) -> str:
     try:
         return _sha(p, b)
     except (ValueError, TypeError):
@@ -121,7 +124,7 @@ def _safe_sha(p, b) -> str:
 class Checkpoints:
     """The checkpoints to meet on the way, by seq; each is checked when its entry is read."""
 
-    def __init__(self, items: Iterable[cps.Checkpoint], keys):
+    def __init__(self, items: Iterable[cps.Checkpoint], keys: Keys) -> None:
         self.keys = keys
         self.by_seq: dict[int, list[cps.Checkpoint]] = {}
         for cp in items:
@@ -152,7 +155,7 @@ class Checkpoints:
                                     "entries were removed from the end")
 
 
-def _embedded(seq: int, prev: str, body: str, keys) -> cps.Checkpoint:
+def _embedded(seq: int, prev: str, body: str, keys: Keys) -> cps.Checkpoint:
     """Check the checkpoint an `audit.checkpoint` entry carries: it signs the entry before it."""
     try:
         cp = cps.from_entry_data(json.loads(body)["data"], seq)
@@ -168,10 +171,12 @@ def _embedded(seq: int, prev: str, body: str, keys) -> cps.Checkpoint:
     return cp
 
 
-def scan(rows: Iterator[Row], marks: Checkpoints, keys, progress) -> tuple[int, str, set]:
+def scan(rows: Iterator[Row], marks: Checkpoints, keys: Keys,
+         progress: Callable[[int], object] | None) -> tuple[int, str, set[str]]:
     """The hot loop: returns (next expected seq, head hash, signatures of the checkpoints
     carried by audit.checkpoint entries)."""
-    n, prev, embedded = 1, FIRST_PREV, set()
+    n, prev = 1, FIRST_PREV
+    embedded: set[str] = set()
     next_cp = marks.next_seq
     report = BATCH * 20
     for row in rows:

@@ -11,15 +11,112 @@ them from the database.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypedDict
 
 from ivr.domain.flow import engine as e
+from ivr.domain.flow.model import Flow
 from ivr.domain.notice_version import notice_version
 
 from .verify import EntriesStatus
 
 AUDIT = ("audit log:", "replayed:")
+
+
+# --- the records, as the caller reads them (ivr/storage/models.py) ----------------------
+
+
+class StoredRun(Protocol):
+    """A flow run as stored (a FlowRun row)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def origin(self) -> str: ...
+    @property
+    def flow_id(self) -> str: ...
+    @property
+    def flow_version(self) -> str: ...
+    @property
+    def state(self) -> dict[str, Any]: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def hangup_at(self) -> datetime | None: ...
+
+
+class StoredTurn(Protocol):
+    """One stored turn of a run (a Turn row): its input and the actions' JSON."""
+
+    @property
+    def step(self) -> int: ...
+    @property
+    def input(self) -> dict[str, Any] | None: ...
+    @property
+    def actions(self) -> list[Any]: ...
+
+
+class StoredConsent(Protocol):
+    """A stored consent decision (a Consent row), as far as the replay compares it."""
+
+    @property
+    def decision(self) -> str: ...
+    @property
+    def digits(self) -> str: ...
+    @property
+    def language(self) -> str | None: ...
+    @property
+    def notice_version(self) -> str | None: ...
+    @property
+    def flow_version(self) -> str | None: ...
+
+
+class EntryBody(TypedDict):
+    """An audit entry's body (ivr/audit/leaves.py); its data is JSON of the kind's shape."""
+
+    kind: str
+    at: str
+    ref: str | None
+    data: dict[str, Any]
+
+
+class Note(Protocol):
+    """Where a disagreement is noted: a Mismatch of the run being replayed."""
+
+    def __call__(self, step: int | None, what: str, stored: object, replayed: object,
+                 labels: tuple[str, str] = ...) -> None: ...
+
+
+# --- the replay's results ---------------------------------------------------------------
+
+
+class NoticeHeard(TypedDict):
+    """A notice.played entry of a step: the prompts heard in full, and their audio (None
+    where the entry lacks a field)."""
+
+    language: str | None
+    prompts: list[str] | None
+    audio: list[str | None] | None
+    notice_version: str | None
+
+
+class HeardPrompt(TypedDict):
+    """One notice prompt a caller heard, with the audio file played (None: <Say>)."""
+
+    prompt: str
+    audio: str | None
+
+
+class Decision(TypedDict):
+    """A consent decision, as the replay makes it and the consents table stores it."""
+
+    decision: str
+    digits: str
+    language: str
+    notice_version: str | None
+    flow_version: str
 
 
 @dataclass
@@ -39,11 +136,11 @@ class Step:
 
     step: int
     at: str | None
-    input: dict | None
+    input: Mapping[str, str] | None
     played: list[Played] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
-    notice: list[dict] = field(default_factory=list)
-    decision: dict | None = None
+    notice: list[NoticeHeard] = field(default_factory=list)
+    decision: Decision | None = None
 
 
 @dataclass
@@ -74,9 +171,9 @@ class RunReplay:
     flow_id: str
     flow_version: str
     language: str | None
-    context: dict
+    context: dict[str, Any]
     steps: list[Step] = field(default_factory=list)
-    decision: dict | None = None
+    decision: Decision | None = None
     hung_up_at: str | None = None
 
 
@@ -123,7 +220,7 @@ class ReplayResult:
                     out.append(f"         \"{p.text}\"")
                 for n in s.notice:
                     out.append(f"    notice played in full [{n['language']}]: "
-                               f"{', '.join(n['prompts'])}")
+                               f"{', '.join(n['prompts'] or [])}")
                 if s.actions:
                     out.append(f"    then: {', '.join(s.actions)}")
                 if s.decision:
@@ -147,7 +244,7 @@ class ReplayResult:
                 out.append(f"  also: {m}")
         return "\n".join(out) + "\n"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready."""
         return {
             "call_sid": self.call_sid, "ok": self.ok,
@@ -167,16 +264,16 @@ class ReplayResult:
         }
 
 
-def _json(v) -> str:
+def _json(v: object) -> str:
     return json.dumps(v, ensure_ascii=False, sort_keys=True)
 
 
-def _short(v) -> str:
+def _short(v: object) -> str:
     text = v if isinstance(v, str) else _json(v)
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _describe_input(inp: dict | None) -> str:
+def _describe_input(inp: Mapping[str, str] | None) -> str:
     if inp is None:
         return "call answered, flow starts"
     if inp["type"] == "digits":
@@ -184,8 +281,8 @@ def _describe_input(inp: dict | None) -> str:
     return "no key before the timeout" if inp["type"] == "timeout" else "caller hung up"
 
 
-def _plays(actions: list) -> list[tuple[e.Play, bool]]:
-    out = []
+def _plays(actions: list[e.Action]) -> list[tuple[e.Play, bool]]:
+    out: list[tuple[e.Play, bool]] = []
     for a in actions:
         if isinstance(a, e.Play):
             out.append((a, False))
@@ -194,12 +291,13 @@ def _plays(actions: list) -> list[tuple[e.Play, bool]]:
     return out
 
 
-def _kinds(actions: list) -> list[str]:
-    return [e.action_to_dict(a)["kind"] for a in actions
+def _kinds(actions: list[e.Action]) -> list[str]:
+    return [e.action_kind(a) for a in actions
             if not isinstance(a, e.Play | e.NoticePlayed | e.Decide)]
 
 
-def _first_difference(stored: list, replayed: list) -> tuple[int, object, object]:
+def _first_difference(stored: Sequence[object],
+                      replayed: Sequence[object]) -> tuple[int, object, object]:
     for i, (a, b) in enumerate(zip(stored, replayed, strict=False)):
         if a != b:
             return i, a, b
@@ -210,15 +308,18 @@ def _first_difference(stored: list, replayed: list) -> tuple[int, object, object
 class CallEntries:
     """A call's audit entries, indexed by run and step."""
 
-    def __init__(self, entries: list[tuple[int, dict]]):
-        self.started: dict[str, list[dict]] = {}
-        self.inputs: dict[tuple[str, int], list[dict]] = {}
-        self.played: dict[tuple[str, int], list[dict]] = {}
-        self.notices: dict[tuple[str, int], list[dict]] = {}
-        self.decided: dict[str, list[dict]] = {}
+    def __init__(self, entries: list[tuple[int, EntryBody]]) -> None:
+        self.started: dict[str, list[EntryBody]] = {}
+        self.inputs: dict[tuple[str, int], list[EntryBody]] = {}
+        self.played: dict[tuple[str, int], list[EntryBody]] = {}
+        self.notices: dict[tuple[str, int], list[EntryBody]] = {}
+        self.decided: dict[str, list[EntryBody]] = {}
         for _seq, body in entries:
             d = body.get("data") or {}
-            run, step = d.get("run"), d.get("step")
+            # As the entry says: an entry without them is indexed under None, and so
+            # found by no run (call.started: reported as a run that is not stored).
+            run: Any = d.get("run")
+            step: Any = d.get("step")
             kind = body.get("kind")
             if kind == "call.started":
                 self.started.setdefault(run, []).append(body)
@@ -229,26 +330,28 @@ class CallEntries:
             elif kind == "notice.played":
                 self.notices.setdefault((run, step), []).append(body)
             elif kind in ("consent.decided", "consent.withdrawn"):
-                self.decided.setdefault(d.get("run"), []).append(body)
+                self.decided.setdefault(run, []).append(body)
 
 
-def replay_run(run, audit: CallEntries, problems: list[Mismatch], load_flow: Callable,
-               turns: list, consents: list) -> RunReplay:
+def replay_run(run: StoredRun, audit: CallEntries, problems: list[Mismatch],
+               load_flow: Callable[[str], Flow], turns: Sequence[StoredTurn],
+               consents: Sequence[StoredConsent]) -> RunReplay:
     """Replay one flow run (a FlowRun row) from its stored turns and consents, loading its
     recorded flow version with `load_flow`; each disagreement is appended to `problems`."""
-    def mismatch(step, what, stored, replayed, labels=("stored", "replayed")):
+    def mismatch(step: int | None, what: str, stored: object, replayed: object,
+                 labels: tuple[str, str] = ("stored", "replayed")) -> None:
         problems.append(Mismatch(run.id, step, what, stored, replayed, labels))
 
     started = audit.started.get(run.id, [])
-    info = started[0]["data"] if len(started) == 1 else {}
+    info: dict[str, Any] = started[0]["data"] if len(started) == 1 else {}
     rr = RunReplay(run.id, run.origin, run.flow_id, run.flow_version, info.get("language"),
                    dict(info.get("context") or {}))
     flow = _run_flow(run, started, info, load_flow, turns, mismatch)
     if flow is None:
         return rr
-    heard_notice: dict[str, list[dict]] = {}
-    decisions: list[dict] = []
-    state = None
+    heard_notice: dict[str, list[HeardPrompt]] = {}
+    decisions: list[Decision] = []
+    state: e.State | None = None
     diverged = False
     for turn in turns:
         k = turn.step
@@ -270,8 +373,9 @@ def replay_run(run, audit: CallEntries, problems: list[Mismatch], load_flow: Cal
     return rr
 
 
-def _run_flow(run, started: list[dict], info: dict, load_flow: Callable, turns: list,
-              mismatch: Callable):
+def _run_flow(run: StoredRun, started: list[EntryBody], info: dict[str, Any],
+              load_flow: Callable[[str], Flow], turns: Sequence[StoredTurn],
+              mismatch: Note) -> Flow | None:
     """The run's recorded flow version, after checking its call.started entry and that its
     turns are steps 0..n; None (with the mismatch noted) when it cannot be replayed."""
     if len(started) != 1:
@@ -293,13 +397,15 @@ def _run_flow(run, started: list[dict], info: dict, load_flow: Callable, turns: 
     return flow
 
 
-def _replay_turn(run, turn, flow, rr: RunReplay, state, started: list[dict],
-                 audit: CallEntries, mismatch: Callable):
+def _replay_turn(run: StoredRun, turn: StoredTurn, flow: Flow, rr: RunReplay,
+                 state: e.State | None, started: list[EntryBody], audit: CallEntries,
+                 mismatch: Note) -> tuple[e.State | None, list[e.Action], str | None, bool]:
     """(state, actions, when, diverged) of one stored turn run through the engine again;
     `diverged` when the replay parts from the stored run there (the mismatch is noted). The
     state is the engine's after the turn, or the one before it when no step could be made."""
     k = turn.step
     inputs = audit.inputs.get((run.id, k), [])
+    at: str | None
     if k == 0:
         at = started[0]["at"]
         if turn.input is not None:
@@ -316,6 +422,10 @@ def _replay_turn(run, turn, flow, rr: RunReplay, state, started: list[dict],
             mismatch(k, "no input stored for the step", None, "an input",
                      ("found", "expected"))
             return state, [], at, True
+        if state is None:  # there was no step 0 to start from (noted already)
+            mismatch(k, "the engine refuses the stored input", turn.input,
+                     "no state to step from")
+            return state, [], at, True
         try:
             state, actions = e.advance(flow, state, e.input_from_dict(turn.input))
         except (e.EngineError, KeyError, TypeError, AttributeError) as exc:
@@ -329,31 +439,34 @@ def _replay_turn(run, turn, flow, rr: RunReplay, state, started: list[dict],
     return state, actions, at, False
 
 
-def _note_heard_and_decided(actions, step: Step, flow, heard_notice: dict[str, list[dict]],
-                            decisions: list[dict]) -> None:
+def _note_heard_and_decided(actions: list[e.Action], step: Step, flow: Flow,
+                            heard_notice: dict[str, list[HeardPrompt]],
+                            decisions: list[Decision]) -> None:
     """What of the notice a turn played (by language), and the decision it made with the
     notice version the caller had heard by then."""
     for a in actions:
         if isinstance(a, e.NoticePlayed):
-            audio = next((n["audio"] for n in step.notice
-                          if n["language"] == a.language and n["prompts"] == list(a.prompts)),
-                         [None] * len(a.prompts))
+            recorded = next((n["audio"] for n in step.notice
+                             if n["language"] == a.language and n["prompts"] == list(a.prompts)),
+                            None)
+            audio = recorded if recorded is not None else [None] * len(a.prompts)
             heard = heard_notice.setdefault(a.language, [])
             for p, h in zip(a.prompts, audio, strict=False):
                 if {"prompt": p, "audio": h} not in heard:
                     heard.append({"prompt": p, "audio": h})
         elif isinstance(a, e.Decide):
-            heard = heard_notice.get(a.language)
+            heard_in = heard_notice.get(a.language)
             version = notice_version(a.language, [
                 (h["prompt"], flow.text(h["prompt"], a.language), h["audio"])
-                for h in heard]) if heard else None
+                for h in heard_in]) if heard_in else None
             step.decision = {"decision": a.decision, "digits": "".join(a.digits),
                              "language": a.language, "notice_version": version,
                              "flow_version": flow.version}
             decisions.append(step.decision)
 
 
-def _compare_audit(run, k, at, inp, actions, audit: CallEntries, mismatch) -> Step:
+def _compare_audit(run: StoredRun, k: int, at: str | None, inp: Mapping[str, str] | None,
+                   actions: list[e.Action], audit: CallEntries, mismatch: Note) -> Step:
     """The step as played, checked against its prompts.played and notice.played entries."""
     plays = _plays(actions)
     played_entries = audit.played.get((run.id, k), [])
@@ -383,8 +496,9 @@ def _compare_audit(run, k, at, inp, actions, audit: CallEntries, mismatch) -> St
     return step
 
 
-def _check_hang_up(run, flow, turns, audit: CallEntries, rr: RunReplay, state, mismatch,
-                   diverged) -> None:
+def _check_hang_up(run: StoredRun, flow: Flow, turns: Sequence[StoredTurn], audit: CallEntries,
+                   rr: RunReplay, state: e.State | None, mismatch: Note,
+                   diverged: bool) -> None:
     """A hang-up is the last input: the run's mark and the audit entry must agree."""
     after = len(turns)
     entries = audit.inputs.get((run.id, after), [])
@@ -412,8 +526,8 @@ def _check_hang_up(run, flow, turns, audit: CallEntries, rr: RunReplay, state, m
         rr.steps.append(Step(after, hang[0]["at"], {"type": "hangup"}))
 
 
-def _check_decisions(stored: list, run, decisions: list[dict], audit: CallEntries,
-                     mismatch) -> None:
+def _check_decisions(stored: Sequence[StoredConsent], run: StoredRun,
+                     decisions: list[Decision], audit: CallEntries, mismatch: Note) -> None:
     fields = ("decision", "digits", "language", "notice_version", "flow_version")
     stored_rows = [{f: getattr(c, f) for f in fields} for c in stored]
     if stored_rows != decisions:

@@ -10,6 +10,7 @@ the authorities' root certificates (IVR_TSA_CA_FILE, read by the caller).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -41,9 +42,9 @@ class Request:
 
     der: bytes
     nonce: int | None
-    _req: object
+    _req: rfc3161_client.TimeStampRequest
 
-    def verifier(self, roots: list[x509.Certificate]):
+    def verifier(self, roots: list[x509.Certificate]) -> rfc3161_client.Verifier:
         """An rfc3161-client verifier bound to this request's nonce and the given roots."""
         builder = rfc3161_client.VerifierBuilder.from_request(self._req)
         for r in roots:
@@ -87,7 +88,7 @@ class Token:
         return self.gen_time + self.accuracy
 
 
-def _accuracy(info) -> timedelta:
+def _accuracy(info: rfc3161_client.TimeStampTokenInfo) -> timedelta:
     try:
         acc = info.accuracy
         return timedelta(seconds=acc.seconds or 0, milliseconds=acc.millis or 0,
@@ -96,7 +97,7 @@ def _accuracy(info) -> timedelta:
         return timedelta(0)
 
 
-def _tsa_name(info) -> str:
+def _tsa_name(info: rfc3161_client.TimeStampTokenInfo) -> str:
     try:
         name = info.name
     except (AttributeError, ValueError):
@@ -105,7 +106,7 @@ def _tsa_name(info) -> str:
     return value.rfc4514_string() if hasattr(value, "rfc4514_string") else str(value)
 
 
-def parse(der: bytes, what: str = "time-stamp token"):
+def parse(der: bytes, what: str = "time-stamp token") -> rfc3161_client.TimeStampResponse:
     """The decoded TimeStampResp; VerificationError if it is not one."""
     try:
         return rfc3161_client.decode_timestamp_response(der)
@@ -114,7 +115,7 @@ def parse(der: bytes, what: str = "time-stamp token"):
                                 f"bytes that do not parse: {str(e)[:120]}") from None
 
 
-def describe(resp) -> Token:
+def describe(resp: rfc3161_client.TimeStampResponse) -> Token:
     """The fields of a decoded response's token."""
     info = resp.tst_info
     gen = info.gen_time
@@ -176,7 +177,7 @@ def check_not_before(tok: Token, at: datetime, what: str = "time-stamp token") -
                                 f"(± {tok.accuracy.total_seconds():g} s)")
 
 
-def certificate_pem(der_certs) -> str:
+def certificate_pem(der_certs: Iterable[bytes]) -> str:
     """PEM text of DER certificates."""
     return "".join(x509.load_der_x509_certificate(d).public_bytes(
         serialization.Encoding.PEM).decode() for d in der_certs)

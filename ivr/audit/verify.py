@@ -16,6 +16,7 @@ import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol, TypedDict
 
 from . import merkle, note
 from .errors import (
@@ -32,6 +33,20 @@ from .errors import (
 
 BATCH = 5000
 DEFAULT_MAX_QUEUE_AGE = 60.0
+
+# A stored checkpoint: (id, tree size, root hash hex, note text); id 0 for one kept outside.
+HeadRow = tuple[int, int, str, str]
+# A leaf: (seq, body, kind, ref, the leaf hash stored at its index or None).
+LeafRow = tuple[int, str, str, str | None, bytes | None]
+Progress = Callable[[int], object]  # called with the leaves checked so far
+
+
+class ConsistencyProofs(Protocol):
+    """The stored tree, as far as consistency proofs go (ivr/storage/audit_tree.py)."""
+
+    def consistency(self, old: int, new: int) -> list[bytes]:
+        """The RFC 9162 consistency proof from `old` to `new` leaves."""
+        ...
 
 
 @dataclass
@@ -70,7 +85,7 @@ class VerifySummary:
                     f"{self.chain_checkpoints} checkpoints, head {self.chain_head[:16]}…")
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready."""
         return {"ok": True, "entries": self.entries, "checkpoints": self.checkpoints,
                 "tree_size": self.entries, "root_hash": self.head_hash,
@@ -106,11 +121,11 @@ class Head:
         return f"checkpoint #{self.id}" if self.id else "checkpoint file"
 
 
-def open_heads(rows: Iterable[tuple], verifiers: list[note.Verifier],
+def open_heads(rows: Iterable[HeadRow], verifiers: list[note.Verifier],
                origin: str | None, unsigned: frozenset[int] = frozenset()) -> list[Head]:
     """Check every stored checkpoint's signature and that its columns equal its note (for
     the ids in `unsigned`, only the latter: their roots are checked against the leaves)."""
-    out = []
+    out: list[Head] = []
     for cp_id, size, root_hex, text in rows:
         what = f"checkpoint #{cp_id}" if cp_id else "checkpoint file"
         try:
@@ -148,8 +163,10 @@ def check_split_views(heads: list[Head]) -> None:
 class _Leaves:
     """The leaves, checked one by one against the hashes stored by position."""
 
-    def __init__(self, rows: Iterator[tuple], heads: list[Head], progress, tree_check,
-                 start: merkle.CompactRange | None = None, start_head: Head | None = None):
+    def __init__(self, rows: Iterator[LeafRow], heads: list[Head], progress: Progress | None,
+                 tree_check: Callable[[int], bytes | None],
+                 start: merkle.CompactRange | None = None,
+                 start_head: Head | None = None) -> None:
         self.rows = rows
         self.heads = heads
         self.progress = progress
@@ -222,7 +239,8 @@ def _columns_agree(body: str, kind: str, ref: str | None) -> bool:
     return body.endswith(tail + "}") or (tail + ',"seq":') in body
 
 
-def _diagnose(i: int, body: str, kind: str, ref, h: bytes, stored, nxt) -> None:
+def _diagnose(i: int, body: str, kind: str, ref: str | None, h: bytes, stored: bytes | None,
+              nxt: LeafRow | None) -> None:
     """Name what happened at index i, whose leaf does not hash to the hash stored there."""
     stored = bytes(stored) if stored is not None else None
     if nxt is not None:
@@ -266,7 +284,7 @@ def note_root_hex(text: str) -> str:
         return ""
 
 
-def check_consistency(stored, heads: list[Head]) -> None:
+def check_consistency(stored: ConsistencyProofs, heads: list[Head]) -> None:
     """Consecutive checkpoints: the RFC 9162 consistency proof the stored tree serves holds."""
     for a, b in itertools.pairwise(heads):
         if a.size == b.size or a.size == 0:
@@ -281,7 +299,7 @@ def check_consistency(stored, heads: list[Head]) -> None:
                              ) from None
 
 
-def verify_leaves(rows: Iterator[tuple], heads: list[Head], progress=None,
+def verify_leaves(rows: Iterator[LeafRow], heads: list[Head], progress: Progress | None = None,
                   stored_root: Callable[[int], bytes | None] = lambda n: None,
                   start: merkle.CompactRange | None = None, start_head: Head | None = None
                   ) -> merkle.CompactRange:
@@ -313,6 +331,16 @@ def start_range(head: Head, peaks: list[bytes]) -> merkle.CompactRange:
 # --- a few leaves, for the call page --------------------------------------------------
 
 
+class CoveringCheckpoint(TypedDict):
+    """The signed checkpoint a few leaves were checked against (`EntriesStatus`)."""
+
+    id: int
+    seq: int
+    tree_size: int
+    at: str
+    key_id: str
+
+
 @dataclass
 class EntriesStatus:
     """The inclusion status of a few leaves (a call's): checked with proofs, for display."""
@@ -322,7 +350,7 @@ class EntriesStatus:
     first_seq: int | None = None
     last_seq: int | None = None
     problem: VerificationError | None = None
-    checkpoint: dict | None = None
+    checkpoint: CoveringCheckpoint | None = None
     seqs: list[int] = field(default_factory=list)
     queued: int = 0
     uncovered: int = 0
@@ -335,7 +363,7 @@ class EntriesStatus:
         if not self.checked and not self.queued:
             return "no audit entries"
         parts = []
-        if self.checked:
+        if self.checked and self.first_seq is not None and self.last_seq is not None:
             cp = (f"included in signed checkpoint #{self.checkpoint['id']} (tree size "
                   f"{self.checkpoint['tree_size']}, signature valid)"
                   if self.checkpoint else "integrated")
@@ -347,7 +375,7 @@ class EntriesStatus:
             parts.append(f"{self.queued} queued")
         return "; ".join(parts)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready."""
         return {"ok": self.ok, "checked": self.checked, "first_seq": self.first_seq,
                 "last_seq": self.last_seq, "message": self.message, "queued": self.queued,

@@ -127,6 +127,8 @@ def check(req: Request, cp: note.Checkpoint, known_size: int, known_root: bytes 
         if req.proof or cp.root != known_root:
             raise Refusal(422, f"size {cp.size} again, with another root or a proof")
         return
+    if known_root is None:  # the caller broke the rule above: a size, but no root
+        raise ValueError(f"size {known_size} was cosigned, but its root is not given")
     try:
         merkle.verify_consistency(req.old_size, cp.size, known_root, cp.root, list(req.proof))
     except merkle.VerificationError as e:

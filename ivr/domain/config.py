@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: ivr/domain/config.py
+
+
+# The app's settings by config key, as Flask's config holds them: text read from the
+# environment, and whatever a test's config sets (flags, numbers, objects).
+Settings = dict[str, Any]
 
 
 class ConfigError(Exception):
@@ -16,7 +23,7 @@ class ConfigError(Exception):
 
 
 # (environment variable, config key, default)
-ENVIRONMENT = [
+ENVIRONMENT: list[tuple[str, str, str | None]] = [
     ("IVR_DATABASE_URL", "DATABASE_URL", None),
     ("TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN", None),
     ("TWILIO_ACCOUNT_SID", "TWILIO_ACCOUNT_SID", None),
@@ -53,16 +60,16 @@ SQLITE_GONE = (
     "\"Moving an SQLite instance to PostgreSQL\").")
 
 
-def from_env(environ=os.environ) -> dict:
+def from_env(environ: Mapping[str, str] = os.environ) -> Settings:
     """Settings read from the environment, with defaults."""
-    cfg = {}
+    cfg: Settings = {}
     for var, key, default in ENVIRONMENT:
         value = environ.get(var)
         cfg[key] = value if value not in (None, "") else default
     return cfg
 
 
-def instance_secret(instance_dir: Path, name: str, make) -> str:
+def instance_secret(instance_dir: Path | str, name: str, make: Callable[[], str]) -> str:
     """A secret kept in instance/NAME, created on first use (embedded default only)."""
     path = Path(instance_dir) / name
     if path.exists():
@@ -75,7 +82,7 @@ def instance_secret(instance_dir: Path, name: str, make) -> str:
     return value
 
 
-def finalize(cfg: dict) -> dict:
+def finalize(cfg: Settings) -> Settings:
     """Fill the settings that have instance/ fallbacks, and check the rest."""
     inst = Path(cfg["INSTANCE_DIR"])
     url = cfg.get("DATABASE_URL") or None  # None: the embedded server (ivr/storage/db.py)

@@ -9,10 +9,15 @@ the CSV file; the JSON exports carry every value as it is.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
+V = TypeVar("V")
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def safe_cell(value):
+def safe_cell(value: V) -> V | str:
     """A CSV cell that cannot start a formula: text beginning with one of FORMULA_STARTS
     gets a leading apostrophe; anything else is returned as it is."""
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
@@ -20,6 +25,6 @@ def safe_cell(value):
     return value
 
 
-def safe_row(row: dict) -> dict:
+def safe_row(row: Mapping[str, V]) -> dict[str, V | str]:
     """Every cell of a CSV row through `safe_cell`."""
     return {k: safe_cell(v) for k, v in row.items()}

@@ -11,6 +11,7 @@ import base64
 import functools
 import json
 import zlib
+from typing import Any, TypedDict
 
 from .flow import engine as e
 
@@ -19,9 +20,18 @@ class StateTokenError(ValueError):
     """A state token that cannot be read back."""
 
 
-def state_token(flow_version: str, state: e.State, memory: dict | None = None) -> str:
+class TransferFacts(TypedDict):
+    """What a transfer token carries (`read_transfer_token`)."""
+
+    flow_id: str
+    language: str | None
+    return_to: dict[str, Any]
+
+
+def state_token(flow_version: str, state: e.State,
+                memory: dict[str, Any] | None = None) -> str:
     """A compact, URL-safe form of (flow version, engine state[, run memory])."""
-    doc = {"v": flow_version, "s": state.to_dict()}
+    doc: dict[str, object] = {"v": flow_version, "s": state.to_dict()}
     if memory is not None:
         doc["m"] = memory
     return _packed(json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
@@ -34,7 +44,7 @@ def _packed(raw: bytes) -> str:
     return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
 
 
-def read_token(token: str) -> tuple[str, e.State, dict | None]:
+def read_token(token: str) -> tuple[str, e.State, dict[str, Any] | None]:
     """The inverse of `state_token`: (flow version, state, memory or None); raises
     StateTokenError for anything malformed."""
     try:
@@ -48,7 +58,7 @@ def read_token(token: str) -> tuple[str, e.State, dict | None]:
         raise StateTokenError(f"unreadable state token: {type(exc).__name__}") from None
 
 
-def transfer_token(flow_id: str, language: str | None, return_to: dict) -> str:
+def transfer_token(flow_id: str, language: str | None, return_to: dict[str, Any]) -> str:
     """A compact, URL-safe form of a transfer's facts, for the URL Twilio fetches when the
     caller arrives: the flow can be planned without reading the transfer first."""
     raw = json.dumps({"f": flow_id, "l": language, "r": return_to}, separators=(",", ":"),
@@ -56,7 +66,7 @@ def transfer_token(flow_id: str, language: str | None, return_to: dict) -> str:
     return base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
 
 
-def read_transfer_token(token: str) -> dict:
+def read_transfer_token(token: str) -> TransferFacts:
     """The inverse of `transfer_token`: {"flow_id", "language", "return_to"}; raises
     StateTokenError for anything malformed."""
     try:

@@ -19,7 +19,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_utc(value) -> datetime | None:
+def parse_utc(value: datetime | str | None) -> datetime | None:
     """A UTC datetime from a stored ISO string ("...Z") or a datetime; None when absent."""
     if value is None or value == "":
         return None
@@ -55,7 +55,7 @@ def local_text(dt: datetime) -> str:
     return dt.astimezone(LOCAL).strftime(f"{DAY_FORMAT} %H:%M:%S")
 
 
-def local_day(value) -> str:
+def local_day(value: date | str | None) -> str:
     """A date (or the Istanbul day of an instant) as 30.11.2026; "—" when unknown."""
     if isinstance(value, date) and not isinstance(value, datetime):
         return value.strftime(DAY_FORMAT)
@@ -63,7 +63,7 @@ def local_day(value) -> str:
     return dt.astimezone(LOCAL).strftime(DAY_FORMAT) if dt else UNKNOWN
 
 
-def text(value) -> str:
+def text(value: datetime | str | None) -> str:
     """An instant for plain text: Istanbul time, its zone, and the UTC instant in brackets."""
     dt = parse_utc(value)
     if dt is None:
@@ -71,7 +71,7 @@ def text(value) -> str:
     return f"{local_text(dt)} {LABEL} (UTC {utc_iso(dt)})"
 
 
-def value_or_dash(value, unit: str = "") -> str:
+def value_or_dash(value: object, unit: str = "") -> str:
     """A value for plain text, or "—" when it is unknown (never "None")."""
     return UNKNOWN if value is None or value == "" else f"{value}{unit}"
 

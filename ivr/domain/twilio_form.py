@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -45,6 +46,10 @@ RANGES = {
 _NUMBER_TEXT = 24  # longer text is out of range before it is read as a number
 
 
+# A webhook's form or query as Flask gives it (a MultiDict), or as the spool kept it.
+Form = Mapping[str, str]
+
+
 class BadWebhook(ValueError):
     """The form cannot be a Twilio request: its CallSid is missing or malformed."""
 
@@ -53,7 +58,7 @@ def _printable(value: str) -> bool:
     return value.isprintable()
 
 
-def call_sid(form) -> str:
+def call_sid(form: Form) -> str:
     """The form's CallSid, checked; raises BadWebhook."""
     sid = (form.get("CallSid") or "").strip()
     if not sid:
@@ -69,7 +74,7 @@ def _warn(sid: str, name: str, why: str) -> None:
     log.warning("webhook field %s ignored (%s) call_sid=%s", name, why, safe_sid(sid))
 
 
-def text(form, name: str, width: int) -> str | None:
+def text(form: Form, name: str, width: int) -> str | None:
     """A text field clipped to `width` characters; None when empty."""
     value = form.get(name)
     if not value:
@@ -78,8 +83,9 @@ def text(form, name: str, width: int) -> str | None:
     return value[:width] or None
 
 
-def integer(form, name: str, sid: str) -> int | None:
-    """An integer field within RANGES[name]; None (and a warning) when outside it."""
+def integer(form: Mapping[str, object], name: str, sid: str) -> int | None:
+    """An integer field within RANGES[name]; None (and a warning) when outside it. The
+    value may be text or, from a spool record, a number."""
     value = form.get(name)
     if value is None or not str(value).strip():
         return None
@@ -99,7 +105,7 @@ def integer(form, name: str, sid: str) -> int | None:
     return number
 
 
-def timestamp(form, name: str, sid: str) -> tuple[datetime | None, str | None]:
+def timestamp(form: Form, name: str, sid: str) -> tuple[datetime | None, str | None]:
     """An RFC 2822 time with a zone, within EARLIEST..LATEST, as (UTC datetime, the text
     as given); (None, None) with a warning when it is garbage or outside the range."""
     value = (form.get(name) or "").strip()
@@ -219,11 +225,11 @@ class RecordingCallback:
                 if k.startswith("Recording") or k == "ErrorCode"}
 
 
-def _present(fields: dict) -> dict[str, str]:
+def _present(fields: Mapping[str, object]) -> dict[str, str]:
     return {k: str(v) for k, v in fields.items() if v is not None}
 
 
-def call_fields(form) -> CallFields:
+def call_fields(form: Form) -> CallFields:
     """The call's fields of any voice webhook; raises BadWebhook for a bad CallSid."""
     return CallFields(call_sid=call_sid(form), account_sid=text(form, "AccountSid", 64),
                       from_number=text(form, "From", 256), to_number=text(form, "To", 256),
@@ -231,18 +237,18 @@ def call_fields(form) -> CallFields:
                       call_status=text(form, "CallStatus", 32))
 
 
-def gather_input(form) -> GatherInput:
+def gather_input(form: Form) -> GatherInput:
     """A gather result's form."""
     return GatherInput(call=call_fields(form), digits=text(form, "Digits", MAX_DIGITS))
 
 
-def gather_target(args, sid: str) -> GatherTarget:
+def gather_target(args: Form, sid: str) -> GatherTarget:
     """The run, step and state token of a gather action URL's query."""
     return GatherTarget(run=(args.get("run") or "")[:32], step=integer(args, "step", sid),
                         token=(args.get("s") or "")[:4000] or None)
 
 
-def status_callback(form) -> StatusCallback:
+def status_callback(form: Form) -> StatusCallback:
     """A status callback's form."""
     call = call_fields(form)
     sid = call.call_sid
@@ -253,7 +259,7 @@ def status_callback(form) -> StatusCallback:
                           callback_source=text(form, "CallbackSource", 64))
 
 
-def recording_callback(form) -> RecordingCallback:
+def recording_callback(form: Form) -> RecordingCallback:
     """A recording status callback's form."""
     call = call_fields(form)
     sid = call.call_sid
@@ -268,5 +274,8 @@ def recording_callback(form) -> RecordingCallback:
         error_code=text(form, "ErrorCode", 32))
 
 
-PARSERS = {"incoming": call_fields, "gather": gather_input, "status": status_callback,
-           "recording": recording_callback}
+Parsed = CallFields | GatherInput | StatusCallback | RecordingCallback
+
+PARSERS: dict[str, Callable[[Form], Parsed]] = {
+    "incoming": call_fields, "gather": gather_input, "status": status_callback,
+    "recording": recording_callback}

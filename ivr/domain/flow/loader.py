@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import rfc8785
@@ -28,17 +30,18 @@ class InvalidFlow(Exception):
         super().__init__(f"{where}: {problem}")
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML is untyped here (Any)
     """SafeLoader where only true/false are booleans and every mapping key is a string.
 
     YAML 1.1 turns `yes`, `no`, `on`, `off` into booleans and `1:` into an int; a menu
     key or a node id must stay exactly what the author typed.
     """
 
-    def construct_mapping(self, node, deep=False):
-        if not isinstance(node, yaml.MappingNode):
-            return super().construct_mapping(node, deep)
-        mapping = {}
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[str, Any]:
+        if not isinstance(node, yaml.MappingNode):  # PyYAML's error: not a mapping
+            refused: dict[str, Any] = super().construct_mapping(node, deep)
+            return refused
+        mapping: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode):
                 key = key_node.value
@@ -85,7 +88,7 @@ _OPTION = {
         "when": {"type": "string", "pattern": _ID},
     },
 }
-SCHEMA = {
+SCHEMA: dict[str, object] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["id", "languages", "start", "prompts", "nodes"],
@@ -152,12 +155,12 @@ SCHEMA = {
 }
 
 
-def flow_version(document: dict) -> str:
+def flow_version(document: dict[str, Any]) -> str:
     """SHA-256 of the flow's canonical JSON (RFC 8785): the flow's content version."""
     return hashlib.sha256(rfc8785.dumps(document)).hexdigest()
 
 
-def parse_yaml(text: str, source: str) -> dict:
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
     """Parse flow YAML safely into plain data, or raise InvalidFlow."""
     try:
         doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
@@ -217,7 +220,7 @@ def load_flows(directory: str | Path) -> dict[str, Flow]:
     return flows
 
 
-def _schema_error(doc: dict, source: str) -> None:
+def _schema_error(doc: dict[str, Any], source: str) -> None:
     validator = jsonschema.Draft202012Validator(SCHEMA)
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     if not errors:
@@ -229,12 +232,12 @@ def _schema_error(doc: dict, source: str) -> None:
     raise InvalidFlow(source, f"{loc}: {err.message}", node)
 
 
-def _option(data: dict, key: str = "") -> Option:
+def _option(data: dict[str, Any], key: str = "") -> Option:
     return Option(key=key, next=data["next"], decision=data.get("decision"),
                   language=data.get("language"), when=data.get("when"))
 
 
-def _prompt_parts(language: str, value) -> tuple[Segment, ...]:
+def _prompt_parts(language: str, value: str | list[dict[str, str]]) -> tuple[Segment, ...]:
     if isinstance(value, str):
         return (Segment(language, value),)
     return tuple(Segment(p["lang"], p["text"]) for p in value)
@@ -245,7 +248,7 @@ def joined_text(parts: tuple[Segment, ...]) -> str:
     return " ".join(p.text.strip() for p in parts)
 
 
-def build_flow(doc: dict, source: str) -> Flow:
+def build_flow(doc: dict[str, Any], source: str) -> Flow:
     """Validate a parsed flow document and turn it into a `Flow`."""
     _schema_error(doc, source)
     segments = {pid: {lang: _prompt_parts(lang, v) for lang, v in texts.items()}
@@ -367,7 +370,7 @@ def _check(flow: Flow) -> None:  # noqa: C901 - the flow schema's rules in one p
             raise InvalidFlow(src, "asks for consent before the notice has played", nid)
 
 
-def _reach(flow: Flow, start: str, stop=None) -> set[str]:
+def _reach(flow: Flow, start: str, stop: Callable[[Node], bool] | None = None) -> set[str]:
     seen, todo = {start}, deque([start])
     while todo:
         node = flow.nodes[todo.popleft()]

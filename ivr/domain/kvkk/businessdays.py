@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -25,8 +26,8 @@ class Calendar:
     added: frozenset[date] = frozenset()
     removed: frozenset[date] = frozenset()
 
-    def __post_init__(self):
-        self._package = None
+    def __post_init__(self) -> None:
+        self._package: Container[date] | None = None
         if self.use_package:
             import holidays  # late import: the package loads only when the calendar uses it
 
@@ -61,7 +62,7 @@ class Calendar:
         return count
 
 
-def _date(value, source: str) -> date:
+def _date(value: object, source: str) -> date:
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -91,7 +92,7 @@ def load_calendar(path: str | Path | None) -> Calendar:
     if not isinstance(use_package, bool):
         raise HolidayConfigError(f"{path}: 'package' must be true or false")
 
-    def dates(key):
+    def dates(key: str) -> frozenset[date]:
         items = doc.get(key) or []
         if not isinstance(items, list):
             raise HolidayConfigError(f"{path}: '{key}' must be a list")

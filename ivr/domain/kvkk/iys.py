@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import TypedDict
 
 import jsonschema
 
@@ -35,16 +37,28 @@ SCHEMA_PATH = Path(__file__).with_name("iys_schema.json")
 
 
 @cache
-def schema() -> dict:
+def schema() -> dict[str, object]:
     """The JSON Schema of one İYS batch."""
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    doc: dict[str, object] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return doc
+
+
+class Record(TypedDict):
+    """One record of an İYS batch: exactly İYS's fields (FIELDS)."""
+
+    recipient: str | None
+    type: str
+    source: str
+    status: str
+    consentDate: str
+    recipientType: str
 
 
 class InvalidBatch(Exception):
     """A batch that breaks the İYS schema: a bug here, never sent."""
 
 
-def validate_batch(records: list[dict]) -> None:
+def validate_batch(records: Sequence[Mapping[str, object]]) -> None:
     """Raise InvalidBatch unless `records` is a valid İYS batch."""
     validator = jsonschema.Draft202012Validator(schema())
     err = next(iter(sorted(validator.iter_errors(records), key=lambda e: list(e.path))), None)
@@ -79,7 +93,7 @@ class Candidate:
         """Recipient and type: what İYS keeps one status for."""
         return (self.recipient_hmac, self.type)
 
-    def record(self) -> dict:
+    def record(self) -> Record:
         """The İYS record, with exactly İYS's fields."""
         return {"recipient": self.recipient, "type": self.type, "source": SOURCE,
                 "status": self.status, "consentDate": consent_date(self.consent_at),
@@ -103,7 +117,8 @@ class Decision:
     outcome: str  # export | skipped | superseded
     reason: str | None = None
     code: str | None = None
-    params: dict = field(default_factory=dict)  # the reason's values, for a translated page
+    # The reason's values, for a translated page.
+    params: dict[str, str | int | None] = field(default_factory=dict)
 
 
 def _check(c: Candidate, last: Registered | None) -> Decision:
@@ -173,6 +188,6 @@ def batches(records: list[Candidate], size: int = BATCH_MAX) -> list[list[Candid
     return out
 
 
-def body(records: list[dict]) -> bytes:
+def body(records: Sequence[Mapping[str, object]]) -> bytes:
     """The bytes of a batch: the file's content and the pushed request body."""
     return (json.dumps(records, ensure_ascii=False, separators=(",", ":")) + "\n").encode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import yaml
@@ -16,18 +17,18 @@ class PolicyError(Exception):
     """The retention file cannot be used."""
 
 
-def _days(**extra) -> dict:
+def _days(**extra: object) -> dict[str, object]:
     return {"type": "integer", "minimum": 1, "maximum": 36500, **extra}
 
 
-def _category(required: str, **more) -> dict:
+def _category(required: str, **more: object) -> dict[str, object]:
     return {"type": "object", "additionalProperties": False,
             "required": [required, "erasable_on_request"],
             "properties": {required: _days(), "erasable_on_request": {"type": "boolean"},
                            **more}}
 
 
-SCHEMA = {
+SCHEMA: dict[str, object] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["categories", "destruction_log"],
@@ -66,10 +67,10 @@ class Policy:
     iys_files: timedelta
     subject_requests: timedelta
     destruction_log: timedelta
-    erasable: dict
-    document: dict
+    erasable: dict[str, bool]  # per category: erased when the data subject asks
+    document: dict[str, Any]  # the checked document (SCHEMA)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, int]:
         """The periods in days, per category, for reports."""
         c = self.document["categories"]
         return {
@@ -83,8 +84,8 @@ class Policy:
         }
 
 
-def from_document(doc, source: str = "retention policy") -> Policy:
-    """Check a parsed policy and build it."""
+def from_document(doc: Any, source: str = "retention policy") -> Policy:
+    """Check a parsed policy (any YAML value) and build it."""
     errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(doc),
                     key=lambda e: list(e.absolute_path))
     if errors:
