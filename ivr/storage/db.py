@@ -27,8 +27,8 @@ EMBEDDED_DIR = "pg"  # the embedded server's data directory, under the instance 
 def make_engine(url: str, **kwargs) -> Engine:
     """An engine on a PostgreSQL server, with a pool sized for a few threads."""
     # psycopg 3 prepares a statement on a connection at its sixth execution
-    # (prepare_threshold, kept at its default: a statement prepared before a schema change
-    # fails after it). The webhooks' functions are prepared at their first call instead
+    # (prepare_threshold, kept at its default here; the app's Database turns it off). The
+    # webhooks' functions are prepared at their first call instead
     # (ivr/storage/webhook_functions.py), so they are parsed and planned once per connection.
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
@@ -46,8 +46,14 @@ class Database:
         # A caller waits on us: give up on an unreachable database quickly and answer
         # from the spool path instead (see ivr/services/offline.py). Webhooks also bound a
         # database that stops answering (ivr/storage/deadline.py), which pings.
+        # No statement is prepared behind our back (psycopg's prepare_threshold): after five
+        # runs of a prepared statement PostgreSQL may switch to a generic plan, which for a
+        # page's query (a keyset page, an IN list of runs) can be ten times slower than the
+        # plan made for its values. The webhooks' functions prepare themselves explicitly
+        # (ivr/storage/webhook_functions.py).
         self.engine = make_engine(
-            url, connect_args={"connect_timeout": max(2, round(connect_timeout))},
+            url, connect_args={"connect_timeout": max(2, round(connect_timeout)),
+                               "prepare_threshold": None},
             pool_timeout=max(1.0, connect_timeout), pool_pre_ping=False)
         db_deadline.install(self.engine)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)

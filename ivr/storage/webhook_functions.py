@@ -271,11 +271,15 @@ def _execute(engine: Engine, connection, sql: bytes, params: dict):
     driver = connection.driver_connection
     try:
         driver.autocommit = True
+        # The engine prepares nothing by itself (ivr/storage/db.py); this statement is
+        # prepared on the connection at its first call and kept for the next ones.
+        driver.prepare_threshold = 0
         try:
             with driver.cursor(row_factory=namedtuple_row) as cursor:
                 cursor.execute(sql, params, prepare=True)
                 return cursor.fetchone()
         finally:
+            driver.prepare_threshold = None
             _back_to_transactions(connection, driver)
     except psycopg.Error as exc:
         gone = engine.dialect.is_disconnect(exc, driver, None) or not connection.is_valid
