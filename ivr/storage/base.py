@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, DateTime, MetaData
-from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -35,16 +34,6 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value, dialect):
         return None if value is None else value.astimezone(UTC)
-
-
-def rows_affected(result: Result) -> int:
-    """How many rows an UPDATE or DELETE without RETURNING matched.
-
-    Session.execute returns a CursorResult for those, but is typed as returning a Result
-    (sqlalchemy/sqlalchemy#12913): the check narrows it."""
-    if not isinstance(result, CursorResult):
-        raise TypeError(f"no row count: {type(result).__name__} is not a CursorResult")
-    return result.rowcount
 
 
 class Base(DeclarativeBase):

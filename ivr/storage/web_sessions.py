@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from .base import rows_affected
 from .models import WebSession
+from .results import rows_affected
 
 # A live session's last_seen_at is written at most this often: not one write per page view.
 TOUCH_EVERY = timedelta(seconds=60)

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ivr.storage import audit_store
-from ivr.storage.base import rows_affected
+from ivr.storage.results import rows_affected
 
 from ...domain.kvkk.policy import Policy
 from ...domain.vocabulary import DECISIVE, Decision
@@ -179,7 +179,7 @@ def plan(session: Session, policy: Policy, now: datetime, subject: str | None = 
         SubjectRequest.closed_at < now - policy.subject_requests).order_by(SubjectRequest.id)))
     p.iys_files = [(b.id, b.file) for b in session.scalars(select(IysBatch).where(
         IysBatch.file.is_not(None), IysBatch.created_at < now - policy.iys_files)
-        .order_by(IysBatch.id)) if b.file is not None]  # as the query does: says so to mypy
+        .order_by(IysBatch.id)) if b.file is not None]  # the query did: this tells mypy
     p.log_cutoff = now - policy.destruction_log
     p.log_prune = session.scalar(select(func.count()).select_from(DestructionLog).where(
         DestructionLog.at < p.log_cutoff)) or 0
