@@ -294,8 +294,7 @@ def parse_twiml(url: str, body: str, audio_texts: dict[str, str] | None = None) 
     for el in root:
         if el.tag in ("Say", "Play"):
             hear(el, False)
-        elif el.tag == "Start" and el.find("Recording") is not None:
-            rec = el.find("Recording")
+        elif el.tag == "Start" and (rec := el.find("Recording")) is not None:
             turn.recording_started = True
             turn.recording_after = len(turn.heard)
             turn.recording_callback = rec.get("recordingStatusCallback")

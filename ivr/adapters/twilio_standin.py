@@ -234,6 +234,8 @@ class RemoteStandIn:
     def next_redirect(self, timeout: float = 0, call_sid: str | None = None) \
             -> tuple[str, str] | None:
         """(CallSid, URL) once the call has been redirected, waiting up to `timeout` s."""
+        if call_sid is None:  # the shared stand-in has many calls: it must be told which
+            raise ValueError("RemoteStandIn.next_redirect needs the call_sid")
         deadline = time.monotonic() + timeout
         while True:
             doc = requests.get(f"{self.url}/_standin/calls/{call_sid}", timeout=5).json()

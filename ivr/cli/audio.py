@@ -11,7 +11,7 @@ from ivr.adapters.audio.build import build
 from ivr.adapters.audio.engines import ENGINE_CHOICES, gtts_url
 from ivr.adapters.audio.errors import AudioError
 from ivr.domain import config
-from ivr.domain.flow import InvalidFlow, load_flows
+from ivr.domain.flow import Flow, InvalidFlow, load_flows
 
 
 def _settings() -> dict:
@@ -40,6 +40,7 @@ def build_command(engine: str, flow_files: tuple[Path, ...], progress: bool):
     """Render every prompt of every flow, in every language, into AUDIO_DIR."""
 
     cfg = _settings()
+    flows: list[Path] | dict[str, Flow]
     try:
         if flow_files:
             flows, prune = list(flow_files), False

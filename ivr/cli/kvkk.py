@@ -50,7 +50,10 @@ def consents_status(phone, as_json):
 def register(cli: click.Group) -> None:
     """Attach the lifecycle's commands to the `python -m ivr` group."""
 
-    cli.commands["consents"].add_command(consents_status)
+    consents = cli.commands["consents"]
+    if not isinstance(consents, click.Group):  # registered by ivr/cli before this
+        raise TypeError("the `consents` command must be a group")
+    consents.add_command(consents_status)
     cli.add_command(iys_cli)
     cli.add_command(subject_cli)
     cli.add_command(retention_cli)

@@ -87,7 +87,7 @@ def _push(url: str, only: list[str] | None = None, new: dict[str, bytes] | None 
                 raise click.ClickException(str(e)) from None
         answer = iys_push.send(url, token, data, timeout)
         with s.begin():
-            batch = s.get(IysBatch, batch.id)
+            batch = s.get_one(IysBatch, batch.id)
             iys_push.record_answer(s, batch, answer, url, utcnow())
         codes = ", ".join(f"{e['code']}" + (f" (record {e['index']})" if e["index"] is not None
                                             else "") for e in answer.errors)

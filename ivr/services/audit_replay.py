@@ -34,8 +34,7 @@ def replay_call(session: Session, registry, call_sid: str, *, public_keys=None,
     rows = list(session.execute(q.order_by(AuditEntry.seq)))
     result.chain = verify_entries(session, [r.seq for r in rows], public_keys=public_keys,
                                   checkpoint=checkpoint)
-    if not result.chain.ok:
-        p = result.chain.problem
+    if (p := result.chain.problem) is not None:  # set exactly when the entries fail (not ok)
         result.mismatches.append(Mismatch(None, None, f"the call's audit entries do not verify "
                                           f"({p.unit} {p.seq}: {p.problem})", p.expected, p.found,
                                           ("expected", "found")))

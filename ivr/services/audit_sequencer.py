@@ -92,8 +92,15 @@ def log_origin(conn, app: Flask) -> str:
 
 def note_verifier(app: Flask, origin: str, key: Ed25519PrivateKey | None = None) -> note.Verifier:
     """The log's signed-note verifier: its origin as the key name, its Ed25519 key."""
-    key = key or audit_keys.signing_key(app)
-    return note.verifier(origin, key)
+    return note.verifier(origin, key or _signing_key(app))
+
+
+def _signing_key(app: Flask) -> Ed25519PrivateKey:
+    # audit_keys.signing_key makes a missing key; its None is for create=False only.
+    key = audit_keys.signing_key(app)
+    if key is None:
+        raise RuntimeError("audit_keys.signing_key made no key")
+    return key
 
 
 # --- one pass -------------------------------------------------------------------------
@@ -128,7 +135,8 @@ def sign_checkpoint(conn: Connection, app: Flask, key: Ed25519PrivateKey, size: 
         conn.execute(insert(Setting).values(name=ORIGIN_SETTING, value=origin))
     text = note.sign_checkpoint(note.Checkpoint(origin, size, root), origin, key)
     row_id = conn.execute(insert(AuditTreeHead).values(
-        tree_size=size, root_hash=root.hex(), at=now, note=text)).inserted_primary_key[0]
+        tree_size=size, root_hash=root.hex(), at=now, note=text)
+        .returning(AuditTreeHead.id)).scalar_one()
     return AuditTreeHead(id=row_id, tree_size=size, root_hash=root.hex(), at=now, note=text)
 
 
@@ -179,7 +187,7 @@ def run_pass(app: Flask, *, force_checkpoint: bool = False, wait: float = 0.0,
                     result.tree_size = size
                     more = count == BATCH
                     if not more and _due(conn, size, now, interval, force_checkpoint):
-                        key = key or audit_keys.signing_key(app)
+                        key = key or _signing_key(app)
                         result.refused = _fork(conn, app, key, tree, size)
                         if result.refused is None:
                             result.checkpoint = sign_checkpoint(conn, app, key, size,

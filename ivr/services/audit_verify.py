@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 
@@ -75,9 +75,7 @@ _HEADS_FROM_SQL = _HEADS_SQL.replace(" ORDER BY", " WHERE tree_size >= %s ORDER 
 @contextmanager
 def _raw(session: Session):
     """A DBAPI connection of its own, outside the session's transaction."""
-    bind = session.get_bind()
-    engine = getattr(bind, "engine", bind)
-    conn = engine.raw_connection()
+    conn = session.get_bind().engine.raw_connection()
     try:
         yield conn
     finally:
@@ -87,7 +85,7 @@ def _raw(session: Session):
             conn.close()
 
 
-def _stream(conn, sql: str, name: str) -> Iterator[tuple]:
+def _stream(conn, sql: str, name: str) -> Generator[tuple, None, None]:
     cur = conn.driver_connection.cursor(name=name)  # server-side: constant memory
     cur.itersize = BATCH
     try:
@@ -227,7 +225,7 @@ def verify_from_checkpoint(session: Session, checkpoint_id: int, *, verifiers=No
     return summary
 
 
-def _leaves_after(conn, size: int) -> Iterator[tuple]:
+def _leaves_after(conn, size: int) -> Generator[tuple, None, None]:
     """(seq, body, kind, ref, the hash stored at index seq - 1 or None) of the leaves after
     `size`, in order: what _LEAVES_SQL gives, read as index ranges (no scan, no sort). The
     next range is read on a thread of its own while this one is hashed."""
@@ -397,7 +395,7 @@ def verify_entries(session: Session, seqs: Iterable[int], *, public_keys=None,
             else:
                 status.uncovered += 1
             status.checked += 1
-        if head is not None and status.uncovered < status.checked:
+        if head is not None and row is not None and status.uncovered < status.checked:
             status.checkpoint = {"id": head.id, "seq": head.size, "tree_size": head.size,
                                  "at": row.at.isoformat(), "key_id": verifiers[0].vkey()
                                  if verifiers else ""}

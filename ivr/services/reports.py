@@ -67,10 +67,11 @@ def call_timeline(session: Session, call_sid: str, pii, registry=None) -> dict |
     events: list[dict] = []
     for ev in session.scalars(select(CallEvent).where(CallEvent.call_sid == call_sid)
                               .order_by(CallEvent.received_at, CallEvent.id)):
-        item = {"type": f"{ev.kind}.{ev.status}" if ev.status else ev.kind,
-                "kind": ev.kind, "status": ev.status,
-                "timestamp": utc_iso_or_none(ev.twilio_timestamp),
-                "received_at": utc_iso_or_none(ev.received_at)}
+        item: dict[str, str | int | None] = {
+            "type": f"{ev.kind}.{ev.status}" if ev.status else ev.kind,
+            "kind": ev.kind, "status": ev.status,
+            "timestamp": utc_iso_or_none(ev.twilio_timestamp),
+            "received_at": utc_iso_or_none(ev.received_at)}
         if ev.kind == "status":
             item["sequence_number"] = ev.sequence_number
         else:

@@ -24,31 +24,35 @@ def apply_record(ctx: calls.Context, record: dict) -> None:
     Raises spool.Later when the record must wait for an earlier one."""
     now = datetime.fromisoformat(record["received_at"])
     kind = record["kind"]
-    parser = twilio_form.PARSERS.get("incoming" if kind == "transfer" else kind)
-    if parser is None:
+    if ("incoming" if kind == "transfer" else kind) not in twilio_form.PARSERS:
         raise ValueError(f"unknown spool record kind {kind!r}")
-    parsed = parser(record["form"])
+    form = record["form"]
     token = str(record.get("token") or "")[:200] or None
     path = str(record.get("path") or f"/voice/{kind}")
-    replay = {"now": now, "token": token, "path": path, "label": "spooled"}
+    label = "spooled"
     try:
+        # Each kind calls its own parser by name, so its verb gets the form's own type.
         if kind == "incoming":
-            webhooks.incoming(ctx, parsed, exact_context=record["context"], **replay)
+            webhooks.incoming(ctx, twilio_form.call_fields(form), now, token, path, label,
+                              exact_context=record["context"])
         elif kind == "transfer":
-            webhooks.transfer(ctx, str(record["transfer"])[:32], record.get("facts"), parsed,
+            webhooks.transfer(ctx, str(record["transfer"])[:32], record.get("facts"),
+                              twilio_form.call_fields(form), now, token, path, label,
                               exact={"context": record["context"],
-                                     "language": record["language"]}, **replay)
+                                     "language": record["language"]})
         elif kind == "gather":
+            parsed = twilio_form.gather_input(form)
             step = twilio_form.integer({"step": record.get("step")}, "step",
                                        parsed.call.call_sid)
             if step is None:  # without its step a replay could apply the keys twice
                 raise ValueError(f"gather record without a step in 0..{INT32_MAX}")
             webhooks.gather(ctx, str(record.get("run") or "")[:32], step, record.get("state"),
-                            parsed, **replay)
+                            parsed, now, token, path, label)
         elif kind == "status":
-            webhooks.status(ctx, parsed, **replay)
+            webhooks.status(ctx, twilio_form.status_callback(form), now, token, path, label)
         else:
-            webhooks.recording(ctx, parsed, **replay)
+            webhooks.recording(ctx, twilio_form.recording_callback(form), now, token, path,
+                               label)
     except (webhooks.RunBehind, webhooks.UnknownRun) as exc:
         raise Later(f"{type(exc).__name__}: the run has not reached this step") from None
 

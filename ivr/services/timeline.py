@@ -187,12 +187,14 @@ def build(s: Session, call_sid: str, registry, entries: list[AuditEntry] | None 
     events = []
     for e, b in zip(entries, bodies, strict=True):
         d = b.get("data") or {}
-        title, detail, css = _describe(b["kind"], d, timeouts.get((d.get("run"), d.get("step"))))
+        run, step = d.get("run"), d.get("step")
+        title, detail, css = _describe(b["kind"], d, timeouts.get((run, step))
+                                       if run is not None and step is not None else None)
         # Entries from before the Merkle log carry their chain hash; a leaf, its leaf hash.
         digest = e.hash or merkle.leaf_hash(e.body.encode()).hex()
         ev = Event(seq=e.seq, hash=digest, kind=b["kind"], at=b["at"], title=title,
                    detail=detail, data=d, category=css)
-        version = versions.get(d.get("run"))
+        version = versions.get(run) if run is not None else None
         if b["kind"] == "prompts.played":
             ev.prompts = [PromptHeard(p["prompt"], p["language"],
                                       _text(registry, s, version, p["prompt"], p["language"]),
@@ -212,7 +214,10 @@ def notices(events: list[Event]) -> list[NoticeHeard]:
     recorded: dict[tuple[str, str], str | None] = {}
     for ev in events:
         d = ev.data
-        key = (d.get("run"), d.get("language"))
+        run, language = d.get("run"), d.get("language")
+        if run is None or language is None:  # a notice played names both; others match none
+            continue
+        key = (run, language)
         if ev.kind == "notice.played":
             parts = heard.setdefault(key, [])
             for p in ev.parts:

@@ -99,7 +99,8 @@ def check_retry(existing: Transfer, req: TransferRequest) -> Transfer:
     return existing
 
 
-def _active(session: Session, call_sid: str, now: datetime, stale_after: timedelta):
+def _active(session: Session, call_sid: str, now: datetime,
+            stale_after: timedelta) -> Transfer | None:
     """A transfer of this call still on its way, if any.
 
     The call's end fails its transfers; these time limits only matter when no status
@@ -112,7 +113,8 @@ def _active(session: Session, call_sid: str, now: datetime, stale_after: timedel
             return t
         if t.status == S.IN_FLOW:
             run = session.get(FlowRun, t.run_id) if t.run_id else None
-            if (run.updated_at if run else t.in_flow_at) > now - FLOW_IDLE:
+            since = run.updated_at if run else t.in_flow_at
+            if since is not None and since > now - FLOW_IDLE:
                 return t
     return None
 
@@ -172,7 +174,7 @@ def _fail(t: Transfer, reason: str, message: str, http_status: int, code: int | 
 def record_redirect(session: Session, transfer_id: str, now: datetime | None = None) -> Transfer:
     """Twilio accepted the redirect; the status moves on when Twilio fetches our TwiML."""
     now = now or utcnow()
-    t = session.get(Transfer, transfer_id, with_for_update=True)
+    t = session.get_one(Transfer, transfer_id, with_for_update=True)
     t.redirected_at = now
     audit_store.append(session, [("transfer.redirected", t.call_sid, _facts(t))], at=now)
     return t
@@ -186,7 +188,7 @@ def record_failure(session: Session, transfer_id: str, failure: RedirectFailed,
     transfer carries on and the error is only noted in the audit log.
     """
     now = now or utcnow()
-    t = session.get(Transfer, transfer_id, with_for_update=True)
+    t = session.get_one(Transfer, transfer_id, with_for_update=True)
     if t.status == S.REQUESTED:
         entry = _fail(t, failure.reason, failure.message, failure.http_status,
                       failure.twilio_code, now)
@@ -206,7 +208,7 @@ def expire(session: Session, transfer_id: str, stale_after: timedelta,
            now: datetime | None = None) -> Transfer:
     """Fail a request whose process stopped before Twilio's answer was stored."""
     now = now or utcnow()
-    t = session.get(Transfer, transfer_id, with_for_update=True)
+    t = session.get_one(Transfer, transfer_id, with_for_update=True)
     if in_flight(t) and t.requested_at <= now - stale_after:
         audit_store.append(session, [_fail(
             t, "interrupted", "the request was interrupted before Twilio's answer was "

@@ -105,6 +105,8 @@ def consent_values(plan: TurnPlan, flow: Flow, *, run_id: str, call_sid: str,
                    transfer_id: str | None, captured_at: datetime) -> dict:
     """The consent row a deciding turn stores (every column but the id)."""
     d = plan.decide
+    if d is None:
+        raise ValueError(f"run {run_id}: the turn decides nothing")
     return dict(run_id=run_id, call_sid=call_sid, phone_hmac=phone_hmac, phone_enc=phone_enc,
                 purpose=flow.purpose, channels=list(flow.channels), decision=d.decision,
                 digits="".join(d.digits)[:200], language=d.language,
@@ -118,8 +120,10 @@ CONSENT_VALUES = ("run_id", "call_sid", "phone_hmac", "purpose", "channels", "de
                   "transfer_id", "source", "audio")
 
 
-def consent_entry(values: dict, consent_id: int) -> tuple[str, str | None, dict]:
-    """The audit entry for a consent event; the phone appears only as its keyed HMAC."""
+def consent_entry(values: dict, consent_id: int | str) -> tuple[str, str | None, dict]:
+    """The audit entry for a consent event; the phone appears only as its keyed HMAC.
+
+    `consent_id` is the row's id, or a webhook's hole for it (the row is not written yet)."""
     kind = "consent.withdrawn" if values["decision"] == "withdrawn" else "consent.decided"
     return (kind, values["call_sid"], {
         "consent_id": consent_id, "call_sid": values["call_sid"], "run": values["run_id"],

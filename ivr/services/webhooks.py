@@ -234,15 +234,18 @@ def transfer(ctx: Context, transfer_id: str, url_token: str | None, fields: Call
         if exact is not None:
             context, languages = dict(exact["context"]), [exact["language"]]
             default = exact["language"]
-        plain, consenter = {}, {}
+        plain: dict[str, dict] = {}
+        consenter: dict[str, dict] = {}
         if facts:
             for lang in languages:
-                kw = dict(sid=sid, run_id=run_id, origin_=origin_, language=lang, now=now,
-                          transfer_id=transfer_id)
-                plain[lang] = _start_plan(ctx, flow, context=context, **kw)
+                plain[lang] = _start_plan(ctx, flow, sid=sid, run_id=run_id, origin_=origin_,
+                                          context=context, language=lang, now=now,
+                                          transfer_id=transfer_id)
                 if exact is None and not hidden:
-                    consenter[lang] = _start_plan(ctx, flow, context={
-                        **context, "has_consent": True}, **kw)
+                    consenter[lang] = _start_plan(
+                        ctx, flow, sid=sid, run_id=run_id, origin_=origin_,
+                        context={**context, "has_consent": True}, language=lang, now=now,
+                        transfer_id=transfer_id)
         in_flow = ("transfer.in_flow", sid, {
             "transfer_id": transfer_id, "call_sid": sid, "agent_id": hole("agent_id"),
             "status": T.IN_FLOW.value, "run": run_id, "after_failure": hole("after_failure")})
@@ -268,26 +271,26 @@ def transfer(ctx: Context, transfer_id: str, url_token: str | None, fields: Call
 class _Before:
     """Where the run stands before this turn (from the URL, or as stored)."""
 
-    step: int | None
-    flow: Flow | None
-    state: e.State | None
-    heard: dict | None
-    notice: dict | None
+    step: int
+    flow: Flow
+    state: e.State
+    heard: dict
+    notice: dict
     transfer_id: str | None
 
 
-def _from_url(ctx: Context, step: int | None, state_token: str | None) -> _Before:
-    none = _Before(step, None, None, None, None, None)
+def _from_url(ctx: Context, step: int | None, state_token: str | None) -> _Before | None:
+    """Where the URL says the run stands, or None when it does not say (or is not read)."""
     if not state_token or step is None:
-        return none
+        return None
     try:
         version, state, memory = read_token(state_token)
     except StateTokenError:
-        return none
+        return None
     known = run_memory.unpack(memory, ctx.renderer.audio)
     flow = ctx.flows.in_memory(version)
     if known is None or flow is None:
-        return none
+        return None
     heard, notice = known
     return _Before(step, flow, state, heard, notice, state.context.get("transfer_id"))
 
@@ -300,7 +303,7 @@ def _from_stored(ctx: Context, step: int | None, stored: dict) -> _Before:
 
 
 def _turn(ctx: Context, b: _Before, run_id: str, sid: str, result: GatherInput,
-          now: datetime) -> tuple[dict, dict | None, list[str], list[list], list[tuple]]:
+          now: datetime) -> tuple[dict, dict | None, list[str], list[dict], list[tuple]]:
     """Plan the turn: (plan, consent, transfer moves, transfer leaves, facts)."""
     flow = b.flow
     inp = digits_input(result.digits)
@@ -308,10 +311,10 @@ def _turn(ctx: Context, b: _Before, run_id: str, sid: str, result: GatherInput,
     plan = turns.plan_turn(ctx, flow, run_id=run_id, call_sid=sid, state=state,
                            actions=actions, inp=inp, heard=b.heard, notice=b.notice)
     facts: list[tuple] = []
-    if isinstance(inp, e.Timeout):
-        facts.append(("gather", "timeout", False))
-    else:
+    if isinstance(inp, e.Digits):
         facts.append(("gather", "digits", e.digits_chose(flow, b.state.to_dict(), inp.value)))
+    else:  # a gather's input is keys or silence, never a hang-up
+        facts.append(("gather", "timeout", False))
     audit = list(plan.audit)
     consent = None
     agent = hole("agent_id") if b.transfer_id else None
@@ -327,7 +330,8 @@ def _turn(ctx: Context, b: _Before, run_id: str, sid: str, result: GatherInput,
         consent = {k: values[k] for k in ("decision", "purpose", "channels", "digits",
                                           "language", "notice_version", "audio")}
         facts.append(("consent", values["decision"]))
-    moves, moved = [], []
+    moves: list[str] = []
+    moved: list[tuple] = []
     if b.transfer_id:
         facts_of = {"transfer_id": b.transfer_id, "call_sid": sid, "agent_id": agent}
         for a in actions:
@@ -367,17 +371,18 @@ def gather(ctx: Context, run_id: str, step: int | None, state_token: str | None,
     sid = result.call.call_sid
     before = _from_url(ctx, step, state_token)
     for attempt in range(_PLANS_TRIED):
-        planned = before.flow is not None
         plan, consent, moves, moved, facts, state_before = (
             _planned_turn(ctx, before, run_id, sid, result, now,
                           state_token if attempt == 0 else None)
-            if planned else (None, None, [], [], [], None))
+            if before is not None else (None, None, [], [], [], None))
         args = fn.Gather(
             token=token, path=path[:200], now=now, sid=sid, label=label, run=run_id,
-            step=before.step if planned else step,
-            flow_version=before.flow.version if planned else None,
-            transfer_id=before.transfer_id, state_before=state_before,
-            heard_before=before.heard, notice_before=before.notice, plan=plan,
+            step=before.step if before is not None else step,
+            flow_version=before.flow.version if before is not None else None,
+            transfer_id=before.transfer_id if before is not None else None,
+            state_before=state_before,
+            heard_before=before.heard if before is not None else None,
+            notice_before=before.notice if before is not None else None, plan=plan,
             consent=consent, transfer_moves=moves, transfer_leaves=moved, moves=_MOVES,
             decided=T.DECIDED.value, returned=T.RETURNED.value)
         row = _run(ctx, args)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -110,7 +110,7 @@ def set_refused(conn, reason: str | None) -> None:
     current = refused(conn)
     if reason is None:
         if current is not None:
-            conn.execute(Setting.__table__.delete().where(Setting.name == REFUSED_SETTING))
+            conn.execute(delete(Setting).where(Setting.name == REFUSED_SETTING))
     elif current is None:
         conn.execute(insert(Setting).values(name=REFUSED_SETTING, value=reason))
     elif current != reason:

@@ -228,14 +228,16 @@ def _bin() -> Path:
 
 def _run(argv: list[str], user: pwd.struct_passwd | None, data_dir: Path) -> None:
     """Run one of the wheel's programs (as the server's user), raising with its output."""
-    as_user = ({"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-               if user is not None else {})
     # Output to a file, not a pipe: pg_ctl's server keeps the pipe open and would hang us.
     with tempfile.TemporaryFile("w+") as out:
         try:
             subprocess.run([str(_bin() / argv[0]), *argv[1:]], check=True,
                            stdout=out, stderr=subprocess.STDOUT, cwd="/",
-                           timeout=START_SECONDS + 10, **as_user)
+                           timeout=START_SECONDS + 10,
+                           # None (no user given) leaves each as this process has it.
+                           user=user.pw_uid if user is not None else None,
+                           group=user.pw_gid if user is not None else None,
+                           extra_groups=[] if user is not None else None)
         except (OSError, subprocess.SubprocessError) as e:
             out.seek(0)
             said = " ".join(out.read().split())[-600:]

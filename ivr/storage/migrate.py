@@ -74,16 +74,17 @@ def describe(diff) -> str:
     """One difference from compare_metadata, in words."""
     if isinstance(diff, list):  # column modifications come as a list of tuples
         return "; ".join(describe(d) for d in diff)
-    kind, obj = diff[0], diff[1] if len(diff) > 1 else None
+    kind = diff[0]
     if kind in ("add_table", "remove_table"):
-        return f"{'missing' if kind == 'add_table' else 'extra'} table {obj.name}"
+        return f"{'missing' if kind == 'add_table' else 'extra'} table {diff[1].name}"
     if kind in ("add_index", "remove_index"):
-        return f"{'missing' if kind == 'add_index' else 'extra'} index {obj.name}"
+        return f"{'missing' if kind == 'add_index' else 'extra'} index {diff[1].name}"
     if kind in ("add_column", "remove_column"):
         where = "missing" if kind == "add_column" else "extra"
         return f"{where} column {diff[2]}.{diff[3].name}"
     if kind.startswith("modify_"):
         return f"{kind[7:]} of {diff[2]}.{diff[3]} differs"
+    obj = diff[1] if len(diff) > 1 else None
     name = getattr(obj, "name", None) or getattr(getattr(obj, "table", None), "name", "")
     return f"{kind.replace('_', ' ')} {name}".strip()
 

@@ -51,7 +51,7 @@ class DatabaseStorage(Storage):
         """Add `amount` to the key's window (a new window if the old one ended); the new count."""
         now = time.time()
         table = RateLimitCounter.__table__
-        insert = postgresql.insert(table)
+        insert = postgresql.insert(RateLimitCounter)
         ended = table.c.expires_at <= now
         stmt = insert.values(key=key, count=amount, expires_at=now + expiry).on_conflict_do_update(
             index_elements=[table.c.key],
@@ -61,7 +61,7 @@ class DatabaseStorage(Storage):
         with self.engine.begin() as conn:
             count = conn.execute(stmt).scalar_one()
             if secrets.randbelow(100) == 0:  # now and then, forget windows long over
-                conn.execute(delete(table).where(table.c.expires_at < now - 3600))
+                conn.execute(delete(RateLimitCounter).where(table.c.expires_at < now - 3600))
         return count
 
     def get(self, key: str) -> int:

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .models import WebSession
+from .results import rows_affected
 
 # A live session's last_seen_at is written at most this often: not one write per page view.
 TOUCH_EVERY = timedelta(seconds=60)
@@ -69,7 +70,7 @@ def end(s: Session, token: str | None, now: datetime, reason: str) -> bool:
     result = s.execute(update(WebSession).where(WebSession.id == token_id(token),
                                                 WebSession.ended_at.is_(None))
                        .values(ended_at=now, end_reason=reason))
-    return result.rowcount > 0
+    return rows_affected(result) > 0
 
 
 def end_all(s: Session, user_id: int, now: datetime, reason: str) -> int:
@@ -77,15 +78,16 @@ def end_all(s: Session, user_id: int, now: datetime, reason: str) -> int:
     result = s.execute(update(WebSession).where(WebSession.user_id == user_id,
                                                 WebSession.ended_at.is_(None))
                        .values(ended_at=now, end_reason=reason))
-    return result.rowcount
+    return rows_affected(result)
 
 
 def open_count(s: Session, user_id: int, now: datetime, idle: timedelta,
                max_age: timedelta) -> int:
     """How many live sessions a user has."""
-    return s.scalar(select(func.count()).select_from(WebSession).where(
+    return s.execute(select(func.count()).select_from(WebSession).where(
         WebSession.user_id == user_id, WebSession.ended_at.is_(None),
-        WebSession.last_seen_at > now - idle, WebSession.created_at > now - max_age))
+        WebSession.last_seen_at > now - idle, WebSession.created_at > now - max_age)
+    ).scalar_one()
 
 
 def forget_old(s: Session, now: datetime, max_age: timedelta) -> None:

@@ -30,7 +30,7 @@ import orjson
 import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from . import deadline as db_deadline
 
@@ -253,7 +253,8 @@ def call(engine: Engine, args: Webhook):
     raise AssertionError("unreachable: the second attempt returns or raises")
 
 
-def _wrapped(engine: Engine, sql: bytes, exc: psycopg.Error, gone: bool) -> DBAPIError:
+def _wrapped(engine: Engine, sql: bytes, exc: psycopg.Error, gone: bool) -> StatementError:
+    # A DBAPIError subclass for a driver error, typed by SQLAlchemy as its base class.
     return DBAPIError.instance(sql.decode(), None, exc, psycopg.Error, hide_parameters=True,
                                connection_invalidated=gone, dialect=engine.dialect)
 
@@ -282,7 +283,10 @@ def _execute(engine: Engine, connection, sql: bytes, params: dict):
             driver.prepare_threshold = None
             _back_to_transactions(connection, driver)
     except psycopg.Error as exc:
-        gone = engine.dialect.is_disconnect(exc, driver, None) or not connection.is_valid
+        # SQLAlchemy types the error as its protocol's own nested class, which no driver's
+        # exception is: psycopg's is what the psycopg dialect reads.
+        gone = (engine.dialect.is_disconnect(exc, driver, None)  # type: ignore[arg-type]
+                or not connection.is_valid)
         if gone and connection.is_valid:  # not already given up by _back_to_transactions
             connection.invalidate(exc)
         raise _wrapped(engine, sql, exc, gone) from exc

@@ -19,7 +19,7 @@ from ivr.web import transfer_start as start
 from ivr.web.agent import TRANSFER_ID, agent_page, bp
 from ivr.web.api.transfers import REFUSALS, document
 from ivr.web.auditor.guards import role_required
-from ivr.web.auditor.login import current_user
+from ivr.web.auditor.login import current_user, logged_in_user
 from ivr.web.auditor.roles import DESK_ROLES
 from ivr.web.current import flows, personal_data
 from ivr.web.current import session as db_session
@@ -56,7 +56,7 @@ def _form_defaults() -> dict:
 
 
 def _desk(form: dict, errors: dict, status: int = 200, message: str | None = None):
-    user = current_user()
+    user = logged_in_user()
     s = db_session()
     rows = _listing(s, user)
     html = render_template("agent/desk.html", transfers=rows, form=form, errors=errors,
@@ -141,7 +141,7 @@ FIELD_OF = {"call_sid": "call_sid", "return_to.name": "queue", "return_to.number
 @role_required(DESK_ROLES, "the agent desk")
 def create():
     """Send a live call into the consent flow from the desk's form."""
-    user = current_user()
+    user = logged_in_user()
     body, typed = form_body(request.form)
     try:
         key = transfer_request.idempotency_key(request.form.get("idempotency_key"))

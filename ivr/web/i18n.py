@@ -210,7 +210,7 @@ MEDIA_ERRORS = {
 }
 
 
-def media_error(reason: object) -> str:
+def media_error(reason: str) -> str:
     """Why a recording cannot be played, in the page's language."""
     return str(MEDIA_ERRORS.get(reason, MEDIA_ERRORS["http"]))
 
@@ -235,11 +235,13 @@ SPOOL_OUTCOMES = {"applied": _l("applied"), "waiting": _l("waiting for an earlie
                   "quarantined again": _l("quarantined again")}
 
 
-def push_answer(outcome: object, http_status: object) -> str:
+def push_answer(outcome: str | None, http_status: int | None) -> str:
     """What İYS's answer to a push means, in the page's language."""
     if outcome != "accepted" and http_status is None:
         return str(PUSH_ANSWERS["unreachable"])
-    return str(PUSH_ANSWERS.get(outcome, PUSH_ANSWERS["failed"]))
+    if outcome is None or outcome not in PUSH_ANSWERS:
+        return str(PUSH_ANSWERS["failed"])
+    return str(PUSH_ANSWERS[outcome])
 
 
 def quarantine_error(error: object) -> str:

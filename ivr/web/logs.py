@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 
 from flask import Flask
 from pythonjsonlogger.json import JsonFormatter
@@ -66,14 +67,14 @@ def _redact_value(value):
     return value
 
 
-def _install_record_redaction() -> None:
-    """Redact every record's message when it is made, whoever logs it and wherever it goes."""
-    previous = logging.getLogRecordFactory()
-    if getattr(previous, "_ivr_redacting", False):
-        return
+class _RedactingFactory:
+    """A log record factory that redacts each record's message as the record is made."""
 
-    def factory(*args, **kwargs):
-        record = previous(*args, **kwargs)
+    def __init__(self, previous: Callable[..., logging.LogRecord]):
+        self.previous = previous
+
+    def __call__(self, *args: object, **kwargs: object) -> logging.LogRecord:
+        record = self.previous(*args, **kwargs)
         try:
             message = record.getMessage()
         except Exception:  # logging reports a bad format string itself
@@ -83,8 +84,13 @@ def _install_record_redaction() -> None:
             record.msg, record.args = clean, ()
         return record
 
-    factory._ivr_redacting = True
-    logging.setLogRecordFactory(factory)
+
+def _install_record_redaction() -> None:
+    """Redact every record's message when it is made, whoever logs it and wherever it goes."""
+    previous = logging.getLogRecordFactory()
+    if isinstance(previous, _RedactingFactory):
+        return
+    logging.setLogRecordFactory(_RedactingFactory(previous))
 
 
 class RedactingFilter(logging.Filter):
@@ -116,11 +122,13 @@ class JsonLogFormatter(JsonFormatter):
                                         "name": "logger"},
                          datefmt="%Y-%m-%dT%H:%M:%S%z")
 
+    # logging.Formatter's text: JsonFormatter's own gives a list only with *_as_array,
+    # which this formatter never sets.
     def formatException(self, ei) -> str:
-        return redact(super().formatException(ei))
+        return redact(logging.Formatter.formatException(self, ei))
 
     def formatStack(self, stack_info: str) -> str:
-        return redact(super().formatStack(stack_info))
+        return redact(logging.Formatter.formatStack(self, stack_info))
 
     def process_log_record(self, log_record: dict) -> dict:
         return {k: _redact_value(v) for k, v in log_record.items()}

@@ -96,8 +96,10 @@ def count_facts(facts) -> None:
             counter(*args)
 
 
-_FACT_COUNTERS = {"call_started": count_call_started, "consent": count_consent,
-                  "gather": count_gather, "call_completed": count_call_completed}
+# Each takes its fact's own arguments (a fact is its kind, then them).
+_FACT_COUNTERS: dict[str, Callable[..., None]] = {
+    "call_started": count_call_started, "consent": count_consent, "gather": count_gather,
+    "call_completed": count_call_completed}
 
 
 def observe_webhook(path: str, call_sid: str, outcome: str, seconds: float) -> None:
@@ -212,9 +214,11 @@ def metrics_text(app: Flask) -> bytes:
 # --- counting committed facts -------------------------------------------------------------
 
 _PENDING = "ivr_metrics_pending"
+# A count to make once its transaction commits: the counter and its arguments.
+_Count = tuple[Callable[..., None], tuple]
 
 
-def _pending(session: Session) -> list:
+def _pending(session: Session) -> list[_Count]:
     return session.info.setdefault(_PENDING, [])
 
 
@@ -228,7 +232,7 @@ def _after_flush(session: Session, _flush_context) -> None:
 
 def _collect(session: Session) -> None:  # noqa: C901 - one gauge per family, read in one pass
 
-    found = []
+    found: list[_Count] = []
     for obj in session.new:
         if isinstance(obj, FlowRun):
             found.append((count_call_started, (obj.origin,)))

@@ -28,10 +28,11 @@ import os
 import re
 import time
 
-from flask import Flask, current_app, request
+from flask import Blueprint, Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from sqlalchemy.engine import Engine
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from ivr.storage import ratelimit  # noqa: F401 - registers the storage scheme and the table
@@ -204,31 +205,41 @@ def login_rate_key() -> str:
     return "login:" + hashlib.sha256(get_remote_address().encode()).hexdigest()[:32]
 
 
+def _blueprint(app: Flask, name: str) -> Blueprint | None:
+    # app.blueprints holds Flask's sans-IO base type; the limiter takes flask.Blueprint,
+    # which is what every registered blueprint is.
+    bp = app.blueprints.get(name)
+    return bp if isinstance(bp, Blueprint) else None
+
+
 def _limiter(app: Flask) -> Limiter:
     uri = str(_setting(app, "RATELIMIT_STORAGE_URI"))
-    options = {}
+    options: dict[str, Engine] = {}
     if uri.startswith("ivr+db"):
 
         options["engine"] = database(app).engine
     limiter = Limiter(
-        get_remote_address, app=app, storage_uri=uri, storage_options=options,
+        get_remote_address, app=app, storage_uri=uri,
+        # flask-limiter types its options as str | int (a URI's settings), but it hands
+        # them to the storage as they are: ours takes the engine (storage/ratelimit.py).
+        storage_options=options,  # type: ignore[arg-type]
         strategy="fixed-window", key_prefix="ivr",
         # A storage outage must not take the service down with it: requests pass unlimited.
         # No X-RateLimit-* headers: filling them reads the counters again after the view,
         # one more round trip per request.
         swallow_errors=True, headers_enabled=False,
         enabled=app.config.get("RATELIMIT_ENABLED", True))
-    if "api" in app.blueprints:
+    if (api := _blueprint(app, "api")) is not None:
         limiter.limit(lambda: str(_setting(current_app, "RATELIMIT_API")),
-                      key_func=api_rate_key)(app.blueprints["api"])
+                      key_func=api_rate_key)(api)
         limiter.limit(lambda: str(_setting(current_app, "RATELIMIT_API_ADDRESS")),
-                      key_func=address_rate_key, scope="api-address")(app.blueprints["api"])
-    if "auth" in app.blueprints:
+                      key_func=address_rate_key, scope="api-address")(api)
+    if (auth := _blueprint(app, "auth")) is not None:
         limiter.limit(lambda: str(_setting(current_app, "RATELIMIT_LOGIN")),
-                      key_func=login_rate_key, methods=["POST"])(app.blueprints["auth"])
+                      key_func=login_rate_key, methods=["POST"])(auth)
     for name in UNLIMITED_BLUEPRINTS:
-        if name in app.blueprints:
-            limiter.exempt(app.blueprints[name])
+        if (unlimited := _blueprint(app, name)) is not None:
+            limiter.exempt(unlimited)
     _skip_exempt_blueprints(app, limiter)
     return limiter
 
@@ -261,7 +272,9 @@ def _trust_proxies(app: Flask) -> None:
             "loopback peers only; list your proxies' addresses in IVR_TRUSTED_PROXIES",
             proxies)
     if networks:
-        app.wsgi_app = TrustedProxies(app.wsgi_app, networks, proxies or None)
+        # Flask's documented way to add WSGI middleware, which mypy sees as replacing a method.
+        app.wsgi_app = TrustedProxies(  # type: ignore[method-assign]
+            app.wsgi_app, networks, proxies or None)
 
 
 def init_app(app: Flask) -> None:

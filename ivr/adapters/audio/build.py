@@ -238,9 +238,9 @@ def _current(job: _Job, path: Path, old: ManifestEntry | None) -> ManifestEntry 
                          round(seg.max_dBFS, 2), built, parts)
 
 
-def _kept_production(job: _Job, old: ManifestEntry | None, audio_dir: Path) -> bool:
+def _kept_production(job: _Job, old: ManifestEntry, audio_dir: Path) -> bool:
     """Under --engine auto, never replace gTTS audio with the offline voice for the same text."""
-    return (old is not None and old.engine == "gtts" and old.text == job.text
+    return (old.engine == "gtts" and old.text == job.text
             and old.normalized_text == job.spoken and (audio_dir / old.file).is_file())
 
 
@@ -260,7 +260,7 @@ def _build_locked(flows: list[Flow], audio_dir: Path, engine: Engine, progress: 
     todo: list[_Job] = []
     for job in jobs:
         previous = old.get(job.key)
-        if fell_back and _kept_production(job, previous, audio_dir):
+        if fell_back and previous is not None and _kept_production(job, previous, audio_dir):
             report.up_to_date.append(previous)
             continue
         current = _current(job, audio_dir / job.file, previous)

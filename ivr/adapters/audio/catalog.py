@@ -112,13 +112,13 @@ class AudioLibrary:
             log.warning("audio manifest not loaded, prompts fall back to <Say>: %s", e)
             entries = []
         present = {p.name for p in self.directory.iterdir()} if self.directory.is_dir() else set()
-        for e in entries:
-            if not FILE_NAME.fullmatch(e.file) or e.file not in present:
+        for m in entries:
+            if not FILE_NAME.fullmatch(m.file) or m.file not in present:
                 continue
-            entry = AudioEntry(file=e.file, sha256=e.sha256, duration_ms=e.duration_ms,
-                               engine=e.engine)
-            by_text.setdefault((e.prompt_id, e.language, e.text), entry)
-            by_file.setdefault(e.file, entry)
+            entry = AudioEntry(file=m.file, sha256=m.sha256, duration_ms=m.duration_ms,
+                               engine=m.engine)
+            by_text.setdefault((m.prompt_id, m.language, m.text), entry)
+            by_file.setdefault(m.file, entry)
         by_short: dict[str, str | None] = {}
         for entry in by_file.values():
             short = entry.sha256[:SHORT_SHA]

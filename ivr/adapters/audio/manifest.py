@@ -56,15 +56,16 @@ class ManifestEntry:
 def content_name(spoken_text: str, language: str, engine: str, voice: dict,
                  fmt: dict) -> str:
     """File name for a render: SHA-256 of the canonical JSON of everything that shapes it."""
-    doc = {"text": spoken_text, "language": language, "engine": engine, "voice": voice,
-           "format": fmt}
+    doc: dict[str, str | dict] = {"text": spoken_text, "language": language, "engine": engine,
+                                  "voice": voice, "format": fmt}
     return hashlib.sha256(rfc8785.dumps(doc)).hexdigest() + ".wav"
 
 
 def parts_content_name(parts: list[tuple[str, str, dict]], engine: str, fmt: dict) -> str:
     """File name for a prompt joined from parts [(spoken text, language, voice)]."""
-    doc = {"parts": [{"text": t, "language": lang, "voice": v} for t, lang, v in parts],
-           "engine": engine, "format": fmt}
+    doc: dict[str, str | dict | list[dict]] = {
+        "parts": [{"text": t, "language": lang, "voice": v} for t, lang, v in parts],
+        "engine": engine, "format": fmt}
     return hashlib.sha256(rfc8785.dumps(doc)).hexdigest() + ".wav"
 
 

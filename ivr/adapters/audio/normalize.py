@@ -7,6 +7,7 @@ both engines get the same spelled-out text. The manifest keeps the original and 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable
@@ -229,7 +230,7 @@ def _abbreviations(text: str, table: dict[str, str], turkish: bool) -> str:
             # The abbreviation's dot may also end the sentence: keep that full stop.
             pattern += rf"(?P<stop>(?=\s+[{_TR_UPPER}])|$)?"
         spoken = table[abbr]
-        text = re.sub(pattern, lambda m, s=spoken: _expand(m, s), text)
+        text = re.sub(pattern, functools.partial(_expand, spoken=spoken), text)
     return text
 
 

@@ -288,6 +288,8 @@ def _timestamp_files(s: Session, app: Flask, head: AuditTreeHead) -> dict[str, b
     for a, h in anchor_store.done(s, anchor_store.TIMESTAMP):
         if h.id != head.id:
             continue
+        if a.data is None:  # a done time-stamp anchor holds its token
+            raise ValueError(f"time-stamp anchor {a.id} is done but holds no token")
         der = base64.b64decode(a.data)
         tok = timestamps.describe(timestamps.parse(der))
         k += 1
@@ -493,6 +495,9 @@ def _build(s: Session, app: Flask, call: Call, entries: list[AuditEntry], head: 
     notices = _notices(bodies, versions, registry, s)
     audio = _audio_files(index, bodies)
     replay = _replay_text(s, registry, sid, head)
+    timeline = call_timeline(s, sid, pii)
+    if timeline is None:  # only an unknown call has none, and this one is stored
+        raise LookupError(f"call {sid} has no timeline")
 
     files: dict[str, bytes] = dict(proof_files)
     files["entries.jsonl"] = _jsonl(_line(e) for e in entries)
@@ -500,9 +505,8 @@ def _build(s: Session, app: Flask, call: Call, entries: list[AuditEntry], head: 
     files.update(_notice_files(notices))
     files.update(audio.files)
     files["replay.txt"] = replay.encode("utf-8")
-    files["call.json"] = (json.dumps(_summary(call_timeline(s, sid, pii), call.phone_hmac,
-                                              cover), ensure_ascii=False, indent=2)
-                          + "\n").encode("utf-8")
+    files["call.json"] = (json.dumps(_summary(timeline, call.phone_hmac, cover),
+                                     ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     files["verification.txt"] = _verification_text(now, log_result, replay, cover, notices,
                                                     audio.missing)
     files["verify.py"] = VERIFY_SCRIPT.read_bytes()

@@ -55,7 +55,7 @@ def pending(session: Session, pii: PersonalData, since: datetime | None = None) 
     out = []
     for r in rows:
         types = [t for t in CHANNELS if t in (r.channels or ()) and (r.id, t) not in handled]
-        if not types:
+        if not types or r.phone_hmac is None:  # the query left these out: this tells mypy
             continue
         phone = pii.decrypt(r.phone_enc)
         for t in types:
@@ -72,7 +72,9 @@ def registered(session: Session, hmacs: set[str]) -> dict[tuple[str, str], iys.R
                                                        IysRecord.recipient_hmac.in_(part))
                                .order_by(IysRecord.consent_at, IysRecord.id))
         for r in rows:
-            out[(r.recipient_hmac, r.type)] = iys.Registered(r.status, r.consent_at, r.batch_id)
+            if r.recipient_hmac is not None:  # the query's IN left out None: this tells mypy
+                out[(r.recipient_hmac, r.type)] = iys.Registered(r.status, r.consent_at,
+                                                                 r.batch_id)
     return out
 
 
@@ -108,7 +110,7 @@ class ExportResult:
     def finalize(self) -> None:
         """After commit: move the files into place."""
         for b in self.batches:
-            if b.tmp is not None:
+            if b.tmp is not None and b.path is not None:  # a batch with a file has both
                 os.replace(b.tmp, b.path)
                 b.tmp = None
 

@@ -35,7 +35,7 @@ def record_answer(session: Session, batch: IysBatch, answer: Answer, url: str,
         batch.status = "push_failed"
     else:
         batch.status = "rejected"
-        named = {}
+        named: dict[int, str] = {}  # the rejected record's index in the batch: why
         for e in answer.errors:
             if e.get("index") is not None:
                 named.setdefault(e["index"], f"{e['code']}: {e['message']}"[:1000])

@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ivr.storage import audit_store
+from ivr.storage.results import rows_affected
 
 from ...domain.kvkk.policy import Policy
 from ...domain.vocabulary import DECISIVE, Decision
@@ -56,15 +57,16 @@ def consent_expiry(events: list[Consent], proof) -> dict[int, datetime | None]:
         if ev.decision != Decision.GRANTED:
             out[ev.id] = ev.captured_at + proof
             continue
-        ends: list[datetime] | None = []
+        ends: list[datetime] = []
+        open_ended = False  # a channel no later event settles: the grant still stands
         for ch in ev.channels or ():
             nxt = next((later.captured_at for later in events[i + 1:]
                         if later.decision in DECISIVE and ch in (later.channels or ())), None)
             if nxt is None:
-                ends = None
+                open_ended = True
                 break
             ends.append(nxt)
-        out[ev.id] = None if ends is None else max(ends, default=ev.captured_at) + proof
+        out[ev.id] = None if open_ended else max(ends, default=ev.captured_at) + proof
     return out
 
 
@@ -177,7 +179,7 @@ def plan(session: Session, policy: Policy, now: datetime, subject: str | None = 
         SubjectRequest.closed_at < now - policy.subject_requests).order_by(SubjectRequest.id)))
     p.iys_files = [(b.id, b.file) for b in session.scalars(select(IysBatch).where(
         IysBatch.file.is_not(None), IysBatch.created_at < now - policy.iys_files)
-        .order_by(IysBatch.id))]
+        .order_by(IysBatch.id)) if b.file is not None]  # the query did: this tells mypy
     p.log_cutoff = now - policy.destruction_log
     p.log_prune = session.scalar(select(func.count()).select_from(DestructionLog).where(
         DestructionLog.at < p.log_cutoff)) or 0
@@ -218,7 +220,7 @@ def apply(session: Session, p: Plan, now: datetime, *, reason: str, kind: str,
     def run(part: list[tuple[str, list]]) -> None:
         log = _destroy(session, part, run_id, now, reason, failures)
         for part_rows in _chunks(log, 1000):
-            session.connection().execute(insert(DestructionLog.__table__), part_rows)
+            session.connection().execute(insert(DestructionLog), part_rows)
         for e in log:
             counts[e["category"]] += 1
 
@@ -325,8 +327,8 @@ def _finish(session: Session, p: Plan, now: datetime, run_id: str, counts: dict[
     pruned = 0
     if p.log_cutoff is not None and p.log_prune:
         # Only records older than the kept period (the policy refuses less than 3 years).
-        pruned = session.execute(delete(DestructionLog).where(
-            DestructionLog.at < p.log_cutoff)).rowcount or 0
+        pruned = rows_affected(session.execute(delete(DestructionLog).where(
+            DestructionLog.at < p.log_cutoff))) or 0
     audit_store.append(session, [(kind, ref or f"retention:{run_id}", {
         "run_id": run_id, "counts": counts, "pruned_destruction_log": pruned,
         "not_done": sorted(failures), **(audit or {}),

@@ -35,6 +35,8 @@ def build(session: Session, pii: PersonalData, phone: str, policy: Policy, lang:
           now: datetime) -> dict:
     """The report for one phone number (E.164) in one language."""
     subject = pii.fingerprint(phone)
+    if subject is None:  # fingerprint is typed str | None, though only None gives None
+        raise ValueError("a subject report needs a phone number")
     calls = list(session.scalars(select(Call).where(Call.phone_hmac == subject)
                                  .order_by(Call.created_at, Call.call_sid)))
     sids = [c.call_sid for c in calls]

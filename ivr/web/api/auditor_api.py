@@ -18,7 +18,7 @@ from ivr.services.consents import export_record
 from ivr.services.reports import call_timeline, consent_records, stored_call
 from ivr.web.auditor.search import CALL_SID, SearchError, phone_fingerprint
 from ivr.web.current import personal_data, session
-from ivr.web.tokens import bearer_user, require_token
+from ivr.web.tokens import require_token, token_user
 
 from .blueprint import bp
 from .errors import bad_request, error_response
@@ -39,7 +39,7 @@ def api_call(call_sid: str):
         with transaction(s):
             row = stored_call(s, call_sid)
             doc = call_timeline(s, call_sid, personal_data()) if row else None
-            record_access(s, bearer_user(), "api.call", via="api", call_sid=call_sid,
+            record_access(s, token_user(), "api.call", via="api", call_sid=call_sid,
                           phone_hmac=row.phone_hmac if row else None, found=row is not None)
     except DataKeyError as e:
         return error_response(500, str(e))
@@ -121,7 +121,7 @@ def api_consents():
             recs = recs[:limit]
             rows = [export_record(r, pii) for r in recs]
             sids = list(dict.fromkeys(r.call_sid for r in recs if r.call_sid))
-            record_access(s, bearer_user(), "api.consents", via="api",
+            record_access(s, token_user(), "api.consents", via="api",
                           phone_hmac=crit.get("phone_hmac"), query=query, call_sids=sids)
     except DataKeyError as e:
         return error_response(500, str(e))

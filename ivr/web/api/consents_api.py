@@ -11,7 +11,7 @@ from ivr.domain.vocabulary import CHANNELS
 from ivr.services.kvkk import withdrawals as w
 from ivr.services.kvkk.status import current_status
 from ivr.web.current import personal_data, session
-from ivr.web.tokens import bearer_user, require_token
+from ivr.web.tokens import require_token, token_user
 
 from .blueprint import bp
 from .errors import bad_request, error_response
@@ -36,7 +36,7 @@ def _status(s, phone_hmac: str) -> dict:
 
 def _answer(s, record, pii, code: int):
     body = {"events": [_event(record, pii)], "status": _status(s, record.phone_hmac),
-            "agent": {"id": record.agent_id, "name": bearer_user().name}}
+            "agent": {"id": record.agent_id, "name": token_user().name}}
     response = jsonify(body)
     response.status_code = code
     return response
@@ -65,7 +65,7 @@ def create_withdrawal():
         channels = w.parse_channels(data["channels"]) if "channels" in data else list(CHANNELS)
     except w.WithdrawalError as e:
         return bad_request(str(e))
-    user = bearer_user()
+    user = token_user()
     pii = personal_data()
     scoped = w.idempotency_scope(user.id, key) if key else None
     purpose = current_app.extensions["ivr_flows"].default.purpose

@@ -14,7 +14,7 @@ from ivr.services import transfers as service
 from ivr.storage.transfer_models import Transfer
 from ivr.web import transfer_start as start
 from ivr.web.current import flows, personal_data, session
-from ivr.web.tokens import bearer_user, require_token
+from ivr.web.tokens import require_token, token_user
 
 from .blueprint import bp
 from .errors import bad_request, error_response
@@ -71,7 +71,7 @@ def _end_read(s) -> None:
 @require_token("agent")
 def create_transfer():
     """Send a live call into the consent flow; the caller returns as `return_to` says."""
-    user = bearer_user()
+    user = token_user()
     agent = service.Agent(id=str(user.id), name=user.name)
     s = session()
     _end_read(s)
@@ -118,7 +118,7 @@ def _create(s, req, agent, key, settings):
 @require_token("agent", "auditor")
 def get_transfer(transfer_id: str):
     """A transfer's status: to the agent who made it, to auditors and admins."""
-    user = bearer_user()
+    user = token_user()
     s = session()
     _end_read(s)
     with s.begin():

@@ -78,6 +78,15 @@ def current_user() -> User | None:
     return user
 
 
+def logged_in_user() -> User:
+    """The logged-in user of a page whose guard let them in (workspace_required and the
+    like): its views need no None check."""
+    user = current_user()
+    if user is None:  # a view without a login guard
+        raise RuntimeError("no logged-in user: this view needs a login guard")
+    return user
+
+
 def workspace_required(view):
     """Protect a page: log in first (redirect), and hold the auditor or admin role (403)."""
 

@@ -13,7 +13,7 @@ from ivr.storage import audit_store
 from ivr.web.current import session as db_session
 
 from .blueprint import bp
-from .login import current_user, workspace_required
+from .login import logged_in_user, workspace_required
 from .search import CALL_SID
 
 
@@ -37,7 +37,7 @@ def recording(call_sid: str, recording_sid: str):
                                message=media_error(e.reason), detail=e.detail), e.status
     try:
         with transaction(s):
-            kind, ref, data = access_entry(current_user(), "play.recording", via="web",
+            kind, ref, data = access_entry(logged_in_user(), "play.recording", via="web",
                                            call_sid=call_sid)
             audit_store.append(s, [(kind, ref, {**data, "recording_sid": recording_sid})])
     except Exception:

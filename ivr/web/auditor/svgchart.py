@@ -65,7 +65,7 @@ def _grid(top: int, width: int) -> list[Markup]:
 
 
 def _segments(bar: Bar, series: list[Series], x: float, width: float, top: int):
-    y = PLOT_TOP + PLOT_HEIGHT
+    y: float = PLOT_TOP + PLOT_HEIGHT
     for s in series:
         n = bar.counts.get(s.name, 0)
         if not n:

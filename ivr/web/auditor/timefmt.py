@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+from flask import Flask
 from markupsafe import Markup, escape
 
 from ivr.domain.times import LABEL, LOCAL, form_value, local_day, local_text, parse_utc, utc_iso
@@ -29,10 +30,15 @@ def local_day_bounds(since: date | None, until: date | None):
     return lo, hi
 
 
-def register_filters(app) -> None:
+def _utc_iso_or_blank(value: datetime | str | None) -> str:
+    dt = parse_utc(value)
+    return utc_iso(dt) if dt else ""
+
+
+def register_filters(app: Flask) -> None:
     """Make the time filters available to every template."""
     app.jinja_env.filters["istanbul"] = time_tag
-    app.jinja_env.filters["utc_iso"] = lambda v: utc_iso(parse_utc(v)) if parse_utc(v) else ""
+    app.jinja_env.filters["utc_iso"] = _utc_iso_or_blank
     app.jinja_env.filters["day"] = local_day
     app.jinja_env.filters["day_field"] = lambda v: form_value(v) if v else ""
     app.jinja_env.globals["TIME_ZONE"] = LABEL
