@@ -92,7 +92,7 @@ def log_origin(conn, app: Flask) -> str:
 
 def note_verifier(app: Flask, origin: str, key: Ed25519PrivateKey | None = None) -> note.Verifier:
     """The log's signed-note verifier: its origin as the key name, its Ed25519 key."""
-    key = key or audit_keys.signing_key(app)
+    key = key or audit_keys.signing_key(app.config)
     return note.verifier(origin, key)
 
 
@@ -179,7 +179,7 @@ def run_pass(app: Flask, *, force_checkpoint: bool = False, wait: float = 0.0,
                     result.tree_size = size
                     more = count == BATCH
                     if not more and _due(conn, size, now, interval, force_checkpoint):
-                        key = key or audit_keys.signing_key(app)
+                        key = key or audit_keys.signing_key(app.config)
                         result.refused = _fork(conn, app, key, tree, size)
                         if result.refused is None:
                             result.checkpoint = sign_checkpoint(conn, app, key, size,

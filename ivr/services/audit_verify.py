@@ -110,7 +110,7 @@ def _default_trust(session: Session) -> tuple[dict, list[note.Verifier], str | N
     """The app's own keys when there is an app; outside one, no key is known."""
     if not has_app_context():
         return {}, [], None
-    key = audit_keys.signing_key(create=False)
+    key = audit_keys.signing_key(current_app.config, create=False)
     if key is None:
         return {}, [], None
     origin = log_origin(session, current_app)

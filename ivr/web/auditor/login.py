@@ -78,6 +78,14 @@ def current_user() -> User | None:
     return user
 
 
+def signed_in_user() -> User:
+    """The logged-in user of a view behind workspace_required (or another login guard)."""
+    user = current_user()
+    if user is None:  # the guard redirects to the login page before the view runs
+        raise RuntimeError("a view behind a login guard ran without a logged-in user")
+    return user
+
+
 def workspace_required(view):
     """Protect a page: log in first (redirect), and hold the auditor or admin role (403)."""
 
