@@ -149,8 +149,8 @@ def agent_names(s: Session, agent_ids: list[str]) -> dict[str, str]:
         return {}
     rows = s.execute(select(Transfer.agent_id, func.max(Transfer.agent_name))
                      .where(Transfer.agent_id.in_(agent_ids))
-                     .group_by(Transfer.agent_id)).tuples()
-    return dict(rows)
+                     .group_by(Transfer.agent_id))
+    return {agent: name for agent, name in rows}
 
 
 # Breakdowns counted together: each query groups by few values, so its rows stay few
