@@ -15,8 +15,8 @@ from ivr.services.auditor.dashboard_figures import DIMENSIONS, figures, hang_up_
 from ivr.services.notice_dropoff import AFTER, BEFORE, audio_seconds
 from ivr.web.current import flows
 from ivr.web.current import session as db_session
+from ivr.web.i18n import ORIGINS, name_of
 
-from ..i18n import ORIGINS, name_of
 from .blueprint import bp
 from .dashboard import PeriodError, day_text, local_today, parse_period
 from .login import current_user, workspace_required

@@ -120,7 +120,7 @@ def retry_push(batch_id: str):
     if outcome == "accepted":
         return _back(_("Batch %(batch)s was accepted by İYS (transactionId %(tid)s).",
                        batch=target.batch_id, tid=answer.transaction_id))
-    from ..i18n import push_answer  # i18n imports this package
+    from ivr.web.i18n import push_answer  # i18n imports this package
     codes = ", ".join(e["code"] for e in answer.errors)
     return _back(_("Batch %(batch)s was not accepted: %(answer)s (HTTP %(status)s: %(codes)s)",
                    batch=target.batch_id, answer=push_answer(outcome, answer.http_status),
@@ -139,7 +139,7 @@ def retry_spool(record_id: str):
         outcome = q.retry_quarantined(s, spool(), user, record_id, apply_record, utcnow())
     except q.QueueError as e:
         return _back(problem_text(e), ok=False)
-    from ..i18n import spool_outcome  # i18n imports this package
+    from ivr.web.i18n import spool_outcome  # i18n imports this package
     return _back(_("Record %(id)s was retried: %(outcome)s.", id=record_id,
                    outcome=spool_outcome(outcome)), ok=outcome == "applied")
 
