@@ -23,11 +23,11 @@ from ivr.adapters.iys_push import Answer
 from ivr.domain.kvkk import iys
 from ivr.domain.kvkk.businessdays import Calendar, deadline_state, iys_deadline, local_date
 from ivr.domain.pii import PersonalData
-from ivr.services.accounts import User
 from ivr.services.auditor.access import access_entry
 from ivr.services.kvkk import iys_export, iys_push
 from ivr.services.kvkk import subject_requests as sr
 from ivr.storage import audit_store
+from ivr.storage.accounts import User
 from ivr.storage.kvkk_models import DestructionLog, IysBatch, IysPushAnswer, SubjectRequest
 from ivr.storage.models import AuditEntry
 from ivr.storage.spool import Spool
@@ -255,7 +255,7 @@ def record_push(s: Session, user: User, target: PushTarget, answer: Answer,
 
 
 def retry_quarantined(s: Session, spool: Spool, user: User, rid: str,
-                      apply: Callable[[dict], None], now: datetime) -> str:
+                      apply: Callable[[dict[str, object]], None], now: datetime) -> str:
     """Put a quarantined record back and drain (`spool quarantine retry`); the outcome.
 
     The CLI's verb writes no audit entry of its own: `spool.retried` says who retried what
