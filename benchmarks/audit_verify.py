@@ -99,7 +99,7 @@ def fill(url: str, instance: str, n: int, day: int = 0, checkpoints: int = 0) ->
     total = n + day
     marks = {n} | {n + day * (k + 1) // checkpoints for k in range(checkpoints)} \
         if day and checkpoints else {n}
-    key = audit_keys.signing_key(app)
+    key = audit_keys.signing_key(app.config)
     raw = db.engine.raw_connection()
     try:
         cur = raw.cursor()

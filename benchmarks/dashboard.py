@@ -158,7 +158,7 @@ def both(url: str, halves: list[list[tuple[str, dict | None]]]) -> None:
             done.result()
 
 
-def fill(url: str, flows, n: int, days: int, seed: int = 7) -> dict:
+def fill(url: str, flows, n: int, days: int, seed: int = 7) -> dict:  # noqa: C901 - the draw of one call, inline: it runs ten million times
     """COPY n calls over the last `days` Istanbul days (today the last); returns counts.
 
     Python draws each call (its CallSid, start, length, language, flow version, outcome,

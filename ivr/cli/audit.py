@@ -51,7 +51,7 @@ def _read_checkpoints(paths) -> tuple[list, list[str]]:
 
 def _read_public_keys(paths) -> tuple[dict, list | None]:
     """PEM keys for the hash chain's checkpoints, vkeys for the Merkle log's (plus the app's)."""
-    keys = audit_keys.app_public_keys(current.app())
+    keys = audit_keys.app_public_keys(current.app().config)
     vkeys = []
     for path in paths:
         try:
@@ -244,7 +244,7 @@ def timestamps_cmd(as_json):
 
 def _own_key():
     try:
-        return audit_keys.signing_key(current.app(), create=False)
+        return audit_keys.signing_key(current.app().config, create=False)
     except AuditError as e:
         raise click.ClickException(str(e)) from None
 
@@ -334,7 +334,7 @@ def public_key(as_note):
     @with_app
     def run():
         try:
-            key = audit_keys.signing_key(current.app())
+            key = audit_keys.signing_key(current.app().config)
         except AuditError as e:
             raise click.ClickException(str(e)) from None
         if as_note:

@@ -97,7 +97,7 @@ def note_verifier(app: Flask, origin: str, key: Ed25519PrivateKey | None = None)
 
 def _signing_key(app: Flask) -> Ed25519PrivateKey:
     # audit_keys.signing_key makes a missing key; its None is for create=False only.
-    key = audit_keys.signing_key(app)
+    key = audit_keys.signing_key(app.config)
     if key is None:
         raise RuntimeError("audit_keys.signing_key made no key")
     return key

@@ -108,7 +108,7 @@ def _default_trust(session: Session) -> tuple[dict, list[note.Verifier], str | N
     """The app's own keys when there is an app; outside one, no key is known."""
     if not has_app_context():
         return {}, [], None
-    key = audit_keys.signing_key(create=False)
+    key = audit_keys.signing_key(current_app.config, create=False)
     if key is None:
         return {}, [], None
     origin = log_origin(session, current_app)
@@ -356,7 +356,7 @@ def check_coverage(session: Session) -> None:
 # --- a few leaves, for the call page --------------------------------------------------
 
 
-def verify_entries(session: Session, seqs: Iterable[int], *, public_keys=None,
+def verify_entries(session: Session, seqs: Iterable[int], *, public_keys=None,  # noqa: C901 - one outcome per way a leaf can fail, each named for the call page
                    verifiers=None, origin=None, ref: str | None = None,
                    checkpoint: AuditTreeHead | None = None) -> EntriesStatus:
     """Check these leaves against their stored hashes, and each one's inclusion proof in the

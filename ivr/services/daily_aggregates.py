@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, insert, select, tuple_
+from sqlalchemy import and_, delete, exists, func, insert, select, tuple_
 from sqlalchemy.orm import Session, aliased
 
 from ivr.domain.flow.model import HIDDEN_CALLER
@@ -41,6 +41,7 @@ from ivr.storage.daily_aggregates import (
 )
 from ivr.storage.models import Consent, FlowRun
 
+from .consent_origin import origin_expr
 from .notice_dropoff import AFTER, BEFORE, Dropoff, LanguageDropoff, hang_ups
 
 CHUNK_DAYS = 31  # days counted in one statement by a rebuild
@@ -53,12 +54,6 @@ def day_bounds(first: date, last: date) -> tuple[datetime, datetime]:
     """The UTC instants Istanbul days cover: [first 00:00, the day after last 00:00)."""
     return (datetime.combine(first, time(), LOCAL),
             datetime.combine(last + timedelta(days=1), time(), LOCAL))
-
-
-def origin_expr():
-    """Where a consent came from: an agent's transfer, an inbound call, or the API."""
-    return case((Consent.transfer_id.is_not(None), "transfer"),
-                (Consent.call_sid.is_(None), "api"), else_="inbound")
 
 
 def _istanbul_day(column):

@@ -129,7 +129,8 @@ def test_two_servers_share_one_sequencer_and_survive_a_kill(app, app_config):
     threads. SIGKILL one server's workers, and the other keeps integrating: every leaf is
     integrated exactly once, and verify is green."""
     with app.app_context():
-        audit_keys.signing_key(app)  # one key file, made before either server could race for it
+        # One key file, made before either server could race for it.
+        audit_keys.signing_key(app.config)
     config = {**app_config, "AUDIT_SEQUENCER": "thread"}
     a, b = Gunicorn(config, workers=2), Gunicorn(config, workers=2)
     try:

@@ -70,7 +70,7 @@ def sign(app, size: int, root: bytes, key=None) -> str:
     from ivr.services import audit_keys
 
     with app.app_context():
-        key = key or audit_keys.signing_key(app)
+        key = key or audit_keys.signing_key(app.config)
     return note.sign_checkpoint(note.Checkpoint(ORIGIN, size, root), ORIGIN, key)
 
 

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import text
 
 from ivr.audit import leaves
+from ivr.services.auditor import call_search as search_module
+from ivr.services.auditor.call_search import EXPORT_FIELDS
 from ivr.storage import audit_store
-from ivr.web.auditor import search as search_module
-from ivr.web.auditor.search import EXPORT_FIELDS
 from ivr.web.current import database
 from tests.support.auditor import (
     audio_dir,

@@ -290,7 +290,7 @@ def test_the_csv_export_keeps_its_documented_column_names(app, local_caller, lan
     r = client.post("/auditor/export.csv", data={"csrf_token": csrf_token(client, "/auditor/"),
                                                  "phone": "+905321234567"})
     assert r.status_code == 200
-    from ivr.web.auditor.search import EXPORT_FIELDS
+    from ivr.services.auditor.call_search import EXPORT_FIELDS
 
     header = next(csv.reader(io.StringIO(r.get_data(as_text=True))))
     assert header == EXPORT_FIELDS

@@ -16,14 +16,9 @@ from sqlalchemy import event, text
 from werkzeug.datastructures import MultiDict
 
 from ivr import create_app
+from ivr.services.auditor.call_search import Cursor, export_subjects, parse_cursor, search
 from ivr.storage.db import database
-from ivr.web.auditor.search import (
-    Cursor,
-    export_subjects,
-    parse_cursor,
-    parse_search,
-    search,
-)
+from ivr.web.auditor.search import parse_search
 from ivr.web.current import personal_data
 
 from .conftest import AUTH_TOKEN, ROOT

@@ -82,7 +82,7 @@ def make_legacy_log(app, count: int, checkpoint_at: int | None = None,
 
     upgrade(app, "0002")
     with app.app_context():
-        key = audit_keys.signing_key(app)
+        key = audit_keys.signing_key(app.config)
     prev, seq, rows_ = leaves.FIRST_PREV, 0, []
     cps_rows = []
 

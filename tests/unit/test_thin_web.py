@@ -18,11 +18,6 @@ SQL_NAMES = {"select", "text", "insert", "update", "delete", "func", "and_", "or
 RUNS_SQL = {"execute", "scalars", "scalar", "query"}
 WRITES_ROWS = {"add", "add_all", "delete", "merge", "flush"}
 SESSION_NAMES = {"s", "session", "db", "db_session"}
-# Temporary allowance: these pages are being reworked by another issue (issue 24: the
-# dashboard, registry, drop-off, work queues and search), and their queries move to
-# ivr/services/ with that work. Remove each name as its queries leave ivr/web/.
-NOT_YET_THIN = {"auditor/dashboard.py", "auditor/registry.py", "auditor/queues.py",
-                "auditor/search.py"}
 
 
 def queries_in(source: str) -> list[str]:
@@ -54,8 +49,7 @@ def test_the_detector_sees_queries():
                                   "4: .get(...)", "5: .add(...)", "6: .scalars(...)"]
 
 
-THIN = sorted(str(p.relative_to(WEB)) for p in WEB.rglob("*.py")
-              if str(p.relative_to(WEB)) not in NOT_YET_THIN)
+THIN = sorted(str(p.relative_to(WEB)) for p in WEB.rglob("*.py"))
 
 
 @pytest.mark.parametrize("path", THIN)
@@ -63,11 +57,3 @@ def test_no_query_in_the_web_layer(path):
     assert queries_in((WEB / path).read_text(encoding="utf-8")) == [], (
         f"ivr/web/{path} queries the database; move the query to ivr/services/")
 
-
-@pytest.mark.parametrize("path", sorted(NOT_YET_THIN))
-def test_the_allowance_only_shrinks(path):
-    """Each module allowed to query still does, and still exists: once its queries move to
-    ivr/services/, this fails until it leaves NOT_YET_THIN (the list only shrinks)."""
-    assert (WEB / path).exists(), f"ivr/web/{path} is gone: take it out of NOT_YET_THIN"
-    assert queries_in((WEB / path).read_text(encoding="utf-8")) != [], (
-        f"ivr/web/{path} no longer queries the database: take it out of NOT_YET_THIN")

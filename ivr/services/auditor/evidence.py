@@ -330,7 +330,7 @@ def _proof_files(s: Session, app: Flask, call_sid: str, entries: list[AuditEntry
     files.update(_timestamp_files(s, app, head))
     files["proof/checkpoint.txt"] = parsed.text.encode()
     files["proof/checkpoint.sig"] = parsed.signatures[0].signature
-    key = audit_keys.signing_key(app, create=False)
+    key = audit_keys.signing_key(app.config, create=False)
     origin = audit_sequencer.log_origin(s, app)
     if key is not None:
         files["proof/public_key.pem"] = cps.public_key_pem(key).encode()

@@ -17,13 +17,11 @@ from pathlib import Path
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from ivr.domain.kvkk.policy import Policy
+from ivr.domain.vocabulary import DECISIVE, Decision
 from ivr.storage import audit_store
-from ivr.storage.results import rows_affected
-
-from ...domain.kvkk.policy import Policy
-from ...domain.vocabulary import DECISIVE, Decision
-from ...storage.kvkk_models import DestructionLog, IysBatch, IysRecord, SubjectRequest
-from ...storage.models import (
+from ivr.storage.kvkk_models import DestructionLog, IysBatch, IysRecord, SubjectRequest
+from ivr.storage.models import (
     AuditEntry,
     AuditQueue,
     Call,
@@ -32,6 +30,7 @@ from ...storage.models import (
     Recording,
     WebhookRequest,
 )
+from ivr.storage.results import rows_affected
 
 _CHUNK = 500
 # Rows destroyed per transaction by a batched run: each commits in tens of milliseconds,
@@ -263,6 +262,44 @@ def _batches(steps: list[tuple[str, list]], size: int):
         yield part
 
 
+def _anonymise_consents(session: Session, ids: list) -> None:
+    session.execute(update(Consent).where(Consent.id.in_(ids))
+                    .values(phone_hmac=None, phone_enc=None, reason=None))
+    session.execute(update(IysRecord).where(IysRecord.consent_id.in_(ids))
+                    .values(recipient_hmac=None))
+
+
+def _delete_recordings(session: Session, sids: list) -> None:
+    session.execute(delete(Recording).where(Recording.recording_sid.in_(sids)))
+    session.execute(delete(CallEvent).where(CallEvent.kind == "recording", or_(
+        *[CallEvent.dedupe_key.startswith(f"recording:{sid}:", autoescape=True)
+          for sid in sids])))
+
+
+def _anonymise_calls(session: Session, sids: list) -> None:
+    session.execute(update(Call).where(Call.call_sid.in_(sids))
+                    .values(phone_hmac=None, phone_enc=None))
+
+
+def _delete_webhook_logs(session: Session, ids: list) -> None:
+    session.execute(delete(WebhookRequest).where(WebhookRequest.id.in_(ids)))
+
+
+def _anonymise_subject_requests(session: Session, ids: list) -> None:
+    session.execute(update(SubjectRequest).where(SubjectRequest.id.in_(ids))
+                    .values(phone_hmac=None, phone_enc=None, note_enc=None, outcome_enc=None))
+
+
+# Each category of rows: what destroys a chunk of them, and how the destruction log names it.
+_ROWS = {
+    "consent_records": (_anonymise_consents, "anonymised", "consents"),
+    "recording_metadata": (_delete_recordings, "deleted", "recordings"),
+    "transaction_security": (_anonymise_calls, "anonymised", "calls"),
+    "webhook_logs": (_delete_webhook_logs, "deleted", "webhook_requests"),
+    "subject_requests": (_anonymise_subject_requests, "anonymised", "subject_requests"),
+}
+
+
 def _destroy(session: Session, steps: list[tuple[str, list]], run_id: str, now: datetime,
              reason: str, failures: dict[str, str]) -> list[dict]:
     """Delete or anonymise these items; the destruction-log rows of what was done."""
@@ -273,50 +310,21 @@ def _destroy(session: Session, steps: list[tuple[str, list]], run_id: str, now: 
                     "table_name": table, "row_ref": str(row_ref)[:100], "reason": reason[:200]})
 
     for category, items in steps:
-        if category == "consent_records":
+        if category in _ROWS:
+            destroy, action, table = _ROWS[category]
             for part in _chunks(items):
-                session.execute(update(Consent).where(Consent.id.in_(part))
-                                .values(phone_hmac=None, phone_enc=None, reason=None))
-                session.execute(update(IysRecord).where(IysRecord.consent_id.in_(part))
-                                .values(recipient_hmac=None))
-                for cid in part:
-                    act(category, "anonymised", "consents", cid)
-        elif category == "recording_metadata":
-            for part in _chunks(items):
-                session.execute(delete(Recording).where(Recording.recording_sid.in_(part)))
-                session.execute(delete(CallEvent).where(CallEvent.kind == "recording", or_(
-                    *[CallEvent.dedupe_key.startswith(f"recording:{sid}:", autoescape=True)
-                      for sid in part])))
-                for sid in part:
-                    act(category, "deleted", "recordings", sid)
-        elif category == "transaction_security":
-            for part in _chunks(items):
-                session.execute(update(Call).where(Call.call_sid.in_(part))
-                                .values(phone_hmac=None, phone_enc=None))
-                for sid in part:
-                    act(category, "anonymised", "calls", sid)
-        elif category == "webhook_logs":
-            for part in _chunks(items):
-                session.execute(delete(WebhookRequest).where(WebhookRequest.id.in_(part)))
-                for wid in part:
-                    act(category, "deleted", "webhook_requests", wid)
-        elif category == "subject_requests":
-            for part in _chunks(items):
-                session.execute(update(SubjectRequest).where(SubjectRequest.id.in_(part))
-                                .values(phone_hmac=None, phone_enc=None, note_enc=None,
-                                        outcome_enc=None))
-                for rid in part:
-                    act(category, "anonymised", "subject_requests", rid)
-        else:
-            for batch_id, path in items:
-                try:
-                    Path(path).unlink(missing_ok=True)
-                except OSError as e:
-                    failures[f"file:{batch_id}"] = f"cannot delete {path}: {e.strerror}"
-                    continue
-                session.execute(update(IysBatch).where(IysBatch.id == batch_id)
-                                .values(file=None))
-                act(category, "deleted", "iys batch file", batch_id)
+                destroy(session, part)
+                for ref in part:
+                    act(category, action, table, ref)
+            continue
+        for batch_id, path in items:  # İYS batch files
+            try:
+                Path(path).unlink(missing_ok=True)
+            except OSError as e:
+                failures[f"file:{batch_id}"] = f"cannot delete {path}: {e.strerror}"
+                continue
+            session.execute(update(IysBatch).where(IysBatch.id == batch_id).values(file=None))
+            act(category, "deleted", "iys batch file", batch_id)
     return log
 
 

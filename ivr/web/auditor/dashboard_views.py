@@ -11,21 +11,14 @@ from markupsafe import Markup, escape
 
 from ivr.domain.vocabulary import DECISIONS
 from ivr.services.auditor.access import record_access, transaction
-from ivr.services.daily_aggregates import Reader, notice_dropoff
-from ivr.services.notice_dropoff import AFTER, BEFORE, audio_seconds, hang_ups_before
+from ivr.services.auditor.dashboard_figures import DIMENSIONS, figures, hang_up_page
+from ivr.services.notice_dropoff import AFTER, BEFORE, audio_seconds
 from ivr.web.current import flows
 from ivr.web.current import session as db_session
+from ivr.web.i18n import ORIGINS, name_of
 
-from ..i18n import ORIGINS, name_of
 from .blueprint import bp
-from .dashboard import (
-    DIMENSIONS,
-    PeriodError,
-    day_text,
-    local_today,
-    outcomes,
-    parse_period,
-)
+from .dashboard import PeriodError, day_text, local_today, parse_period
 from .login import current_user, workspace_required
 from .svgchart import Bar, Series, stacked_bars
 
@@ -88,10 +81,9 @@ def dashboard():
         period = parse_period({}, today)
     s = db_session()
     with transaction(s):
-        counts = Reader(s, period.since, period.until,
-                        audio_seconds(current_app.config["AUDIO_DIR"]))
-        result = outcomes(s, period, counts)
-        drop = notice_dropoff(counts, flows().default.notice_prompts())
+        shown = figures(s, period, audio_seconds(current_app.config["AUDIO_DIR"]),
+                        flows().default.notice_prompts())
+    result, drop = shown.outcomes, shown.dropoff
     title = (_("Consent outcomes per week") if period.step == "week"
              else _("Consent outcomes per day"))
     link = remembered(search_url)
@@ -150,20 +142,12 @@ def hangups():
     language = (request.args.get("language") or "")[:100]
     phase = (request.args.get("phase") or "")[:100]
     before = _cursor(request.args.get("before", ""))
-    lo, hi = period.bounds()
     durations = audio_seconds(current_app.config["AUDIO_DIR"])
     s = db_session()
     with transaction(s):
-        counts = Reader(s, period.since, period.until, durations)
-        total = sum(n for (lang, ph), n in counts.hangups().items()
-                    if lang == language and (not phase or ph == phase))
-        found, cursor = [], (before, )
-        while cursor is not None and len(found) <= LIST_LIMIT:
-            batch, after = hang_ups_before(s, lo, hi, durations, language=language,
-                                           before=cursor[0], batch=LIST_BATCH)
-            found += [h for h in batch if not phase or h.phase == phase]
-            cursor = (after, ) if after is not None else None
-        calls, more = found[:LIST_LIMIT], len(found) > LIST_LIMIT
+        found = hang_up_page(s, period, durations, language=language, phase=phase,
+                             before=before, limit=LIST_LIMIT, batch=LIST_BATCH)
+        calls, total, more = found.calls, found.total, found.more
         record_access(s, current_user(), "view.hangups", via="web",
                       query={"since": period.since.isoformat(),
                              "until": period.until.isoformat(), "language": language,

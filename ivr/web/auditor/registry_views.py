@@ -7,20 +7,19 @@ from flask_babel import gettext as _
 from werkzeug.exceptions import NotFound
 
 from ivr.services.auditor.access import transaction
+from ivr.services.auditor.flow_registry import (
+    UnknownVersion,
+    two_versions,
+    version_detail,
+    versions,
+)
 from ivr.web.current import flows
 from ivr.web.current import session as db_session
 
 from .blueprint import bp
 from .flowgraph import GraphError, flow_svg
 from .login import workspace_required
-from .registry import (
-    describe_node,
-    diff_nodes,
-    diff_prompts,
-    recorded_audio,
-    resolve,
-    versions,
-)
+from .registry import describe_node, diff_nodes, diff_prompts
 
 
 def _error(code: int, title: str, message: str):
@@ -44,12 +43,10 @@ def flow_version(version: str):
     """One flow version: its use, its diagram, its prompts and its nodes."""
     s = db_session()
     with transaction(s):
-        full = resolve(s, version)
-        if full is None:
-            raise NotFound()
-        use = next(v for v in versions(s) if v.version == full)
-        flow = flows().version(s, full)
-        audio = recorded_audio(s, full)
+        detail = version_detail(s, flows(), version)
+    if detail is None:
+        raise NotFound()
+    use, flow, audio = detail.use, detail.heard.flow, detail.heard.audio
     try:
         graph, graph_error = flow_svg(flow), None
     except GraphError as e:
@@ -71,14 +68,14 @@ def flow_diff():
             return _error(400, _("Cannot compare"),
                           _("Two versions must be chosen to compare: pick a first and a second "
                             "version in the list of flow versions."))
-        a, b = resolve(s, given[0]), resolve(s, given[1])
-        if a is None or b is None:
-            missing = (_("The first version is not a stored flow version.") if a is None
+        try:
+            a, b = two_versions(s, flows(), *given)
+        except UnknownVersion as e:
+            missing = (_("The first version is not a stored flow version.") if e.which == 0
                        else _("The second version is not a stored flow version."))
             return _error(400, _("Cannot compare"),
                           missing + " " + _("Choose two versions from the list."))
-        flow_a, flow_b = flows().version(s, a), flows().version(s, b)
-        audio_a, audio_b = recorded_audio(s, a), recorded_audio(s, b)
+    flow_a, flow_b, audio_a, audio_b = a.flow, b.flow, a.audio, b.audio
     prompts = diff_prompts(flow_a, flow_b, audio_a, audio_b)
     nodes = diff_nodes(flow_a, flow_b)
     return render_template("auditor/flow_diff.html", a=flow_a, b=flow_b, prompts=prompts,

@@ -1,54 +1,23 @@
-"""Search calls and consents by phone number, CallSid, date range and decision.
-
-A phone number is found through its keyed HMAC (the stored fingerprint), never by
-decrypting stored numbers.
-"""
+"""The search form's criteria: a query string parsed into a CallSearch, every bad field
+named. The search itself is ivr/services/auditor/call_search.py."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Mapping
+from datetime import date
 
-from sqlalchemy import and_, exists, false, func, literal, select, tuple_
-from sqlalchemy.orm import Session
-
-from ...domain import inputs
-from ...domain.pii import PersonalData, normalise_phone
-from ...domain.vocabulary import DECISIONS
-from ...services.calls import ordered_times
-from ...services.consents import export_record
-from ...services.reports import call_duration, consents_query
-from ...storage.models import Call, Consent
-from .timefmt import local_day_bounds
+from ivr.domain import inputs
+from ivr.domain.pii import PersonalData, normalise_phone
+from ivr.domain.vocabulary import DECISIONS
+from ivr.services.auditor.call_search import CALL_SID, CallSearch, SearchError
+from ivr.services.consent_origin import ORIGINS
 
 PHONE = re.compile(r"\+[1-9][0-9]{5,14}")
-CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DECISION_CHOICES = (*DECISIONS, "none")
 # The dashboard's breakdowns, as search criteria on the call's consent.
 CONSENT_FILTERS = ("language", "origin", "agent", "flow_version", "notice_version")
-ORIGINS = ("inbound", "transfer", "api")
-NONE_VALUE = "-"
 BASES = ("call", "consent")
-PAGE_LIMIT = 200
-EXPORT_LIMIT = 20000
-CHUNK = 500
-# The longest a call lasts (Twilio's limit is 4 hours by default, 24 at most).
-CALL_SPAN = timedelta(hours=24)
-
-EXPORT_FIELDS = ["call_sid", "started_at", "ended_at", "direction", "status", "duration",
-                 "phone", "decision", "digits", "language", "purpose", "channels",
-                 "notice_version", "flow_version", "captured_at", "agent_id", "transfer_id",
-                 "source"]
-
-
-class SearchError(ValueError):
-    """One or more search parameters are not valid; `errors` maps field to message."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
 
 
 def phone_fingerprint(raw: str, pii: PersonalData) -> str:
@@ -56,10 +25,12 @@ def phone_fingerprint(raw: str, pii: PersonalData) -> str:
     e164 = normalise_phone(raw[:64])
     if not e164 or not PHONE.fullmatch(e164):
         raise SearchError({"phone": "not a phone number (try +905321234567 or 0532 123 45 67)"})
-    return pii.fingerprint(e164)
+    fingerprint = pii.fingerprint(e164)
+    assert fingerprint is not None  # a number's fingerprint is never None
+    return fingerprint
 
 
-def _day(value: str, name: str, errors: dict) -> date | None:
+def _day(value: str, name: str, errors: dict[str, str]) -> date | None:
     try:
         return inputs.day(value, name, end=name == "until") if value else None
     except inputs.InvalidInput as e:
@@ -67,41 +38,7 @@ def _day(value: str, name: str, errors: dict) -> date | None:
         return None
 
 
-@dataclass(frozen=True)
-class CallSearch:
-    """Validated search criteria; days are Istanbul calendar days, both inclusive."""
-
-    phone_hmac: str | None = None
-    call_sid: str | None = None
-    since: date | None = None
-    until: date | None = None
-    decision: str | None = None
-    # Consent criteria (the dashboard's breakdowns); "-" means none recorded.
-    consent: tuple[tuple[str, str], ...] = ()
-    # "consent": the days select consents by capture time, as the dashboard counts them.
-    basis: str = "call"
-
-    @property
-    def empty(self) -> bool:
-        """True when no criterion is set."""
-        return not any((self.phone_hmac, self.call_sid, self.since, self.until, self.decision,
-                        self.consent))
-
-    def audit_query(self) -> dict:
-        """The criteria as recorded in the access entry (the phone only as its HMAC)."""
-        return {k: v for k, v in {
-            "phone": self.phone_hmac, "call_sid": self.call_sid,
-            "since": self.since.isoformat() if self.since else None,
-            "until": self.until.isoformat() if self.until else None,
-            "decision": self.decision, **dict(self.consent),
-            "basis": "consent" if self.basis == "consent" else None}.items() if v is not None}
-
-    def bounds(self) -> tuple[datetime | None, datetime | None]:
-        """The UTC instants the days cover: [since 00:00, the day after until 00:00)."""
-        return local_day_bounds(self.since, self.until)
-
-
-def parse_search(args, pii: PersonalData) -> CallSearch:
+def parse_search(args: Mapping[str, str], pii: PersonalData) -> CallSearch:
     """Criteria from a query string; SearchError naming every bad field."""
     errors: dict[str, str] = {}
     phone_hmac = None
@@ -133,7 +70,8 @@ def parse_search(args, pii: PersonalData) -> CallSearch:
     return CallSearch(phone_hmac, sid, since, until, decision, consent, basis)
 
 
-def parse_consent_criteria(args, errors: dict) -> tuple[tuple[str, str], ...]:
+def parse_consent_criteria(args: Mapping[str, str],
+                           errors: dict[str, str]) -> tuple[tuple[str, str], ...]:
     """The consent criteria of a query string (language, origin, agent, versions)."""
     out = []
     for name in CONSENT_FILTERS:
@@ -149,289 +87,8 @@ def parse_consent_criteria(args, errors: dict) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _consent_column(name: str):
-    return {"language": Consent.language, "agent": Consent.agent_id,
-            "flow_version": Consent.flow_version,
-            "notice_version": Consent.notice_version}[name]
-
-
-def origin_conditions() -> dict:
-    """Where a consent came from, as one SQL condition per origin (they exclude each other)."""
-    return {"transfer": Consent.transfer_id.is_not(None),
-            "api": and_(Consent.transfer_id.is_(None), Consent.call_sid.is_(None)),
-            "inbound": and_(Consent.transfer_id.is_(None), Consent.call_sid.is_not(None))}
-
-
-def consent_conditions(c: CallSearch) -> list:
-    """SQL conditions on Consent for the consent criteria (and the dates, by consent)."""
-    out = []
-    for name, value in c.consent:
-        if name == "origin":
-            out.append(origin_conditions()[value])
-        else:
-            col = _consent_column(name)
-            out.append(col.is_(None) if value == NONE_VALUE else col == value)
-    if c.basis == "consent":
-        lo, hi = c.bounds()
-        out += [Consent.captured_at >= lo] if lo else []
-        out += [Consent.captured_at < hi] if hi else []
-    return out
-
-
-def _call_time():
-    # The expression of the index ix_calls_time: keep the two in step.
-    return func.coalesce(Call.started_at, Call.created_at)
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a page starts: after this call (time, CallSid) and after this call-less
-    consent (capture time, id); `done` marks a list the earlier pages finished."""
-
-    call: tuple[datetime, str] | None = None
-    loose: tuple[datetime, int] | None = None
-    calls_done: bool = False
-    loose_done: bool = False
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
-
-
-def _stamp(dt: datetime) -> str:
-    return str((dt - EPOCH) // MICROSECOND)
-
-
-def _instant(value: str) -> datetime:
-    return EPOCH + int(value) * MICROSECOND
-
-
-def encode_cursor(after: tuple[datetime, str | int] | None, done: bool) -> str:
-    """A cursor as it travels in the query string: "end", or microseconds "." key."""
-    return "end" if done or after is None else f"{_stamp(after[0])}.{after[1]}"
-
-
-def parse_cursor(args) -> Cursor:
-    """The page's start from `after` (calls) and `after_consent`; SearchError if garbled."""
-    errors: dict[str, str] = {}
-    parts: dict[str, tuple | None] = {}
-    done: dict[str, bool] = {}
-    for name, key in (("after", CALL_SID), ("after_consent", re.compile(r"[0-9]{1,18}"))):
-        raw = (args.get(name) or "").strip()
-        done[name] = raw == "end"
-        parts[name] = None
-        if not raw or done[name]:
-            continue
-        stamp, _, ref = raw.partition(".")
-        if not (re.fullmatch(r"-?[0-9]{1,18}", stamp) and key.fullmatch(ref)):
-            errors[name] = "not a page of this search (start again from the first page)"
-            continue
-        try:
-            parts[name] = (_instant(stamp), ref if name == "after" else int(ref))
-        except (OverflowError, ValueError, OSError):
-            errors[name] = "not a page of this search (start again from the first page)"
-    if errors:
-        raise SearchError(errors)
-    return Cursor(parts["after"], parts["after_consent"], done["after"], done["after_consent"])
-
-
-def _call_span(lo: datetime | None, hi: datetime | None):
-    """The call times that can hold a consent captured in [lo, hi): a consent is captured
-    during its call, and Twilio ends a call after at most CALL_SPAN. (The bound lets
-    consent-day searches read calls through ix_calls_time, not the whole table.)"""
-    floor = datetime.min.replace(tzinfo=UTC) + CALL_SPAN
-    ceiling = datetime.max.replace(tzinfo=UTC) - CALL_SPAN
-    return (lo - CALL_SPAN if lo and lo > floor else lo,
-            hi + CALL_SPAN if hi and hi < ceiling else hi)
-
-
-def calls_select(c: CallSearch, after: tuple[datetime, str] | None = None):
-    """The calls matching the criteria, newest first; after `after` (time, CallSid) if given.
-    The order is the index ix_calls_time read backwards, so any page costs one index range."""
-    q = select(Call)
-    if c.phone_hmac:
-        q = q.where(Call.phone_hmac == c.phone_hmac)
-    if c.call_sid:
-        q = q.where(Call.call_sid == c.call_sid)
-    lo, hi = c.bounds() if c.basis == "call" else _call_span(*c.bounds())
-    if lo:
-        q = q.where(_call_time() >= lo)
-    if hi:
-        q = q.where(_call_time() < hi)
-    if ("origin", "api") in c.consent:
-        q = q.where(false())  # an API consent has no call
-    if after:
-        q = q.where(tuple_(_call_time(), Call.call_sid) < tuple_(*after))
-    extra = consent_conditions(c)
-    if c.decision == "none":
-        q = q.where(~exists().where(Consent.call_sid == Call.call_sid))
-    elif c.decision or extra:
-        decided = [Consent.decision == c.decision] if c.decision else []
-        # A per-call probe of ix_consents_call_sid, not an EXISTS: PostgreSQL turns an EXISTS
-        # into a join that may read all of consents and calls for a common value; a probe
-        # keeps the calls in ix_calls_time's order, so a page reads only what it shows.
-        q = q.where(select(literal(1)).where(Consent.call_sid == Call.call_sid, *decided, *extra)
-                    .limit(1).scalar_subquery().is_not(None))
-    return q.order_by(_call_time().desc(), Call.call_sid.desc())
-
-
-def loose_consents_select(c: CallSearch, after: tuple[datetime, int] | None = None):
-    """Consent events not tied to a call (withdrawals through the API) matching the criteria,
-    oldest first; after `after` (capture time, id) if given."""
-    if c.call_sid or c.decision == "none":
-        return None
-    lo, hi = c.bounds()
-    q = (consents_query(lo, hi, c.decision, c.phone_hmac)
-         .where(Consent.call_sid.is_(None), *consent_conditions(c)))
-    if after:
-        q = q.where(tuple_(Consent.captured_at, Consent.id) > tuple_(*after))
-    return q
-
-
-@dataclass
-class Found:
-    """One page of results: calls with their consents, and consents without a call."""
-
-    calls: list[Call] = field(default_factory=list)
-    consents: dict[str, list[Consent]] = field(default_factory=dict)
-    loose: list[Consent] = field(default_factory=list)
-    more_calls: bool = False
-    more_loose: bool = False
-
-    @property
-    def more(self) -> bool:
-        """True when a next page has calls or call-less consents."""
-        return self.more_calls or self.more_loose
-
-    @property
-    def call_sids(self) -> list[str]:
-        """The CallSids on this page."""
-        return [c.call_sid for c in self.calls]
-
-    def next_cursor(self) -> dict[str, str]:
-        """The query parameters of the next page (each list resumes after its last row)."""
-        last_call = self.calls[-1] if self.calls else None
-        last_loose = self.loose[-1] if self.loose else None
-        return {
-            "after": encode_cursor(
-                (last_call.started_at or last_call.created_at, last_call.call_sid)
-                if last_call else None, not self.more_calls),
-            "after_consent": encode_cursor(
-                (last_loose.captured_at, last_loose.id) if last_loose else None,
-                not self.more_loose)}
-
-
-def search(s: Session, c: CallSearch, limit: int | None = None,
-           cursor: Cursor | None = None) -> Found:
-    """One page of `limit` (PAGE_LIMIT) calls (and call-less consents) for these criteria,
-    from `cursor`."""
-    limit = limit or PAGE_LIMIT
-    cursor = cursor or Cursor()
-    found = Found()
-    if not cursor.calls_done:
-        found.calls = list(s.scalars(calls_select(c, cursor.call).limit(limit + 1)))
-        found.more_calls = len(found.calls) > limit
-        found.calls = found.calls[:limit]
-    for rec in _consents_of(s, found.call_sids):
-        found.consents.setdefault(rec.call_sid, []).append(rec)
-    loose = None if cursor.loose_done else loose_consents_select(c, cursor.loose)
-    if loose is not None:
-        found.loose = list(s.scalars(loose.limit(limit + 1)))
-        found.more_loose = len(found.loose) > limit
-        found.loose = found.loose[:limit]
-    return found
-
-
-def _consents_of(s: Session, call_sids: list[str]) -> list[Consent]:
-    out = []
-    for i in range(0, len(call_sids), CHUNK):
-        out += s.scalars(select(Consent).where(Consent.call_sid.in_(call_sids[i:i + CHUNK]))
-                         .order_by(Consent.captured_at, Consent.id))
-    return out
-
-
-def export_subjects(s: Session, c: CallSearch) -> tuple[list[str], list[int]]:
-    """CallSids and call-less consent ids an export covers (at most EXPORT_LIMIT + 1 each),
-    read a page at a time, as the search pages them, so each read uses the index."""
-    sids: list[str] = []
-    after = None
-    while len(sids) <= EXPORT_LIMIT:
-        page = s.execute(calls_select(c, after)
-                         .with_only_columns(Call.call_sid, Call.started_at, Call.created_at)
-                         .limit(CHUNK)).all()
-        sids += [r.call_sid for r in page]
-        if len(page) < CHUNK:
-            break
-        last = page[-1]
-        after = (last.started_at or last.created_at, last.call_sid)
-    ids: list[int] = []
-    loose_after = None
-    while len(ids) <= EXPORT_LIMIT:
-        loose = loose_consents_select(c, loose_after)
-        if loose is None:
-            break
-        page = s.execute(loose.with_only_columns(Consent.id, Consent.captured_at)
-                         .limit(CHUNK)).all()
-        ids += [r.id for r in page]
-        if len(page) < CHUNK:
-            break
-        loose_after = (page[-1].captured_at, page[-1].id)
-    return sids[:EXPORT_LIMIT + 1], ids[:EXPORT_LIMIT + 1]
-
-
-def safe_phone(pii: PersonalData, token: str | None) -> str:
-    """A stored number decrypted, '' when none is stored (or it was erased)."""
-    return (pii.decrypt(token) or "") if token else ""
-
-
 def masked(phone: str) -> str:
     """A number with its middle digits hidden, for lists."""
     if len(phone) < 8:
         return phone
     return phone[:6] + "•" * (len(phone) - 8) + phone[-2:]
-
-
-def _iso(dt: datetime | None) -> str:
-    return dt.isoformat().replace("+00:00", "Z") if dt else ""
-
-
-def _call_part(call: Call, pii: PersonalData) -> dict:
-    started, _answered, ended = ordered_times(call.started_at, call.answered_at, call.ended_at)
-    return {"call_sid": call.call_sid, "started_at": _iso(started or call.created_at),
-            "ended_at": _iso(ended), "direction": call.direction or "",
-            "status": call.status or "", "duration": call_duration(call)[0],
-            "phone": safe_phone(pii, call.phone_enc)}
-
-
-def _consent_part(rec: Consent, pii: PersonalData) -> dict:
-    r = export_record(rec, pii)
-    return {k: r[k] for k in ("decision", "digits", "language", "purpose", "channels",
-                              "notice_version", "flow_version", "captured_at", "agent_id",
-                              "transfer_id", "source")}
-
-
-def export_rows(s: Session, pii: PersonalData, call_sids: list[str],
-                consent_ids: list[int]) -> Iterator[dict]:
-    """One row per (call, consent) — a call without a consent gets one row — then the
-    consents without a call; every row has exactly EXPORT_FIELDS."""
-    blank = dict.fromkeys(EXPORT_FIELDS, "")
-    blank["channels"] = []
-    for i in range(0, len(call_sids), CHUNK):
-        chunk = call_sids[i:i + CHUNK]
-        calls = {c.call_sid: c for c in s.scalars(select(Call).where(Call.call_sid.in_(chunk)))}
-        by_call: dict[str, list[Consent]] = {}
-        for rec in _consents_of(s, chunk):
-            by_call.setdefault(rec.call_sid, []).append(rec)
-        for sid in chunk:
-            if sid not in calls:
-                continue
-            base = {**blank, **_call_part(calls[sid], pii)}
-            recs = by_call.get(sid) or [None]
-            for rec in recs:
-                yield {**base, **(_consent_part(rec, pii) if rec else {})}
-    for i in range(0, len(consent_ids), CHUNK):
-        for rec in s.scalars(select(Consent).where(Consent.id.in_(consent_ids[i:i + CHUNK]))
-                             .order_by(Consent.captured_at, Consent.id)):
-            yield {**blank, "call_sid": "", "phone": safe_phone(pii, rec.phone_enc),
-                   **_consent_part(rec, pii)}
-

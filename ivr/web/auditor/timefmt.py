@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 
 from flask import Flask
 from markupsafe import Markup, escape
 
 from ivr.domain.times import LABEL, LOCAL, form_value, local_day, local_text, parse_utc, utc_iso
 
-__all__ = ["LOCAL", "local_day_bounds", "parse_utc", "register_filters", "time_tag", "utc_iso"]
+__all__ = ["LOCAL", "parse_utc", "register_filters", "time_tag", "utc_iso"]
 
 
 def time_tag(value) -> Markup:
@@ -20,14 +20,6 @@ def time_tag(value) -> Markup:
     iso = utc_iso(dt)
     return Markup('<time datetime="{0}" title="UTC {0}">{1}</time>').format(
         escape(iso), escape(local_text(dt)))
-
-
-def local_day_bounds(since: date | None, until: date | None):
-    """UTC instants for Istanbul calendar days: [start of `since`, end of `until`)."""
-    lo = datetime.combine(since, time(), LOCAL).astimezone(UTC) if since else None
-    hi = (datetime.combine(until + timedelta(days=1), time(), LOCAL).astimezone(UTC)
-          if until else None)
-    return lo, hi
 
 
 def _utc_iso_or_blank(value: datetime | str | None) -> str:

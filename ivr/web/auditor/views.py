@@ -30,31 +30,27 @@ from ivr.services.audit_replay import replay_call
 from ivr.services.audit_verify import verify_entries
 from ivr.services.auditor.access import access_entries, record_access, transaction
 from ivr.services.auditor.audio_index import HASH, AudioIndex
+from ivr.services.auditor.call_search import (
+    CHUNK,
+    EXPORT_FIELDS,
+    EXPORT_LIMIT,
+    export_rows,
+    export_subjects,
+    parse_cursor,
+    safe_phone,
+    search,
+)
+from ivr.services.auditor.dashboard_figures import agent_names
 from ivr.services.auditor.evidence import EvidenceError, build_package
 from ivr.services.auditor.recordings import call_recordings
 from ivr.services.reports import call_duration, call_timeline, stored_call
 from ivr.services.timeline import fact_entries
-from ivr.web.current import flows, personal_data
+from ivr.web.current import app, flows, personal_data
 from ivr.web.current import session as db_session
 
 from .blueprint import bp
-from .dashboard import agent_names
-from .login import current_user, workspace_required
-from .search import (
-    CALL_SID,
-    CHUNK,
-    DECISION_CHOICES,
-    EXPORT_FIELDS,
-    EXPORT_LIMIT,
-    SearchError,
-    export_rows,
-    export_subjects,
-    masked,
-    parse_cursor,
-    parse_search,
-    safe_phone,
-    search,
-)
+from .login import logged_in_user, workspace_required
+from .search import CALL_SID, DECISION_CHOICES, SearchError, masked, parse_search
 
 
 def _audio_index() -> AudioIndex:
@@ -129,7 +125,7 @@ def _search():
         durations = {c.call_sid: call_duration(c)[0] for c in found.calls}
         agent = args.get("agent")
         ctx["agent_names"] = agent_names(s, [agent]) if agent and agent != "-" else {}
-        record_access(s, current_user(), "view.search", via="web", phone_hmac=crit.phone_hmac,
+        record_access(s, logged_in_user(), "view.search", via="web", phone_hmac=crit.phone_hmac,
                       query=crit.audit_query(), call_sids=found.call_sids)
     next_url = (url_for("auditor.search", **{**args.to_dict(), **found.next_cursor()})
                 if found.more else None)
@@ -154,14 +150,15 @@ def export(fmt: str):
         sids, ids = export_subjects(s, crit)
         too_many = len(sids) > EXPORT_LIMIT or len(ids) > EXPORT_LIMIT
         if not too_many:
-            record_access(s, current_user(), f"export.{fmt}", via="web",
+            record_access(s, logged_in_user(), f"export.{fmt}", via="web",
                           phone_hmac=crit.phone_hmac, query=crit.audit_query(), call_sids=sids)
     if too_many:
         return _error(400, _("Too many results"), _(
             "An export holds at most %(limit)s calls. Narrow the date range, or use "
             "`.venv/bin/python -m ivr consents export` for bulk.", limit=EXPORT_LIMIT))
     pii = personal_data()
-    parts = [(sids[i:i + CHUNK], []) for i in range(0, len(sids), CHUNK)]
+    parts: list[tuple[list[str], list[int]]] = [
+        (sids[i:i + CHUNK], []) for i in range(0, len(sids), CHUNK)]
     parts += [([], ids[i:i + CHUNK]) for i in range(0, len(ids), CHUNK)]
 
     def read(part):
@@ -221,14 +218,13 @@ def call(call_sid: str):
         raise NotFound()
     pii = personal_data()
     s = db_session()
-    user = current_user()
+    user = logged_in_user()
     with transaction(s):
         row = stored_call(s, call_sid)
-        if row is None:
+        doc = call_timeline(s, call_sid, pii, flows()) if row is not None else None
+        if row is None or doc is None:
             record_access(s, user, "view.call", via="web", call_sid=call_sid, found=False)
-            doc = None
         else:
-            doc = call_timeline(s, call_sid, pii, flows())
             entries = fact_entries(s, call_sid)
             status = verify_entries(s, [e.seq for e in entries], ref=call_sid)
             replay = _replay(s, call_sid)
@@ -289,9 +285,9 @@ def evidence(call_sid: str):
         raise NotFound()
     s = db_session()
     try:
-        package = build_package(s, current_app._get_current_object(), call_sid,
+        package = build_package(s, app(), call_sid,
                                 registry=flows(), pii=personal_data(),
-                                index=_audio_index(), user=current_user(),
+                                index=_audio_index(), user=logged_in_user(),
                                 since=request.form.get("since", type=int))
     except EvidenceError as e:
         return _error(e.status, _("Cannot build the evidence package"), str(e))
