@@ -14,10 +14,8 @@ from ivr.storage import accounts as _accounts  # noqa: F401 - register the accou
 from ivr.storage import db, flowstore, spool
 
 from . import (
-    api,
     audio_files,
     audit_checkpoint,
-    auditor,
     current,
     health,
     i18n,
@@ -29,6 +27,8 @@ from . import (
     transfers,
     voice,
 )
+from .api import routes as api_routes
+from .auditor import workspace
 
 
 class CookieSessions(SecureCookieSessionInterface):
@@ -81,9 +81,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     audio_files.init_app(app)
     voice.init_app(app)
     health.init_app(app)
-    api.init_app(app)
+    api_routes.init_app(app)
     transfers.init_app(app)
-    auditor.init_app(app)  # last: its CSRF protection exempts the voice and api blueprints
+    workspace.init_app(app)  # last: its CSRF protection exempts the voice and api blueprints
     i18n.init_app(app)  # after the login pages: a user's stored language needs them
     # After every blueprint: headers and limits see all.
     logs.configure_logging(app)
