@@ -209,6 +209,24 @@ def runner(app):
     return app.test_cli_runner()
 
 
+def closing_responses(app):
+    """The app, with every response's body closed even when the client drops the connection
+    mid-response. werkzeug's development server closes it only after writing all of it, so
+    a browser that navigates away while a static file is sent left the file open (a
+    ResourceWarning, which the suite turns into an error); gunicorn closes it either way."""
+
+    def wsgi(environ, start_response):
+        body = app(environ, start_response)
+        try:
+            yield from body
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+    return wsgi
+
+
 class LiveServer:
     """The app built from `app_config`, served over real HTTP on 127.0.0.1 in a thread.
 
@@ -220,7 +238,8 @@ class LiveServer:
         self.server = make_server("127.0.0.1", 0, None, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         app_config["PUBLIC_URL"] = self.url
-        self.app = self.server.app = create_app(app_config)
+        self.app = create_app(app_config)
+        self.server.app = closing_responses(self.app)
         database(self.app).create_all()
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
