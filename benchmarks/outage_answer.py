@@ -85,15 +85,19 @@ def main(argv=None) -> int:
 
     name = f"ivr_outage_{os.getpid()}_{secrets.token_hex(3)}"
     server = make_url(args.pg_admin_url)
-    if not server.host:
-        raise SystemExit("outage_answer.py puts a TCP proxy in front of PostgreSQL: give a "
-                         "server on host:port (--pg-admin-url), not a unix socket")
+    # host:port, or the socket directory and port of a server on a unix socket (embedded)
+    host = server.host or str(server.query.get("host") or "")
+    port = server.port or int(str(server.query.get("port") or 5432))
+    if not host:
+        raise SystemExit("outage_answer.py puts a proxy in front of PostgreSQL: give a server "
+                         "(--pg-admin-url) with a host, or a socket directory in ?host=")
     url = create_database(args.pg_admin_url, name)
-    proxy = TcpProxy(server.host, server.port or 5432)
+    proxy = TcpProxy(host, port)
     workdir = Path(tempfile.mkdtemp(prefix="ivr-outage-"))
     token, port = secrets.token_hex(16), free_port()
     base = f"http://127.0.0.1:{port}"
-    proxied_url = make_url(url).set(host="127.0.0.1", port=proxy.port)
+    proxied_url = make_url(url).difference_update_query(["host", "port"]).set(
+        host="127.0.0.1", port=proxy.port)
     env = {"IVR_DATABASE_URL": proxied_url.render_as_string(hide_password=False),
            "TWILIO_AUTH_TOKEN": token, "IVR_INSTANCE_DIR": str(workdir / "instance"),
            "IVR_PUBLIC_URL": base, "IVR_SECRET_KEY": secrets.token_hex(32),

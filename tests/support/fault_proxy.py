@@ -140,8 +140,7 @@ class FaultProxy(TcpProxy):
             client.close()
             return
         try:
-            upstream = socket.create_connection(self.target, timeout=5)
-            upstream.settimeout(None)
+            upstream = self._connect()
             upstream.sendall(startup)
         except OSError:
             client.close()

@@ -15,6 +15,7 @@ class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target until cut."""
 
     def __init__(self, target_host: str, target_port: int):
+        # A host that is a path is PostgreSQL's socket directory (the embedded server).
         self.target = (target_host, target_port)
         self.port = 0
         self._listener: socket.socket | None = None
@@ -41,8 +42,7 @@ class TcpProxy:
                 return
             self._flowing.wait()  # frozen: the client is connected, and nothing answers
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
+                upstream = self._connect()
             except OSError:
                 client.close()
                 continue
@@ -50,6 +50,21 @@ class TcpProxy:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        host, port = self.target
+        if host.startswith("/"):
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.settimeout(5)
+            try:
+                upstream.connect(f"{host}/.s.PGSQL.{port}")
+            except OSError:
+                upstream.close()
+                raise
+        else:
+            upstream = socket.create_connection(self.target, timeout=5)
+        upstream.settimeout(None)
+        return upstream
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
