@@ -326,14 +326,11 @@ def safe_phone(pii: PersonalData, token: str | None) -> str:
     return (pii.decrypt(token) or "") if token else ""
 
 
-def _iso(dt: datetime | None) -> str:
-    return utc_iso_or_none(dt, EXPORT) or ""
-
-
 def _call_part(call: Call, pii: PersonalData) -> dict[str, object]:
     started, _answered, ended = ordered_times(call.started_at, call.answered_at, call.ended_at)
-    return {"call_sid": call.call_sid, "started_at": _iso(started or call.created_at),
-            "ended_at": _iso(ended), "direction": call.direction or "",
+    return {"call_sid": call.call_sid,
+            "started_at": utc_iso_or_none(started or call.created_at, EXPORT) or "",
+            "ended_at": utc_iso_or_none(ended, EXPORT) or "", "direction": call.direction or "",
             "status": call.status or "", "duration": call_duration(call)[0],
             "phone": safe_phone(pii, call.phone_enc)}
 
