@@ -237,3 +237,16 @@ def test_a_new_secret_key_ends_every_session(app, app_config, client, users):
         assert copy.get("/auditor/").status_code == 200  # the old key still opens it
     finally:
         database(rekeyed).engine.dispose()
+
+
+def test_a_webhook_neither_reads_nor_refreshes_a_session_cookie(app, client, users):
+    """Twilio sends no cookie; one that comes with a webhook anyway is not a login there,
+    and the answer sets no cookie, while the same cookie still serves the workspace."""
+    from tests.integration.test_webhooks import CALL, post
+
+    assert login(client, "auditor-1", users["auditor"]).status_code == 302
+    assert client.get("/auditor/").headers.get("Set-Cookie")  # refreshed on each page
+    r = post(client, app, "/voice/incoming", dict(CALL))
+    assert r.status_code == 200 and b"<Response>" in r.data
+    assert "Set-Cookie" not in r.headers
+    assert client.get("/auditor/").status_code == 200
