@@ -610,9 +610,17 @@ def labels(r: dict) -> list[str]:
     return known + sorted(set(r["latency"]) - set(known))
 
 
-def webhook_p99(r: dict) -> float:
-    """The p99 of every request of a phase, whatever its path, in milliseconds."""
+def all_p99(r: dict) -> float:
+    """The p99 of every request of a phase, whatever its path (the agents' API calls of
+    the mix included), in milliseconds."""
     return pct([x for xs in r["latency"].values() for x in xs], .99)
+
+
+def webhook_p99(r: dict) -> float:
+    """The p99 of Twilio's requests of a phase (every /voice/ path, retries included), in
+    milliseconds: what issue 19's target compares with the bare app's p99."""
+    return pct([x for label, xs in r["latency"].items() if label.startswith("/voice/")
+                for x in xs], .99)
 
 
 def report(name: str, r: dict, cores: int, ivr: bool = True) -> list[str]:
@@ -811,7 +819,8 @@ def main(argv=None) -> int:  # noqa: C901 - the command line's options, read in 
             finally:
                 stop(server)
             ratio = (ivr["requests"] / ivr["seconds"]) / (bare["requests"] / bare["seconds"])
-            p99_ratio = webhook_p99(ivr) / pct(bare["latency"].get(BARE_PATH, []), .99)
+            bare_p99 = pct(bare["latency"].get(BARE_PATH, []), .99)
+            p99_ratio = webhook_p99(ivr) / bare_p99
             print(f"\n--- round {i + 1} of {args.rounds}" + (" (--mix)" if args.mix
                                                               else " (--fresh)"))
             for line in (report("bare one-commit", bare, cores, ivr=False)
@@ -820,8 +829,9 @@ def main(argv=None) -> int:  # noqa: C901 - the command line's options, read in 
             print(f"ratio IVR req/s / one-commit req/s: {ratio:.3f}   (target >= "
                   f"{0.65 if args.mix else 0.75})   complete calls/s: "
                   f"{ivr['calls'] / ivr['seconds']:.1f}", flush=True)
-            print(f"IVR p99 (all requests) {webhook_p99(ivr):.1f} ms = {p99_ratio:.2f} x the "
-                  f"bare p99 (target <= 3)", flush=True)
+            print(f"IVR webhook p99 {webhook_p99(ivr):.1f} ms = {p99_ratio:.2f} x the bare p99 "
+                  f"(target <= 3); all requests {all_p99(ivr):.1f} ms = "
+                  f"{all_p99(ivr) / bare_p99:.2f} x", flush=True)
             print(queue_age.line(), flush=True)
             rounds.append({"bare": bare, "ivr": ivr, "ratio": ratio, "p99_ratio": p99_ratio})
             if args.profile:
@@ -852,7 +862,7 @@ def main(argv=None) -> int:  # noqa: C901 - the command line's options, read in 
             p99s = sorted(r["p99_ratio"] for r in rounds)
             bares = sorted(r["bare"]["requests"] / r["bare"]["seconds"] for r in rounds)
             print(f"median over {args.rounds} rounds: ratio {ratios[len(ratios) // 2]:.3f}, "
-                  f"complete calls/s {cps[len(cps) // 2]:.1f}, IVR p99 / bare p99 "
+                  f"complete calls/s {cps[len(cps) // 2]:.1f}, IVR webhook p99 / bare p99 "
                   f"{p99s[len(p99s) // 2]:.2f}, bare one-commit {bares[len(bares) // 2]:.0f} "
                   f"req/s")
         if args.json:
