@@ -37,13 +37,13 @@ class CookieSessions(SecureCookieSessionInterface):
     sends no cookie and no voice view reads or writes the session, so a webhook skips the
     cookie's lookup and signature check (about 2 % of a webhook's worker CPU)."""
 
-    WITHOUT_SESSION = "/voice/"
-
     def __init__(self):
         self._serializer: tuple | None = None
+        # The session opens before the URL is matched: the voice blueprint's own prefix.
+        self._without = f"{voice.bp.url_prefix}/"
 
     def open_session(self, app: Flask, request):
-        if request.path.startswith(self.WITHOUT_SESSION):
+        if request.path.startswith(self._without):
             return self.make_null_session(app)  # read-only and empty; no cookie is set
         return super().open_session(app, request)
 

@@ -14,6 +14,7 @@ from ivr.cli.main import cli
 from ivr.domain.times import utcnow
 from ivr.storage.models import WebSession
 from ivr.web.current import database
+from tests.integration.test_webhooks import CALL, post
 from tests.support.auditor import audit_bodies, csrf_token, login, make_user
 
 COOKIE = "ivr_session"
@@ -242,8 +243,6 @@ def test_a_new_secret_key_ends_every_session(app, app_config, client, users):
 def test_a_webhook_neither_reads_nor_refreshes_a_session_cookie(app, client, users):
     """Twilio sends no cookie; one that comes with a webhook anyway is not a login there,
     and the answer sets no cookie, while the same cookie still serves the workspace."""
-    from tests.integration.test_webhooks import CALL, post
-
     assert login(client, "auditor-1", users["auditor"]).status_code == 302
     assert client.get("/auditor/").headers.get("Set-Cookie")  # refreshed on each page
     r = post(client, app, "/voice/incoming", dict(CALL))
